@@ -1,0 +1,139 @@
+/**
+ * Turns a pod into the JSONPatch that points its images at the node proxy and records what was
+ * done in annotations. Pure: no I/O, no fastify; the AdmissionReview layer calls it.
+ */
+import { pointerSegment, type JsonPatchOp } from './json-patch.js';
+import {
+  IGNORE_LABEL,
+  IGNORE_LABEL_VALUE,
+  ORIGINAL_IMAGES_ANNOTATION,
+  SKIPPED_IMAGES_ANNOTATION,
+  type RewritePolicy,
+} from './policy.js';
+import { decideImage } from './rewrite-image.js';
+
+export const CONTAINER_FIELDS = ['initContainers', 'containers', 'ephemeralContainers'] as const;
+export type ContainerField = (typeof CONTAINER_FIELDS)[number];
+
+export interface MutationContext {
+  namespace: string;
+  /**
+   * `ephemeralcontainers` when the request is the pods/ephemeralcontainers subresource: then only
+   * ephemeral containers absent from `oldPod` may change (existing ones are immutable, and touching
+   * them would get the whole request rejected), and metadata changes would be dropped by the API
+   * server, so no annotation is written.
+   */
+  subresource?: string;
+  oldPod?: unknown;
+}
+
+export interface PodMutation {
+  patch: JsonPatchOp[];
+  /** `field/name` -> original image, for what this call rewrote. */
+  rewritten: Record<string, string>;
+  /** `field/name` -> why it was left alone. */
+  skipped: Record<string, string>;
+}
+
+type Json = Record<string, unknown>;
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function stringRecord(v: unknown): Record<string, string> {
+  if (!isObject(v)) return {};
+  return Object.fromEntries(Object.entries(v).filter((e): e is [string, string] => typeof e[1] === 'string'));
+}
+
+function parseAnnotationMap(text: unknown): Record<string, string> {
+  if (typeof text !== 'string') return {};
+  try {
+    return stringRecord(JSON.parse(text));
+  } catch {
+    return {};
+  }
+}
+
+function sameMap(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+/** Why the whole pod is left alone, if it is. */
+function podLevelSkip(pod: Json, ctx: MutationContext, policy: RewritePolicy): string | undefined {
+  if (policy.excludedNamespaces.has(ctx.namespace)) return `namespace ${ctx.namespace} is excluded`;
+  const labels = isObject(pod.metadata) ? stringRecord(pod.metadata.labels) : {};
+  if (labels[IGNORE_LABEL] === IGNORE_LABEL_VALUE) return `pod is labelled ${IGNORE_LABEL}=${IGNORE_LABEL_VALUE}`;
+  return undefined;
+}
+
+function containerNames(pod: unknown, field: ContainerField): Set<string> {
+  const spec = isObject(pod) && isObject(pod.spec) ? pod.spec : {};
+  const list = Array.isArray(spec[field]) ? (spec[field] as unknown[]) : [];
+  return new Set(list.filter(isObject).map((c) => String(c.name)));
+}
+
+export function mutatePod(pod: unknown, ctx: MutationContext, policy: RewritePolicy): PodMutation {
+  const out: PodMutation = { patch: [], rewritten: {}, skipped: {} };
+  if (!isObject(pod) || !isObject(pod.spec)) return out;
+  const ephemeralOnly = ctx.subresource === 'ephemeralcontainers';
+  const existingEphemeral = ephemeralOnly ? containerNames(ctx.oldPod, 'ephemeralContainers') : new Set<string>();
+  const podSkip = podLevelSkip(pod, ctx, policy);
+  for (const field of CONTAINER_FIELDS) {
+    if (ephemeralOnly && field !== 'ephemeralContainers') continue;
+    const list = pod.spec[field];
+    if (!Array.isArray(list)) continue;
+    list.forEach((c: unknown, i) => {
+      if (!isObject(c)) return;
+      const key = `${field}/${String(c.name)}`;
+      if (ephemeralOnly && existingEphemeral.has(String(c.name))) return;
+      if (podSkip) {
+        out.skipped[key] = podSkip;
+        return;
+      }
+      const d = decideImage(c.image, c.imagePullPolicy, policy);
+      if (d.action === 'keep') out.skipped[key] = d.reason;
+      if (d.action !== 'rewrite') return;
+      out.rewritten[key] = c.image as string;
+      out.patch.push({ op: 'replace', path: `/spec/${field}/${i}/image`, value: d.image });
+    });
+  }
+  if (!ephemeralOnly) out.patch.push(...annotationPatch(pod, out));
+  return out;
+}
+
+/**
+ * Merges with what an earlier invocation recorded: on re-invocation the images it rewrote read as
+ * already rewritten, and their originals must survive.
+ */
+function annotationPatch(pod: Json, m: PodMutation): JsonPatchOp[] {
+  const metadata = isObject(pod.metadata) ? pod.metadata : undefined;
+  const annotations = metadata && isObject(metadata.annotations) ? metadata.annotations : undefined;
+  const oldOriginal = parseAnnotationMap(annotations?.[ORIGINAL_IMAGES_ANNOTATION]);
+  const oldSkipped = parseAnnotationMap(annotations?.[SKIPPED_IMAGES_ANNOTATION]);
+  const original = { ...oldOriginal, ...m.rewritten };
+  const skipped: Record<string, string> = { ...oldSkipped, ...m.skipped };
+  for (const k of Object.keys(original)) delete skipped[k];
+  const wanted: [string, Record<string, string>, Record<string, string>, unknown][] = [
+    [ORIGINAL_IMAGES_ANNOTATION, original, oldOriginal, annotations?.[ORIGINAL_IMAGES_ANNOTATION]],
+    [SKIPPED_IMAGES_ANNOTATION, skipped, oldSkipped, annotations?.[SKIPPED_IMAGES_ANNOTATION]],
+  ];
+  const ops: JsonPatchOp[] = [];
+  const toAdd: Record<string, string> = {};
+  for (const [name, value, old, raw] of wanted) {
+    if (Object.keys(value).length === 0) continue;
+    if (raw !== undefined && sameMap(value, old)) continue;
+    toAdd[name] = JSON.stringify(value);
+  }
+  if (Object.keys(toAdd).length === 0) return ops;
+  if (!metadata) ops.push({ op: 'add', path: '/metadata', value: {} });
+  if (!annotations) {
+    ops.push({ op: 'add', path: '/metadata/annotations', value: toAdd });
+    return ops;
+  }
+  for (const [name, value] of Object.entries(toAdd)) {
+    ops.push({ op: 'add', path: `/metadata/annotations/${pointerSegment(name)}`, value });
+  }
+  return ops;
+}
