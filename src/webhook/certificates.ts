@@ -19,6 +19,8 @@ export interface CertOptions {
 }
 
 const DAY_MS = 86_400_000;
+/** forge writes CRLF; everything else (and a concatenated bundle) wants LF. */
+const lf = (pem: string) => pem.replace(/\r\n/g, '\n');
 
 function rsaKeys(): { privateKey: forge.pki.rsa.PrivateKey; publicKey: forge.pki.rsa.PublicKey; pem: string } {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -51,7 +53,7 @@ export function createCa(commonName: string, o: CertOptions): KeyAndCert {
     { name: 'subjectKeyIdentifier' },
   ]);
   cert.sign(k.privateKey, forge.md.sha256.create());
-  return { cert: forge.pki.certificateToPem(cert), key: k.pem };
+  return { cert: lf(forge.pki.certificateToPem(cert)), key: k.pem };
 }
 
 /** A serving certificate for `dnsNames` (the first is also the CN) and `ipAddresses`, signed by `ca`. */
@@ -73,7 +75,7 @@ export function issueServingCert(ca: KeyAndCert, dnsNames: readonly string[], o:
     },
   ]);
   cert.sign(caKey, forge.md.sha256.create());
-  return { cert: forge.pki.certificateToPem(cert), key: k.pem };
+  return { cert: lf(forge.pki.certificateToPem(cert)), key: k.pem };
 }
 
 export interface CertFacts {

@@ -61,7 +61,7 @@ export function applyPatch<T>(doc: T, ops: { op: string; path: string; value?: u
       p[key as never] = structuredClone(o.value) as never;
     } else if (o.op === 'add') {
       if (Array.isArray(p)) p.splice(key === '-' ? p.length : Number(key), 0, structuredClone(o.value));
-      else p[key] = structuredClone(o.value);
+      else (p as Record<string, unknown>)[key] = structuredClone(o.value);
     } else throw new Error(`unsupported op ${o.op}`);
   }
   return root.v as T;
@@ -74,7 +74,7 @@ export function decodePatch(response: { patch?: string }): { op: string; path: s
 /** POSTs over real HTTPS, trusting only `ca`. */
 export function httpsPost(url: string, body: string | Buffer, ca: string, headers: Record<string, string> = { 'content-type': 'application/json' }): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', ca, headers }, (res) => {
+    const req = request(url, { method: 'POST', ca, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
