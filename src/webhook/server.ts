@@ -34,8 +34,10 @@ export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 export function createWebhookServer(opts: WebhookServerOptions): WebhookServer {
   const bodyLimit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const logger = opts.logger ?? false;
   const app = Fastify({
-    logger: opts.logger ?? false,
+    // fastify 5 takes a ready logger as loggerInstance and only booleans/options as logger.
+    ...(typeof logger === 'object' ? { loggerInstance: logger } : { logger }),
     bodyLimit,
     ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' as const } } : {}),
   }) as unknown as FastifyInstance;
