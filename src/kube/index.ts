@@ -1,0 +1,72 @@
+/**
+ * src/kube: everything pullthrough asks the Kubernetes API. The only importer of
+ * @kubernetes/client-node.
+ *
+ * Node proxy:
+ *   const kube = startPodCredentials({ kubeconfig, nodeName, logger });   // returns at once
+ *   kube.credentials.podsUsing(registry, repository)                       // PodRef[]
+ *   await kube.credentials.lookup(pod, registry, repository)               // credentials + skip reasons
+ *   kube.source                                                            // a CredentialSource
+ *   await kube.stop();
+ *
+ * Admission webhook: createKubeClient, getSecret, createOrReplaceSecret, patchWebhookCABundle.
+ */
+import { createKubeClient, type KubeClient, type KubeClientOptions } from './client.js';
+import { silentLogger, type KubeLogger } from './logger.js';
+import { PodCredentialSource } from './pod-credential-source.js';
+import { PodCredentials, type PodCredentialsOptions } from './pod-credentials.js';
+import { NodePodInformer, type PodInformerOptions } from './pod-informer.js';
+
+export { createKubeClient, resolveNodeName, KubeConfigError, type KubeClient, type KubeClientOptions } from './client.js';
+export { describeKubeError, type KubeFailure } from './errors.js';
+export type { KubeLogger } from './logger.js';
+export { silentLogger } from './logger.js';
+export { NodePodInformer, type PodInformerOptions } from './pod-informer.js';
+export { PodIndex } from './pod-index.js';
+export { podImages, isLoopbackRegistry, type ProxyRegistryTest } from './pod-images.js';
+export { PodCredentials, type PodCredentialLookup, type PodCredentialsOptions, type SkippedSource } from './pod-credentials.js';
+export { PodCredentialSource } from './pod-credential-source.js';
+export { parsePullSecret, PullSecretError, DOCKER_CFG, DOCKER_CONFIG_JSON } from './pull-secrets.js';
+export { getSecret, createOrReplaceSecret, patchWebhookCABundle, KubeRequestError } from './webhook-api.js';
+export type { PodCredential, PodRef, ImageRepository } from './types.js';
+
+export interface NodeKubeOptions extends KubeClientOptions {
+  readonly nodeName: string;
+  readonly logger?: KubeLogger;
+  /** An already built client (tests, or a shared one); otherwise built from the options above. */
+  readonly client?: KubeClient;
+  readonly informer?: Omit<PodInformerOptions, 'client' | 'nodeName' | 'logger'>;
+  readonly cache?: PodCredentialsOptions['cache'];
+}
+
+export interface NodeKube {
+  readonly client: KubeClient;
+  readonly informer: NodePodInformer;
+  readonly credentials: PodCredentials;
+  readonly source: PodCredentialSource;
+  stop(): Promise<void>;
+}
+
+/**
+ * Everything the node proxy needs, started: the pod informer runs in the background (the proxy
+ * serves meanwhile; until the first list the node has no known pods). Throws KubeConfigError only
+ * for a missing or unreadable configuration, never because the API server is down.
+ */
+export function startPodCredentials(options: NodeKubeOptions): NodeKube {
+  const logger = options.logger ?? silentLogger;
+  const client = options.client ?? createKubeClient(options);
+  const informer = new NodePodInformer({ ...options.informer, client, nodeName: options.nodeName, logger });
+  const credentials = new PodCredentials({ client, index: informer.index, logger, ...(options.cache ? { cache: options.cache } : {}) });
+  informer.start();
+  logger.info({ node: options.nodeName, server: client.server }, 'watching pods on this node for image pull secrets');
+  return {
+    client,
+    informer,
+    credentials,
+    source: new PodCredentialSource(credentials),
+    async stop() {
+      await informer.stop();
+      credentials.close();
+    },
+  };
+}
