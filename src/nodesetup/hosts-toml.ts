@@ -1,0 +1,73 @@
+/**
+ * The containerd registry host files (`config_path` layout, `<dir>/<host>/hosts.toml`) that make
+ * a dead node proxy survivable:
+ *
+ * - `<proxy host>/hosts.toml` (e.g. `localhost:7439`), for the rewritten references: the node
+ *   proxy first, then the cluster proxy Service as `server`. containerd moves on to the next
+ *   host on a refused connection or any error status, so a node whose proxy is down, starting or
+ *   being upgraded still pulls.
+ * - optionally `_default/hosts.toml`, for every registry without a directory of its own: the node
+ *   proxy (then the cluster proxy) as pull+resolve mirrors, and no `server` line, so containerd's
+ *   last resort is the origin registry itself. Covers images the webhook did not rewrite, and
+ *   pulls when both proxies are down.
+ */
+export const MARKER = '# Written by pullthrough node-setup; a replaced file is kept beside it as hosts.toml.pullthrough-backup.';
+
+export interface HostsPlan {
+  /** Directory name under config_path, e.g. `localhost:7439` or `_default`. */
+  dir: string;
+  content: string;
+}
+
+export interface HostsOptions {
+  /** The registry host rewritten images name, e.g. `localhost:7439`. */
+  proxyHost: string;
+  /** How containerd reaches the node proxy, e.g. `http://127.0.0.1:7439`. */
+  nodeProxyUrl: string;
+  /** The cluster-wide proxy, reachable from the node (an IP: the host resolver knows no Service names). */
+  clusterProxyUrl?: string;
+  /** Also write `_default/hosts.toml`. */
+  mirrorAll: boolean;
+}
+
+const q = (s: string) => JSON.stringify(s);
+
+function hostBlock(url: string): string {
+  return `[host.${q(url)}]\n  capabilities = ["pull", "resolve"]\n`;
+}
+
+export function renderHostsFiles(o: HostsOptions): HostsPlan[] {
+  const rewritten = [
+    MARKER,
+    '# Rewritten images: node proxy first, then the cluster proxy (the server is tried last).',
+    `server = ${q(o.clusterProxyUrl ?? o.nodeProxyUrl)}`,
+    '',
+    hostBlock(o.nodeProxyUrl),
+  ].join('\n');
+  const plans: HostsPlan[] = [{ dir: o.proxyHost, content: rewritten }];
+  if (o.mirrorAll) {
+    const mirrors = [o.nodeProxyUrl, ...(o.clusterProxyUrl ? [o.clusterProxyUrl] : [])];
+    plans.push({
+      dir: '_default',
+      content: [
+        MARKER,
+        '# Every registry without its own directory: the proxies as mirrors (they get ?ns=<registry>),',
+        '# then, with no server line, the origin registry itself.',
+        '',
+        mirrors.map(hostBlock).join('\n'),
+      ].join('\n'),
+    });
+  }
+  return plans;
+}
+
+/** Does containerd's config.toml point the CRI registry at a hosts directory? */
+export function checkContainerdConfig(text: string, hostsDir: string): { ok: boolean; message: string } {
+  const m = /^\s*config_path\s*=\s*"([^"]*)"/m.exec(text);
+  if (!m) {
+    return { ok: false, message: `containerd config has no registry config_path: hosts.toml files under ${hostsDir} are ignored (set [plugins."io.containerd.grpc.v1.cri".registry] config_path = "${hostsDir}")` };
+  }
+  const paths = (m[1] as string).split(':');
+  if (!paths.includes(hostsDir)) return { ok: false, message: `containerd config_path is ${JSON.stringify(m[1])}, which does not include ${hostsDir}` };
+  return { ok: true, message: `containerd config_path includes ${hostsDir}` };
+}
