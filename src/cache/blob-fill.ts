@@ -1,0 +1,292 @@
+/**
+ * One origin fetch per cold blob, shared by every concurrent puller while it fills the cache.
+ *
+ * The origin's bytes go to a spool file (hashed on the way); each client reads that file from its
+ * own offset and waits for more as it grows, so a slow client never holds memory and a Range
+ * request for the tail just waits for its bytes. The last byte is released only after the digest
+ * and size check out: no client ever receives a complete but unverified blob. Only then is the
+ * file committed to the store.
+ */
+import { EventEmitter } from 'node:events';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DigestVerifier, parseDigest } from '../oci/digest.js';
+
+export interface OriginBlob {
+  /** Content-Length as the origin announced it, if it did. */
+  readonly size: number | undefined;
+  readonly stream: Readable;
+}
+
+export type FillState = 'fetching' | 'streaming' | 'verified' | 'failed';
+
+export interface FillEvents {
+  /** The fill's outcome, for logs and metrics. */
+  onVerified?(fill: BlobFill): void;
+  onFailed?(fill: BlobFill, err: Error): void;
+}
+
+export class BlobFill extends EventEmitter {
+  readonly key: string;
+  readonly repo: string;
+  readonly digest: string;
+  readonly file: string;
+  state: FillState = 'fetching';
+  size: number | undefined;
+  written = 0;
+  error: Error | undefined;
+  /** Resolves once the origin answered with a body (or rejects with why it did not). */
+  readonly started: Promise<void>;
+  /** Resolves when verified, rejects when the fill failed. Never rejects unhandled. */
+  readonly done: Promise<void>;
+  /** Resolves true once the blob is in the store, false when it never will be from this fill. */
+  readonly committed: Promise<boolean>;
+  private resolveCommitted!: (ok: boolean) => void;
+  private readonly abort = new AbortController();
+  private handle: FileHandle | undefined;
+  private refs = 1;
+  private readers = 0;
+  /** A background completion owns this fill: it runs on even when no client reads it. */
+  private pinned = false;
+
+  constructor(key: string, repo: string, digest: string, file: string) {
+    super();
+    this.setMaxListeners(0);
+    this.key = key;
+    this.repo = repo;
+    this.digest = digest;
+    this.file = file;
+    let resolveStarted!: () => void;
+    let rejectStarted!: (e: Error) => void;
+    this.started = new Promise((res, rej) => {
+      resolveStarted = res;
+      rejectStarted = rej;
+    });
+    this.started.catch(() => undefined);
+    this.done = new Promise<void>((res, rej) => {
+      this.once('settled', (err?: Error) => (err ? rej(err) : res()));
+    });
+    this.done.catch(() => undefined);
+    this.committed = new Promise<boolean>((res) => (this.resolveCommitted = res));
+    this.resolveStarted = resolveStarted;
+    this.rejectStarted = rejectStarted;
+  }
+
+  private resolveStarted: () => void;
+  private rejectStarted: (e: Error) => void;
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  /** Bytes a reader may take: all once verified, all but the last before. */
+  readableLimit(): number {
+    return this.state === 'verified' ? this.written : Math.max(0, this.written - 1);
+  }
+
+  async run(fetchOrigin: (signal: AbortSignal) => Promise<OriginBlob>, events: FillEvents): Promise<void> {
+    const expected = parseDigest(this.digest);
+    try {
+      this.handle = await open(this.file, 'w+');
+      const origin = await fetchOrigin(this.abort.signal);
+      this.size = origin.size;
+      this.state = 'streaming';
+      this.resolveStarted();
+      this.emit('change');
+      const verifier = new DigestVerifier(expected);
+      const handle = this.handle;
+      const sink = new Writable({
+        highWaterMark: 1 << 20,
+        writev: (chunks, cb) => {
+          const bufs = chunks.map((c) => c.chunk as Buffer);
+          for (const b of bufs) verifier.update(b);
+          handle.writev(bufs, this.written).then(
+            ({ bytesWritten }) => {
+              this.written += bytesWritten;
+              this.emit('change');
+              cb();
+            },
+            (err: Error) => cb(err),
+          );
+        },
+      });
+      await pipeline(origin.stream, sink, { signal: this.abort.signal });
+      const seen = verifier.finish();
+      if (seen !== this.digest) throw new Error(`origin sent bytes with digest ${seen}, not ${this.digest}`);
+      if (this.size !== undefined && this.written !== this.size) throw new Error(`origin sent ${this.written} bytes, announced ${this.size}`);
+      this.size = this.written;
+      this.state = 'verified';
+      this.emit('change');
+      events.onVerified?.(this);
+      this.emit('settled');
+    } catch (err) {
+      const e = this.abort.signal.aborted && this.abort.signal.reason instanceof Error ? this.abort.signal.reason : (err as Error);
+      this.fail(e);
+      events.onFailed?.(this, e);
+    } finally {
+      this.release();
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.state === 'failed' || this.state === 'verified') return;
+    this.state = 'failed';
+    this.error = err;
+    this.rejectStarted(err);
+    this.emit('change');
+    this.emit('settled', err);
+  }
+
+  /** Stops the origin fetch: nothing of it will be committed. */
+  cancel(reason: Error): void {
+    if (this.state === 'verified' || this.state === 'failed') return;
+    this.abort.abort(reason);
+  }
+
+  /** A stream of the blob from `start` to `end` (inclusive), growing with the fill. */
+  reader(start: number, end: number | undefined, opts: { cancelWhenAbandoned: boolean }): Readable {
+    this.refs++;
+    this.readers++;
+    let pos = start;
+    let reading = false;
+    let waiting = false;
+    const fill = this;
+    const stream = new Readable({
+      highWaterMark: 1 << 20,
+      read() {
+        void pump();
+      },
+      destroy(err, cb) {
+        fill.off('change', onChange);
+        fill.readers--;
+        if (opts.cancelWhenAbandoned && fill.readers === 0 && !fill.pinned && fill.state !== 'verified') {
+          fill.cancel(new Error('every client of this blob went away'));
+        }
+        fill.release();
+        cb(err);
+      },
+    });
+    const onChange = () => {
+      waiting = false;
+      void pump();
+    };
+    const pump = async (): Promise<void> => {
+      if (reading || waiting || stream.destroyed) return;
+      if (fill.state === 'failed') {
+        stream.destroy(fill.error ?? new Error('blob fetch failed'));
+        return;
+      }
+      const last = end !== undefined ? end + 1 : fill.state === 'verified' ? fill.written : Infinity;
+      if (pos >= last) {
+        stream.push(null);
+        return;
+      }
+      const limit = Math.min(fill.readableLimit(), last);
+      if (pos >= limit || !fill.handle) {
+        waiting = true;
+        fill.once('change', onChange);
+        return;
+      }
+      reading = true;
+      try {
+        const n = Math.min(limit - pos, 1 << 20);
+        const buf = Buffer.allocUnsafe(n);
+        const { bytesRead } = await fill.handle.read(buf, 0, n, pos);
+        reading = false;
+        if (stream.destroyed) return;
+        pos += bytesRead;
+        if (stream.push(bytesRead === n ? buf : buf.subarray(0, bytesRead))) void pump();
+      } catch (err) {
+        reading = false;
+        stream.destroy(err as Error);
+      }
+    };
+    return stream;
+  }
+
+  private release(): void {
+    this.refs--;
+    if (this.refs === 0 && this.handle) {
+      const h = this.handle;
+      this.handle = undefined;
+      void h.close().catch(() => undefined);
+      this.emit('closed');
+    }
+  }
+
+  settleCommit(ok: boolean): void {
+    this.resolveCommitted(ok);
+  }
+
+  pin(): void {
+    this.pinned = true;
+  }
+
+  /** Keeps the spool file open for a commit that reads it after the fill finished. */
+  retain(): () => void {
+    this.refs++;
+    return () => this.release();
+  }
+}
+
+export interface BlobFillsOptions {
+  readonly tmpDir: string;
+  readonly events?: FillEvents;
+}
+
+/** The registry of fills in progress, by cache repository and digest. */
+export class BlobFills {
+  private readonly opts: BlobFillsOptions;
+  private readonly active = new Map<string, BlobFill>();
+
+  constructor(opts: BlobFillsOptions) {
+    this.opts = opts;
+  }
+
+  get size(): number {
+    return this.active.size;
+  }
+
+  get(repo: string, digest: string): BlobFill | undefined {
+    return this.active.get(`${repo}@${digest}`);
+  }
+
+  /**
+   * Joins the fill in progress or starts one. `commit` runs after verification with the spool
+   * file; the fill leaves the registry once committed (or failed), and the file is removed.
+   */
+  getOrStart(
+    repo: string,
+    digest: string,
+    fetchOrigin: (signal: AbortSignal) => Promise<OriginBlob>,
+    commit: (fill: BlobFill) => Promise<boolean>,
+  ): { fill: BlobFill; joined: boolean } {
+    const key = `${repo}@${digest}`;
+    const existing = this.active.get(key);
+    if (existing) return { fill: existing, joined: true };
+    const fill = new BlobFill(key, repo, digest, join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`));
+    this.active.set(key, fill);
+    const hold = fill.retain();
+    void (async () => {
+      await fill.run(fetchOrigin, this.opts.events ?? {});
+      let ok = false;
+      try {
+        if (fill.state === 'verified') ok = await commit(fill);
+      } finally {
+        this.active.delete(key);
+        fill.settleCommit(ok);
+        hold();
+        await unlink(fill.file).catch(() => undefined);
+      }
+    })();
+    return { fill, joined: false };
+  }
+
+  /** Cancels every fill (shutdown). */
+  cancelAll(reason: Error): void {
+    for (const f of this.active.values()) f.cancel(reason);
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * The shared store: any OCI distribution registry (the cluster's cache registry), spoken to only
+ * through the distribution API.
+ *
+ * - Blobs are ordinary blobs of the cache repository (`docker.io/library/nginx`).
+ * - Manifests are pushed verbatim by digest. distribution refuses a manifest whose blobs it lacks
+ *   and (2.8) an index whose child manifests it lacks; callers store blobs first, and an index
+ *   whose children are not all cached (a multi-arch image pulled for one platform) is kept as a
+ *   blob of the same digest instead: its exact bytes, content-addressed beside the repository.
+ * - Tags are pointer manifests in `pullthrough-tags/<cache repository>:<tag>` (a name no encoded
+ *   registry can have: it holds no `.` or `_`): an empty OCI manifest whose annotations carry the
+ *   target digest, media type and when the origin last confirmed it. So a tag never needs its
+ *   target to be pushable, and every node sees when it was last confirmed.
+ */
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { digestOf } from '../oci/digest.js';
+import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType, parseManifest } from '../oci/media-types.js';
+import { readCappedBytes, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
+import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
+
+const TAG_REPO_PREFIX = 'pullthrough-tags';
+const EMPTY_CONFIG = Buffer.from('{}');
+const EMPTY_DIGEST = digestOf(EMPTY_CONFIG);
+const A_DIGEST = 'dev.pullthrough.target.digest';
+const A_MEDIATYPE = 'dev.pullthrough.target.mediaType';
+const A_CONFIRMED = 'dev.pullthrough.confirmedAt';
+
+export class RegistryStoreError extends Error {}
+
+export class RegistryStore implements Store {
+  readonly kind = 'registry' as const;
+  private readonly client: RegistryClient;
+  /** The client resolves this name to the cache registry's base URL. */
+  private readonly host: string;
+  private readonly emptyConfigPushed = new Set<string>();
+
+  constructor(client: RegistryClient, host: string) {
+    this.client = client;
+    this.host = host;
+  }
+
+  private req(repo: string, method: 'GET' | 'HEAD' | 'PUT' | 'POST', path: string, extra: { headers?: Record<string, string>; body?: Readable | Buffer; actions?: string; signal?: AbortSignal } = {}): Promise<RegistryResponse> {
+    return this.client.request({ registry: this.host, repository: repo, method, path, ...extra });
+  }
+
+  async ping(): Promise<void> {
+    const res = await this.client.request({ registry: this.host, repository: 'pullthrough', method: 'GET', path: '/v2/' });
+    await res.body.dump();
+    if (res.statusCode !== 200) throw new RegistryStoreError(`cache registry /v2/ answered ${res.statusCode}`);
+  }
+
+  async statBlob(repo: string, digest: string): Promise<{ size: number } | undefined> {
+    const res = await this.req(repo, 'HEAD', `/v2/${repo}/blobs/${digest}`);
+    await res.body.dump();
+    if (res.statusCode === 404) return undefined;
+    if (res.statusCode !== 200) throw unexpected('HEAD blob', res);
+    return { size: Number(res.headers['content-length'] ?? 0) };
+  }
+
+  async openBlob(repo: string, digest: string, range?: BlobRange, signal?: AbortSignal): Promise<OpenedBlob | undefined> {
+    const headers: Record<string, string> = range ? { range: `bytes=${range.start}-${range.end}` } : {};
+    const res = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`, { headers, signal });
+    if (res.statusCode === 404) {
+      await res.body.dump();
+      return undefined;
+    }
+    if (res.statusCode === 200 && !range) return { size: Number(res.headers['content-length'] ?? 0), stream: res.body };
+    if (res.statusCode === 206 && range) {
+      const total = /\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''))?.[1];
+      if (total !== undefined) return { size: Number(total), stream: res.body };
+    }
+    await res.body.dump();
+    throw unexpected('GET blob', res);
+  }
+
+  async putBlobFile(repo: string, digest: string, size: number, file: string): Promise<void> {
+    await this.upload(repo, digest, size, () => createReadStream(file, { highWaterMark: 256 * 1024 }));
+  }
+
+  private async upload(repo: string, digest: string, size: number, body: () => Readable | Buffer): Promise<void> {
+    const start = await this.req(repo, 'POST', `/v2/${repo}/blobs/uploads/`, { actions: 'pull,push', headers: { 'content-length': '0' } });
+    await start.body.dump();
+    if (start.statusCode !== 202) throw unexpected('POST upload', start);
+    const location = String(start.headers.location ?? '');
+    if (!location) throw new RegistryStoreError('cache registry gave no upload location');
+    const url = new URL(location, this.client.urlFor(this.host, '/'));
+    url.searchParams.set('digest', digest);
+    const put = await this.req(repo, 'PUT', url.toString(), {
+      actions: 'pull,push',
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+      body: body(),
+    });
+    await put.body.dump();
+    if (put.statusCode !== 201) throw unexpected('PUT upload', put);
+  }
+
+  async getManifest(repo: string, digest: string): Promise<StoredManifest | undefined> {
+    const res = await this.req(repo, 'GET', `/v2/${repo}/manifests/${digest}`, { headers: { accept: MANIFEST_ACCEPT } });
+    if (res.statusCode === 200) {
+      const bytes = await readCappedBytes(res.body, MAX_MANIFEST_BYTES);
+      return verified(bytes, String(res.headers['content-type'] ?? ''), digest);
+    }
+    await res.body.dump();
+    if (res.statusCode !== 404) throw unexpected('GET manifest', res);
+    // An index stored as a blob because its children were not all cached.
+    const blob = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`);
+    if (blob.statusCode === 404) {
+      await blob.body.dump();
+      return undefined;
+    }
+    if (blob.statusCode !== 200) {
+      await blob.body.dump();
+      throw unexpected('GET manifest blob', blob);
+    }
+    const bytes = await readCappedBytes(blob.body, MAX_MANIFEST_BYTES);
+    return verified(bytes, undefined, digest);
+  }
+
+  async putManifest(repo: string, manifest: StoredManifest): Promise<void> {
+    const res = await this.req(repo, 'PUT', `/v2/${repo}/manifests/${manifest.digest}`, {
+      actions: 'pull,push',
+      headers: { 'content-type': manifest.mediaType },
+      body: manifest.bytes,
+    });
+    const text = (await readCappedBytes(res.body, 1 << 16).catch(() => Buffer.alloc(0))).toString('utf8');
+    if (res.statusCode === 201) return;
+    if (res.statusCode === 400 && text.includes('MANIFEST_BLOB_UNKNOWN') && parseManifest(manifest.bytes, manifest.mediaType).kind === 'index') {
+      await this.upload(repo, manifest.digest, manifest.bytes.byteLength, () => manifest.bytes);
+      return;
+    }
+    throw unexpected('PUT manifest', res, text);
+  }
+
+  async getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
+    const pointerRepo = `${TAG_REPO_PREFIX}/${repo}`;
+    const res = await this.req(pointerRepo, 'GET', `/v2/${pointerRepo}/manifests/${tag}`, { headers: { accept: MediaType.OciManifest } });
+    if (res.statusCode === 404) {
+      await res.body.dump();
+      return undefined;
+    }
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      throw unexpected('GET tag pointer', res);
+    }
+    const doc = JSON.parse((await readCappedBytes(res.body, 1 << 16)).toString('utf8')) as { annotations?: Record<string, string> };
+    const digest = doc.annotations?.[A_DIGEST];
+    if (!digest) return undefined;
+    return { digest, confirmedAt: Date.parse(doc.annotations?.[A_CONFIRMED] ?? '') || 0 };
+  }
+
+  async putTag(repo: string, tag: string, manifest: StoredManifest, confirmedAt: number): Promise<void> {
+    const pointerRepo = `${TAG_REPO_PREFIX}/${repo}`;
+    if (!this.emptyConfigPushed.has(pointerRepo)) {
+      const have = await this.statBlob(pointerRepo, EMPTY_DIGEST);
+      if (!have) await this.upload(pointerRepo, EMPTY_DIGEST, EMPTY_CONFIG.byteLength, () => EMPTY_CONFIG);
+      this.emptyConfigPushed.add(pointerRepo);
+    }
+    const pointer = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: EMPTY_DIGEST, size: EMPTY_CONFIG.byteLength },
+        layers: [],
+        annotations: { [A_DIGEST]: manifest.digest, [A_MEDIATYPE]: manifest.mediaType, [A_CONFIRMED]: new Date(confirmedAt).toISOString() },
+      }),
+    );
+    const res = await this.req(pointerRepo, 'PUT', `/v2/${pointerRepo}/manifests/${tag}`, {
+      actions: 'pull,push',
+      headers: { 'content-type': MediaType.OciManifest },
+      body: pointer,
+    });
+    await res.body.dump();
+    if (res.statusCode !== 201) throw unexpected('PUT tag pointer', res);
+  }
+
+  async close(): Promise<void> {}
+}
+
+function verified(bytes: Buffer, contentType: string | undefined, digest: string): StoredManifest {
+  if (digestOf(bytes, digest.startsWith('sha512:') ? 'sha512' : 'sha256') !== digest) {
+    throw new RegistryStoreError(`cache registry returned bytes that do not match ${digest}`);
+  }
+  return { bytes, digest, mediaType: parseManifest(bytes, contentType).mediaType };
+}
+
+function unexpected(what: string, res: RegistryResponse, text?: string): RegistryStoreError {
+  return new RegistryStoreError(`cache registry ${what} answered ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ''}`);
+}
+

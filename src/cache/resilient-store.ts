@@ -1,0 +1,94 @@
+/**
+ * The store as the pull path sees it: a failing store (cache registry down, disk full or
+ * read-only) turns into a miss on reads and a logged, counted no-op on writes, so pulls carry on
+ * from the origin as through a plain proxy. After a failure the store is skipped for a cool-down
+ * so that a hanging cache registry costs one timeout, not one per request.
+ */
+import { UpstreamError } from '../oci/errors.js';
+import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
+
+export interface StoreFailureSink {
+  storeFailed(op: string, err: Error): void;
+  storeRecovered(): void;
+}
+
+export class ResilientStore {
+  readonly inner: Store;
+  private readonly sink: StoreFailureSink;
+  private readonly cooldownMs: number;
+  private skipUntil = 0;
+
+  constructor(inner: Store, sink: StoreFailureSink, cooldownMs: number) {
+    this.inner = inner;
+    this.sink = sink;
+    this.cooldownMs = cooldownMs;
+  }
+
+  get kind(): Store['kind'] {
+    return this.inner.kind;
+  }
+
+  /** True while the store is being skipped after a failure. */
+  get degraded(): boolean {
+    return Date.now() < this.skipUntil;
+  }
+
+  private async guard<T>(op: string, fallback: T, fn: () => Promise<T>): Promise<T> {
+    if (this.degraded) return fallback;
+    try {
+      const out = await fn();
+      if (this.skipUntil !== 0) {
+        this.skipUntil = 0;
+        this.sink.storeRecovered();
+      }
+      return out;
+    } catch (err) {
+      // Only an unreachable store is skipped; a refusal (disk full, a 4xx) leaves reads working.
+      if (err instanceof UpstreamError) this.skipUntil = Date.now() + this.cooldownMs;
+      this.sink.storeFailed(op, err as Error);
+      return fallback;
+    }
+  }
+
+  ping(): Promise<void> {
+    return this.inner.ping();
+  }
+
+  statBlob(repo: string, digest: string): Promise<{ size: number } | undefined> {
+    return this.guard('statBlob', undefined, () => this.inner.statBlob(repo, digest));
+  }
+
+  openBlob(repo: string, digest: string, range?: BlobRange, signal?: AbortSignal): Promise<OpenedBlob | undefined> {
+    return this.guard('openBlob', undefined, () => this.inner.openBlob(repo, digest, range, signal));
+  }
+
+  getManifest(repo: string, digest: string): Promise<StoredManifest | undefined> {
+    return this.guard('getManifest', undefined, () => this.inner.getManifest(repo, digest));
+  }
+
+  getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
+    return this.guard('getTag', undefined, () => this.inner.getTag(repo, tag));
+  }
+
+  /** Writes report success; a failed write is logged and counted, never thrown. */
+  putBlobFile(repo: string, digest: string, size: number, file: string): Promise<boolean> {
+    return this.guard('putBlob', false, async () => {
+      await this.inner.putBlobFile(repo, digest, size, file);
+      return true;
+    });
+  }
+
+  putManifest(repo: string, manifest: StoredManifest): Promise<boolean> {
+    return this.guard('putManifest', false, async () => {
+      await this.inner.putManifest(repo, manifest);
+      return true;
+    });
+  }
+
+  putTag(repo: string, tag: string, manifest: StoredManifest, confirmedAt: number): Promise<boolean> {
+    return this.guard('putTag', false, async () => {
+      await this.inner.putTag(repo, tag, manifest, confirmedAt);
+      return true;
+    });
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The node proxy's configuration, read in one place from flags and PULLTHROUGH_* variables.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseDockerConfig, type DockerConfigEntry } from '../oci/credentials.js';
+import { ConfigError, parseDuration, parseFlags, parseHostPort, parseList, type FlagSpec } from './flags.js';
+
+export const proxyFlags: readonly FlagSpec[] = [
+  { name: 'listen', kind: 'string', default: '127.0.0.1:7439', help: 'HOST:PORT the distribution API, /healthz and /readyz listen on.' },
+  { name: 'cache-registry', kind: 'string', default: '', help: 'URL of the shared cache registry (any OCI distribution registry). Without it, the embedded store in --data-dir is used.' },
+  { name: 'data-dir', kind: 'string', default: './data', help: 'Embedded store, and the spool directory for blobs being filled (also with --cache-registry).' },
+  { name: 'registry-credentials', kind: 'string', default: '', help: 'A docker config.json whose auths are used for origins (and the cache registry) after the pods\' own credentials.' },
+  { name: 'insecure-registries', kind: 'list', default: '', help: 'Registries reached over plain http (host, host:port, *.domain, host:*). Naming a loopback host here allows connecting to it.' },
+  { name: 'allowed-registries', kind: 'list', default: '*', help: 'Registries the proxy may pull from; others get DENIED. Loopback hosts must be named literally to be reachable.' },
+  { name: 'tag-ttl', kind: 'duration', default: '10m', help: 'How long a cached tag is served without asking the origin; after that it is revalidated with a HEAD.' },
+  { name: 'platforms', kind: 'list', default: '', help: 'Platforms of a multi-arch index to complete in the background (e.g. linux/amd64,linux/arm64, or all). Empty: only what clients pull.' },
+  { name: 'origin-connect-timeout', kind: 'duration', default: '5s', help: 'Connect timeout toward origins.' },
+  { name: 'origin-timeout', kind: 'duration', default: '20s', help: 'Time an origin has to answer with headers; past it the client gets 504 and containerd tries its next host.' },
+  { name: 'origin-idle-timeout', kind: 'duration', default: '30s', help: 'Longest silence inside an origin body before the transfer is cut (clients then resume with Range).' },
+  { name: 'cache-timeout', kind: 'duration', default: '5s', help: 'Connect and header timeout toward the cache registry.' },
+  { name: 'cache-cooldown', kind: 'duration', default: '10s', help: 'After the cache registry fails to answer, how long it is skipped (pulls go to the origin).' },
+  { name: 'log-level', kind: 'string', default: 'info', help: 'pino level: trace, debug, info, warn, error.' },
+  { name: 'metrics-listen', kind: 'string', default: '127.0.0.1:7440', help: 'HOST:PORT for Prometheus /metrics; empty disables it.' },
+];
+
+export interface ProxyConfig {
+  readonly listen: { host: string; port: number };
+  readonly cacheRegistry: URL | undefined;
+  readonly dataDir: string;
+  readonly credentials: readonly DockerConfigEntry[];
+  readonly insecureRegistries: readonly string[];
+  readonly allowedRegistries: readonly string[];
+  readonly tagTtlMs: number;
+  readonly platforms: readonly string[] | 'all';
+  readonly originConnectTimeoutMs: number;
+  readonly originTimeoutMs: number;
+  readonly originIdleTimeoutMs: number;
+  readonly cacheTimeoutMs: number;
+  readonly cacheCooldownMs: number;
+  readonly logLevel: string;
+  readonly metricsListen: { host: string; port: number } | undefined;
+}
+
+export function readProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv): { config: ProxyConfig; help: boolean } {
+  const { values: v, help } = parseFlags(proxyFlags, argv, env);
+  let cacheRegistry: URL | undefined;
+  if (v['cache-registry']) {
+    try {
+      cacheRegistry = new URL(v['cache-registry']);
+    } catch {
+      throw new ConfigError(`--cache-registry: not a URL: ${JSON.stringify(v['cache-registry'])}`);
+    }
+    if (cacheRegistry.protocol !== 'http:' && cacheRegistry.protocol !== 'https:') throw new ConfigError('--cache-registry: use an http:// or https:// URL');
+  }
+  const credentials = v['registry-credentials'] ? readCredentials(v['registry-credentials']) : [];
+  const platformList = parseList(v.platforms);
+  const level = v['log-level'] ?? 'info';
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new ConfigError(`--log-level: unknown level ${JSON.stringify(level)}`);
+  return {
+    help,
+    config: {
+      listen: parseHostPort('listen', v.listen),
+      cacheRegistry,
+      dataDir: resolve(v['data-dir'] ?? './data'),
+      credentials,
+      insecureRegistries: parseList(v['insecure-registries']),
+      allowedRegistries: parseList(v['allowed-registries']),
+      tagTtlMs: parseDuration('tag-ttl', v['tag-ttl']),
+      platforms: platformList.includes('all') ? 'all' : platformList,
+      originConnectTimeoutMs: parseDuration('origin-connect-timeout', v['origin-connect-timeout']),
+      originTimeoutMs: parseDuration('origin-timeout', v['origin-timeout']),
+      originIdleTimeoutMs: parseDuration('origin-idle-timeout', v['origin-idle-timeout']),
+      cacheTimeoutMs: parseDuration('cache-timeout', v['cache-timeout']),
+      cacheCooldownMs: parseDuration('cache-cooldown', v['cache-cooldown']),
+      logLevel: level,
+      metricsListen: v['metrics-listen'] ? parseHostPort('metrics-listen', v['metrics-listen']) : undefined,
+    },
+  };
+}
+
+function readCredentials(file: string): DockerConfigEntry[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    // The message names the file and the failure, never the content.
+    throw new ConfigError(`--registry-credentials: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'not valid JSON'}`);
+  }
+  return parseDockerConfig(json, `--registry-credentials`);
+}

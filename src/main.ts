@@ -1,0 +1,304 @@
+#!/usr/bin/env node
+/**
+ * The composition root: the `pullthrough` command and the wiring of every component. Nothing
+ * else constructs dependencies; everything below takes them as arguments.
+ */
+import { createServer, type Server } from 'node:http';
+import { realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Agent } from 'undici';
+import { BlobFills } from './cache/blob-fill.js';
+import { FsStore } from './cache/fs-store.js';
+import { RegistryStore } from './cache/registry-store.js';
+import { ResilientStore } from './cache/resilient-store.js';
+import type { Store } from './cache/store.js';
+import { ConfigError, helpText } from './config/flags.js';
+import { proxyFlags, readProxyConfig, type ProxyConfig } from './config/proxy.js';
+import { StaticCredentialSource, type CredentialSource } from './oci/credentials.js';
+import { createEgressPolicy, guardedConnector } from './oci/egress.js';
+import { decodeImage, encodeImage } from './oci/encoding.js';
+import { parseHostList } from './oci/host-pattern.js';
+import { DOCKER_HUB, DOCKER_HUB_ENDPOINT, formatReference } from './oci/reference.js';
+import { RegistryClient } from './oci/registry-client.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { ProxyMetrics } from './observability/metrics.js';
+import { PullService } from './proxy/pull-service.js';
+import { createProxyServer } from './proxy/server.js';
+
+const VERSION = '0.1.0';
+const USER_AGENT = `pullthrough/${VERSION}`;
+const CACHE_HOST = 'cache-registry';
+
+export interface ProxyDeps {
+  readonly log: Logger;
+  readonly metrics?: ProxyMetrics;
+  /** Extra credential sources tried before --registry-credentials (the pods' secrets). */
+  readonly podCredentials?: CredentialSource;
+}
+
+export interface BuiltProxy {
+  readonly app: ReturnType<typeof createProxyServer>;
+  readonly pull: PullService;
+  readonly store: ResilientStore;
+  readonly fills: BlobFills;
+  readonly metrics: ProxyMetrics;
+  close(): Promise<void>;
+}
+
+/** Wires a node proxy from its configuration. The returned server is not listening yet. */
+export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
+  const { log } = deps;
+  const metrics = deps.metrics ?? new ProxyMetrics();
+  const insecure = parseHostList(config.insecureRegistries);
+  const allowed = parseHostList(config.allowedRegistries);
+  const staticCreds = new StaticCredentialSource(config.credentials);
+  const credentials: CredentialSource = deps.podCredentials
+    ? {
+        async credentialsFor(req) {
+          const pods = (await deps.podCredentials?.credentialsFor(req)) ?? [];
+          return [...pods, ...(await staticCreds.credentialsFor(req))];
+        },
+      }
+    : staticCreds;
+
+  const egress = createEgressPolicy([...insecure.literalHosts(), ...allowed.literalHosts()]);
+  const originAgent = new Agent({
+    connect: guardedConnector(egress, { timeoutMs: config.originConnectTimeoutMs }),
+    headersTimeout: config.originTimeoutMs,
+    bodyTimeout: config.originIdleTimeoutMs,
+    keepAliveTimeout: 30_000,
+  });
+  const origin = new RegistryClient({
+    name: 'origin',
+    dispatcher: originAgent,
+    baseUrl: (registry) => {
+      if (registry === DOCKER_HUB) return `https://${DOCKER_HUB_ENDPOINT}`;
+      return `${insecure.matches(registry) ? 'http' : 'https'}://${registry}`;
+    },
+    credentials,
+    userAgent: USER_AGENT,
+    headersTimeoutMs: config.originTimeoutMs,
+    bodyTimeoutMs: config.originIdleTimeoutMs,
+  });
+
+  let inner: Store;
+  let cacheAgent: Agent | undefined;
+  if (config.cacheRegistry) {
+    const base = config.cacheRegistry.toString().replace(/\/+$/, '');
+    // The cache registry is configured by the operator, so its own address is trusted as given.
+    cacheAgent = new Agent({
+      connect: guardedConnector(createEgressPolicy([config.cacheRegistry.hostname]), { timeoutMs: config.cacheTimeoutMs }),
+      headersTimeout: config.cacheTimeoutMs,
+      bodyTimeout: config.originIdleTimeoutMs,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    });
+    const cacheClient = new RegistryClient({
+      name: 'cache',
+      dispatcher: cacheAgent,
+      baseUrl: () => base,
+      credentials: {
+        credentialsFor: async (req) => staticCreds.credentialsFor({ registry: config.cacheRegistry?.host ?? req.registry, repository: req.repository }),
+      },
+      userAgent: USER_AGENT,
+      headersTimeoutMs: config.cacheTimeoutMs,
+      bodyTimeoutMs: config.originIdleTimeoutMs,
+    });
+    inner = new RegistryStore(cacheClient, CACHE_HOST);
+  } else {
+    inner = new FsStore(config.dataDir);
+  }
+  const store = new ResilientStore(
+    inner,
+    {
+      storeFailed: (op, err) => {
+        metrics.storeFailures.inc({ op });
+        log.warn({ op, store: inner.kind, err: err.message }, 'cache store failed; serving from the origin without caching');
+      },
+      storeRecovered: () => log.info({ store: inner.kind }, 'cache store answers again'),
+    },
+    config.cacheCooldownMs,
+  );
+  const fills = new BlobFills({
+    tmpDir: join(config.dataDir, 'tmp'),
+    events: {
+      onVerified: (f) => {
+        metrics.fills.inc({ result: 'verified' });
+        metrics.fillBytes.inc(f.written);
+      },
+      onFailed: (f, err) => {
+        metrics.fills.inc({ result: 'failed' });
+        log.warn({ repo: f.repo, digest: f.digest, bytes: f.written, err: err.message }, 'blob fill failed; nothing was cached');
+      },
+    },
+  });
+  metrics.trackFills(() => fills.size);
+  const pull = new PullService({ origin, store, fills, tagTtlMs: config.tagTtlMs, platforms: config.platforms, log });
+  const app = createProxyServer({ pull, allowed, ready: () => store.ping(), log, metrics });
+  return {
+    app,
+    pull,
+    store,
+    fills,
+    metrics,
+    async close() {
+      fills.cancelAll(new Error('shutting down'));
+      await app.close();
+      await originAgent.close().catch(() => undefined);
+      await cacheAgent?.close().catch(() => undefined);
+      await inner.close();
+    },
+  };
+}
+
+async function ensureSpoolDir(config: ProxyConfig): Promise<void> {
+  const { mkdir } = await import('node:fs/promises');
+  await mkdir(join(config.dataDir, 'tmp'), { recursive: true });
+}
+
+function startMetricsServer(metrics: ProxyMetrics, listen: { host: string; port: number }, log: Logger): Server {
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    metrics.registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+      (err: Error) => res.writeHead(500).end(err.message),
+    );
+  });
+  server.on('error', (err) => log.error({ err: err.message }, 'metrics server failed'));
+  server.listen(listen.port, listen.host);
+  return server;
+}
+
+async function runProxy(argv: string[]): Promise<number> {
+  const { config, help } = readProxyConfig(argv, process.env);
+  if (help) {
+    process.stdout.write(`${helpText('Usage: pullthrough proxy [flags]\n\nThe node proxy: serves image pulls from the cache, filling it from the origins.', proxyFlags)}\n`);
+    return 0;
+  }
+  const log = createLogger(config.logLevel);
+  await ensureSpoolDir(config);
+  const proxy = buildProxy(config, { log });
+  const metricsServer = config.metricsListen ? startMetricsServer(proxy.metrics, config.metricsListen, log) : undefined;
+  await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
+  log.info(
+    {
+      listen: `${config.listen.host}:${config.listen.port}`,
+      store: config.cacheRegistry ? `registry ${config.cacheRegistry.origin}` : `embedded ${config.dataDir}`,
+      tagTtlMs: config.tagTtlMs,
+      allowedRegistries: config.allowedRegistries,
+      insecureRegistries: config.insecureRegistries,
+      credentialEntries: config.credentials.length,
+    },
+    'pullthrough proxy ready',
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'shutting down');
+      resolve();
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  metricsServer?.close();
+  await proxy.close();
+  return 0;
+}
+
+function runEncode(argv: string[]): number {
+  const args = [...argv];
+  let proxyHost = 'localhost:7439';
+  const i = args.indexOf('--proxy-host');
+  if (i >= 0) {
+    proxyHost = args[i + 1] ?? '';
+    args.splice(i, 2);
+  }
+  if (args.length !== 1 || args[0] === '--help') {
+    process.stdout.write('Usage: pullthrough encode IMAGE [--proxy-host localhost:7439]\nPrints the reference the webhook writes into pods for IMAGE.\n');
+    return args[0] === '--help' ? 0 : 2;
+  }
+  const r = encodeImage(args[0] as string, proxyHost);
+  if (!r.ok) {
+    process.stderr.write(`cannot encode: ${r.reason}\n`);
+    return 1;
+  }
+  process.stdout.write(`${r.value}\n`);
+  return 0;
+}
+
+function runDecode(argv: string[]): number {
+  if (argv.length !== 1 || argv[0] === '--help') {
+    process.stdout.write('Usage: pullthrough decode REFERENCE\nPrints the origin image a rewritten reference (localhost:7439/<registry>/<repo>...) stands for.\n');
+    return argv[0] === '--help' ? 0 : 2;
+  }
+  const r = decodeImage(argv[0] as string);
+  if (!r.ok) {
+    process.stderr.write(`cannot decode: ${r.reason}\n`);
+    return 1;
+  }
+  process.stdout.write(`${formatReference(r.value, { defaultTag: false })}\n`);
+  return 0;
+}
+
+const USAGE = `Usage: pullthrough <command> [flags]
+
+Commands:
+  proxy     the node proxy (serves pulls from the cache, fills it from origins)
+  encode    print the rewritten reference for an image
+  decode    print the origin image a rewritten reference stands for
+
+Run "pullthrough <command> --help" for the flags of a command.
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'proxy':
+        return await runProxy(rest);
+      case 'encode':
+        return runEncode(rest);
+      case 'decode':
+        return runDecode(rest);
+      case undefined:
+      case '--help':
+      case 'help':
+        process.stdout.write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        process.stderr.write(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`pullthrough ${command}: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+function invokedDirectly(): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (invokedDirectly()) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`pullthrough: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,204 @@
+/**
+ * The node proxy's HTTP face: the read side of the distribution API, health endpoints, one log
+ * line per request, and the one place where errors become OCI error JSON. Everything about where
+ * bytes come from lives in PullService; this file only speaks HTTP.
+ */
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { parseApiPath } from '../oci/api-path.js';
+import { OciError } from '../oci/errors.js';
+import type { HostList } from '../oci/host-pattern.js';
+import type { ProxyMetrics } from '../observability/metrics.js';
+import type { PullService, Source } from './pull-service.js';
+import { parseRangeHeader } from './range.js';
+import { resolveTarget } from './target.js';
+
+export interface ProxyServerDeps {
+  readonly pull: PullService;
+  readonly allowed: HostList;
+  readonly ready: () => Promise<void>;
+  readonly log: Logger;
+  readonly metrics: ProxyMetrics;
+}
+
+interface Outcome {
+  kind: 'manifest' | 'blob' | 'other';
+  image?: string;
+  source?: Source;
+  bytes?: number;
+  code?: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    outcome: Outcome;
+  }
+}
+
+const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
+
+export function createProxyServer(deps: ProxyServerDeps) {
+  const app = Fastify({
+    loggerInstance: deps.log,
+    logController: new LogController({ disableRequestLogging: true }),
+    exposeHeadRoutes: false,
+    return503OnClosing: true,
+    routerOptions: { maxParamLength: 8192, ignoreDuplicateSlashes: false },
+  });
+  app.decorateRequest('outcome', null as unknown as Outcome);
+
+  app.addHook('onRequest', async (req, reply) => {
+    req.outcome = { kind: 'other' };
+    const started = process.hrtime.bigint();
+    reply.raw.once('close', () => logRequest(deps, req, reply, started));
+  });
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    const oci = toOciError(err);
+    req.outcome.code = oci.code;
+    if (oci.status >= 500 && !(err instanceof OciError)) req.log.error({ err }, 'unexpected error');
+    if (reply.sent || reply.raw.headersSent) {
+      reply.raw.destroy();
+      return;
+    }
+    void reply.code(oci.status).headers({ ...API_VERSION, ...oci.headers }).type('application/json').send(JSON.stringify(oci.toJSON()));
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    req.outcome.code = 'NOT_FOUND';
+    void reply.code(404).type('application/json').send(JSON.stringify(new OciError('NAME_UNKNOWN', `no such endpoint ${req.method} ${req.url.split('?')[0]?.slice(0, 200)}`).toJSON()));
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    try {
+      await deps.ready();
+      return { status: 'ready' };
+    } catch (err) {
+      return reply.code(503).send({ status: 'not ready', reason: (err as Error).message });
+    }
+  });
+
+  app.route({
+    method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    url: '/v2',
+    handler: (req, reply) => distribution(deps, req, reply),
+  });
+  app.route({
+    method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    url: '/v2/*',
+    // Writes are refused before any body is read or parsed.
+    onRequest: async (req) => {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', { status: 405 });
+      }
+    },
+    handler: (req, reply) => distribution(deps, req, reply),
+  });
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+  return app;
+}
+
+async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', { status: 405 });
+  }
+  const method = req.method;
+  const raw = req.raw.url ?? '/';
+  const q = raw.indexOf('?');
+  const path = q < 0 ? raw : raw.slice(0, q);
+  const query = q < 0 ? undefined : new URLSearchParams(raw.slice(q + 1));
+  const api = parseApiPath(path);
+  if (api.kind === 'base') {
+    return reply.code(200).headers(API_VERSION).type('application/json').send('{}');
+  }
+  if (api.kind === 'push') throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes are not supported', { status: 405 });
+  if (api.kind === 'unsupported') throw new OciError('UNSUPPORTED', `${api.what} is not served by pullthrough`, { status: 404 });
+  const nsValues = query?.getAll('ns') ?? [];
+  if (nsValues.length > 1) throw new OciError('NAME_INVALID', 'more than one ns query parameter');
+  const target = resolveTarget(api.name, nsValues[0], deps.allowed);
+  const abort = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) abort.abort(new Error('client went away'));
+  });
+  const ctx = { signal: abort.signal, log: req.log };
+  if (api.kind === 'manifest') {
+    req.outcome.kind = 'manifest';
+    req.outcome.image = `${target.registry}/${target.repository}${api.reference.includes(':') ? '@' : ':'}${api.reference}`;
+    const { manifest, source } = await deps.pull.manifest(target, api.reference, ctx);
+    req.outcome.source = source;
+    req.outcome.bytes = method === 'GET' ? manifest.bytes.byteLength : 0;
+    return reply
+      .code(200)
+      .headers({
+        ...API_VERSION,
+        'content-type': manifest.mediaType,
+        'content-length': String(manifest.bytes.byteLength),
+        'docker-content-digest': manifest.digest,
+        etag: `"${manifest.digest}"`,
+      })
+      .send(method === 'GET' ? manifest.bytes : undefined);
+  }
+  req.outcome.kind = 'blob';
+  req.outcome.image = `${target.registry}/${target.repository}@${api.digest}`;
+  const range = parseRangeHeader(headerValue(req.headers.range));
+  const answer = await deps.pull.blob(target, api.digest, method, range, ctx);
+  req.outcome.source = answer.source;
+  const headers: Record<string, string> = {
+    ...API_VERSION,
+    'content-type': 'application/octet-stream',
+    'docker-content-digest': api.digest,
+    'accept-ranges': 'bytes',
+    etag: `"${api.digest}"`,
+  };
+  if (answer.range && answer.size !== undefined) {
+    headers['content-range'] = `bytes ${answer.range.start}-${answer.range.end}/${answer.size}`;
+    headers['content-length'] = String(answer.range.end - answer.range.start + 1);
+  } else if (answer.size !== undefined) {
+    headers['content-length'] = String(answer.size);
+  }
+  req.outcome.bytes = method === 'GET' ? Number(headers['content-length'] ?? 0) : 0;
+  return reply
+    .code(answer.range ? 206 : 200)
+    .headers(headers)
+    .send(answer.stream);
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function toOciError(err: unknown): OciError {
+  if (err instanceof OciError) return err;
+  const e = err as { statusCode?: number; code?: string; message?: string };
+  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return new OciError('UNSUPPORTED', `bad request: ${e.message ?? 'malformed'}`.slice(0, 300), { status: e.statusCode });
+  }
+  return new OciError('UNAVAILABLE', 'internal error', { status: 500 });
+}
+
+function logRequest(deps: ProxyServerDeps, req: FastifyRequest, reply: FastifyReply, started: bigint): void {
+  const o = req.outcome ?? { kind: 'other' };
+  if (o.kind === 'other' && (req.url === '/healthz' || req.url === '/readyz')) return;
+  const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+  const complete = reply.raw.writableFinished;
+  const status = reply.raw.statusCode;
+  const source = o.source ?? 'none';
+  deps.metrics.requests.inc({ kind: o.kind, source, status: String(status) });
+  deps.metrics.duration.observe({ kind: o.kind, source }, durationMs / 1000);
+  if (complete && o.bytes) deps.metrics.bytesServed.inc({ source }, o.bytes);
+  const line = {
+    method: req.method,
+    path: req.url.slice(0, 512),
+    image: o.image,
+    source: o.source,
+    status,
+    bytes: o.bytes ?? 0,
+    durationMs: Math.round(durationMs * 10) / 10,
+    ...(o.code ? { code: o.code } : {}),
+    ...(complete ? {} : { aborted: true }),
+  };
+  if (status >= 500 || !complete) req.log.warn(line, 'request');
+  else req.log.info(line, 'request');
+}
