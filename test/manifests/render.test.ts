@@ -1,0 +1,131 @@
+/**
+ * `kubectl kustomize` renders manifests/ and each overlay; every object validates against the
+ * Kubernetes schema (kubernetes-models), and the properties the install depends on are there.
+ */
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { createRewritePolicy } from '../../src/webhook/policy.js';
+import { namespaceSelector, objectSelector } from '../../src/webhook/selectors.js';
+
+const root = fileURLToPath(new URL('../../manifests/', import.meta.url));
+const targets = ['.', ...readdirSync(join(root, 'overlays')).map((o) => `overlays/${o}`)];
+/** Kinds from CRDs kubernetes-models does not know, allowed only in the named overlay. */
+const foreign: Record<string, string[]> = { 'overlays/cert-manager': ['cert-manager.io/v1/Issuer', 'cert-manager.io/v1/Certificate'] };
+
+function kubectl(): string | undefined {
+  try {
+    execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore' });
+    return 'kubectl';
+  } catch {
+    return undefined;
+  }
+}
+const bin = kubectl();
+
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; annotations?: Record<string, string> }; [k: string]: any };
+
+function render(target: string): Obj[] {
+  const out = execFileSync(bin as string, ['kustomize', join(root, target)], { encoding: 'utf8' });
+  return parseAllDocuments(out).map((d) => d.toJS() as Obj).filter(Boolean);
+}
+
+async function validate(o: Obj): Promise<void> {
+  const mod = (await import(`kubernetes-models/${o.apiVersion}/${o.kind}`)) as Record<string, new (d: unknown) => { validate(): void }>;
+  const Model = mod[o.kind];
+  if (!Model) throw new Error(`no model for ${o.apiVersion} ${o.kind}`);
+  new Model(o).validate();
+}
+
+const find = (objs: Obj[], kind: string, name: string) => {
+  const o = objs.find((x) => x.kind === kind && x.metadata.name === name);
+  if (!o) throw new Error(`${kind} ${name} not rendered`);
+  return o;
+};
+
+t.test('renders and validates', { skip: bin ? false : 'kubectl is not installed: nothing here renders kustomize (Debian 12 has no kubectl package)' }, async (t) => {
+  for (const target of targets) {
+    const objs = render(target);
+    t.ok(objs.length > 10, `${target}: ${objs.length} objects`);
+    for (const o of objs) {
+      const id = `${target}: ${o.apiVersion} ${o.kind} ${o.metadata?.name}`;
+      if ((foreign[target] ?? []).includes(`${o.apiVersion}/${o.kind}`)) {
+        t.ok(o.metadata.name && o.spec, `${id} (CRD kind, not schema-checked)`);
+        continue;
+      }
+      await t.resolves(validate(o), id);
+      if (o.kind !== 'Namespace' && !o.kind.startsWith('Cluster') && o.kind !== 'MutatingWebhookConfiguration' && o.kind !== 'CustomResourceDefinition') {
+        t.equal(o.metadata.namespace, 'pullthrough', `${id} namespaced`);
+      }
+    }
+  }
+});
+
+t.test('what the install depends on', { skip: bin ? false : 'kubectl is not installed' }, async (t) => {
+  const objs = render('.');
+  const ds = find(objs, 'DaemonSet', 'pullthrough-node-proxy').spec.template.spec;
+  const proxy = ds.containers.find((c: any) => c.name === 'proxy');
+  t.match(proxy.ports, [{ containerPort: 7439, hostPort: 7439, hostIP: '127.0.0.1' }]);
+  t.equal(ds.priorityClassName, 'system-node-critical');
+  t.same(ds.tolerations, [{ operator: 'Exists' }], 'tolerates every taint');
+  t.match(proxy.env, [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }]);
+  t.equal(proxy.readinessProbe.httpGet.path, '/readyz');
+  t.equal(proxy.livenessProbe.httpGet.path, '/healthz');
+  t.match(proxy.securityContext, { runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
+  const setup = ds.initContainers.find((c: any) => c.name === 'node-setup');
+  t.same(setup.args, ['node-setup']);
+  const env = Object.fromEntries(setup.env.map((e: any) => [e.name, e.value]));
+  const svc = find(objs, 'Service', 'pullthrough-cluster-proxy');
+  t.equal(env.PULLTHROUGH_CLUSTER_PROXY, `http://${svc.metadata.name}.${svc.metadata.namespace}.svc.cluster.local:${svc.spec.ports[0].port}`, 'node setup points at the cluster proxy Service');
+  t.equal(env.PULLTHROUGH_PROXY_HOST, 'localhost:7439');
+  t.equal(find(objs, 'Deployment', 'pullthrough-webhook').spec.template.spec.containers[0].env.find((e: any) => e.name === 'PULLTHROUGH_PROXY_HOST').value, 'localhost:7439', 'webhook rewrites to the host node setup configures');
+
+  for (const o of objs.filter((x) => x.kind === 'Deployment' || x.kind === 'DaemonSet')) {
+    for (const c of [...(o.spec.template.spec.initContainers ?? []), ...o.spec.template.spec.containers]) {
+      t.ok(c.resources?.requests && c.resources?.limits, `${o.metadata.name}/${c.name} has requests and limits`);
+      t.equal(c.securityContext?.readOnlyRootFilesystem, true, `${o.metadata.name}/${c.name} read-only root`);
+    }
+  }
+  const reg = find(objs, 'Deployment', 'pullthrough-registry').spec.template.spec;
+  t.match(reg.containers[0].image, /^registry:(3|2\.8)/);
+  t.match(reg.containers[0].env, [{ name: 'REGISTRY_HTTP_ADDR' }, { name: 'REGISTRY_STORAGE_DELETE_ENABLED', value: 'true' }]);
+  t.ok(find(objs, 'PersistentVolumeClaim', 'pullthrough-registry'));
+  t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-webhook'));
+  t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-cluster-proxy'));
+
+  const mwc = find(objs, 'MutatingWebhookConfiguration', 'pullthrough').webhooks[0];
+  t.match(mwc, { failurePolicy: 'Ignore', sideEffects: 'None', reinvocationPolicy: 'IfNeeded', admissionReviewVersions: ['v1'] });
+  t.ok(mwc.timeoutSeconds <= 5, 'short timeout');
+  t.match(mwc.clientConfig.service, { name: 'pullthrough-webhook', namespace: 'pullthrough', path: '/mutate' });
+  t.same(mwc.rules.map((r: any) => [r.operations, r.resources]), [[['CREATE'], ['pods']], [['UPDATE'], ['pods/ephemeralcontainers']]]);
+  const policy = createRewritePolicy({ proxyHost: 'localhost:7439', ownNamespace: 'pullthrough' });
+  t.same(mwc.namespaceSelector, namespaceSelector(policy), 'namespaceSelector is what the webhook renders from its default settings');
+  t.same(mwc.objectSelector, objectSelector());
+
+  const webhookRole = find(objs, 'ClusterRole', 'pullthrough-webhook');
+  t.same(webhookRole.rules, [{ apiGroups: ['admissionregistration.k8s.io'], resources: ['mutatingwebhookconfigurations'], resourceNames: ['pullthrough'], verbs: ['get', 'patch'] }]);
+  for (const r of objs.filter((x) => x.kind === 'Role' || x.kind === 'ClusterRole')) {
+    for (const rule of r.rules) t.notOk(rule.verbs.includes('*') || rule.resources.includes('*'), `${r.metadata.name}: no wildcards`);
+  }
+});
+
+t.test('overlays change what they say', { skip: bin ? false : 'kubectl is not installed' }, async (t) => {
+  const s3 = render('overlays/s3-registry');
+  t.notOk(s3.find((o) => o.kind === 'PersistentVolumeClaim'), 'no volume');
+  const reg = find(s3, 'Deployment', 'pullthrough-registry');
+  t.ok(reg.spec.replicas > 1, 'several registry replicas');
+  t.match(reg.spec.template.spec.volumes, [{ name: 'config', configMap: { name: /^pullthrough-registry-config-/ } }]);
+  t.ok(find(s3, 'PodDisruptionBudget', 'pullthrough-registry'));
+  const cm = s3.find((o) => o.kind === 'ConfigMap')!;
+  const conf = parseAllDocuments(cm.data['config.yml'])[0]!.toJS();
+  t.match(conf.storage, { s3: { bucket: String }, delete: { enabled: true } });
+
+  const cmgr = render('overlays/cert-manager');
+  const wh = find(cmgr, 'Deployment', 'pullthrough-webhook').spec.template.spec;
+  t.ok(wh.containers[0].args.includes('--tls-cert=/etc/pullthrough/tls/tls.crt'));
+  t.equal(find(cmgr, 'MutatingWebhookConfiguration', 'pullthrough').metadata.annotations?.['cert-manager.io/inject-ca-from'], 'pullthrough/pullthrough-webhook');
+  t.equal(find(cmgr, 'Certificate', 'pullthrough-webhook').spec.secretName, wh.volumes[0].secret.secretName);
+});
