@@ -72,16 +72,15 @@ export class FsStore implements Store {
       if (isNotFound(err)) return undefined;
       throw err;
     }
-    const size = (await handle.stat()).size;
-    const stream = createReadStream('', {
-      fd: handle.fd,
-      autoClose: false,
-      start: range?.start,
-      end: range?.end,
-      highWaterMark: 256 * 1024,
-    });
-    const closeHandle = () => void handle.close().catch(() => undefined);
-    stream.once('close', closeHandle);
+    let size: number;
+    try {
+      size = (await handle.stat()).size;
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    // The stream owns the handle from here and closes it when it ends or is destroyed.
+    const stream = createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: 256 * 1024 });
     return { size, stream };
   }
 

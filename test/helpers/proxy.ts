@@ -1,0 +1,57 @@
+/**
+ * A node proxy in the test process, wired exactly as `pullthrough proxy` wires it, listening on
+ * 127.0.0.1 with its log lines kept for assertions.
+ */
+import { PassThrough } from 'node:stream';
+import { buildProxy, type BuiltProxy } from '../../src/main.js';
+import { readProxyConfig } from '../../src/config/proxy.js';
+import { createLogger } from '../../src/observability/logger.js';
+import type { CredentialSource } from '../../src/oci/credentials.js';
+
+export interface TestProxy extends BuiltProxy {
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly logs: () => Record<string, unknown>[];
+  readonly logText: () => string;
+  /** Waits until no manifest is being persisted and no blob fill is running. */
+  settle(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startProxy(flags: string[], opts: { port?: number; podCredentials?: CredentialSource } = {}): Promise<TestProxy> {
+  const { config } = readProxyConfig(['--metrics-listen', '', '--log-level', 'debug', ...flags], {});
+  const sink = new PassThrough();
+  let text = '';
+  sink.on('data', (c: Buffer) => (text += c.toString('utf8')));
+  const log = createLogger(config.logLevel, sink);
+  const proxy = buildProxy(config, { log, ...(opts.podCredentials ? { podCredentials: opts.podCredentials } : {}) });
+  await proxy.app.listen({ host: '127.0.0.1', port: opts.port ?? 0 });
+  const address = proxy.app.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  let stopped = false;
+  return {
+    ...proxy,
+    url: `http://127.0.0.1:${port}`,
+    host: `127.0.0.1:${port}`,
+    port,
+    logText: () => text,
+    logs: () =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    async settle(timeoutMs = 60_000) {
+      const until = Date.now() + timeoutMs;
+      while (proxy.pull.persister.pending > 0 || proxy.fills.size > 0) {
+        if (Date.now() > until) throw new Error('proxy did not settle');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await proxy.close();
+    },
+  };
+}
