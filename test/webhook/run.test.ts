@@ -47,12 +47,12 @@ t.test('outside a cluster: --tls-cert/--tls-key files, no API server, reloaded w
   await writeFile(join(dir, 'tls.crt'), s.cert);
   await writeFile(join(dir, 'tls.key'), s.key);
   const run = await runWebhook(
-    config(['--listen', '127.0.0.1:15061', '--tls-cert', join(dir, 'tls.crt'), '--tls-key', join(dir, 'tls.key'), '--cert-check-interval', '1']),
+    config(['--listen', '127.0.0.1:15070', '--tls-cert', join(dir, 'tls.crt'), '--tls-key', join(dir, 'tls.key'), '--cert-check-interval', '1']),
     { logger: quiet },
   );
   t.teardown(() => run.close());
   const review = JSON.stringify(admissionReview(pod({ containers: containers('nginx') })));
-  const res = await httpsPost('https://localhost:15061/mutate', review, ca.cert);
+  const res = await httpsPost('https://localhost:15070/mutate', review, ca.cert);
   t.equal(res.status, 200);
   t.match(decodePatch(JSON.parse(res.body).response), [{ op: 'replace', value: 'localhost:7439/docker.io/library/nginx:latest' }]);
 
@@ -63,7 +63,7 @@ t.test('outside a cluster: --tls-cert/--tls-key files, no API server, reloaded w
   // Poll until the reload happened (the interval is 1 s); the assertion is on the outcome, not the time.
   let status = 0;
   for (let i = 0; i < 100 && status !== 200; i++) {
-    status = await httpsPost('https://localhost:15061/mutate', review, ca2.cert).then((r) => r.status, () => 0);
+    status = await httpsPost('https://localhost:15070/mutate', review, ca2.cert).then((r) => r.status, () => 0);
     if (status !== 200) await new Promise((r) => setTimeout(r, 100));
   }
   t.equal(status, 200, 'new certificate served after the files changed');
@@ -78,10 +78,10 @@ t.test('in a cluster: bootstraps certificates through the API, then serves with 
     return realRead(name);
   };
   api.configs.set('pullthrough', { metadata: { name: 'pullthrough' }, webhooks: [{ name: 'pods.pullthrough.dev', clientConfig: {} }] });
-  const run = await runWebhook(config(['--listen', '127.0.0.1:15062', '--service-name', 'localhost', '--namespace', 'pullthrough']), { kubeApi: api, logger: quiet, retryDelayMs: 10 });
+  const run = await runWebhook(config(['--listen', '127.0.0.1:15071', '--service-name', 'localhost', '--namespace', 'pullthrough']), { kubeApi: api, logger: quiet, retryDelayMs: 10 });
   t.teardown(() => run.close());
   const bundle = Buffer.from(api.configs.get('pullthrough')!.webhooks![0]!.clientConfig!.caBundle!, 'base64').toString();
-  const res = await httpsPost('https://localhost:15062/mutate', JSON.stringify(admissionReview(pod({ containers: containers('nginx') }))), bundle);
+  const res = await httpsPost('https://localhost:15071/mutate', JSON.stringify(admissionReview(pod({ containers: containers('nginx') }))), bundle);
   t.equal(res.status, 200, 'served with the bootstrapped certificate, trusted through the caBundle');
-  await t.rejects(runWebhook(config(['--listen', '127.0.0.1:15063']), { logger: quiet }), /Kubernetes API client/);
+  await t.rejects(runWebhook(config(['--listen', '127.0.0.1:15072']), { logger: quiet }), /Kubernetes API client/);
 });
