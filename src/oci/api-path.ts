@@ -19,7 +19,8 @@ export function parseApiPath(path: string): ApiRequest {
   if (path.length > MAX_PATH) throw new OciError('NAME_INVALID', `request path longer than ${MAX_PATH} characters`);
   if (/[%\\]/.test(path)) throw new OciError('NAME_INVALID', 'percent-encoded or backslash characters are not allowed in repository paths');
   if (!path.startsWith('/v2/')) return { kind: 'unsupported', what: 'not a distribution API path' };
-  const segments = path.slice(4).split('/');
+  // The spec's upload start is `POST /v2/<name>/blobs/uploads/`: its trailing slash is no empty segment.
+  const segments = path.slice(4).replace(/(\/blobs\/uploads)\/$/, '$1').split('/');
   if (segments.some((s) => s === '' || s === '.' || s === '..')) {
     throw new OciError('NAME_INVALID', 'empty, "." or ".." path segments are not allowed');
   }

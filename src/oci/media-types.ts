@@ -70,6 +70,7 @@ function invalid(message: string): OciError {
  * mediaType wins when present, and OCI documents without one are recognised by shape.
  */
 export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedManifest {
+  if (bytes.byteLength > MAX_MANIFEST_BYTES) throw invalid(`manifest is ${bytes.byteLength} bytes, over the ${MAX_MANIFEST_BYTES} byte cap`);
   let doc: unknown;
   try {
     doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
