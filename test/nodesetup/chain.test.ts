@@ -62,7 +62,8 @@ function startProxy(name: string, port: number): ChildProcess {
 }
 
 async function ready(port: number, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 300; i++) {
+  // Generous: tsx compiles the proxy on start, and the machine may be busy with other suites.
+  for (let i = 0; i < 900; i++) {
     if (child.exitCode !== null) throw new Error(`proxy on ${port} exited with ${child.exitCode}`);
     const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
     if (ok) return;
