@@ -26,7 +26,9 @@ export interface KubeClient {
   readonly requestTimeoutMs: number;
 }
 
-export class KubeConfigError extends Error {}
+export class KubeConfigError extends Error {
+  override readonly name = 'KubeConfigError';
+}
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 

@@ -100,10 +100,15 @@ export class NodePodInformer {
 
   private listed(count: number): void {
     const first = !this.syncedOnce;
-    this.syncedOnce = true;
     this.healthy();
     this.log.debug({ node: this.nodeName, pods: count }, 'listed pods on this node');
-    if (first) for (const w of this.syncWaiters.splice(0)) w();
+    // ListWatch indexes the items after this function's promise settles; let it finish first.
+    if (first) {
+      setImmediate(() => {
+        this.syncedOnce = true;
+        this.syncWaiters.splice(0).forEach((w) => w());
+      });
+    }
   }
 
   private healthy(): void {

@@ -16,7 +16,11 @@ export class PullSecretError extends DefinitiveError {}
 export function parsePullSecret(secret: k8s.V1Secret, labelPrefix: string): DockerConfigEntry[] {
   const type = secret.type ?? 'Opaque';
   const key = type === DOCKER_CONFIG_JSON ? '.dockerconfigjson' : type === DOCKER_CFG ? '.dockercfg' : undefined;
-  if (key === undefined) throw new PullSecretError(`type ${type.slice(0, 64)} is not an image pull secret type`);
+  if (key === undefined) {
+    // The type is free text; name it only when it is one of the well-known ones.
+    const shown = /^(Opaque|kubernetes\.io\/[a-z-]{1,40}|bootstrap\.kubernetes\.io\/token)$/.test(type) ? type : 'unrecognised';
+    throw new PullSecretError(`type ${shown} is not an image pull secret type`);
+  }
   const data = secret.data?.[key];
   if (typeof data !== 'string' || data === '') throw new PullSecretError(`no ${key} key`);
   let json: unknown;

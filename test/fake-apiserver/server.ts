@@ -348,6 +348,9 @@ export class FakeApiServer {
     const replay = from === undefined ? undefined : this.store.eventsSince(from);
     if (replay === 'expired' && this.expiredWatch === 'http') return this.send(res, 410, expired(rvParam));
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // Node holds headers back until the first write; the API server sends them at once, and a
+    // client waits for them before it considers the watch established.
+    res.flushHeaders();
     if (replay === 'expired') {
       this.writeEvent(res, { type: 'ERROR', object: expired(rvParam) });
       res.end();
