@@ -37,7 +37,8 @@ function stripV4Mapped(address: string): string {
  * in the configuration (`loopbackHosts`, host names without port).
  */
 export function createEgressPolicy(loopbackHosts: Iterable<string>): EgressPolicy {
-  const allowed = new Set([...loopbackHosts].map((h) => h.toLowerCase()));
+  // IPv6 hosts may be named with brackets (`[::1]`, as in host lists and URL hostnames).
+  const allowed = new Set([...loopbackHosts].map((h) => h.toLowerCase().replace(/^\[|\]$/g, '')));
   return {
     check(host, rawAddress) {
       const address = stripV4Mapped(rawAddress);
