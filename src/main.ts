@@ -135,7 +135,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   });
   metrics.trackFills(() => fills.size);
   const pull = new PullService({ origin, store, fills, tagTtlMs: config.tagTtlMs, platforms: config.platforms, log });
-  const app = createProxyServer({ pull, allowed, ready: () => store.ping(), log, metrics });
+  const app = createProxyServer({ pull, allowed, self: parseHostList(config.proxyHosts), ready: () => store.ping(), log, metrics });
   return {
     app,
     pull,

@@ -13,6 +13,7 @@ export const proxyFlags: readonly FlagSpec[] = [
   { name: 'registry-credentials', kind: 'string', default: '', help: 'A docker config.json whose auths are used for origins (and the cache registry) after the pods\' own credentials.' },
   { name: 'insecure-registries', kind: 'list', default: '', help: 'Registries reached over plain http (host, host:port, *.domain, host:*). Naming a loopback host here allows connecting to it.' },
   { name: 'allowed-registries', kind: 'list', default: '*', help: 'Registries the proxy may pull from; others get DENIED. Loopback hosts must be named literally to be reachable.' },
+  { name: 'proxy-hosts', kind: 'list', default: 'localhost:7439,127.0.0.1:7439', help: 'The host names rewritten references give the proxy (the webhook\'s --proxy-host). A request whose ?ns= names one of them is in the rewritten form: that is how a rewritten pull reaches the cluster proxy as containerd\'s next host. The --listen address is added.' },
   { name: 'tag-ttl', kind: 'duration', default: '10m', help: 'How long a cached tag is served without asking the origin; after that it is revalidated with a HEAD.' },
   { name: 'platforms', kind: 'list', default: '', help: 'Platforms of a multi-arch index to complete in the background (e.g. linux/amd64,linux/arm64, or all). Empty: only what clients pull.' },
   { name: 'origin-connect-timeout', kind: 'duration', default: '5s', help: 'Connect timeout toward origins.' },
@@ -31,6 +32,7 @@ export interface ProxyConfig {
   readonly credentials: readonly DockerConfigEntry[];
   readonly insecureRegistries: readonly string[];
   readonly allowedRegistries: readonly string[];
+  readonly proxyHosts: readonly string[];
   readonly tagTtlMs: number;
   readonly platforms: readonly string[] | 'all';
   readonly originConnectTimeoutMs: number;
@@ -66,6 +68,7 @@ export function readProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
       credentials,
       insecureRegistries: parseList(v['insecure-registries']),
       allowedRegistries: parseList(v['allowed-registries']),
+      proxyHosts: [...parseList(v['proxy-hosts']), ...listenNames(parseHostPort('listen', v.listen))],
       tagTtlMs: parseDuration('tag-ttl', v['tag-ttl']),
       platforms: platformList.includes('all') ? 'all' : platformList,
       originConnectTimeoutMs: parseDuration('origin-connect-timeout', v['origin-connect-timeout']),
@@ -88,4 +91,9 @@ function readCredentials(file: string): DockerConfigEntry[] {
     throw new ConfigError(`--registry-credentials: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'not valid JSON'}`);
   }
   return parseDockerConfig(json, `--registry-credentials`);
+}
+
+function listenNames(l: { host: string; port: number }): string[] {
+  const unspecified = l.host === '0.0.0.0' || l.host === '::';
+  return unspecified ? [`localhost:${l.port}`, `127.0.0.1:${l.port}`] : [`${l.host}:${l.port}`];
 }

@@ -16,6 +16,8 @@ import { resolveTarget } from './target.js';
 export interface ProxyServerDeps {
   readonly pull: PullService;
   readonly allowed: HostList;
+  /** The names rewritten references give the proxy (`localhost:7439`). */
+  readonly self: HostList;
   readonly ready: () => Promise<void>;
   readonly log: Logger;
   readonly metrics: ProxyMetrics;
@@ -117,7 +119,7 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
   if (api.kind === 'unsupported') throw new OciError('UNSUPPORTED', `${api.what} is not served by pullthrough`, { status: 404 });
   const nsValues = query?.getAll('ns') ?? [];
   if (nsValues.length > 1) throw new OciError('NAME_INVALID', 'more than one ns query parameter');
-  const target = resolveTarget(api.name, nsValues[0], deps.allowed);
+  const target = resolveTarget(api.name, nsValues[0], deps.allowed, deps.self);
   const abort = new AbortController();
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) abort.abort(new Error('client went away'));

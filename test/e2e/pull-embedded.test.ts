@@ -16,7 +16,7 @@ import type { Store } from '../../src/cache/store.js';
 import { parseManifest } from '../../src/oci/media-types.js';
 
 const ORIGIN_PORT = 15000;
-const lab = new Lab(mkdtempSync(join(tmpdir(), 'lab-pull-embedded-')));
+const lab = new Lab('pull-embedded');
 const dataDir = mkdtempSync(join(tmpdir(), 'pt-embedded-'));
 const originHost = `127.0.0.1:${ORIGIN_PORT}`;
 const enc = `127.0.0.1_${ORIGIN_PORT}`;

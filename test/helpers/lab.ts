@@ -4,8 +4,9 @@
  * files can run in parallel.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { chmodSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -29,8 +30,10 @@ export class Lab {
   readonly dir: string;
   private readonly cleanups: (() => Promise<unknown>)[] = [];
 
-  constructor(dir: string) {
-    this.dir = dir;
+  /** A fresh lab directory named after the test file; nginx workers (not root) must write in it. */
+  constructor(name: string) {
+    this.dir = mkdtempSync(join(tmpdir(), `lab-${name}-`));
+    chmodSync(this.dir, 0o755);
   }
 
   async script(name: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<string> {
