@@ -14,6 +14,11 @@ import { RegistryStore } from './cache/registry-store.js';
 import { ResilientStore } from './cache/resilient-store.js';
 import type { Store } from './cache/store.js';
 import { ConfigError, helpText } from './config/flags.js';
+import { NODE_SETUP_HELP, NodeSetupConfigError, parseNodeSetupConfig } from './config/node-setup.js';
+import { parseWebhookConfig, WEBHOOK_HELP, WebhookConfigError } from './config/webhook.js';
+import { createKubeClient, createWebhookKubeApi } from './kube/index.js';
+import { runNodeSetup } from './nodesetup/index.js';
+import { runWebhook } from './webhook/index.js';
 import { proxyFlags, readProxyConfig, type ProxyConfig } from './config/proxy.js';
 import { StaticCredentialSource, type CredentialSource } from './oci/credentials.js';
 import { createEgressPolicy, guardedConnector } from './oci/egress.js';
@@ -195,16 +200,41 @@ async function runProxy(argv: string[]): Promise<number> {
     },
     'pullthrough proxy ready',
   );
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, 'shutting down');
-      resolve();
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  log.info({ signal: await untilSignal() }, 'shutting down');
   metricsServer?.close();
   await proxy.close();
+  return 0;
+}
+
+function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+}
+
+async function runWebhookCommand(argv: string[]): Promise<number> {
+  const parsed = parseWebhookConfig(argv, process.env);
+  if (parsed.help) {
+    process.stdout.write(WEBHOOK_HELP);
+    return 0;
+  }
+  const log = createLogger(parsed.config.logLevel);
+  // With certificate files the webhook needs no API server (outside a cluster, or cert-manager).
+  const kubeApi = parsed.config.tlsCertFile ? undefined : createWebhookKubeApi(createKubeClient({}));
+  const running = await runWebhook(parsed.config, { ...(kubeApi ? { kubeApi } : {}), logger: log });
+  log.info({ signal: await untilSignal() }, 'shutting down');
+  await running.close();
+  return 0;
+}
+
+async function runNodeSetupCommand(argv: string[]): Promise<number> {
+  const parsed = parseNodeSetupConfig(argv, process.env);
+  if (parsed.help) {
+    process.stdout.write(NODE_SETUP_HELP);
+    return 0;
+  }
+  await runNodeSetup(parsed.config);
   return 0;
 }
 
@@ -246,9 +276,11 @@ function runDecode(argv: string[]): number {
 const USAGE = `Usage: pullthrough <command> [flags]
 
 Commands:
-  proxy     the node proxy (serves pulls from the cache, fills it from origins)
-  encode    print the rewritten reference for an image
-  decode    print the origin image a rewritten reference stands for
+  proxy       the node proxy (serves pulls from the cache, fills it from origins)
+  webhook     the admission webhook that rewrites pod images to the node proxy
+  node-setup  write containerd hosts.toml for the fallback chain (the DaemonSet's init step)
+  encode      print the rewritten reference for an image
+  decode      print the origin image a rewritten reference stands for
 
 Run "pullthrough <command> --help" for the flags of a command.
 `;
@@ -259,6 +291,10 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'proxy':
         return await runProxy(rest);
+      case 'webhook':
+        return await runWebhookCommand(rest);
+      case 'node-setup':
+        return await runNodeSetupCommand(rest);
       case 'encode':
         return runEncode(rest);
       case 'decode':
@@ -273,7 +309,7 @@ export async function main(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (err) {
-    if (err instanceof ConfigError) {
+    if (err instanceof ConfigError || err instanceof WebhookConfigError || err instanceof NodeSetupConfigError) {
       process.stderr.write(`pullthrough ${command}: ${err.message}\n`);
       return 2;
     }

@@ -70,3 +70,4 @@ export function startPodCredentials(options: NodeKubeOptions): NodeKube {
     },
   };
 }
+export { createWebhookKubeApi } from './webhook-kube-api.js';
