@@ -44,7 +44,8 @@ export function encodeRegistry(registry: string): EncodeResult {
   if (h.kind === 'ipv6') return { ok: false, reason: `IPv6 registry address ${registry} cannot be written as a repository path component` };
   const value = h.port === undefined ? h.host : `${h.host}_${h.port}`;
   if (!value.includes('.') && !value.includes('_') && value !== 'localhost') {
-    // Only reachable for a bare dotless name, which a reference can never have as its domain.
+    // A bare dotless name: a domain only when written with upper case (`MyReg/app`), and then
+    // it has no encoded form that could not be read as a Docker Hub repository.
     return { ok: false, reason: `registry ${registry} has no dot or port and would read as a repository` };
   }
   return { ok: true, value };

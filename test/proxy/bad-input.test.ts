@@ -132,6 +132,8 @@ t.test('a proxy allowing quay.io and 127.0.0.1:15059 only', async (t) => {
     { url: '/v2/library/nginx/manifests/latest', status: 404, code: 'NAME_UNKNOWN' },
     { url: `/v2/library/nginx/blobs/${D}`, status: 404, code: 'NAME_UNKNOWN' },
     { url: '/v2/nginx/manifests/latest', status: 404, code: 'NAME_UNKNOWN' },
+    { url: '/v2/library/nginx/manifests/latest?ns=localhost:7439', status: 404, code: 'NAME_UNKNOWN' },
+    { url: '/v2/docker.io/library/nginx/manifests/latest?ns=localhost:7439', status: 403, code: 'DENIED' },
     { method: 'HEAD', url: '/v2/library/nginx/manifests/latest', status: 404, code: 'NAME_UNKNOWN' },
     // Malformed names and paths.
     { url: '/v2/quay.io/UPPER/manifests/latest', status: 400, code: 'NAME_INVALID' },

@@ -67,3 +67,14 @@ t.test('hosts outside --allowed-registries are DENIED', async (t) => {
   t.equal(resolveTarget('127.0.0.1_15059/x', undefined, allowed).registry, '127.0.0.1:15059');
   t.same(code(() => resolveTarget('x', 'anything.io', parseHostList([]))), ['DENIED', 403], 'an empty list allows nothing');
 });
+
+t.test('?ns= naming the proxy itself: the rewritten form (cluster-proxy fallback)', async (t) => {
+  const self = parseHostList(['localhost:7439', '127.0.0.1:7439']);
+  t.same(resolveTarget('docker.io/library/nginx', 'localhost:7439', any, self), { registry: 'docker.io', repository: 'library/nginx', cacheRepo: 'docker.io/library/nginx' });
+  t.same(resolveTarget('myreg_5000/a', 'LOCALHOST:7439', any, self).registry, 'myreg:5000');
+  t.same(code(() => resolveTarget('library/nginx', '127.0.0.1:7439', any, self)), ['NAME_UNKNOWN', 404]);
+  t.same(code(() => resolveTarget('quay.io/UPPER', 'localhost:7439', any, self)), ['NAME_INVALID', 400]);
+  t.same(code(() => resolveTarget('docker.io/library/nginx', 'localhost:7439', parseHostList(['quay.io']), self)), ['DENIED', 403]);
+  // Any other ns is an origin, as before.
+  t.same(resolveTarget('library/nginx', 'localhost:7440', any, self).registry, 'localhost:7440');
+});
