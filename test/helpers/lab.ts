@@ -77,8 +77,18 @@ export class Lab {
   }
 
   async containerd(name: string, criPort: number): Promise<{ hostsDir: string; sock: string }> {
-    const v = parseVars(await this.script('containerd-up.sh', [name, '--cri-port', String(criPort)]));
+    // Registered first: a containerd that started but failed its checks is still torn down.
     this.cleanups.push(() => this.script('containerd-down.sh', [name]).catch(() => undefined));
+    let out: string;
+    try {
+      out = await this.script('containerd-up.sh', [name, '--cri-port', String(criPort)]);
+    } catch {
+      // containerd-up.sh can list plugins before the snapshotters finished loading on a busy
+      // machine and give up; once more from scratch.
+      await this.script('containerd-down.sh', [name]).catch(() => undefined);
+      out = await this.script('containerd-up.sh', [name, '--cri-port', String(criPort)]);
+    }
+    const v = parseVars(out);
     return { hostsDir: v.HOSTS_DIR as string, sock: v.SOCK as string };
   }
 
@@ -151,4 +161,21 @@ export function registryRequests(dir: string): { method: string; path: string; s
     if (m) out.push({ method: m[1] as string, path: m[2] as string, status: Number(m[3]) });
   }
   return out;
+}
+
+/** Starts again a registry stopped with `stop()` (registry-up.sh would wipe its data). */
+export async function restartRegistry(lab: Lab, name: string, port: number): Promise<void> {
+  const { spawn } = await import('node:child_process');
+  const { openSync, writeFileSync } = await import('node:fs');
+  const dir = join(lab.dir, name);
+  const log = openSync(join(dir, 'registry.log'), 'a');
+  const child = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { detached: true, stdio: ['ignore', log, log] });
+  child.unref();
+  writeFileSync(join(dir, 'registry.pid'), String(child.pid));
+  for (let i = 0; i < 100; i++) {
+    const ok = await fetch(`http://127.0.0.1:${port}/v2/`).then((r) => r.status === 200 || r.status === 401, () => false);
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`registry ${name} did not come back on ${port}`);
 }

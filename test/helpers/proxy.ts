@@ -2,6 +2,8 @@
  * A node proxy in the test process, wired exactly as `pullthrough proxy` wires it, listening on
  * 127.0.0.1 with its log lines kept for assertions.
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { buildProxy, type BuiltProxy } from '../../src/main.js';
 import { readProxyConfig } from '../../src/config/proxy.js';
@@ -21,6 +23,8 @@ export interface TestProxy extends BuiltProxy {
 
 export async function startProxy(flags: string[], opts: { port?: number; podCredentials?: CredentialSource } = {}): Promise<TestProxy> {
   const { config } = readProxyConfig(['--metrics-listen', '', '--log-level', 'debug', ...flags], {});
+  // As runProxy does before building: the spool directory for blob fills.
+  mkdirSync(join(config.dataDir, 'tmp'), { recursive: true });
   const sink = new PassThrough();
   let text = '';
   sink.on('data', (c: Buffer) => (text += c.toString('utf8')));

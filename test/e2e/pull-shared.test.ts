@@ -1,0 +1,113 @@
+/**
+ * The pull path on the shared store: a real distribution registry as the cluster's cache registry.
+ * What one node pulls lands there verbatim (a multi-arch index pulled for one platform included),
+ * another node then pulls it with the origin stopped, and with the cache registry stopped pulls go
+ * on from the origin.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { Lab, restartRegistry, type Image } from '../helpers/lab.js';
+import { startProxy, type TestProxy } from '../helpers/proxy.js';
+
+const ORIGIN = 15030;
+const CACHE = 15031;
+const lab = new Lab('pull-shared');
+const dirs = [mkdtempSync(join(tmpdir(), 'pt-shared-a-')), mkdtempSync(join(tmpdir(), 'pt-shared-b-'))];
+const originHost = `127.0.0.1:${ORIGIN}`;
+const enc = `127.0.0.1_${ORIGIN}`;
+const cacheUrl = `http://127.0.0.1:${CACHE}`;
+const proxies: TestProxy[] = [];
+let app: Image;
+let multi: Image;
+let other: Image;
+
+t.teardown(async () => {
+  for (const p of proxies) await p.stop();
+  await lab.cleanup();
+  rmSync(lab.dir, { recursive: true, force: true });
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const proxyFor = async (dataDir: string) => {
+  const p = await startProxy(['--data-dir', dataDir, '--cache-registry', cacheUrl, '--insecure-registries', originHost, '--cache-timeout', '2s', '--cache-cooldown', '3s']);
+  proxies.push(p);
+  return p;
+};
+
+t.before(async () => {
+  await lab.registry('origin', ORIGIN);
+  await lab.registry('cache', CACHE);
+  [app, multi, other] = await Promise.all([
+    lab.image(originHost, 'library/app', 'v1', ['--layers', '3']),
+    lab.image(originHost, 'library/multi', 'v1', ['--multiarch', '--docker']),
+    lab.image(originHost, 'library/other', 'v1', ['--layers', '2']),
+  ]);
+});
+
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function fromCache(path: string): Promise<{ status: number; bytes: Buffer }> {
+  const res = await request(`${cacheUrl}${path}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json' } });
+  const bytes = Buffer.from(await res.body.arrayBuffer());
+  return { status: res.statusCode, bytes };
+}
+
+t.test('node A pulls; the cache registry receives every pulled byte verbatim', async (t) => {
+  const a = await proxyFor(dirs[0] as string);
+  await lab.containerd('node-a', 15032);
+  for (const ref of [`${a.host}/${enc}/library/app:v1`, `${a.host}/${enc}/library/multi:v1`]) {
+    const r = await lab.criPull('node-a', ref);
+    t.ok(r.image_ref, `pulled ${ref}: ${JSON.stringify(r)}`);
+  }
+  await a.settle();
+  const m = await fromCache(`/v2/${enc}/library/app/manifests/${app.digest}`);
+  t.equal(m.status, 200, 'the manifest is in the cache registry');
+  t.equal(sha(m.bytes), app.digest, 'byte-identical');
+  for (const layer of app.layers) {
+    const b = await fromCache(`/v2/${enc}/library/app/blobs/${layer}`);
+    t.equal(sha(b.bytes), layer, `layer ${layer.slice(7, 19)} is in the cache registry`);
+  }
+  // The index was pulled for amd64 only: distribution 2.8 refuses it as a manifest (arm64 child
+  // missing), so it is kept as a blob of the same digest.
+  const index = await fromCache(`/v2/${enc}/library/multi/blobs/${multi.digest}`);
+  t.equal(sha(index.bytes), multi.digest, 'the multi-arch index bytes are kept verbatim');
+  const amd = await fromCache(`/v2/${enc}/library/multi/manifests/${multi.children[0]}`);
+  t.equal(sha(amd.bytes), multi.children[0], 'and the pulled platform as a real manifest');
+  const pointer = await fromCache(`/v2/pullthrough-tags/${enc}/library/multi/manifests/v1`);
+  t.equal(pointer.status, 200, 'the tag is recorded in the cache registry');
+  t.match(pointer.bytes.toString(), multi.digest, 'pointing at the index digest');
+});
+
+t.test('the cache registry stopped: pulls go on from the origin, promptly', async (t) => {
+  const a = proxies[0] as TestProxy;
+  await lab.stop('cache');
+  await lab.containerd('node-a2', 15033);
+  const cold = await lab.criPull('node-a2', `${a.host}/${enc}/library/other:v1`, ['--timeout', '60']);
+  t.ok(cold.image_ref, `a cold image: ${JSON.stringify(cold)}`);
+  const warm = await lab.criPull('node-a2', `${a.host}/${enc}/library/app:v1`, ['--timeout', '60']);
+  t.ok(warm.image_ref, `an image cached before: ${JSON.stringify(warm)}`);
+  t.ok(cold.seconds < 30 && warm.seconds < 30, 'no pull waited out its deadline');
+  t.ok(a.logs().some((l) => String(l.msg).startsWith('cache store failed')), 'the log says the cache failed');
+  const metrics = await a.metrics.registry.getSingleMetricAsString('pullthrough_store_failures_total');
+  t.match(metrics, /pullthrough_store_failures_total\{op="[a-zA-Z]+"\} [1-9]/, 'and a metric counts it');
+  await a.settle();
+  await restartRegistry(lab, 'cache', CACHE);
+});
+
+t.test('node B pulls from the cache registry with the origin stopped, by tag and by digest', async (t) => {
+  await lab.stop('origin');
+  const b = await proxyFor(dirs[1] as string);
+  await lab.containerd('node-b', 15034);
+  for (const ref of [`${b.host}/${enc}/library/app:v1`, `${b.host}/${enc}/library/multi:v1`, `${b.host}/${enc}/library/multi@${multi.digest}`, `${b.host}/${enc}/library/app@${app.digest}`]) {
+    const r = await lab.criPull('node-b', ref, ['--timeout', '60']);
+    t.ok(r.image_ref, `pulled ${ref}: ${JSON.stringify(r)}`);
+  }
+  t.notOk(
+    b.logs().some((l) => l.msg === 'request' && l.source === 'origin'),
+    'nothing came from the origin',
+  );
+});
