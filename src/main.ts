@@ -8,6 +8,9 @@ import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';
+import { AccessControl, type PodDirectory } from './access/access-control.js';
+import { registryProbe } from './access/origin-probe.js';
+import { PrivacyBook } from './access/privacy.js';
 import { BlobFills } from './cache/blob-fill.js';
 import { FsStore } from './cache/fs-store.js';
 import { RegistryStore } from './cache/registry-store.js';
@@ -16,7 +19,7 @@ import type { Store } from './cache/store.js';
 import { ConfigError, helpText } from './config/flags.js';
 import { NODE_SETUP_HELP, NodeSetupConfigError, parseNodeSetupConfig } from './config/node-setup.js';
 import { parseWebhookConfig, WEBHOOK_HELP, WebhookConfigError } from './config/webhook.js';
-import { createKubeClient, createWebhookKubeApi } from './kube/index.js';
+import { createKubeClient, createWebhookKubeApi, KubeConfigError, startPodCredentials, type NodeKube } from './kube/index.js';
 import { runNodeSetup } from './nodesetup/index.js';
 import { runWebhook } from './webhook/index.js';
 import { proxyFlags, readProxyConfig, type ProxyConfig } from './config/proxy.js';
@@ -40,6 +43,12 @@ export interface ProxyDeps {
   readonly metrics?: ProxyMetrics;
   /** Extra credential sources tried before --registry-credentials (the pods' secrets). */
   readonly podCredentials?: CredentialSource;
+  /**
+   * The pods on this node (src/kube's PodCredentials). With it, private images are served from
+   * the cache only under the access model of docs/credentials.md; without it, every cached copy
+   * is served (standalone, no pods to check against).
+   */
+  readonly pods?: PodDirectory;
 }
 
 export interface BuiltProxy {
@@ -48,6 +57,7 @@ export interface BuiltProxy {
   readonly store: ResilientStore;
   readonly fills: BlobFills;
   readonly metrics: ProxyMetrics;
+  readonly access: AccessControl | undefined;
   close(): Promise<void>;
 }
 
@@ -139,7 +149,38 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     },
   });
   metrics.trackFills(() => fills.size);
-  const pull = new PullService({ origin, store, fills, tagTtlMs: config.tagTtlMs, platforms: config.platforms, log });
+  const privacy = deps.pods
+    ? new PrivacyBook({
+        file: join(config.dataDir, 'access', 'privacy.json'),
+        onError: (op, err) => log.warn({ op, err: err.message }, 'privacy record of repositories could not be read or written; kept in memory'),
+      })
+    : undefined;
+  const access =
+    deps.pods && privacy
+      ? new AccessControl({
+          pods: deps.pods,
+          probe: registryProbe(origin),
+          privacy,
+          authTtlMs: config.authTtlMs,
+          originDown: config.privateWhenOriginDown,
+          originDownGraceMs: config.originDownGraceMs,
+          log,
+          metrics: {
+            refused: (reason) => metrics.accessRefusals.inc({ reason }),
+            probed: (result) => metrics.accessProbes.inc({ result }),
+            servedWhileOriginDown: () => metrics.accessServedOriginDown.inc(),
+          },
+        })
+      : undefined;
+  const pull = new PullService({
+    origin,
+    store,
+    fills,
+    tagTtlMs: config.tagTtlMs,
+    platforms: config.platforms,
+    log,
+    ...(access ? { access } : {}),
+  });
   const app = createProxyServer({ pull, allowed, self: parseHostList(config.proxyHosts), ready: () => store.ping(), log, metrics });
   return {
     app,
@@ -147,9 +188,12 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     store,
     fills,
     metrics,
+    access,
     async close() {
       fills.cancelAll(new Error('shutting down'));
       await app.close();
+      access?.close();
+      privacy?.flush();
       await originAgent.close().catch(() => undefined);
       await cacheAgent?.close().catch(() => undefined);
       await inner.close();
@@ -181,12 +225,13 @@ function startMetricsServer(metrics: ProxyMetrics, listen: { host: string; port:
 async function runProxy(argv: string[]): Promise<number> {
   const { config, help } = readProxyConfig(argv, process.env);
   if (help) {
-    process.stdout.write(`${helpText('Usage: pullthrough proxy [flags]\n\nThe node proxy: serves image pulls from the cache, filling it from the origins.', proxyFlags)}\n`);
+    process.stdout.write(`${helpText('Usage: pullthrough proxy [flags]\n\nThe node proxy: serves image pulls from the cache, filling it from the origins.\nWith --node-name (or NODE_NAME) it uses the pull secrets of the pods on its node, and serves a\nprivate image (one the origin refuses to anonymous requests) from the cache only while a pod on\nthis node that uses it has credentials the origin accepts (docs/credentials.md).', proxyFlags)}\n`);
     return 0;
   }
   const log = createLogger(config.logLevel);
   await ensureSpoolDir(config);
-  const proxy = buildProxy(config, { log });
+  const kube = startKube(config, log);
+  const proxy = buildProxy(config, { log, ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}) });
   const metricsServer = config.metricsListen ? startMetricsServer(proxy.metrics, config.metricsListen, log) : undefined;
   await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
   log.info(
@@ -197,13 +242,29 @@ async function runProxy(argv: string[]): Promise<number> {
       allowedRegistries: config.allowedRegistries,
       insecureRegistries: config.insecureRegistries,
       credentialEntries: config.credentials.length,
+      podCredentials: kube ? { node: config.nodeName, authTtlMs: config.authTtlMs, privateWhenOriginDown: config.privateWhenOriginDown } : false,
     },
     'pullthrough proxy ready',
   );
   log.info({ signal: await untilSignal() }, 'shutting down');
   metricsServer?.close();
   await proxy.close();
+  await kube?.stop();
   return 0;
+}
+
+/**
+ * The pod informer and pull-secret reader, started in the background: the proxy listens at once
+ * and serves public images whether or not the API server answers. No node name: standalone.
+ */
+function startKube(config: ProxyConfig, log: Logger): NodeKube | undefined {
+  if (!config.nodeName) return undefined;
+  try {
+    return startPodCredentials({ nodeName: config.nodeName, ...(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {}), logger: log.child({ component: 'kube' }) });
+  } catch (err) {
+    if (err instanceof KubeConfigError) throw new ConfigError(`--node-name ${config.nodeName}: ${err.message}`);
+    throw err;
+  }
 }
 
 function untilSignal(): Promise<string> {

@@ -3,6 +3,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { ORIGIN_DOWN_POLICIES, type OriginDownPolicy } from '../access/access-control.js';
 import { parseDockerConfig, type DockerConfigEntry } from '../oci/credentials.js';
 import { ConfigError, parseDuration, parseFlags, parseHostPort, parseList, type FlagSpec } from './flags.js';
 
@@ -21,6 +22,11 @@ export const proxyFlags: readonly FlagSpec[] = [
   { name: 'origin-idle-timeout', kind: 'duration', default: '30s', help: 'Longest silence inside an origin body before the transfer is cut (clients then resume with Range).' },
   { name: 'cache-timeout', kind: 'duration', default: '5s', help: 'Connect and header timeout toward the cache registry.' },
   { name: 'cache-cooldown', kind: 'duration', default: '10s', help: 'After the cache registry fails to answer, how long it is skipped (pulls go to the origin).' },
+  { name: 'node-name', kind: 'string', default: '', help: 'The node this proxy serves (NODE_NAME, from the downward API, also works). With it, the proxy watches the pods on this node and uses their imagePullSecrets (and their ServiceAccounts\') for origins, and serves a private image from the cache only while a pod on this node that uses it has credentials the origin accepts. Without it: no pod credentials, no access checks.' },
+  { name: 'kubeconfig', kind: 'string', default: '', help: 'A kubeconfig file for the API server; empty: the in-cluster ServiceAccount. Only used with a node name.' },
+  { name: 'auth-ttl', kind: 'duration', default: '5m', help: 'How long an origin\'s acceptance of a pod\'s credentials for a private repository is trusted before the origin is asked again (a HEAD) on a cache hit.' },
+  { name: 'private-when-origin-down', kind: 'string', default: 'serve-confirmed', help: 'When the origin cannot confirm access to a private image: serve-confirmed serves it if access was confirmed for a pod still on this node using it within --origin-down-grace; refuse refuses (503).' },
+  { name: 'origin-down-grace', kind: 'duration', default: '1h', help: 'With --private-when-origin-down=serve-confirmed: how old a confirmation may be and still serve a private image while the origin is unreachable.' },
   { name: 'log-level', kind: 'string', default: 'info', help: 'pino level: trace, debug, info, warn, error.' },
   { name: 'metrics-listen', kind: 'string', default: '127.0.0.1:7440', help: 'HOST:PORT for Prometheus /metrics; empty disables it.' },
 ];
@@ -40,6 +46,12 @@ export interface ProxyConfig {
   readonly originIdleTimeoutMs: number;
   readonly cacheTimeoutMs: number;
   readonly cacheCooldownMs: number;
+  /** Empty: no pod credentials (standalone). */
+  readonly nodeName: string;
+  readonly kubeconfig: string | undefined;
+  readonly authTtlMs: number;
+  readonly privateWhenOriginDown: OriginDownPolicy;
+  readonly originDownGraceMs: number;
   readonly logLevel: string;
   readonly metricsListen: { host: string; port: number } | undefined;
 }
@@ -76,10 +88,21 @@ export function readProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
       originIdleTimeoutMs: parseDuration('origin-idle-timeout', v['origin-idle-timeout']),
       cacheTimeoutMs: parseDuration('cache-timeout', v['cache-timeout']),
       cacheCooldownMs: parseDuration('cache-cooldown', v['cache-cooldown']),
+      nodeName: (v['node-name'] || env.NODE_NAME || '').trim(),
+      kubeconfig: v.kubeconfig ? resolve(v.kubeconfig) : undefined,
+      authTtlMs: parseDuration('auth-ttl', v['auth-ttl']),
+      privateWhenOriginDown: originDownPolicy(v['private-when-origin-down']),
+      originDownGraceMs: parseDuration('origin-down-grace', v['origin-down-grace']),
       logLevel: level,
       metricsListen: v['metrics-listen'] ? parseHostPort('metrics-listen', v['metrics-listen']) : undefined,
     },
   };
+}
+
+function originDownPolicy(v: string | undefined): OriginDownPolicy {
+  const p = (ORIGIN_DOWN_POLICIES as readonly string[]).find((x) => x === v);
+  if (!p) throw new ConfigError(`--private-when-origin-down: expected ${ORIGIN_DOWN_POLICIES.join(' or ')}, got ${JSON.stringify(v)}`);
+  return p as OriginDownPolicy;
 }
 
 function readCredentials(file: string): DockerConfigEntry[] {

@@ -47,6 +47,23 @@ export class ProxyMetrics {
     help: 'Tags served from the cache because the origin could not confirm them.',
     registers: [this.registry],
   });
+  readonly accessRefusals = new Counter({
+    name: 'pullthrough_access_refusals_total',
+    help: 'Requests for private images refused, by reason (no-pod, rejected, not-found, origin-unreachable).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly accessProbes = new Counter({
+    name: 'pullthrough_access_probes_total',
+    help: 'HEAD requests to origins made to learn whether a repository is public or to confirm access, by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly accessServedOriginDown = new Counter({
+    name: 'pullthrough_access_served_origin_down_total',
+    help: 'Private-image requests served because access was confirmed recently, while the origin could not confirm it.',
+    registers: [this.registry],
+  });
   private fillsProvider: () => number = () => 0;
   readonly fillsInProgress: Gauge = new Gauge({
     name: 'pullthrough_blob_fills_in_progress',

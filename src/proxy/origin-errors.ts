@@ -22,6 +22,11 @@ export function originFailure(err: unknown, registry: string): OciError {
   if (err instanceof SizeError) {
     return new OciError('MANIFEST_INVALID', `origin ${registry} sent a manifest over ${err.max} bytes`, { status: 502 });
   }
+  // The registry client gives up with a 401 when the origin challenged and no candidate
+  // credential could be used (Basic without credentials, a token realm refusing them all).
+  if (err instanceof UpstreamError && err.status === 401) {
+    return new OciError('UNAUTHORIZED', `origin ${registry} refused: no credential it accepts`, { cause: err });
+  }
   const cause = err instanceof UpstreamError ? err.cause : err;
   const code = (cause as { code?: string } | undefined)?.code;
   const timedOut = code !== undefined && timeoutCodes.has(code);
@@ -33,4 +38,8 @@ export function originFailure(err: unknown, registry: string): OciError {
 /** Auth refusals must not be papered over with a stale copy (no private image to a pod without access). */
 export function isAuthError(err: unknown): boolean {
   return err instanceof OciError && (err.code === 'UNAUTHORIZED' || err.code === 'DENIED');
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof OciError && err.status === 404;
 }

@@ -6,8 +6,12 @@
  *   HEAD (free against Docker Hub's pull limit); when the origin cannot answer, or deleted the
  *   tag, the cached tag is served stale and the log says so. Auth refusals are never papered over.
  * - Cold blobs: one shared origin fetch per blob (BlobFills), committed after verification.
+ * - Private repositories (with an access gate, i.e. pod credentials): whatever is served from the
+ *   cache, from another client's fetch or stale passes `access.authorize` first; every 200 from
+ *   the origin is reported to `access.observe` (which credential it accepted). See src/access.
  */
 import type { Readable } from 'node:stream';
+import type { AccessGate, ObjectKind } from '../access/access-control.js';
 import type { Log as Logger } from '../observability/logger.js';
 import type { BlobFill, BlobFills, OriginBlob } from '../cache/blob-fill.js';
 import { Memo } from '../cache/memo.js';
@@ -18,7 +22,8 @@ import { OciError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest, type Descriptor } from '../oci/media-types.js';
 import { isValidTag } from '../oci/reference.js';
 import { readCappedBytes, type RegistryClient } from '../oci/registry-client.js';
-import { isAuthError, originFailure, originStatusError } from './origin-errors.js';
+import type { Credential } from '../oci/credentials.js';
+import { isAuthError, isNotFound, originFailure, originStatusError } from './origin-errors.js';
 import { Persister } from './persister.js';
 import { resolveRange, type ByteRange, type RangeRequest } from './range.js';
 import type { Target } from './target.js';
@@ -46,6 +51,8 @@ export interface PullServiceOptions {
   readonly platforms: readonly string[] | 'all';
   readonly log: Logger;
   readonly now?: () => number;
+  /** Decides who may be served private images from the cache; none: every cached copy is served. */
+  readonly access?: AccessGate;
 }
 
 export interface RequestContext {
@@ -83,7 +90,10 @@ export class PullService {
 
   private async manifestByDigest(t: Target, digest: string, ctx: RequestContext): Promise<ManifestAnswer> {
     const cached = await this.cachedManifest(t, digest);
-    if (cached) return { manifest: cached, source: 'cache' };
+    if (cached) {
+      await this.authorize(t, 'manifest', digest, ctx);
+      return { manifest: cached, source: 'cache' };
+    }
     const m = await this.fetchManifest(t, digest, ctx);
     void this.persister.persist(t, m);
     return { manifest: m, source: 'origin' };
@@ -96,6 +106,7 @@ export class PullService {
     const cached = rec ? await this.cachedManifest(t, rec.digest) : undefined;
     if (rec && cached && now - rec.confirmedAt < this.o.tagTtlMs) {
       this.tags.set(key, rec, { ttlMs: rec.confirmedAt + this.o.tagTtlMs - now });
+      await this.authorize(t, 'manifest', tag, ctx);
       return { manifest: cached, source: 'cache' };
     }
     if (cached) {
@@ -106,7 +117,7 @@ export class PullService {
     try {
       m = await this.fetchManifest(t, tag, ctx);
     } catch (err) {
-      if (cached && !isAuthError(err)) return this.stale(t, tag, cached, (err as Error).message, ctx);
+      if (cached && !isAuthError(err)) return this.stale(t, tag, cached, (err as Error).message, ctx, !isNotFound(err));
       throw err;
     }
     this.rememberTag(t, tag, m.digest, now);
@@ -118,6 +129,7 @@ export class PullService {
   private async revalidate(t: Target, tag: string, cached: StoredManifest, ctx: RequestContext): Promise<ManifestAnswer | undefined> {
     let status: number;
     let digest: string | undefined;
+    let credential: Credential | undefined;
     try {
       const res = await this.o.origin.request({
         registry: t.registry,
@@ -130,9 +142,13 @@ export class PullService {
       await res.body.dump();
       status = res.statusCode;
       digest = headerString(res.headers['docker-content-digest']);
+      credential = res.credential;
     } catch (err) {
-      return this.stale(t, tag, cached, originFailure(err, t.registry).message, ctx);
+      const failure = originFailure(err, t.registry);
+      if (isAuthError(failure)) throw failure;
+      return this.stale(t, tag, cached, failure.message, ctx, true);
     }
+    if (status === 200) this.o.access?.observe(t, 'manifest', tag, credential);
     if (status === 200 && digest === cached.digest) {
       const now = this.now();
       this.rememberTag(t, tag, cached.digest, now);
@@ -142,16 +158,26 @@ export class PullService {
     if (status === 200) return undefined;
     const err = originStatusError(status, 'manifest', t.registry, tag);
     if (isAuthError(err)) throw err;
-    return this.stale(t, tag, cached, err.message, ctx);
+    return this.stale(t, tag, cached, err.message, ctx, status !== 404);
   }
 
-  private stale(t: Target, tag: string, cached: StoredManifest, why: string, ctx: RequestContext): ManifestAnswer {
+  /**
+   * Serves a cached tag the origin could not confirm. A private one only as the access gate says:
+   * `unreachable` when the origin could not answer at all (its origin-down policy applies).
+   */
+  private async stale(t: Target, tag: string, cached: StoredManifest, why: string, ctx: RequestContext, unreachable: boolean): Promise<ManifestAnswer> {
+    await this.authorize(t, 'manifest', tag, ctx, unreachable ? why : undefined);
     ctx.log.warn({ image: `${t.registry}/${t.repository}:${tag}`, digest: cached.digest, reason: why }, 'origin could not confirm tag; serving the cached copy (stale-if-error)');
     return { manifest: cached, source: 'stale' };
   }
 
   private rememberTag(t: Target, tag: string, digest: string, confirmedAt: number): void {
     this.tags.set(`${t.cacheRepo}:${tag}`, { digest, confirmedAt }, { ttlMs: this.o.tagTtlMs });
+  }
+
+  private async authorize(t: Target, kind: ObjectKind, reference: string, ctx: RequestContext, originUnreachable?: string): Promise<void> {
+    if (!this.o.access) return;
+    await this.o.access.authorize(t, kind, reference, ctx, originUnreachable === undefined ? {} : { originUnreachable });
   }
 
   private async cachedManifest(t: Target, digest: string): Promise<StoredManifest | undefined> {
@@ -191,6 +217,7 @@ export class PullService {
         await res.body.dump();
         throw originStatusError(res.statusCode, 'manifest', t.registry, reference);
       }
+      this.o.access?.observe(t, 'manifest', reference, res.credential);
       const length = Number(res.headers['content-length'] ?? 0);
       if (length > MAX_MANIFEST_BYTES) {
         res.body.destroy();
@@ -221,12 +248,15 @@ export class PullService {
     parseDigest(digest);
     const stat = await this.o.store.statBlob(t.cacheRepo, digest);
     if (stat) {
+      await this.authorize(t, 'blob', digest, ctx);
       const r = resolveRange(range, stat.size);
       if (method === 'HEAD') return { size: stat.size, source: 'cache' };
       const opened = await this.o.store.openBlob(t.cacheRepo, digest, r, ctx.signal);
       if (opened) return { size: opened.size, source: 'cache', stream: opened.stream, ...(r ? { range: r } : {}) };
     }
     if (method === 'HEAD') return this.headOriginBlob(t, digest, ctx);
+    // Joining a fill another request started is serving what that request was allowed to fetch.
+    if (this.o.fills.get(t.cacheRepo, digest)) await this.authorize(t, 'blob', digest, ctx);
     const { fill, joined } = this.startFill(t, digest);
     await fill.started.catch((err: unknown) => {
       throw originFailure(err, t.registry);
@@ -239,7 +269,10 @@ export class PullService {
 
   private async headOriginBlob(t: Target, digest: string, ctx: RequestContext): Promise<BlobAnswer> {
     const inflight = this.o.fills.get(t.cacheRepo, digest);
-    if (inflight?.size !== undefined) return { size: inflight.size, source: 'shared-fetch' };
+    if (inflight?.size !== undefined) {
+      await this.authorize(t, 'blob', digest, ctx);
+      return { size: inflight.size, source: 'shared-fetch' };
+    }
     try {
       const res = await this.o.origin.request({
         registry: t.registry,
@@ -250,6 +283,7 @@ export class PullService {
       });
       await res.body.dump();
       if (res.statusCode !== 200) throw originStatusError(res.statusCode, 'blob', t.registry, digest);
+      this.o.access?.observe(t, 'blob', digest, res.credential);
       const len = headerString(res.headers['content-length']);
       return { size: len === undefined ? undefined : Number(len), source: 'origin' };
     } catch (err) {
@@ -278,6 +312,7 @@ export class PullService {
       await res.body.dump();
       throw originStatusError(res.statusCode, 'blob', t.registry, digest);
     }
+    this.o.access?.observe(t, 'blob', digest, res.credential);
     const len = headerString(res.headers['content-length']);
     return { size: len === undefined ? undefined : Number(len), stream: res.body };
   }

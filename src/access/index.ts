@@ -1,0 +1,20 @@
+/** Access control for private images in the cache: see access-control.ts and docs/credentials.md. */
+export {
+  AccessControl,
+  ORIGIN_DOWN_POLICIES,
+  type AccessControlOptions,
+  type AccessGate,
+  type AccessMetrics,
+  type AccessTarget,
+  type ObjectKind,
+  type OriginDownPolicy,
+  type OriginProbe,
+  type PodDirectory,
+  type PodRef,
+  type ProbeAnswer,
+  type ProbeRequest,
+  type ProbeResult,
+  type RefusalReason,
+} from './access-control.js';
+export { PrivacyBook, type Privacy, type PrivacyBookOptions } from './privacy.js';
+export { registryProbe } from './origin-probe.js';

@@ -1,0 +1,21 @@
+/** The access check's HEAD at the origin, through the registry client and its auth dance. */
+import { MANIFEST_ACCEPT } from '../oci/media-types.js';
+import type { RegistryClient } from '../oci/registry-client.js';
+import type { OriginProbe } from './access-control.js';
+
+export function registryProbe(origin: RegistryClient): OriginProbe {
+  return async (req) => {
+    const res = await origin.request({
+      registry: req.registry,
+      repository: req.repository,
+      method: 'HEAD',
+      path: `/v2/${req.repository}/${req.kind === 'manifest' ? 'manifests' : 'blobs'}/${req.reference}`,
+      ...(req.kind === 'manifest' ? { headers: { accept: MANIFEST_ACCEPT } } : {}),
+      // Anonymous only: whether the repository is public. Otherwise the pods' credentials, then
+      // --registry-credentials, then anonymous, as for any origin request.
+      ...(req.anonymousOnly ? { credentials: [undefined] } : {}),
+    });
+    await res.body.dump();
+    return { status: res.statusCode, credential: res.credential };
+  };
+}
