@@ -1,0 +1,20 @@
+#!/bin/bash
+# npm run bench [-- --quick] [--out FILE] [--reps N] [--only blob,head,...] [--rate B/s] [--delay-ms MS]
+# Installs what the benchmark needs (the oci-lab packages, node_modules), builds dist/ and runs
+# bench/run.ts against the compiled proxy (node dist/main.js: no tsx in the measured process).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LAB=${OCI_LAB:-$(cd .. && pwd)/shared/oci-lab}
+[ -x "$LAB/registry-up.sh" ] || { echo "oci-lab not found at $LAB (set OCI_LAB)" >&2; exit 2; }
+export OCI_LAB=$LAB
+missing=""
+for bin in docker-registry skopeo containerd nginx jq curl openssl python3; do
+  command -v "$bin" > /dev/null 2>&1 || missing="$missing $bin"
+done
+if [ -n "$missing" ]; then
+  echo "installing the oci-lab packages (missing:$missing)" >&2
+  bash "$LAB/install.sh"
+fi
+[ -d node_modules ] || npm ci
+npm run build > /dev/null
+exec node --import tsx bench/run.ts "$@"
