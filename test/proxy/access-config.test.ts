@@ -1,0 +1,23 @@
+/** The access flags: node name from --node-name, PULLTHROUGH_NODE_NAME or NODE_NAME (an empty flag turns it off), durations, policy. */
+import t from 'tap';
+import { ConfigError } from '../../src/config/flags.js';
+import { readProxyConfig } from '../../src/config/proxy.js';
+
+t.test('node name', async (t) => {
+  t.equal(readProxyConfig([], { NODE_NAME: 'n1' }).config.nodeName, 'n1', 'NODE_NAME from the downward API');
+  t.equal(readProxyConfig(['--node-name='], { NODE_NAME: 'n1' }).config.nodeName, '', 'an empty flag turns it off (cluster proxy)');
+  t.equal(readProxyConfig([], { NODE_NAME: 'n1', PULLTHROUGH_NODE_NAME: '' }).config.nodeName, '', 'so does an empty PULLTHROUGH_NODE_NAME');
+  t.equal(readProxyConfig(['--node-name', 'n2'], { NODE_NAME: 'n1' }).config.nodeName, 'n2');
+  t.equal(readProxyConfig([], {}).config.nodeName, '', 'standalone');
+});
+
+t.test('auth-ttl, origin-down policy and grace', async (t) => {
+  const d = readProxyConfig([], {}).config;
+  t.equal(d.authTtlMs, 300_000);
+  t.equal(d.privateWhenOriginDown, 'serve-confirmed');
+  t.equal(d.originDownGraceMs, 3_600_000);
+  const c = readProxyConfig(['--auth-ttl', '30s', '--private-when-origin-down', 'refuse', '--origin-down-grace', '10m'], {}).config;
+  t.same([c.authTtlMs, c.privateWhenOriginDown, c.originDownGraceMs], [30_000, 'refuse', 600_000]);
+  t.throws(() => readProxyConfig(['--private-when-origin-down', 'serve'], {}), ConfigError);
+  t.throws(() => readProxyConfig([], { PULLTHROUGH_AUTH_TTL: 'soon' }), ConfigError);
+});
