@@ -149,16 +149,18 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     },
   });
   metrics.trackFills(() => fills.size);
-  const privacy = deps.pods
+  // The cluster proxy has no pods to check against: a private image only with node-wide credentials.
+  const pods: PodDirectory | undefined = deps.pods ?? (config.privateImages === 'node-credentials' ? NO_PODS : undefined);
+  const privacy = pods
     ? new PrivacyBook({
         file: join(config.dataDir, 'access', 'privacy.json'),
         onError: (op, err) => log.warn({ op, err: err.message }, 'privacy record of repositories could not be read or written; kept in memory'),
       })
     : undefined;
   const access =
-    deps.pods && privacy
+    pods && privacy
       ? new AccessControl({
-          pods: deps.pods,
+          pods,
           probe: registryProbe(origin),
           privacy,
           authTtlMs: config.authTtlMs,
@@ -257,8 +259,13 @@ async function runProxy(argv: string[]): Promise<number> {
  * The pod informer and pull-secret reader, started in the background: the proxy listens at once
  * and serves public images whether or not the API server answers. No node name: standalone.
  */
+const NO_PODS: PodDirectory = {
+  podsUsing: () => [],
+  lookup: async () => ({ known: false, credentials: [], skipped: [] }),
+};
+
 function startKube(config: ProxyConfig, log: Logger): NodeKube | undefined {
-  if (!config.nodeName) return undefined;
+  if (!config.nodeName || config.privateImages !== 'pods') return undefined;
   try {
     return startPodCredentials({ nodeName: config.nodeName, ...(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {}), logger: log.child({ component: 'kube' }) });
   } catch (err) {

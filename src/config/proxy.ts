@@ -23,6 +23,7 @@ export const proxyFlags: readonly FlagSpec[] = [
   { name: 'cache-timeout', kind: 'duration', default: '5s', help: 'Connect and header timeout toward the cache registry.' },
   { name: 'cache-cooldown', kind: 'duration', default: '10s', help: 'After the cache registry fails to answer, how long it is skipped (pulls go to the origin).' },
   { name: 'node-name', kind: 'string', help: 'The node this proxy serves; unset: NODE_NAME (the downward API\'s spec.nodeName), so --node-name= (empty) turns pod credentials off where NODE_NAME is set (a cluster proxy). With it, the proxy watches the pods on this node and uses their imagePullSecrets (and their ServiceAccounts\') for origins, and serves a private image from the cache only while a pod on this node that uses it has credentials the origin accepts. Without it: no pod credentials, no access checks.' },
+  { name: 'private-images', kind: 'string', default: '', help: 'How cached private images (the origin refuses anonymous requests) are served. pods: only while a pod on this node that uses the image has credentials the origin accepts (needs a node name; the default with one). node-credentials: only when a --registry-credentials credential is accepted, for a proxy with no pods to check, such as the cluster proxy behind a Service. open: every cached copy is served (the default without a node name: a standalone proxy on a workstation).' },
   { name: 'kubeconfig', kind: 'string', default: '', help: 'A kubeconfig file for the API server; empty: the in-cluster ServiceAccount. Only used with a node name.' },
   { name: 'auth-ttl', kind: 'duration', default: '5m', help: 'How long an origin\'s acceptance of a pod\'s credentials for a private repository is trusted before the origin is asked again (a HEAD) on a cache hit.' },
   { name: 'private-when-origin-down', kind: 'string', default: 'serve-confirmed', help: 'When the origin cannot confirm access to a private image: serve-confirmed serves it if access was confirmed for a pod still on this node using it within --origin-down-grace; refuse refuses (503).' },
@@ -50,6 +51,7 @@ export interface ProxyConfig {
   readonly nodeName: string;
   readonly kubeconfig: string | undefined;
   readonly authTtlMs: number;
+  readonly privateImages: PrivateImagesMode;
   readonly privateWhenOriginDown: OriginDownPolicy;
   readonly originDownGraceMs: number;
   readonly logLevel: string;
@@ -92,11 +94,23 @@ export function readProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
       kubeconfig: v.kubeconfig ? resolve(v.kubeconfig) : undefined,
       authTtlMs: parseDuration('auth-ttl', v['auth-ttl']),
       privateWhenOriginDown: originDownPolicy(v['private-when-origin-down']),
+      privateImages: privateImagesMode(v['private-images'], (v['node-name'] ?? env.NODE_NAME ?? '').trim()),
       originDownGraceMs: parseDuration('origin-down-grace', v['origin-down-grace']),
       logLevel: level,
       metricsListen: v['metrics-listen'] ? parseHostPort('metrics-listen', v['metrics-listen']) : undefined,
     },
   };
+}
+
+export type PrivateImagesMode = 'pods' | 'node-credentials' | 'open';
+
+function privateImagesMode(v: string | undefined, nodeName: string): PrivateImagesMode {
+  const mode = v || (nodeName ? 'pods' : 'open');
+  if (mode !== 'pods' && mode !== 'node-credentials' && mode !== 'open') {
+    throw new ConfigError(`--private-images: expected pods, node-credentials or open, got ${JSON.stringify(v)}`);
+  }
+  if (mode === 'pods' && !nodeName) throw new ConfigError('--private-images=pods needs --node-name (or NODE_NAME): the pods of which node?');
+  return mode;
 }
 
 function originDownPolicy(v: string | undefined): OriginDownPolicy {

@@ -77,6 +77,20 @@ t.test('without credentials the private origins refuse, the public one serves', 
   t.ok(pub.image_ref, `token origin with anonymous pull (Docker Hub public): ${JSON.stringify(pub)}`);
 });
 
+t.test('a proxy with no pods to check (the cluster proxy) refuses a cached private image without node-wide credentials', async (t) => {
+  // Same embedded store as the proxy that cached the image with --registry-credentials.
+  const cluster = await startProxy(['--data-dir', dataDir, '--insecure-registries', hosts, '--private-images', 'node-credentials']);
+  try {
+    const r = await lab.criPull('node-bare', `${cluster.host}/127.0.0.1_${BASIC}/team/app:v1`);
+    t.ok(r.error, `refused: ${r.details ?? ''}`);
+    const pub = await lab.criPull('node-bare', `${cluster.host}/127.0.0.1_${TOKEN_PUBLIC}/team/app:v1`);
+    t.ok(pub.image_ref, 'a public image is still served');
+    t.notOk(cluster.logText().includes(PASSWORD), 'and nothing leaks into its log');
+  } finally {
+    await cluster.stop();
+  }
+});
+
 t.test('one token per repository and identity, reused for every request', async (t) => {
   const tokenLog = readFileSync(join(lab.dir, 'token-private', 'token.log'), 'utf8').split('\n').filter((l) => l.startsWith('{'));
   // Lines for the proxy: pull scope (the image push before asked for pull,push) and our user.

@@ -20,3 +20,11 @@ t.test('auth-ttl, origin-down policy and grace', async (t) => {
   t.throws(() => readProxyConfig(['--private-when-origin-down', 'serve'], {}), /expected serve-confirmed or refuse/);
   t.throws(() => readProxyConfig([], { PULLTHROUGH_AUTH_TTL: 'soon' }), /--auth-ttl: not a duration/);
 });
+
+t.test('private-images mode', async (t) => {
+  t.equal(readProxyConfig([], {}).config.privateImages, 'open', 'standalone: every cached copy is served');
+  t.equal(readProxyConfig([], { NODE_NAME: 'n1' }).config.privateImages, 'pods', 'a node proxy checks its pods');
+  t.equal(readProxyConfig(['--node-name=', '--private-images=node-credentials'], { NODE_NAME: 'n1' }).config.privateImages, 'node-credentials', 'the cluster proxy');
+  t.throws(() => readProxyConfig(['--private-images', 'pods'], {}), /needs --node-name/);
+  t.throws(() => readProxyConfig(['--private-images', 'everyone'], {}), /expected pods, node-credentials or open/);
+});
