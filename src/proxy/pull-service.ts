@@ -237,7 +237,14 @@ export class PullService {
     if (claimed && claimed.split(':')[0] === digest.split(':')[0] && claimed !== digest) {
       throw new OciError('DIGEST_INVALID', `origin ${t.registry} claims ${claimed} for bytes whose digest is ${digest}`, { status: 502 });
     }
-    const parsed = parseManifest(bytes, contentType);
+    let parsed;
+    try {
+      parsed = parseManifest(bytes, contentType);
+    } catch (err) {
+      // The origin's fault, not the client's: a gateway error, so containerd tries its next host.
+      if (err instanceof OciError) throw new OciError(err.code, `origin ${t.registry}: ${err.message}`, { status: 502 });
+      throw err;
+    }
     const m: StoredManifest = { bytes, digest, mediaType: parsed.mediaType };
     this.manifests.set(`${t.cacheRepo}@${digest}`, m, { weight: bytes.byteLength });
     ctx.log.debug({ image: `${t.registry}/${t.repository}`, reference, digest }, 'manifest fetched from origin');

@@ -46,6 +46,10 @@ export function createProxyServer(deps: ProxyServerDeps) {
     exposeHeadRoutes: false,
     return503OnClosing: true,
     routerOptions: { maxParamLength: 8192, ignoreDuplicateSlashes: false },
+    // Node would answer a request without Host with a bare 400 of its own; the path is all we need.
+    http: { requireHostHeader: false },
+    // Requests Node's parser refuses never reach a route: answer them in the same OCI shape.
+    clientErrorHandler: (err, socket) => parserError(deps, err as NodeJS.ErrnoException, socket),
   });
   app.decorateRequest('outcome', null as unknown as Outcome);
 
@@ -67,8 +71,9 @@ export function createProxyServer(deps: ProxyServerDeps) {
   });
 
   app.setNotFoundHandler((req, reply) => {
-    req.outcome.code = 'NOT_FOUND';
-    void reply.code(404).type('application/json').send(JSON.stringify(new OciError('NAME_UNKNOWN', `no such endpoint ${req.method} ${req.url.split('?')[0]?.slice(0, 200)}`).toJSON()));
+    const err = new OciError('NAME_UNKNOWN', `no such endpoint ${req.method} ${req.url.split('?')[0]?.slice(0, 200)}`);
+    req.outcome.code = err.code;
+    void reply.code(404).headers(API_VERSION).type('application/json').send(JSON.stringify(err.toJSON()));
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -165,6 +170,24 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
     .code(answer.range ? 206 : 200)
     .headers(headers)
     .send(answer.stream);
+}
+
+function parserError(deps: ProxyServerDeps, err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const status = tooLarge ? 431 : 400;
+  const oci = new OciError('UNSUPPORTED', tooLarge ? 'request headers too large' : `malformed HTTP request (${err.code ?? 'parse error'})`, { status });
+  deps.log.warn({ status, code: oci.code, parser: err.code, remote: socket.remoteAddress }, 'request');
+  deps.metrics.requests.inc({ kind: 'other', source: 'none', status: String(status) });
+  if (!socket.writable || err.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify(oci.toJSON());
+  socket.end(
+    `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `Docker-Distribution-API-Version: registry/2.0\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 function headerValue(v: string | string[] | undefined): string | undefined {
