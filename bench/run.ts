@@ -667,6 +667,8 @@ async function main(): Promise<number> {
     const t0 = Date.now();
     await fn(s);
     log(`${name} done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    // Partial results survive an interrupted run.
+    if (OUT) writeFileSync(`${OUT}.partial`, JSON.stringify({ quick: QUICK, reps: REPS, seed: s, samples }, null, 2));
   }
   const summary = summarizeSamples();
   const { ratios: rt, checks } = ratios(summary);

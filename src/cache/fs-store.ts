@@ -80,7 +80,7 @@ export class FsStore implements Store {
       throw err;
     }
     // The stream owns the handle from here and closes it when it ends or is destroyed.
-    const stream = createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: 256 * 1024 });
+    const stream = createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: 1024 * 1024 });
     return { size, stream };
   }
 

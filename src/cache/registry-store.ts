@@ -75,7 +75,7 @@ export class RegistryStore implements Store {
   }
 
   async putBlobFile(repo: string, digest: string, size: number, file: string): Promise<void> {
-    await this.upload(repo, digest, size, () => createReadStream(file, { highWaterMark: 256 * 1024 }));
+    await this.upload(repo, digest, size, () => createReadStream(file, { highWaterMark: 1024 * 1024 }));
   }
 
   private async upload(repo: string, digest: string, size: number, body: () => Readable | Buffer): Promise<void> {
