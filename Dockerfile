@@ -1,8 +1,8 @@
 # One image for every subcommand: pullthrough proxy | webhook | node-setup.
 #   docker build -t ghcr.io/pullthrough/pullthrough:0.1.0 .
-# Node 24 is the current LTS line; package.json asks for >= 20.18.
+# Node 26 is the current LTS line (Active LTS since 2026-10-28); package.json asks for >= 20.18.
 
-FROM node:24-bookworm-slim AS build
+FROM node:26-trixie-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -10,12 +10,12 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
 
-FROM node:24-bookworm-slim AS deps
+FROM node:26-trixie-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && npm cache clean --force
 
-FROM node:24-bookworm-slim
+FROM node:26-trixie-slim
 ENV NODE_ENV=production
 WORKDIR /app
 # A fixed numeric user, so runAsNonRoot can verify it (the manifests run it as 10001).
