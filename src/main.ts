@@ -58,7 +58,8 @@ export interface BuiltProxy {
   readonly fills: BlobFills;
   readonly metrics: ProxyMetrics;
   readonly access: AccessControl | undefined;
-  close(): Promise<void>;
+  /** Stops serving: in-flight requests get `graceMs` (default 10 s), then connections are cut. */
+  close(graceMs?: number): Promise<void>;
 }
 
 /** Wires a node proxy from its configuration. The returned server is not listening yet. */
@@ -191,9 +192,13 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     fills,
     metrics,
     access,
-    async close() {
+    async close(graceMs = 10_000) {
       fills.cancelAll(new Error('shutting down'));
+      // Connections that sent no request yet (clients open them ahead) would hold close() until the
+      // server's headers timeout; in-flight pulls get a grace period, then everything is cut.
+      const force = setTimeout(() => app.server.closeAllConnections(), graceMs);
       await app.close();
+      clearTimeout(force);
       access?.close();
       privacy?.flush();
       await originAgent.close().catch(() => undefined);

@@ -47,7 +47,8 @@ export function createProxyServer(deps: ProxyServerDeps) {
     return503OnClosing: true,
     routerOptions: { maxParamLength: 8192, ignoreDuplicateSlashes: false },
     // Node would answer a request without Host with a bare 400 of its own; the path is all we need.
-    http: { requireHostHeader: false },
+    // A client that connects and sends nothing is dropped after 15 s (Node's default is 60 s).
+    http: { requireHostHeader: false, headersTimeout: 15_000 },
     // Requests Node's parser refuses never reach a route: answer them in the same OCI shape.
     clientErrorHandler: (err, socket) => parserError(deps, err as NodeJS.ErrnoException, socket),
   });

@@ -55,7 +55,7 @@ export async function startProxy(flags: string[], opts: { port?: number; podCred
     async stop() {
       if (stopped) return;
       stopped = true;
-      await proxy.close();
+      await proxy.close(500);
     },
   };
 }
