@@ -5,9 +5,10 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { buildProxy, type BuiltProxy } from '../../src/main.js';
-import { readProxyConfig } from '../../src/config/proxy.js';
-import { createLogger } from '../../src/observability/logger.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { buildProxy, type BuiltProxy, type ProxyDeps } from '../../src/main.js';
+import { readProxyConfig, type ProxyConfig } from '../../src/config/proxy.js';
+import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { CredentialSource } from '../../src/oci/credentials.js';
 
 export interface TestProxy extends BuiltProxy {
@@ -21,7 +22,16 @@ export interface TestProxy extends BuiltProxy {
   stop(): Promise<void>;
 }
 
-export async function startProxy(flags: string[], opts: { port?: number; podCredentials?: CredentialSource } = {}): Promise<TestProxy> {
+export interface StartOptions {
+  readonly port?: number;
+  readonly podCredentials?: CredentialSource;
+  /** More dependencies (the pods of a node), built with the proxy's own config and log. */
+  readonly extraDeps?: (config: ProxyConfig, log: Logger) => Partial<ProxyDeps>;
+  /** Runs after the proxy stopped. */
+  readonly onStop?: () => Promise<void>;
+}
+
+export async function startProxy(flags: string[], opts: StartOptions = {}): Promise<TestProxy> {
   const { config } = readProxyConfig(['--metrics-listen', '', '--log-level', 'debug', ...flags], {});
   // As runProxy does before building: the spool directory for blob fills.
   mkdirSync(join(config.dataDir, 'tmp'), { recursive: true });
@@ -29,7 +39,11 @@ export async function startProxy(flags: string[], opts: { port?: number; podCred
   let text = '';
   sink.on('data', (c: Buffer) => (text += c.toString('utf8')));
   const log = createLogger(config.logLevel, sink);
-  const proxy = buildProxy(config, { log, ...(opts.podCredentials ? { podCredentials: opts.podCredentials } : {}) });
+  const proxy = buildProxy(config, {
+    log,
+    ...(opts.podCredentials ? { podCredentials: opts.podCredentials } : {}),
+    ...opts.extraDeps?.(config, log),
+  });
   await proxy.app.listen({ host: '127.0.0.1', port: opts.port ?? 0 });
   const address = proxy.app.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
@@ -49,13 +63,14 @@ export async function startProxy(flags: string[], opts: { port?: number; podCred
       const until = Date.now() + timeoutMs;
       while (proxy.pull.persister.pending > 0 || proxy.fills.size > 0) {
         if (Date.now() > until) throw new Error('proxy did not settle');
-        await new Promise((r) => setTimeout(r, 50));
+        await sleep(50);
       }
     },
     async stop() {
       if (stopped) return;
       stopped = true;
       await proxy.close(500);
+      await opts.onStop?.();
     },
   };
 }
