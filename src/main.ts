@@ -11,7 +11,7 @@ import { Agent } from 'undici';
 import { AccessControl, type PodDirectory } from './access/access-control.js';
 import { registryProbe } from './access/origin-probe.js';
 import { PrivacyBook } from './access/privacy.js';
-import { BlobFills } from './cache/blob-fill.js';
+import { BlobFills, SpoolError } from './cache/blob-fill.js';
 import { FsStore } from './cache/fs-store.js';
 import { RegistryStore } from './cache/registry-store.js';
 import { ResilientStore } from './cache/resilient-store.js';
@@ -19,9 +19,8 @@ import type { Store } from './cache/store.js';
 import { ConfigError, helpText } from './config/flags.js';
 import { NODE_SETUP_HELP, NodeSetupConfigError, parseNodeSetupConfig } from './config/node-setup.js';
 import { parseWebhookConfig, WEBHOOK_HELP, WebhookConfigError } from './config/webhook.js';
-import { createKubeClient, createWebhookKubeApi, KubeConfigError, startPodCredentials, type NodeKube } from './kube/index.js';
-import { runNodeSetup } from './nodesetup/index.js';
-import { runWebhook } from './webhook/index.js';
+// Loaded only by the commands that use them: @kubernetes/client-node alone costs ~80 MiB of RSS.
+import type { NodeKube } from './kube/index.js';
 import { proxyFlags, readProxyConfig, type ProxyConfig } from './config/proxy.js';
 import { StaticCredentialSource, type CredentialSource } from './oci/credentials.js';
 import { createEgressPolicy, guardedConnector } from './oci/egress.js';
@@ -138,6 +137,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   );
   const fills = new BlobFills({
     tmpDir: join(config.dataDir, 'tmp'),
+    spoolCooldownMs: config.cacheCooldownMs,
     events: {
       onVerified: (f) => {
         metrics.fills.inc({ result: 'verified' });
@@ -145,6 +145,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       },
       onFailed: (f, err) => {
         metrics.fills.inc({ result: 'failed' });
+        if (err instanceof SpoolError) metrics.storeFailures.inc({ op: 'spool' });
         log.warn({ repo: f.repo, digest: f.digest, bytes: f.written, err: err.message }, 'blob fill failed; nothing was cached');
       },
     },
@@ -237,7 +238,7 @@ async function runProxy(argv: string[]): Promise<number> {
   }
   const log = createLogger(config.logLevel);
   await ensureSpoolDir(config);
-  const kube = startKube(config, log);
+  const kube = await startKube(config, log);
   const proxy = buildProxy(config, { log, ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}) });
   const metricsServer = config.metricsListen ? startMetricsServer(proxy.metrics, config.metricsListen, log) : undefined;
   await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
@@ -269,8 +270,9 @@ const NO_PODS: PodDirectory = {
   lookup: async () => ({ known: false, credentials: [], skipped: [] }),
 };
 
-function startKube(config: ProxyConfig, log: Logger): NodeKube | undefined {
+async function startKube(config: ProxyConfig, log: Logger): Promise<NodeKube | undefined> {
   if (!config.nodeName || config.privateImages !== 'pods') return undefined;
+  const { startPodCredentials, KubeConfigError } = await import('./kube/index.js');
   try {
     return startPodCredentials({ nodeName: config.nodeName, ...(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {}), logger: log.child({ component: 'kube' }) });
   } catch (err) {
@@ -294,7 +296,12 @@ async function runWebhookCommand(argv: string[]): Promise<number> {
   }
   const log = createLogger(parsed.config.logLevel);
   // With certificate files the webhook needs no API server (outside a cluster, or cert-manager).
-  const kubeApi = parsed.config.tlsCertFile ? undefined : createWebhookKubeApi(createKubeClient({}));
+  const { runWebhook } = await import('./webhook/index.js');
+  let kubeApi: import('./webhook/index.js').WebhookKubeApi | undefined;
+  if (!parsed.config.tlsCertFile) {
+    const { createKubeClient, createWebhookKubeApi } = await import('./kube/index.js');
+    kubeApi = createWebhookKubeApi(createKubeClient({}));
+  }
   const running = await runWebhook(parsed.config, { ...(kubeApi ? { kubeApi } : {}), logger: log });
   log.info({ signal: await untilSignal() }, 'shutting down');
   await running.close();
@@ -307,6 +314,7 @@ async function runNodeSetupCommand(argv: string[]): Promise<number> {
     process.stdout.write(NODE_SETUP_HELP);
     return 0;
   }
+  const { runNodeSetup } = await import('./nodesetup/index.js');
   await runNodeSetup(parsed.config);
   return 0;
 }

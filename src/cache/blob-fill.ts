@@ -15,6 +15,17 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DigestVerifier, parseDigest } from '../oci/digest.js';
 
+/** The local spool file could not be written (disk full, read-only, gone): not the origin's fault. */
+export class SpoolError extends Error {
+  constructor(message: string, cause: unknown) {
+    super(message, { cause });
+    this.name = 'SpoolError';
+  }
+}
+
+/** Per reader: bounded so that many concurrent pullers of many layers stay small in memory. */
+const READ_CHUNK = 256 * 1024;
+
 export interface OriginBlob {
   /** Content-Length as the origin announced it, if it did. */
   readonly size: number | undefined;
@@ -90,7 +101,11 @@ export class BlobFill extends EventEmitter {
   async run(fetchOrigin: (signal: AbortSignal) => Promise<OriginBlob>, events: FillEvents): Promise<void> {
     const expected = parseDigest(this.digest);
     try {
-      this.handle = await open(this.file, 'w+');
+      try {
+        this.handle = await open(this.file, 'w+');
+      } catch (err) {
+        throw new SpoolError(`cannot open a spool file in ${this.file.replace(/\/[^/]*$/, '')}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, err);
+      }
       const origin = await fetchOrigin(this.abort.signal);
       this.size = origin.size;
       this.state = 'streaming';
@@ -109,7 +124,7 @@ export class BlobFill extends EventEmitter {
               this.emit('change');
               cb();
             },
-            (err: Error) => cb(err),
+            (err: NodeJS.ErrnoException) => cb(new SpoolError(`spool write failed: ${err.code ?? err.message}`, err)),
           );
         },
       });
@@ -155,7 +170,7 @@ export class BlobFill extends EventEmitter {
     let waiting = false;
     const fill = this;
     const stream = new Readable({
-      highWaterMark: 1 << 20,
+      highWaterMark: READ_CHUNK,
       read() {
         void pump();
       },
@@ -192,7 +207,7 @@ export class BlobFill extends EventEmitter {
       }
       reading = true;
       try {
-        const n = Math.min(limit - pos, 1 << 20);
+        const n = Math.min(limit - pos, READ_CHUNK);
         const buf = Buffer.allocUnsafe(n);
         const { bytesRead } = await fill.handle.read(buf, 0, n, pos);
         reading = false;
@@ -235,15 +250,23 @@ export class BlobFill extends EventEmitter {
 export interface BlobFillsOptions {
   readonly tmpDir: string;
   readonly events?: FillEvents;
+  /** After a spool failure, how long new fills are not attempted (callers stream straight through). */
+  readonly spoolCooldownMs?: number;
 }
 
 /** The registry of fills in progress, by cache repository and digest. */
 export class BlobFills {
   private readonly opts: BlobFillsOptions;
   private readonly active = new Map<string, BlobFill>();
+  private spoolFailedUntil = 0;
 
   constructor(opts: BlobFillsOptions) {
     this.opts = opts;
+  }
+
+  /** True while the spool directory is failing: serve blobs straight from the origin, uncached. */
+  get spoolUnavailable(): boolean {
+    return Date.now() < this.spoolFailedUntil;
   }
 
   get size(): number {
@@ -272,6 +295,7 @@ export class BlobFills {
     const hold = fill.retain();
     void (async () => {
       await fill.run(fetchOrigin, this.opts.events ?? {});
+      if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
       let ok = false;
       try {
         if (fill.state === 'verified') ok = await commit(fill);

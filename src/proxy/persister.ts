@@ -22,6 +22,22 @@ export interface PersistDeps {
   readonly log: Logger;
 }
 
+/** containerd's own default of concurrent layer downloads. */
+const BACKGROUND_FETCHES = 3;
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
 export class Persister {
   private readonly deps: PersistDeps;
   private readonly inflight = new Map<string, Promise<boolean>>();
@@ -60,7 +76,9 @@ export class Persister {
     if (await this.deps.hasManifest(t, m.digest)) return true;
     const parsed = parseManifest(m.bytes, m.mediaType);
     if (parsed.kind === 'image') {
-      const results = await Promise.all([parsed.config, ...parsed.layers].map((d) => this.deps.ensureBlob(t, d)));
+      // A few at a time, in manifest order: the layers a client is pulling right now should not
+      // compete with twenty background fetches for the link and the CPU.
+      const results = await mapLimit([parsed.config, ...parsed.layers], BACKGROUND_FETCHES, (d) => this.deps.ensureBlob(t, d));
       if (results.includes(false)) {
         this.deps.log.warn({ image: `${t.registry}/${t.repository}@${m.digest}` }, 'manifest not stored: some of its blobs could not be cached');
         return false;

@@ -13,7 +13,8 @@
 import type { Readable } from 'node:stream';
 import type { AccessGate, ObjectKind } from '../access/access-control.js';
 import type { Log as Logger } from '../observability/logger.js';
-import type { BlobFill, BlobFills, OriginBlob } from '../cache/blob-fill.js';
+import { SpoolError, type BlobFill, type BlobFills, type OriginBlob } from '../cache/blob-fill.js';
+import { verifyingStream } from '../oci/verifying-stream.js';
 import { Memo } from '../cache/memo.js';
 import type { ResilientStore } from '../cache/resilient-store.js';
 import type { StoredManifest, TagRecord } from '../cache/store.js';
@@ -264,14 +265,57 @@ export class PullService {
     if (method === 'HEAD') return this.headOriginBlob(t, digest, ctx);
     // Joining a fill another request started is serving what that request was allowed to fetch.
     if (this.o.fills.get(t.cacheRepo, digest)) await this.authorize(t, 'blob', digest, ctx);
+    if (this.o.fills.spoolUnavailable && !this.o.fills.get(t.cacheRepo, digest)) return this.passThrough(t, digest, range, ctx);
     const { fill, joined } = this.startFill(t, digest);
-    await fill.started.catch((err: unknown) => {
+    try {
+      await fill.started;
+    } catch (err) {
+      // The local disk failed, not the origin: serve as a plain proxy, uncached.
+      if (err instanceof SpoolError) return this.passThrough(t, digest, range, ctx);
       throw originFailure(err, t.registry);
-    });
+    }
     const size = fill.size;
     const r = size === undefined ? undefined : resolveRange(range, size);
     const stream = fill.reader(r?.start ?? 0, r?.end, { cancelWhenAbandoned: true });
     return { size, source: joined ? 'shared-fetch' : 'origin', stream, ...(r ? { range: r } : {}) };
+  }
+
+  /**
+   * Straight from the origin to the client, nothing cached: when the spool directory cannot be
+   * written. A whole blob is still verified on the way (the last chunk waits for the digest); a
+   * byte range cannot be, and the client checks the blob it assembles.
+   */
+  private async passThrough(t: Target, digest: string, range: RangeRequest, ctx: RequestContext): Promise<BlobAnswer> {
+    const headers: Record<string, string> = {};
+    if (range.kind === 'single') {
+      headers.range = range.suffix !== undefined ? `bytes=-${range.suffix}` : `bytes=${range.first ?? 0}-${range.last ?? ''}`;
+    }
+    let res;
+    try {
+      res = await this.o.origin.request({ registry: t.registry, repository: t.repository, method: 'GET', path: `/v2/${t.repository}/blobs/${digest}`, headers, signal: ctx.signal });
+    } catch (err) {
+      throw originFailure(err, t.registry);
+    }
+    if (res.statusCode !== 200 && res.statusCode !== 206) {
+      await res.body.dump();
+      throw originStatusError(res.statusCode, 'blob', t.registry, digest);
+    }
+    this.o.access?.observe(t, 'blob', digest, res.credential);
+    ctx.log.debug({ image: `${t.registry}/${t.repository}@${digest}` }, 'spool unavailable: blob served from the origin without caching');
+    const length = Number(headerString(res.headers['content-length']) ?? NaN);
+    if (res.statusCode === 206) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(headerString(res.headers['content-range']) ?? '');
+      if (!m) {
+        res.body.destroy();
+        throw new OciError('UNAVAILABLE', `origin ${t.registry} answered a range without a valid Content-Range`, { status: 502 });
+      }
+      return { size: Number(m[3]), source: 'origin', stream: res.body, range: { start: Number(m[1]), end: Number(m[2]) } };
+    }
+    const size = Number.isFinite(length) ? length : undefined;
+    const verified = verifyingStream(digest, size);
+    res.body.on('error', (err) => verified.destroy(err));
+    verified.on('close', () => res.body.destroy());
+    return { size, source: 'origin', stream: res.body.pipe(verified) };
   }
 
   private async headOriginBlob(t: Target, digest: string, ctx: RequestContext): Promise<BlobAnswer> {

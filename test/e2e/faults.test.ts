@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -148,4 +148,28 @@ t.test('a client that aborts cancels the origin fetch; nothing is committed', as
   const entry = accessLog(join(lab.dir, 'slow', 'access.log')).find((e) => e.uri.includes(layer));
   t.ok(entry && entry.bytes < 1048576, `the origin transfer stopped early (${entry?.bytes} bytes sent, status ${entry?.status})`);
   await lab.down('slow');
+});
+
+t.test('the spool directory cannot be written (disk full, read-only): blobs are served from the origin, verified, uncached', async (t) => {
+  const layer = big.layers[0] as string;
+  const repo = `127.0.0.1_${LOGGED}/library/big`;
+  const spool = join(dataDir, 'tmp');
+  rmSync(spool, { recursive: true, force: true });
+  writeFileSync(spool, 'not a directory'); // root ignores permissions; a file in the way fails for anyone
+  try {
+    for (const attempt of ['the failing fill', 'while the spool cools down']) {
+      const res = await request(`${proxy.url}/v2/${repo}/blobs/${layer}`);
+      t.equal(res.statusCode, 200, `${attempt}: 200`);
+      const chunks: Buffer[] = [];
+      for await (const c of res.body) chunks.push(c as Buffer);
+      t.equal(sha(Buffer.concat(chunks)), layer, `${attempt}: the verified bytes`);
+    }
+    await proxy.settle();
+    t.equal(await proxy.store.statBlob(repo, layer), undefined, 'nothing was cached');
+    t.ok(proxy.logs().some((l) => String(l.err ?? '').includes('spool')), 'the log says why');
+    t.match(await proxy.metrics.registry.getSingleMetricAsString('pullthrough_store_failures_total'), /op="spool"\} 1/, 'and it is counted');
+  } finally {
+    rmSync(spool, { force: true });
+    mkdirSync(spool);
+  }
 });
