@@ -6,7 +6,7 @@
  * cache (anchor) and an nginx proxy_pass relay, on loopback and behind a slow link. Targets are
  * interleaved per repetition; medians with min-max. See docs/performance.md.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';

@@ -22,7 +22,7 @@ import { digestOf, looksLikeDigest, parseDigest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest, type Descriptor } from '../oci/media-types.js';
 import { isValidTag } from '../oci/reference.js';
-import { readCappedBytes, type RegistryClient } from '../oci/registry-client.js';
+import { readCappedBytes, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
 import type { Credential } from '../oci/credentials.js';
 import { isAuthError, isNotFound, originFailure, originStatusError } from './origin-errors.js';
 import { Persister } from './persister.js';
@@ -132,14 +132,7 @@ export class PullService {
     let digest: string | undefined;
     let credential: Credential | undefined;
     try {
-      const res = await this.o.origin.request({
-        registry: t.registry,
-        repository: t.repository,
-        method: 'HEAD',
-        path: `/v2/${t.repository}/manifests/${tag}`,
-        headers: { accept: MANIFEST_ACCEPT },
-        signal: ctx.signal,
-      });
+      const res = await this.atOrigin(t, 'HEAD', 'manifests', tag, { headers: { accept: MANIFEST_ACCEPT }, signal: ctx.signal });
       await res.body.dump();
       status = res.statusCode;
       digest = headerString(res.headers['docker-content-digest']);
@@ -206,14 +199,8 @@ export class PullService {
     let contentType: string | undefined;
     let claimed: string | undefined;
     try {
-      const res = await this.o.origin.request({
-        registry: t.registry,
-        repository: t.repository,
-        method: 'GET',
-        path: `/v2/${t.repository}/manifests/${reference}`,
-        headers: { accept: MANIFEST_ACCEPT },
-        // Not the client's signal: other pullers may be waiting on this same fetch.
-      });
+      // Not the client's signal: other pullers may be waiting on this same fetch.
+      const res = await this.atOrigin(t, 'GET', 'manifests', reference, { headers: { accept: MANIFEST_ACCEPT } });
       if (res.statusCode !== 200) {
         await res.body.dump();
         throw originStatusError(res.statusCode, 'manifest', t.registry, reference);
@@ -290,9 +277,9 @@ export class PullService {
     if (range.kind === 'single') {
       headers.range = range.suffix !== undefined ? `bytes=-${range.suffix}` : `bytes=${range.first ?? 0}-${range.last ?? ''}`;
     }
-    let res;
+    let res: RegistryResponse;
     try {
-      res = await this.o.origin.request({ registry: t.registry, repository: t.repository, method: 'GET', path: `/v2/${t.repository}/blobs/${digest}`, headers, signal: ctx.signal });
+      res = await this.atOrigin(t, 'GET', 'blobs', digest, { headers, signal: ctx.signal });
     } catch (err) {
       throw originFailure(err, t.registry);
     }
@@ -325,13 +312,7 @@ export class PullService {
       return { size: inflight.size, source: 'shared-fetch' };
     }
     try {
-      const res = await this.o.origin.request({
-        registry: t.registry,
-        repository: t.repository,
-        method: 'HEAD',
-        path: `/v2/${t.repository}/blobs/${digest}`,
-        signal: ctx.signal,
-      });
+      const res = await this.atOrigin(t, 'HEAD', 'blobs', digest, { signal: ctx.signal });
       await res.body.dump();
       if (res.statusCode !== 200) throw originStatusError(res.statusCode, 'blob', t.registry, digest);
       this.o.access?.observe(t, 'blob', digest, res.credential);
@@ -352,13 +333,7 @@ export class PullService {
   }
 
   private async openOriginBlob(t: Target, digest: string, signal: AbortSignal): Promise<OriginBlob> {
-    const res = await this.o.origin.request({
-      registry: t.registry,
-      repository: t.repository,
-      method: 'GET',
-      path: `/v2/${t.repository}/blobs/${digest}`,
-      signal,
-    });
+    const res = await this.atOrigin(t, 'GET', 'blobs', digest, { signal });
     if (res.statusCode !== 200) {
       await res.body.dump();
       throw originStatusError(res.statusCode, 'blob', t.registry, digest);
@@ -366,6 +341,16 @@ export class PullService {
     this.o.access?.observe(t, 'blob', digest, res.credential);
     const len = headerString(res.headers['content-length']);
     return { size: len === undefined ? undefined : Number(len), stream: res.body };
+  }
+
+  private atOrigin(
+    t: Target,
+    method: 'GET' | 'HEAD',
+    kind: 'manifests' | 'blobs',
+    reference: string,
+    opts: { headers?: Record<string, string>; signal?: AbortSignal } = {},
+  ): Promise<RegistryResponse> {
+    return this.o.origin.request({ registry: t.registry, repository: t.repository, method, path: `/v2/${t.repository}/${kind}/${reference}`, ...opts });
   }
 
   /** For the persister: the blob is stored, or being fetched in the background until it is. */

@@ -1,7 +1,4 @@
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Agent } from 'undici';
 import { RegistryStore } from '../../src/cache/registry-store.js';
 import { RegistryClient } from '../../src/oci/registry-client.js';
@@ -13,7 +10,6 @@ const agent = new Agent({ connect: { timeout: 2000 } });
 t.teardown(async () => {
   await agent.close();
   await lab.cleanup();
-  rmSync(lab.dir, { recursive: true, force: true });
 });
 
 function storeFor(url: string, creds?: { username: string; password: string }): RegistryStore {

@@ -6,9 +6,6 @@
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { FakeApiServer } from '../fake-apiserver/index.js';
 import { Lab, registryRequests, type Image } from '../helpers/lab.js';
@@ -36,8 +33,8 @@ const WRONG_PW = 'Wr0ng-pw-carol';
 const SECRETS = [TOK_PW, BASIC_PW, BASIC_PW_2, WRONG_PW];
 
 const lab = new Lab('credentials');
-const dataDir = mkdtempSync(join(tmpdir(), 'pt-credentials-'));
-const coldDir = mkdtempSync(join(tmpdir(), 'pt-credentials-cold-'));
+const dataDir = lab.tempDir('pt-credentials');
+const coldDir = lab.tempDir('pt-credentials-cold');
 let api: FakeApiServer;
 let proxy: KubeProxy;
 let cold: KubeProxy | undefined;
@@ -55,7 +52,6 @@ t.teardown(async () => {
   await proxy?.stop();
   await api?.close();
   await lab.cleanup();
-  for (const d of [lab.dir, dataDir, coldDir]) rmSync(d, { recursive: true, force: true });
 });
 
 const proxied = (host: string, repo: string, tag = 'v1') => `${proxy.host}/${enc(host)}/${repo}:${tag}`;

@@ -6,15 +6,14 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { accessLog, Lab, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 
 const lab = new Lab('faults');
-const dataDir = mkdtempSync(join(tmpdir(), 'pt-faults-'));
+const dataDir = lab.tempDir('pt-faults');
 const ORIGIN = 15020;
 const HANG = 15021;
 const STALL = 15023;
@@ -27,8 +26,6 @@ let big: Image;
 t.teardown(async () => {
   await proxy?.stop();
   await lab.cleanup();
-  rmSync(lab.dir, { recursive: true, force: true });
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 t.before(async () => {

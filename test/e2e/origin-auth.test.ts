@@ -6,8 +6,7 @@
  * Ports 15050-15054 (registries and token servers), CRI 15035-15036.
  */
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
@@ -18,8 +17,8 @@ const TOKEN_PUBLIC = 15053;
 const USER = 'bob';
 const PASSWORD = 'S3cr3t-pullthrough-Pw';
 const lab = new Lab('origin-auth');
-const dataDir = mkdtempSync(join(tmpdir(), 'pt-origin-auth-'));
-const bareDir = mkdtempSync(join(tmpdir(), 'pt-origin-auth-bare-'));
+const dataDir = lab.tempDir('pt-origin-auth');
+const bareDir = lab.tempDir('pt-origin-auth-bare');
 const credsFile = join(dataDir, 'config.json');
 let proxy: TestProxy;
 let bare: TestProxy;
@@ -28,9 +27,6 @@ t.teardown(async () => {
   await proxy?.stop();
   await bare?.stop();
   await lab.cleanup();
-  rmSync(lab.dir, { recursive: true, force: true });
-  rmSync(dataDir, { recursive: true, force: true });
-  rmSync(bareDir, { recursive: true, force: true });
 });
 
 const hosts = [BASIC, TOKEN_PRIVATE, TOKEN_PUBLIC].map((p) => `127.0.0.1:${p}`).join(',');

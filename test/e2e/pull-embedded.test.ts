@@ -7,9 +7,6 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Lab, registryRequests, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import type { Store } from '../../src/cache/store.js';
@@ -17,7 +14,7 @@ import { parseManifest } from '../../src/oci/media-types.js';
 
 const ORIGIN_PORT = 15000;
 const lab = new Lab('pull-embedded');
-const dataDir = mkdtempSync(join(tmpdir(), 'pt-embedded-'));
+const dataDir = lab.tempDir('pt-embedded');
 const originHost = `127.0.0.1:${ORIGIN_PORT}`;
 const enc = `127.0.0.1_${ORIGIN_PORT}`;
 let proxy: TestProxy;
@@ -29,8 +26,6 @@ let dock: Image;
 t.teardown(async () => {
   await proxy?.stop();
   await lab.cleanup();
-  rmSync(lab.dir, { recursive: true, force: true });
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 t.before(async () => {

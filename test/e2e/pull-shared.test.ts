@@ -6,9 +6,6 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { request } from 'undici';
 import { Lab, restartRegistry, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
@@ -16,20 +13,18 @@ import { startProxy, type TestProxy } from '../helpers/proxy.js';
 const ORIGIN = 15030;
 const CACHE = 15031;
 const lab = new Lab('pull-shared');
-const dirs = [mkdtempSync(join(tmpdir(), 'pt-shared-a-')), mkdtempSync(join(tmpdir(), 'pt-shared-b-'))];
+const dirs = [lab.tempDir('pt-shared-a'), lab.tempDir('pt-shared-b')];
 const originHost = `127.0.0.1:${ORIGIN}`;
 const enc = `127.0.0.1_${ORIGIN}`;
 const cacheUrl = `http://127.0.0.1:${CACHE}`;
 const proxies: TestProxy[] = [];
 let app: Image;
 let multi: Image;
-let other: Image;
+
 
 t.teardown(async () => {
   for (const p of proxies) await p.stop();
   await lab.cleanup();
-  rmSync(lab.dir, { recursive: true, force: true });
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 const proxyFor = async (dataDir: string) => {
@@ -41,7 +36,7 @@ const proxyFor = async (dataDir: string) => {
 t.before(async () => {
   await lab.registry('origin', ORIGIN);
   await lab.registry('cache', CACHE);
-  [app, multi, other] = await Promise.all([
+  [app, multi] = await Promise.all([
     lab.image(originHost, 'library/app', 'v1', ['--layers', '3']),
     lab.image(originHost, 'library/multi', 'v1', ['--multiarch', '--docker']),
     lab.image(originHost, 'library/other', 'v1', ['--layers', '2']),

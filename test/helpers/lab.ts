@@ -4,7 +4,7 @@
  * files can run in parallel.
  */
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -119,9 +119,18 @@ export class Lab {
     return { url: v.URL as string, log: v.LOG as string };
   }
 
+  /** A scratch directory (a proxy's data dir) removed with the lab. */
+  tempDir(prefix: string): string {
+    const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+    this.cleanups.unshift(async () => rmSync(dir, { recursive: true, force: true }));
+    return dir;
+  }
+
+  /** Stops everything the lab started, then removes its directories. */
   async cleanup(): Promise<void> {
     for (const c of this.cleanups.reverse()) await c();
     this.cleanups.length = 0;
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
