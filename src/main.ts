@@ -11,7 +11,7 @@ import { Agent } from 'undici';
 import { AccessControl, type PodDirectory } from './access/access-control.js';
 import { registryProbe } from './access/origin-probe.js';
 import { PrivacyBook } from './access/privacy.js';
-import { BlobFills, SpoolError } from './cache/blob-fill.js';
+import { BlobFills, prepareSpoolDir, SpoolError } from './cache/blob-fill.js';
 import { FsStore } from './cache/fs-store.js';
 import { RegistryStore } from './cache/registry-store.js';
 import { ResilientStore } from './cache/resilient-store.js';
@@ -209,10 +209,6 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   };
 }
 
-async function ensureSpoolDir(config: ProxyConfig): Promise<void> {
-  const { mkdir } = await import('node:fs/promises');
-  await mkdir(join(config.dataDir, 'tmp'), { recursive: true });
-}
 
 function startMetricsServer(metrics: ProxyMetrics, listen: { host: string; port: number }, log: Logger): Server {
   const server = createServer((req, res) => {
@@ -237,7 +233,7 @@ async function runProxy(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger(config.logLevel);
-  await ensureSpoolDir(config);
+  await prepareSpoolDir(join(config.dataDir, 'tmp'));
   const kube = await startKube(config, log);
   const proxy = buildProxy(config, { log, ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}) });
   const metricsServer = config.metricsListen ? startMetricsServer(proxy.metrics, config.metricsListen, log) : undefined;

@@ -8,7 +8,7 @@
  * file committed to the store.
  */
 import { EventEmitter } from 'node:events';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -51,8 +51,6 @@ export class BlobFill extends EventEmitter {
   error: Error | undefined;
   /** Resolves once the origin answered with a body (or rejects with why it did not). */
   readonly started: Promise<void>;
-  /** Resolves when verified, rejects when the fill failed. Never rejects unhandled. */
-  readonly done: Promise<void>;
   /** Resolves true once the blob is in the store, false when it never will be from this fill. */
   readonly committed: Promise<boolean>;
   private resolveCommitted!: (ok: boolean) => void;
@@ -77,10 +75,6 @@ export class BlobFill extends EventEmitter {
       rejectStarted = rej;
     });
     this.started.catch(() => undefined);
-    this.done = new Promise<void>((res, rej) => {
-      this.once('settled', (err?: Error) => (err ? rej(err) : res()));
-    });
-    this.done.catch(() => undefined);
     this.committed = new Promise<boolean>((res) => (this.resolveCommitted = res));
     this.resolveStarted = resolveStarted;
     this.rejectStarted = rejectStarted;
@@ -88,10 +82,6 @@ export class BlobFill extends EventEmitter {
 
   private resolveStarted: () => void;
   private rejectStarted: (e: Error) => void;
-
-  get signal(): AbortSignal {
-    return this.abort.signal;
-  }
 
   /** Bytes a reader may take: all once verified, all but the last before. */
   readableLimit(): number {
@@ -118,8 +108,11 @@ export class BlobFill extends EventEmitter {
         writev: (chunks, cb) => {
           const bufs = chunks.map((c) => c.chunk as Buffer);
           for (const b of bufs) verifier.update(b);
+          const length = bufs.reduce((n, b) => n + b.byteLength, 0);
           handle.writev(bufs, this.written).then(
             ({ bytesWritten }) => {
+              // A short write (a disk filling up) would leave a hole the digest never saw.
+              if (bytesWritten !== length) return cb(new SpoolError(`spool write stopped after ${bytesWritten} of ${length} bytes`, undefined));
               this.written += bytesWritten;
               this.emit('change');
               cb();
@@ -131,12 +124,12 @@ export class BlobFill extends EventEmitter {
       await pipeline(origin.stream, sink, { signal: this.abort.signal });
       const seen = verifier.finish();
       if (seen !== this.digest) throw new Error(`origin sent bytes with digest ${seen}, not ${this.digest}`);
+      if (this.written !== verifier.size) throw new SpoolError(`spool holds ${this.written} of ${verifier.size} bytes`, undefined);
       if (this.size !== undefined && this.written !== this.size) throw new Error(`origin sent ${this.written} bytes, announced ${this.size}`);
       this.size = this.written;
       this.state = 'verified';
       this.emit('change');
       events.onVerified?.(this);
-      this.emit('settled');
     } catch (err) {
       const e = this.abort.signal.aborted && this.abort.signal.reason instanceof Error ? this.abort.signal.reason : (err as Error);
       this.fail(e);
@@ -152,7 +145,6 @@ export class BlobFill extends EventEmitter {
     this.error = err;
     this.rejectStarted(err);
     this.emit('change');
-    this.emit('settled', err);
   }
 
   /** Stops the origin fetch: nothing of it will be committed. */
@@ -228,7 +220,6 @@ export class BlobFill extends EventEmitter {
       const h = this.handle;
       this.handle = undefined;
       void h.close().catch(() => undefined);
-      this.emit('closed');
     }
   }
 
@@ -312,5 +303,16 @@ export class BlobFills {
   /** Cancels every fill (shutdown). */
   cancelAll(reason: Error): void {
     for (const f of this.active.values()) f.cancel(reason);
+  }
+}
+
+/**
+ * Creates the spool directory, and empties it of what a killed process left: a fill in progress
+ * when the proxy died can never be completed, and would only fill the disk.
+ */
+export async function prepareSpoolDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const name of await readdir(dir)) {
+    if (name.startsWith('fill-') || name.startsWith('w-')) await unlink(join(dir, name)).catch(() => undefined);
   }
 }

@@ -150,8 +150,13 @@ export class FsStore implements Store {
   private async atomicWrite(target: string, content: string | Buffer): Promise<void> {
     await mkdir(join(target, '..'), { recursive: true });
     const tmp = join(this.dir, 'tmp', `w-${randomBytes(8).toString('hex')}`);
-    await writeFile(tmp, content);
-    await rename(tmp, target);
+    try {
+      await writeFile(tmp, content);
+      await rename(tmp, target);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
   }
 }
 

@@ -33,7 +33,7 @@ export class ResilientStore {
     return Date.now() < this.skipUntil;
   }
 
-  private async guard<T>(op: string, fallback: T, fn: () => Promise<T>): Promise<T> {
+  private async guard<T>(op: string, fallback: T, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.degraded) return fallback;
     try {
       const out = await fn();
@@ -43,6 +43,8 @@ export class ResilientStore {
       }
       return out;
     } catch (err) {
+      // The client went away: not the store's failure, and nothing more to do for that request.
+      if (signal?.aborted) throw err;
       // Only an unreachable store is skipped; a refusal (disk full, a 4xx) leaves reads working.
       if (err instanceof UpstreamError) this.skipUntil = Date.now() + this.cooldownMs;
       this.sink.storeFailed(op, err as Error);
@@ -59,7 +61,7 @@ export class ResilientStore {
   }
 
   openBlob(repo: string, digest: string, range?: BlobRange, signal?: AbortSignal): Promise<OpenedBlob | undefined> {
-    return this.guard('openBlob', undefined, () => this.inner.openBlob(repo, digest, range, signal));
+    return this.guard('openBlob', undefined, () => this.inner.openBlob(repo, digest, range, signal), signal);
   }
 
   getManifest(repo: string, digest: string): Promise<StoredManifest | undefined> {

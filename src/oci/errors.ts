@@ -68,20 +68,16 @@ export function isOciError(err: unknown): err is OciError {
 }
 
 /**
- * An upstream (origin or cache registry) that could not answer usefully. `retriable` marks faults
- * of the transport (refused, timed out, reset) as opposed to an answer we did not like.
+ * An upstream (origin, token realm or cache registry) that could not answer: refused, timed out,
+ * reset. `status` is set when it did answer, with a status we could not use.
  */
 export class UpstreamError extends Error {
   readonly upstream: string;
   readonly status: number | undefined;
-  readonly ociCode: string | undefined;
-  readonly retriable: boolean;
-  constructor(upstream: string, message: string, opts: { status?: number; ociCode?: string; retriable?: boolean; cause?: unknown } = {}) {
+  constructor(upstream: string, message: string, opts: { status?: number; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'UpstreamError';
     this.upstream = upstream;
     this.status = opts.status;
-    this.ociCode = opts.ociCode;
-    this.retriable = opts.retriable ?? opts.status === undefined;
   }
 }

@@ -7,7 +7,7 @@
 import type { Readable } from 'node:stream';
 import type { IncomingHttpHeaders } from 'node:http';
 import NodeCache from 'node-cache';
-import { request, type Dispatcher } from 'undici';
+import { interceptors, request, type Dispatcher } from 'undici';
 import { parseChallenges, type Challenge } from './challenge.js';
 import { credentialIdentity, type Credential, type CredentialSource } from './credentials.js';
 import { UpstreamError } from './errors.js';
@@ -21,13 +21,18 @@ export interface RegistryRequest {
   /** `/v2/...` below the registry's base URL, or an absolute URL (an upload's Location). */
   readonly path: string;
   readonly headers?: Record<string, string>;
-  /** A stream cannot be replayed after a 401: send bodies only once auth is settled (see `authorize`). */
+  /** A stream cannot be replayed after a 401: send one only once auth is settled (an upload's PUT follows its POST). */
   readonly body?: Readable | Buffer | string;
   /** Token scope actions, `pull` unless pushing. */
   readonly actions?: string;
   readonly signal?: AbortSignal;
   /** Candidates to use instead of asking the credential source. */
   readonly credentials?: readonly (Credential | undefined)[];
+  /**
+   * Follow redirects (blobs: registries send them to a CDN or object storage). undici drops the
+   * Authorization header when a redirect leaves the registry's origin.
+   */
+  readonly followRedirects?: boolean;
 }
 
 export interface RegistryResponse {
@@ -37,6 +42,8 @@ export interface RegistryResponse {
   /** The credential that was accepted (undefined: anonymous). */
   readonly credential: Credential | undefined;
   readonly url: string;
+  /** The answer came from where a redirect led, not from the registry itself. */
+  readonly redirected: boolean;
 }
 
 export interface RegistryClientOptions {
@@ -53,6 +60,7 @@ class TokenError extends Error {}
 
 export class RegistryClient {
   private readonly opts: RegistryClientOptions;
+  private readonly redirecting: Dispatcher;
   private readonly tokens = new NodeCache({ useClones: false, checkperiod: 60 });
   private readonly challenges = new Map<string, Challenge>();
   /** Which identity the origin last accepted for a repository, to try it first next time. */
@@ -60,6 +68,7 @@ export class RegistryClient {
 
   constructor(opts: RegistryClientOptions) {
     this.opts = opts;
+    this.redirecting = opts.dispatcher.compose(interceptors.redirect({ maxRedirections: 5 }));
   }
 
   get name(): string {
@@ -73,13 +82,17 @@ export class RegistryClient {
   async request(req: RegistryRequest): Promise<RegistryResponse> {
     const candidates = await this.candidates(req);
     let challenge = this.challenges.get(req.registry);
+    let anonymousSent = false;
     if (!challenge) {
       const res = await this.send(req, undefined);
-      if (res.statusCode !== 401) return { ...res, credential: undefined };
+      // A 401 from where a redirect led is not the registry's challenge: never answer it with the
+      // registry's credentials.
+      if (res.statusCode !== 401 || res.redirected) return { ...res, credential: undefined };
       const c = pickChallenge(res.headers['www-authenticate']);
       if (!c) return { ...res, credential: undefined };
       this.challenges.set(req.registry, c);
       challenge = c;
+      anonymousSent = true;
       await res.body.dump();
     }
     let last: (Omit<RegistryResponse, 'credential'> & { credential: Credential | undefined }) | undefined;
@@ -91,12 +104,13 @@ export class RegistryClient {
         if (err instanceof TokenError) continue;
         throw err;
       }
-      // Basic has no anonymous form; an anonymous Bearer token is what public Docker Hub repos need.
-      if (auth === undefined) continue;
+      // Basic has no anonymous credential, but a registry may still serve some repositories to
+      // anonymous clients: ask once without one. (Anonymous Bearer is a token of its own.)
+      if (auth === undefined && (cred !== undefined || anonymousSent)) continue;
       if (last) await last.body.dump();
       const res = await this.send(req, auth);
       last = { ...res, credential: cred };
-      if (res.statusCode !== 401) {
+      if (res.statusCode !== 401 || res.redirected) {
         this.accepted.set(`${req.registry}/${req.repository}`, credentialIdentity(cred));
         return last;
       }
@@ -110,15 +124,6 @@ export class RegistryClient {
     }
     if (last) return last;
     throw new UpstreamError(req.registry, 'no credential could be used for the registry challenge', { status: 401 });
-  }
-
-  /**
-   * Settles auth for a registry and repository without sending a body (used before uploads whose
-   * body cannot be replayed): afterwards `request` sends the right Authorization up front.
-   */
-  async authorize(registry: string, repository: string, actions: string): Promise<void> {
-    const res = await this.request({ registry, repository, method: 'GET', path: '/v2/', actions });
-    await res.body.dump();
   }
 
   private async candidates(req: RegistryRequest): Promise<(Credential | undefined)[]> {
@@ -202,7 +207,10 @@ export class RegistryClient {
     }
     if (res.statusCode !== 200) {
       await res.body.dump();
-      throw new TokenError(`token endpoint answered ${res.statusCode}`);
+      // Only a refusal says the credential is wrong; anything else means the realm is not serving,
+      // which is an outage of the origin (stale tags may be served), not a denial.
+      if (res.statusCode === 400 || res.statusCode === 401 || res.statusCode === 403) throw new TokenError(`token endpoint answered ${res.statusCode}`);
+      throw new UpstreamError(req.registry, `token endpoint ${url.host} answered ${res.statusCode}`);
     }
     const text = await readCapped(res.body, 1 << 20);
     let json: { token?: unknown; access_token?: unknown; expires_in?: unknown };
@@ -226,12 +234,14 @@ export class RegistryClient {
         method: req.method,
         headers,
         body: req.body,
-        dispatcher: this.opts.dispatcher,
+        dispatcher: req.followRedirects ? this.redirecting : this.opts.dispatcher,
         signal: req.signal,
         headersTimeout: this.opts.headersTimeoutMs,
         bodyTimeout: this.opts.bodyTimeoutMs,
       });
-      return { statusCode: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: res.body, url };
+      // The redirect interceptor records every URL it requested, the last one included.
+      const history = (res.context as { history?: readonly URL[] } | undefined)?.history;
+      return { statusCode: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: res.body, url, redirected: (history?.length ?? 0) > 1 };
     } catch (err) {
       throw new UpstreamError(req.registry, `${req.method} ${redactUrl(url)}: ${describe(err)}`, { cause: err });
     }

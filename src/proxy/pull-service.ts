@@ -68,6 +68,7 @@ export class PullService {
   private readonly manifests = new Memo<StoredManifest>({ maxEntries: 5000, maxWeight: 64 * 1024 * 1024 });
   private readonly tags = new Memo<TagRecord>({ maxEntries: 20000 });
   private readonly manifestFetches = new Map<string, Promise<StoredManifest>>();
+  private readonly tagWrites = new Map<string, Promise<boolean>>();
 
   constructor(opts: PullServiceOptions) {
     this.o = opts;
@@ -77,7 +78,7 @@ export class PullService {
       ensureManifest: (t, digest) => this.ensureManifest(t, digest),
       hasManifest: async (t, digest) => (await this.o.store.getManifest(t.cacheRepo, digest)) !== undefined,
       putManifest: async (t, m) => this.o.store.putManifest(t.cacheRepo, m),
-      putTag: async (t, tag, m, confirmedAt) => this.o.store.putTag(t.cacheRepo, tag, m, confirmedAt),
+      putTag: async (t, tag, m, confirmedAt) => this.writeTag(t, tag, m, confirmedAt),
       platforms: opts.platforms,
       log: opts.log,
     });
@@ -146,7 +147,7 @@ export class PullService {
     if (status === 200 && digest === cached.digest) {
       const now = this.now();
       this.rememberTag(t, tag, cached.digest, now);
-      void this.o.store.putTag(t.cacheRepo, tag, cached, now);
+      void this.writeTag(t, tag, cached, now);
       return { manifest: cached, source: 'cache' };
     }
     if (status === 200) return undefined;
@@ -163,6 +164,26 @@ export class PullService {
     await this.authorize(t, 'manifest', tag, ctx, unreachable ? why : undefined);
     ctx.log.warn({ image: `${t.registry}/${t.repository}:${tag}`, digest: cached.digest, reason: why }, 'origin could not confirm tag; serving the cached copy (stale-if-error)');
     return { manifest: cached, source: 'stale' };
+  }
+
+  /**
+   * Tag writes of one tag, one after the other, and never older over newer: the persist of an
+   * image the tag pointed to before can finish after the persist of what it points to now.
+   */
+  private writeTag(t: Target, tag: string, m: StoredManifest, confirmedAt: number): Promise<boolean> {
+    const key = `${t.cacheRepo}:${tag}`;
+    const write = (this.tagWrites.get(key) ?? Promise.resolve(true)).then(async () => {
+      const current = await this.o.store.getTag(t.cacheRepo, tag);
+      if (current && current.confirmedAt > confirmedAt) return true;
+      return this.o.store.putTag(t.cacheRepo, tag, m, confirmedAt);
+    });
+    this.tagWrites.set(key, write);
+    void write
+      .finally(() => {
+        if (this.tagWrites.get(key) === write) this.tagWrites.delete(key);
+      })
+      .catch(() => undefined);
+    return write;
   }
 
   private rememberTag(t: Target, tag: string, digest: string, confirmedAt: number): void {
@@ -250,6 +271,7 @@ export class PullService {
       if (opened) return { size: opened.size, source: 'cache', stream: opened.stream, ...(r ? { range: r } : {}) };
     }
     if (method === 'HEAD') return this.headOriginBlob(t, digest, ctx);
+    if (ctx.signal?.aborted) throw new OciError('UNAVAILABLE', 'the client went away', { status: 499 });
     // Joining a fill another request started is serving what that request was allowed to fetch.
     if (this.o.fills.get(t.cacheRepo, digest)) await this.authorize(t, 'blob', digest, ctx);
     if (this.o.fills.spoolUnavailable && !this.o.fills.get(t.cacheRepo, digest)) return this.passThrough(t, digest, range, ctx);
@@ -350,7 +372,14 @@ export class PullService {
     reference: string,
     opts: { headers?: Record<string, string>; signal?: AbortSignal } = {},
   ): Promise<RegistryResponse> {
-    return this.o.origin.request({ registry: t.registry, repository: t.repository, method, path: `/v2/${t.repository}/${kind}/${reference}`, ...opts });
+    return this.o.origin.request({
+      registry: t.registry,
+      repository: t.repository,
+      method,
+      path: `/v2/${t.repository}/${kind}/${reference}`,
+      followRedirects: kind === 'blobs',
+      ...opts,
+    });
   }
 
   /** For the persister: the blob is stored, or being fetched in the background until it is. */

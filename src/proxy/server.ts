@@ -6,7 +6,8 @@
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { parseApiPath } from '../oci/api-path.js';
-import { OciError } from '../oci/errors.js';
+import { SpoolError } from '../cache/blob-fill.js';
+import { OciError, UpstreamError } from '../oci/errors.js';
 import type { HostList } from '../oci/host-pattern.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
 import type { PullService, Source } from './pull-service.js';
@@ -63,7 +64,7 @@ export function createProxyServer(deps: ProxyServerDeps) {
   app.setErrorHandler((err: unknown, req, reply) => {
     const oci = toOciError(err);
     req.outcome.code = oci.code;
-    if (oci.status >= 500 && !(err instanceof OciError)) req.log.error({ err }, 'unexpected error');
+    if (oci.status === 500) req.log.error({ err }, 'unexpected error');
     if (reply.sent || reply.raw.headersSent) {
       reply.raw.destroy();
       return;
@@ -198,6 +199,10 @@ function headerValue(v: string | string[] | undefined): string | undefined {
 function toOciError(err: unknown): OciError {
   if (err instanceof OciError) return err;
   const e = err as { statusCode?: number; code?: string; message?: string };
+  // A blob stream that failed before its first byte: the origin (or the spool) broke, not us.
+  if (err instanceof UpstreamError || err instanceof SpoolError || e?.code?.startsWith('UND_ERR') || e?.code === 'ECONNRESET') {
+    return new OciError('UNAVAILABLE', `the transfer failed before it started: ${e.message ?? 'upstream error'}`.slice(0, 300), { status: 502 });
+  }
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     return new OciError('UNSUPPORTED', `bad request: ${e.message ?? 'malformed'}`.slice(0, 300), { status: e.statusCode });
   }

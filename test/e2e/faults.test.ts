@@ -8,6 +8,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
 import { request } from 'undici';
 import { accessLog, Lab, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
@@ -19,6 +20,7 @@ const HANG = 15021;
 const STALL = 15023;
 const SLOW = 15024;
 const LOGGED = 15025;
+const REDIRECTING = 15028;
 let proxy: TestProxy;
 let image: Image;
 let big: Image;
@@ -39,7 +41,7 @@ t.before(async () => {
     lab.logproxy('stall', STALL, origin.url, ['--stall']),
     lab.logproxy('logged', LOGGED, origin.url),
   ]);
-  const hosts = [HANG, STALL, SLOW, LOGGED].map((p) => `127.0.0.1:${p}`).join(',');
+  const hosts = [HANG, STALL, SLOW, LOGGED, REDIRECTING].map((p) => `127.0.0.1:${p}`).join(',');
   proxy = await startProxy([
     '--data-dir', dataDir,
     '--insecure-registries', hosts,
@@ -169,4 +171,27 @@ t.test('the spool directory cannot be written (disk full, read-only): blobs are 
     rmSync(spool, { force: true });
     mkdirSync(spool);
   }
+});
+
+t.test('an origin that redirects blob downloads (to a CDN, as Docker Hub, ghcr.io and quay.io do): followed, verified, cached', async (t) => {
+  // The registry itself stands in for the CDN: another origin, so no Authorization may follow.
+  const redirector = createServer((req, res) => {
+    const target = `http://127.0.0.1:${ORIGIN}${req.url ?? '/'}`;
+    if (req.method === 'GET' && req.url?.includes('/blobs/')) {
+      res.writeHead(307, { location: target }).end();
+      return;
+    }
+    void request(target, { method: req.method as 'GET' | 'HEAD', headers: { accept: String(req.headers.accept ?? '*/*') } }).then(async (up) => {
+      res.writeHead(up.statusCode, up.headers as Record<string, string>);
+      res.end(Buffer.from(await up.body.arrayBuffer()));
+    });
+  });
+  await new Promise<void>((r) => redirector.listen(REDIRECTING, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => redirector.close(() => r())));
+  await lab.containerd('node-redirect', 15029);
+  const pulled = await lab.criPull('node-redirect', `${proxy.host}/127.0.0.1_${REDIRECTING}/library/app:v1`);
+  t.ok(pulled.image_ref, `pulled through the redirecting origin: ${JSON.stringify(pulled)}`);
+  await proxy.settle();
+  for (const layer of image.layers) t.ok(await proxy.store.statBlob(`127.0.0.1_${REDIRECTING}/library/app`, layer), `layer ${layer.slice(7, 19)} cached`);
+  redirector.closeAllConnections();
 });

@@ -2,11 +2,11 @@
  * A node proxy in the test process, wired exactly as `pullthrough proxy` wires it, listening on
  * 127.0.0.1 with its log lines kept for assertions.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildProxy, type BuiltProxy, type ProxyDeps } from '../../src/main.js';
+import { prepareSpoolDir } from '../../src/cache/blob-fill.js';
 import { readProxyConfig, type ProxyConfig } from '../../src/config/proxy.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { CredentialSource } from '../../src/oci/credentials.js';
@@ -34,7 +34,7 @@ export interface StartOptions {
 export async function startProxy(flags: string[], opts: StartOptions = {}): Promise<TestProxy> {
   const { config } = readProxyConfig(['--metrics-listen', '', '--log-level', 'debug', ...flags], {});
   // As runProxy does before building: the spool directory for blob fills.
-  mkdirSync(join(config.dataDir, 'tmp'), { recursive: true });
+  await prepareSpoolDir(join(config.dataDir, 'tmp'));
   const sink = new PassThrough();
   let text = '';
   sink.on('data', (c: Buffer) => (text += c.toString('utf8')));

@@ -95,6 +95,10 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   t.ok(find(objs, 'PersistentVolumeClaim', 'pullthrough-registry'));
   t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-webhook'));
   t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-cluster-proxy'));
+  const cluster = find(objs, 'Deployment', 'pullthrough-cluster-proxy').spec.template.spec;
+  t.equal(cluster.automountServiceAccountToken, false, 'the cluster proxy never talks to the API server');
+  t.match(cluster.containers[0].args, ['proxy', /--listen=/, /--data-dir=/, /--cache-registry=/, '--node-name=', '--private-images=node-credentials'], 'no pods to check: private images only with node-wide credentials');
+  t.equal(cluster.containers[0].readinessProbe.httpGet.path, '/healthz', 'stays in the Service when the cache registry is down');
 
   const mwc = find(objs, 'MutatingWebhookConfiguration', 'pullthrough').webhooks[0];
   t.match(mwc, { failurePolicy: 'Ignore', sideEffects: 'None', reinvocationPolicy: 'IfNeeded', admissionReviewVersions: ['v1'] });
