@@ -195,8 +195,9 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     access,
     async close(graceMs = 10_000) {
       fills.cancelAll(new Error('shutting down'));
-      // Connections that sent no request yet (clients open them ahead) would hold close() until the
-      // server's headers timeout; in-flight pulls get a grace period, then everything is cut.
+      // Cold fills stop at once (their clients resume elsewhere with Range). Connections that sent
+      // no request yet (clients open them ahead) would hold close() until the server's headers
+      // timeout: other in-flight answers get a grace period, then everything is cut.
       const force = setTimeout(() => app.server.closeAllConnections(), graceMs);
       await app.close();
       clearTimeout(force);

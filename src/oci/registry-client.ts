@@ -168,6 +168,11 @@ export class RegistryClient {
     const realm = challenge.params.realm;
     if (!realm || !/^https?:\/\//.test(realm)) throw new TokenError('bearer challenge without a usable realm');
     const url = new URL(realm);
+    // A registry reached over https that names a plain-http realm would have credentials cross the
+    // network in clear text; anonymous tokens may.
+    if (cred && url.protocol === 'http:' && this.opts.baseUrl(req.registry).startsWith('https:')) {
+      throw new TokenError('refusing to send credentials to a plain-http token realm of an https registry');
+    }
     const service = challenge.params.service;
     const scope = this.scope(req);
     const headers: Record<string, string> = { 'user-agent': this.opts.userAgent };
