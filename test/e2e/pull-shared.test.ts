@@ -80,6 +80,8 @@ t.test('node A pulls; the cache registry receives every pulled byte verbatim', a
 t.test('the cache registry stopped: pulls go on from the origin, promptly', async (t) => {
   const a = proxies[0] as TestProxy;
   await lab.stop('cache');
+  // Whatever happens here, node B below needs the cache registry back.
+  t.teardown(() => restartRegistry(lab, 'cache', CACHE));
   await lab.containerd('node-a2', 15033);
   const cold = await lab.criPull('node-a2', `${a.host}/${enc}/library/other:v1`, ['--timeout', '60']);
   t.ok(cold.image_ref, `a cold image: ${JSON.stringify(cold)}`);
@@ -90,7 +92,6 @@ t.test('the cache registry stopped: pulls go on from the origin, promptly', asyn
   const metrics = await a.metrics.registry.getSingleMetricAsString('pullthrough_store_failures_total');
   t.match(metrics, /pullthrough_store_failures_total\{op="[a-zA-Z]+"\} [1-9]/, 'and a metric counts it');
   await a.settle();
-  await restartRegistry(lab, 'cache', CACHE);
 });
 
 t.test('node B pulls from the cache registry with the origin stopped, by tag and by digest', async (t) => {

@@ -79,14 +79,18 @@ export class Lab {
   async containerd(name: string, criPort: number): Promise<{ hostsDir: string; sock: string }> {
     // Registered first: a containerd that started but failed its checks is still torn down.
     this.cleanups.push(() => this.script('containerd-down.sh', [name]).catch(() => undefined));
-    let out: string;
-    try {
-      out = await this.script('containerd-up.sh', [name, '--cri-port', String(criPort)]);
-    } catch {
-      // containerd-up.sh can list plugins before the snapshotters finished loading on a busy
-      // machine and give up; once more from scratch.
-      await this.script('containerd-down.sh', [name]).catch(() => undefined);
-      out = await this.script('containerd-up.sh', [name, '--cri-port', String(criPort)]);
+    // containerd-up.sh lists the plugins right after the daemon answers; on a busy machine the
+    // snapshotters may not have finished loading and it gives up. Start again from scratch.
+    let out = '';
+    for (let attempt = 1; ; attempt++) {
+      try {
+        out = await this.script('containerd-up.sh', [name, '--cri-port', String(criPort)]);
+        break;
+      } catch (err) {
+        await this.script('containerd-down.sh', [name]).catch(() => undefined);
+        if (attempt === 4) throw err;
+        await new Promise((r) => setTimeout(r, 500 * attempt));
+      }
     }
     const v = parseVars(out);
     return { hostsDir: v.HOSTS_DIR as string, sock: v.SOCK as string };

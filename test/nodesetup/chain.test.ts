@@ -38,6 +38,21 @@ function lab(script: string, ...args: string[]): Record<string, string> {
   const out = execFileSync(join(LAB, script), args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   return Object.fromEntries(out.split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]));
 }
+/** containerd-up.sh's plugin check can lose a race with the daemon's start: try again from scratch. */
+function containerdUp(): Record<string, string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return lab('containerd-up.sh', 'node', '--cri-port', String(CRI_PORT));
+    } catch (err) {
+      try {
+        lab('containerd-down.sh', 'node');
+      } catch {
+        // nothing was left running
+      }
+      if (attempt === 4) throw err;
+    }
+  }
+}
 function criPull(ref: string): { ok: boolean; line: string } {
   try {
     const line = execFileSync(join(LAB, 'cri-pull.sh'), ['node', ref, '--fresh', '--timeout', '60'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -100,7 +115,7 @@ t.test('fallback chain with a real containerd', { skip: skip ?? false, timeout: 
   const one = lab('make-image.sh', `127.0.0.1:${ORIGIN}`, 'team/one', 'v1', '--layers', '2', '--layer-mb', '1');
   const two = lab('make-image.sh', `127.0.0.1:${ORIGIN}`, 'team/two', 'v1', '--layers', '1', '--layer-mb', '1');
   t.ok(one.DIGEST && two.DIGEST, 'origin images built');
-  const node = lab('containerd-up.sh', 'node', '--cri-port', String(CRI_PORT));
+  const node = containerdUp();
   const hostsDir = node.HOSTS_DIR as string;
 
   // The init container's work, with the test's addresses standing in for localhost:7439 and the Service IP.
