@@ -3,7 +3,7 @@
  * registries of the lab cannot be made to answer these cases (a realm that fails, a registry that
  * serves some repositories anonymously behind Basic auth, a CDN behind a redirect).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Agent } from 'undici';
 import { RegistryClient } from '../../src/oci/registry-client.js';
@@ -37,8 +37,9 @@ function client(base: string, creds: { username: string; password: string } | un
   });
 }
 
-t.test('a token realm that fails (503) is an outage, not a refused credential', async (t) => {
-  const realm = await serve((_req, res) => res.writeHead(503).end());
+/** A Bearer-auth registry whose token realm answers `realmStatus` to everything. */
+async function bearerRegistry(t: Test, realmStatus: number): Promise<string> {
+  const realm = await serve((_req, res) => res.writeHead(realmStatus).end());
   const reg = await serve((req, res) => {
     if (!req.headers.authorization) res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm.url}/token",service="x"` }).end();
     else res.writeHead(200).end('{}');
@@ -47,23 +48,20 @@ t.test('a token realm that fails (503) is an outage, not a refused credential', 
     await realm.close();
     await reg.close();
   });
-  const c = client(reg.url, { username: 'u', password: 'p' });
+  return reg.url;
+}
+
+t.test('a token realm that fails (503) is an outage, not a refused credential', async (t) => {
+  const url = await bearerRegistry(t, 503);
+  const c = client(url, { username: 'u', password: 'p' });
   await t.rejects(c.request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' }), UpstreamError);
   const err = await c.request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' }).catch((e: UpstreamError) => e);
   t.equal((err as UpstreamError).status, undefined, 'no status: the origin is unreachable, so a cached tag may be served');
 });
 
 t.test('a realm that refuses (401) is a refused credential: the 401 is passed on', async (t) => {
-  const realm = await serve((_req, res) => res.writeHead(401).end());
-  const reg = await serve((req, res) => {
-    if (!req.headers.authorization) res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm.url}/token",service="x"` }).end();
-    else res.writeHead(200).end('{}');
-  });
-  t.teardown(async () => {
-    await realm.close();
-    await reg.close();
-  });
-  const err = await client(reg.url, { username: 'u', password: 'wrong' })
+  const url = await bearerRegistry(t, 401);
+  const err = await client(url, { username: 'u', password: 'wrong' })
     .request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' })
     .then((res) => res.statusCode, (e: UpstreamError) => e.status);
   t.equal(err, 401);
