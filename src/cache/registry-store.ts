@@ -44,6 +44,14 @@ export class RegistryStore implements Store {
     return this.client.request({ registry: this.host, repository: repo, method, path, ...extra });
   }
 
+  /** true for 200; false (body drained) for 404; anything else is unexpected. */
+  private async found(res: RegistryResponse, what: string): Promise<boolean> {
+    if (res.statusCode === 200) return true;
+    await res.body.dump();
+    if (res.statusCode === 404) return false;
+    throw unexpected(what, res);
+  }
+
   async ping(): Promise<void> {
     const res = await this.client.request({ registry: this.host, repository: 'pullthrough', method: 'GET', path: '/v2/' });
     await res.body.dump();
@@ -52,9 +60,8 @@ export class RegistryStore implements Store {
 
   async statBlob(repo: string, digest: string): Promise<{ size: number } | undefined> {
     const res = await this.req(repo, 'HEAD', `/v2/${repo}/blobs/${digest}`);
+    if (!(await this.found(res, 'HEAD blob'))) return undefined;
     await res.body.dump();
-    if (res.statusCode === 404) return undefined;
-    if (res.statusCode !== 200) throw unexpected('HEAD blob', res);
     return { size: Number(res.headers['content-length'] ?? 0) };
   }
 
@@ -97,24 +104,13 @@ export class RegistryStore implements Store {
 
   async getManifest(repo: string, digest: string): Promise<StoredManifest | undefined> {
     const res = await this.req(repo, 'GET', `/v2/${repo}/manifests/${digest}`, { headers: { accept: MANIFEST_ACCEPT } });
-    if (res.statusCode === 200) {
-      const bytes = await readCappedBytes(res.body, MAX_MANIFEST_BYTES);
-      return verified(bytes, String(res.headers['content-type'] ?? ''), digest);
+    if (await this.found(res, 'GET manifest')) {
+      return verified(await readCappedBytes(res.body, MAX_MANIFEST_BYTES), String(res.headers['content-type'] ?? ''), digest);
     }
-    await res.body.dump();
-    if (res.statusCode !== 404) throw unexpected('GET manifest', res);
     // An index stored as a blob because its children were not all cached.
     const blob = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`);
-    if (blob.statusCode === 404) {
-      await blob.body.dump();
-      return undefined;
-    }
-    if (blob.statusCode !== 200) {
-      await blob.body.dump();
-      throw unexpected('GET manifest blob', blob);
-    }
-    const bytes = await readCappedBytes(blob.body, MAX_MANIFEST_BYTES);
-    return verified(bytes, undefined, digest);
+    if (!(await this.found(blob, 'GET manifest blob'))) return undefined;
+    return verified(await readCappedBytes(blob.body, MAX_MANIFEST_BYTES), undefined, digest);
   }
 
   async putManifest(repo: string, manifest: StoredManifest): Promise<void> {
@@ -135,14 +131,7 @@ export class RegistryStore implements Store {
   async getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
     const pointerRepo = `${TAG_REPO_PREFIX}/${repo}`;
     const res = await this.req(pointerRepo, 'GET', `/v2/${pointerRepo}/manifests/${tag}`, { headers: { accept: MediaType.OciManifest } });
-    if (res.statusCode === 404) {
-      await res.body.dump();
-      return undefined;
-    }
-    if (res.statusCode !== 200) {
-      await res.body.dump();
-      throw unexpected('GET tag pointer', res);
-    }
+    if (!(await this.found(res, 'GET tag pointer'))) return undefined;
     const doc = JSON.parse((await readCappedBytes(res.body, 1 << 16)).toString('utf8')) as { annotations?: Record<string, string> };
     const digest = doc.annotations?.[A_DIGEST];
     if (!digest) return undefined;

@@ -76,7 +76,7 @@ export class PullService {
     this.persister = new Persister({
       ensureBlob: (t, d) => this.ensureBlob(t, d),
       ensureManifest: (t, digest) => this.ensureManifest(t, digest),
-      hasManifest: async (t, digest) => (await this.o.store.getManifest(t.cacheRepo, digest)) !== undefined,
+      hasManifest: (t, digest) => this.manifestInStore(t, digest),
       putManifest: async (t, m) => this.o.store.putManifest(t.cacheRepo, m),
       putTag: async (t, tag, m, confirmedAt) => this.writeTag(t, tag, m, confirmedAt),
       platforms: opts.platforms,
@@ -391,12 +391,12 @@ export class PullService {
   }
 
   private async ensureManifest(t: Target, digest: string): Promise<boolean> {
-    if (await this.cachedManifestInStore(t, digest)) return true;
+    if (await this.manifestInStore(t, digest)) return true;
     const m = await this.fetchManifest(t, digest, { log: this.o.log });
     return this.persister.persistManifest(t, m);
   }
 
-  private async cachedManifestInStore(t: Target, digest: string): Promise<boolean> {
+  private async manifestInStore(t: Target, digest: string): Promise<boolean> {
     return (await this.o.store.getManifest(t.cacheRepo, digest)) !== undefined;
   }
 }

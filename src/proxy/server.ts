@@ -88,32 +88,26 @@ export function createProxyServer(deps: ProxyServerDeps) {
     }
   });
 
-  app.route({
-    method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    url: '/v2',
-    handler: (req, reply) => distribution(deps, req, reply),
-  });
-  app.route({
-    method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    url: '/v2/*',
-    // Writes are refused before any body is read or parsed.
-    onRequest: async (req) => {
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', { status: 405 });
-      }
-    },
-    handler: (req, reply) => distribution(deps, req, reply),
-  });
+  for (const url of ['/v2', '/v2/*']) {
+    app.route({
+      method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      url,
+      // Writes are refused before any body is read or parsed.
+      onRequest: async (req) => {
+        if (req.method !== 'GET' && req.method !== 'HEAD') {
+          throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', { status: 405 });
+        }
+      },
+      handler: (req, reply) => distribution(deps, req, reply),
+    });
+  }
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
   return app;
 }
 
 async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
-    throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', { status: 405 });
-  }
-  const method = req.method;
+  const method = req.method as 'GET' | 'HEAD';
   const raw = req.raw.url ?? '/';
   const q = raw.indexOf('?');
   const path = q < 0 ? raw : raw.slice(0, q);

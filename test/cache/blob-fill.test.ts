@@ -28,8 +28,11 @@ async function drain(r: Readable): Promise<{ bytes: Buffer; err?: Error }> {
   }
 }
 
-function start(fills: BlobFills, origin: PassThrough, commits: string[]): BlobFill {
-  return fills.getOrStart(
+/** A fill whose origin has sent `first` and then waits for the test to write the rest. */
+async function begin(first: Buffer): Promise<{ fill: BlobFill; origin: PassThrough; commits: string[] }> {
+  const origin = new PassThrough();
+  const commits: string[] = [];
+  const { fill } = new BlobFills({ tmpDir: dir }).getOrStart(
     'r/app',
     digest,
     async () => ({ size: blob.length, stream: origin }),
@@ -37,17 +40,15 @@ function start(fills: BlobFills, origin: PassThrough, commits: string[]): BlobFi
       commits.push(f.digest);
       return true;
     },
-  ).fill;
+  );
+  await new Promise((r) => setImmediate(r));
+  origin.write(first);
+  await fill.started;
+  return { fill, origin, commits };
 }
 
 t.test('bytes that match: every reader gets them all, from its own offset, and the blob is committed once', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir });
-  const origin = new PassThrough();
-  const commits: string[] = [];
-  const fill = start(fills, origin, commits);
-  await new Promise((r) => setImmediate(r));
-  origin.write(blob.subarray(0, 100_000));
-  await fill.started;
+  const { fill, origin, commits } = await begin(blob.subarray(0, 100_000));
   const whole = drain(fill.reader(0, undefined, { cancelWhenAbandoned: true }));
   const tail = drain(fill.reader(250_000, undefined, { cancelWhenAbandoned: true }));
   origin.end(blob.subarray(100_000));
@@ -59,15 +60,9 @@ t.test('bytes that match: every reader gets them all, from its own offset, and t
 });
 
 t.test('bytes that do not match: readers never get the whole blob, nothing is committed', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir });
-  const origin = new PassThrough();
-  const commits: string[] = [];
-  const fill = start(fills, origin, commits);
-  await new Promise((r) => setImmediate(r));
   const wrong = Buffer.from(blob);
   wrong[0] = 1;
-  origin.write(wrong.subarray(0, 1000));
-  await fill.started;
+  const { fill, origin, commits } = await begin(wrong.subarray(0, 1000));
   const reading = drain(fill.reader(0, undefined, { cancelWhenAbandoned: true }));
   origin.end(wrong.subarray(1000));
   const { bytes, err } = await reading;
@@ -79,13 +74,7 @@ t.test('bytes that do not match: readers never get the whole blob, nothing is co
 });
 
 t.test('the last reader going away cancels the origin fetch', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir });
-  const origin = new PassThrough();
-  const commits: string[] = [];
-  const fill = start(fills, origin, commits);
-  await new Promise((r) => setImmediate(r));
-  origin.write(blob.subarray(0, 1000));
-  await fill.started;
+  const { fill, origin, commits } = await begin(blob.subarray(0, 1000));
   const reader = fill.reader(0, undefined, { cancelWhenAbandoned: true });
   reader.destroy();
   t.equal(await fill.committed, false);

@@ -9,7 +9,6 @@ import { buildProxy, type BuiltProxy, type ProxyDeps } from '../../src/main.js';
 import { prepareSpoolDir } from '../../src/cache/blob-fill.js';
 import { readProxyConfig, type ProxyConfig } from '../../src/config/proxy.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
-import type { CredentialSource } from '../../src/oci/credentials.js';
 
 export interface TestProxy extends BuiltProxy {
   readonly url: string;
@@ -24,7 +23,6 @@ export interface TestProxy extends BuiltProxy {
 
 export interface StartOptions {
   readonly port?: number;
-  readonly podCredentials?: CredentialSource;
   /** More dependencies (the pods of a node), built with the proxy's own config and log. */
   readonly extraDeps?: (config: ProxyConfig, log: Logger) => Partial<ProxyDeps>;
   /** Runs after the proxy stopped. */
@@ -41,7 +39,6 @@ export async function startProxy(flags: string[], opts: StartOptions = {}): Prom
   const log = createLogger(config.logLevel, sink);
   const proxy = buildProxy(config, {
     log,
-    ...(opts.podCredentials ? { podCredentials: opts.podCredentials } : {}),
     ...opts.extraDeps?.(config, log),
   });
   await proxy.app.listen({ host: '127.0.0.1', port: opts.port ?? 0 });
