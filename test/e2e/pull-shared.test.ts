@@ -89,6 +89,12 @@ t.test('the cache registry stopped: pulls go on from the origin, promptly', asyn
   t.ok(warm.image_ref, `an image cached before: ${JSON.stringify(warm)}`);
   t.ok(cold.seconds < 30 && warm.seconds < 30, 'no pull waited out its deadline');
   t.ok(a.logs().some((l) => String(l.msg).startsWith('cache store failed')), 'the log says the cache failed');
+  const ready = await request(`${a.url}/readyz`);
+  await ready.body.dump();
+  t.equal(ready.statusCode, 503, '/readyz says the store is unreachable');
+  const alive = await request(`${a.url}/healthz`);
+  await alive.body.dump();
+  t.equal(alive.statusCode, 200, '/healthz still says the proxy is alive');
   const metrics = await a.metrics.registry.getSingleMetricAsString('pullthrough_store_failures_total');
   t.match(metrics, /pullthrough_store_failures_total\{op="[a-zA-Z]+"\} [1-9]/, 'and a metric counts it');
   await a.settle();
