@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
 import { Agent } from 'undici';
 import { AccessControl, type PodDirectory } from './access/access-control.js';
 import { registryProbe } from './access/origin-probe.js';
@@ -138,6 +139,9 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   const fills = new BlobFills({
     tmpDir: join(config.dataDir, 'tmp'),
     spoolCooldownMs: config.cacheCooldownMs,
+    // Uploads to the cache registry yield to pulls in progress (measured: they slowed a cold
+    // containerd pull by a quarter); a rename into the embedded store costs nothing.
+    ...(inner.kind === 'registry' ? { commitDeferMs: 30_000, commitConcurrency: 2 } : {}),
     events: {
       onVerified: (f) => {
         metrics.fills.inc({ result: 'verified' });
@@ -364,6 +368,11 @@ Run "pullthrough <command> --help" for the flags of a command.
 `;
 
 export async function main(argv: string[]): Promise<number> {
+  // undici parses HTTP with llhttp compiled to WebAssembly, and V8 recompiles hot wasm with
+  // TurboFan on a helper thread whose ~30 MiB of scratch memory then stays in the RSS for good
+  // (measured: peak RSS streaming a cold 1 GiB blob 145 -> 120 MiB without it, and no slower: on
+  // a body llhttp only counts bytes). It must be set before the first HTTP connection.
+  setFlagsFromString('--liftoff-only');
   const [command, ...rest] = argv;
   try {
     switch (command) {

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DigestVerifier, parseDigest } from '../oci/digest.js';
+import { RecyclingReadable } from './recycling-readable.js';
 
 /** The local spool file could not be written (disk full, read-only, gone): not the origin's fault. */
 export class SpoolError extends Error {
@@ -54,6 +55,9 @@ export class BlobFill extends EventEmitter {
   /** Resolves true once the blob is in the store, false when it never will be from this fill. */
   readonly committed: Promise<boolean>;
   private resolveCommitted!: (ok: boolean) => void;
+  /** Resolves once the origin fetch is over: true when every byte arrived and checked out. */
+  readonly fetched: Promise<boolean>;
+  private resolveFetched!: (ok: boolean) => void;
   private readonly abort = new AbortController();
   private handle: FileHandle | undefined;
   private refs = 1;
@@ -76,6 +80,7 @@ export class BlobFill extends EventEmitter {
     });
     this.started.catch(() => undefined);
     this.committed = new Promise<boolean>((res) => (this.resolveCommitted = res));
+    this.fetched = new Promise<boolean>((res) => (this.resolveFetched = res));
     this.resolveStarted = resolveStarted;
     this.rejectStarted = rejectStarted;
   }
@@ -135,6 +140,7 @@ export class BlobFill extends EventEmitter {
       this.fail(e);
       events.onFailed?.(this, e);
     } finally {
+      this.resolveFetched(this.state === 'verified');
       this.release();
     }
   }
@@ -157,61 +163,21 @@ export class BlobFill extends EventEmitter {
   reader(start: number, end: number | undefined, opts: { cancelWhenAbandoned: boolean }): Readable {
     this.refs++;
     this.readers++;
-    let pos = start;
-    let reading = false;
-    let waiting = false;
-    const fill = this;
-    const stream = new Readable({
-      highWaterMark: READ_CHUNK,
-      read() {
-        void pump();
-      },
-      destroy(err, cb) {
-        fill.off('change', onChange);
-        fill.readers--;
-        if (opts.cancelWhenAbandoned && fill.readers === 0 && !fill.pinned && fill.state !== 'verified') {
-          fill.cancel(new Error('every client of this blob went away'));
-        }
-        fill.release();
-        cb(err);
-      },
-    });
-    const onChange = () => {
-      waiting = false;
-      void pump();
-    };
-    const pump = async (): Promise<void> => {
-      if (reading || waiting || stream.destroyed) return;
-      if (fill.state === 'failed') {
-        stream.destroy(fill.error ?? new Error('blob fetch failed'));
-        return;
-      }
-      const last = end !== undefined ? end + 1 : fill.state === 'verified' ? fill.written : Infinity;
-      if (pos >= last) {
-        stream.push(null);
-        return;
-      }
-      const limit = Math.min(fill.readableLimit(), last);
-      if (pos >= limit || !fill.handle) {
-        waiting = true;
-        fill.once('change', onChange);
-        return;
-      }
-      reading = true;
-      try {
-        const n = Math.min(limit - pos, READ_CHUNK);
-        const buf = Buffer.allocUnsafe(n);
-        const { bytesRead } = await fill.handle.read(buf, 0, n, pos);
-        reading = false;
-        if (stream.destroyed) return;
-        pos += bytesRead;
-        if (stream.push(bytesRead === n ? buf : buf.subarray(0, bytesRead))) void pump();
-      } catch (err) {
-        reading = false;
-        stream.destroy(err as Error);
-      }
-    };
-    return stream;
+    return new FillReader(this, start, end, opts.cancelWhenAbandoned);
+  }
+
+  /** For FillReader: the spool file, while the fill holds it open. */
+  get spool(): FileHandle | undefined {
+    return this.handle;
+  }
+
+  /** For FillReader: one reader fewer; the last one may take the origin fetch with it. */
+  readerGone(cancelWhenAbandoned: boolean): void {
+    this.readers--;
+    if (cancelWhenAbandoned && this.readers === 0 && !this.pinned && this.state !== 'verified') {
+      this.cancel(new Error('every client of this blob went away'));
+    }
+    this.release();
   }
 
   private release(): void {
@@ -238,11 +204,92 @@ export class BlobFill extends EventEmitter {
   }
 }
 
+/**
+ * Reads a fill's spool file from its own offset, and waits for more as the fill grows: a slow
+ * client costs disk, not memory.
+ */
+class FillReader extends RecyclingReadable {
+  private readonly fill: BlobFill;
+  private readonly end: number | undefined;
+  private readonly cancelWhenAbandoned: boolean;
+  private pos: number;
+  private reading = false;
+  private waiting = false;
+  private readonly onChange = () => {
+    this.waiting = false;
+    void this.pump();
+  };
+
+  constructor(fill: BlobFill, start: number, end: number | undefined, cancelWhenAbandoned: boolean) {
+    super(READ_CHUNK, { highWaterMark: READ_CHUNK });
+    this.fill = fill;
+    this.pos = start;
+    this.end = end;
+    this.cancelWhenAbandoned = cancelWhenAbandoned;
+  }
+
+  override _read(): void {
+    void this.pump();
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.fill.off('change', this.onChange);
+    this.fill.readerGone(this.cancelWhenAbandoned);
+    cb(err);
+  }
+
+  private async pump(): Promise<void> {
+    const fill = this.fill;
+    if (this.reading || this.waiting || this.destroyed) return;
+    if (fill.state === 'failed') {
+      this.destroy(fill.error ?? new Error('blob fetch failed'));
+      return;
+    }
+    const last = this.end !== undefined ? this.end + 1 : fill.state === 'verified' ? fill.written : Infinity;
+    if (this.pos >= last) {
+      this.push(null);
+      return;
+    }
+    const limit = Math.min(fill.readableLimit(), last);
+    const handle = fill.spool;
+    if (this.pos >= limit || !handle) {
+      this.waiting = true;
+      fill.once('change', this.onChange);
+      return;
+    }
+    this.reading = true;
+    const buf = this.takeBuffer();
+    try {
+      const n = Math.min(limit - this.pos, READ_CHUNK);
+      const { bytesRead } = await handle.read(buf, 0, n, this.pos);
+      this.reading = false;
+      if (this.destroyed || bytesRead === 0) {
+        this.giveBack(buf);
+        if (bytesRead === 0 && !this.destroyed) this.destroy(new SpoolError('spool file ended early', undefined));
+        return;
+      }
+      this.pos += bytesRead;
+      if (this.pushChunk(buf, bytesRead)) void this.pump();
+    } catch (err) {
+      this.reading = false;
+      this.giveBack(buf);
+      this.destroy(err as Error);
+    }
+  }
+}
+
 export interface BlobFillsOptions {
   readonly tmpDir: string;
   readonly events?: FillEvents;
   /** After a spool failure, how long new fills are not attempted (callers stream straight through). */
   readonly spoolCooldownMs?: number;
+  /**
+   * For a store that commits by uploading (the cache registry): a verified blob waits, at most
+   * this long, until no other fill is still fetching, so the upload does not slow the pull in
+   * progress; and at most `commitConcurrency` commits run at once. 0 (the default) commits at once.
+   */
+  readonly commitDeferMs?: number;
+  readonly commitConcurrency?: number;
 }
 
 /** The registry of fills in progress, by cache repository and digest. */
@@ -250,6 +297,10 @@ export class BlobFills {
   private readonly opts: BlobFillsOptions;
   private readonly active = new Map<string, BlobFill>();
   private spoolFailedUntil = 0;
+  /** Fills still talking to the origin. */
+  private fetching = 0;
+  private committing = 0;
+  private readonly waiters: (() => void)[] = [];
 
   constructor(opts: BlobFillsOptions) {
     this.opts = opts;
@@ -284,12 +335,23 @@ export class BlobFills {
     const fill = new BlobFill(key, repo, digest, join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`));
     this.active.set(key, fill);
     const hold = fill.retain();
+    this.fetching++;
     void (async () => {
       await fill.run(fetchOrigin, this.opts.events ?? {});
+      this.fetching--;
+      this.wake();
       if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
       let ok = false;
       try {
-        if (fill.state === 'verified') ok = await commit(fill);
+        if (fill.state === 'verified') {
+          await this.commitSlot();
+          try {
+            ok = await commit(fill);
+          } finally {
+            this.committing--;
+            this.wake();
+          }
+        }
       } finally {
         this.active.delete(key);
         fill.settleCommit(ok);
@@ -298,6 +360,35 @@ export class BlobFills {
       }
     })();
     return { fill, joined: false };
+  }
+
+  /**
+   * Until the fills still fetching are done (or `commitDeferMs` passed) and a commit slot is free.
+   * Meanwhile the verified blob is served from its spool file like any fill in progress.
+   */
+  private async commitSlot(): Promise<void> {
+    const deferMs = this.opts.commitDeferMs ?? 0;
+    const max = this.opts.commitConcurrency ?? Infinity;
+    if (deferMs > 0) {
+      const until = Date.now() + deferMs;
+      while (this.fetching > 0 && Date.now() < until) await this.changed(until - Date.now());
+    }
+    while (this.committing >= max) await this.changed();
+    this.committing++;
+  }
+
+  private changed(timeoutMs?: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = timeoutMs === undefined ? undefined : setTimeout(resolve, timeoutMs);
+      this.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
   }
 
   /** Cancels every fill (shutdown). */

@@ -10,11 +10,11 @@
  * Per-repository links keep one repository's blobs from being served under another's name (a
  * private layer must not leak through a public repository that names its digest).
  */
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, stat, unlink, writeFile, access } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
+import { FileReadable } from './file-readable.js';
 
 export class FsStore implements Store {
   readonly kind = 'embedded' as const;
@@ -80,7 +80,7 @@ export class FsStore implements Store {
       throw err;
     }
     // The stream owns the handle from here and closes it when it ends or is destroyed.
-    const stream = createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: 1024 * 1024 });
+    const stream = new FileReadable(handle, range?.start ?? 0, range?.end ?? size - 1);
     return { size, stream };
   }
 

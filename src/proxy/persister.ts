@@ -9,9 +9,18 @@ import type { StoredManifest } from '../cache/store.js';
 import { formatPlatform, parseManifest, type Descriptor } from '../oci/media-types.js';
 import type { Target } from './target.js';
 
+/** A blob on its way into the store. */
+export interface BlobProgress {
+  /** True once stored; false when it will not be. */
+  readonly stored: Promise<boolean>;
+}
+
 export interface PersistDeps {
-  /** Is the blob in the store, or being filled? Resolves true once it is stored. */
-  ensureBlob(t: Target, d: Descriptor): Promise<boolean>;
+  /**
+   * Makes sure the blob is stored or being filled; resolves once its bytes are fetched. Storing
+   * them (an upload to the cache registry) may take longer: `stored` tells when it is done.
+   */
+  ensureBlob(t: Target, d: Descriptor): Promise<BlobProgress>;
   /** The child manifest, stored (fetched from the origin when missing). */
   ensureManifest(t: Target, digest: string): Promise<boolean>;
   hasManifest(t: Target, digest: string): Promise<boolean>;
@@ -77,8 +86,10 @@ export class Persister {
     const parsed = parseManifest(m.bytes, m.mediaType);
     if (parsed.kind === 'image') {
       // A few at a time, in manifest order: the layers a client is pulling right now should not
-      // compete with twenty background fetches for the link and the CPU.
-      const results = await mapLimit([parsed.config, ...parsed.layers], BACKGROUND_FETCHES, (d) => this.deps.ensureBlob(t, d));
+      // compete with twenty background fetches for the link and the CPU. A slot is free once the
+      // bytes are in, not once they are uploaded: the cache registry must not slow the pull.
+      const progress = await mapLimit([parsed.config, ...parsed.layers], BACKGROUND_FETCHES, (d) => this.deps.ensureBlob(t, d));
+      const results = await Promise.all(progress.map((p) => p.stored));
       if (results.includes(false)) {
         this.deps.log.warn({ image: `${t.registry}/${t.repository}@${m.digest}` }, 'manifest not stored: some of its blobs could not be cached');
         return false;

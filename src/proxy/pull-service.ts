@@ -25,7 +25,7 @@ import { isValidTag } from '../oci/reference.js';
 import { readCappedBytes, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
 import type { Credential } from '../oci/credentials.js';
 import { isAuthError, isNotFound, originFailure, originStatusError } from './origin-errors.js';
-import { Persister } from './persister.js';
+import { Persister, type BlobProgress } from './persister.js';
 import { resolveRange, type ByteRange, type RangeRequest } from './range.js';
 import type { Target } from './target.js';
 
@@ -383,11 +383,12 @@ export class PullService {
   }
 
   /** For the persister: the blob is stored, or being fetched in the background until it is. */
-  private async ensureBlob(t: Target, d: Descriptor): Promise<boolean> {
-    if (await this.o.store.statBlob(t.cacheRepo, d.digest)) return true;
+  private async ensureBlob(t: Target, d: Descriptor): Promise<BlobProgress> {
+    if (await this.o.store.statBlob(t.cacheRepo, d.digest)) return { stored: Promise.resolve(true) };
     const { fill } = this.startFill(t, d.digest);
     fill.pin();
-    return fill.committed;
+    await fill.fetched;
+    return { stored: fill.committed };
   }
 
   private async ensureManifest(t: Target, digest: string): Promise<boolean> {

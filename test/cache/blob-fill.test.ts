@@ -81,3 +81,55 @@ t.test('the last reader going away cancels the origin fetch', async (t) => {
   t.ok(origin.destroyed, 'the origin stream was destroyed');
   t.same(commits, []);
 });
+
+t.test('commitDeferMs: an upload waits while another fill is still fetching, then runs; at most commitConcurrency at once', async (t) => {
+  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, commitConcurrency: 1 });
+  const other = Buffer.from('another blob');
+  const otherDigest = `sha256:${createHash('sha256').update(other).digest('hex')}`;
+  const third = Buffer.from('a third blob');
+  const thirdDigest = `sha256:${createHash('sha256').update(third).digest('hex')}`;
+  const events: string[] = [];
+  let releaseFirstCommit!: () => void;
+  const firstCommitHeld = new Promise<void>((r) => (releaseFirstCommit = r));
+  const slowOrigin = new PassThrough();
+  const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: slowOrigin }), async () => {
+    events.push('commit a');
+    await firstCommitHeld;
+    return true;
+  });
+  const b = fills.getOrStart('r/app', otherDigest, async () => ({ size: other.length, stream: PassThrough.from([other]) as unknown as Readable }), async () => {
+    events.push('commit b');
+    return true;
+  });
+  t.equal(await b.fill.fetched, true, 'b is fetched');
+  const whileFetching = drain(b.fill.reader(0, undefined, { cancelWhenAbandoned: false }));
+  t.ok((await whileFetching).bytes.equals(other), 'a verified blob waiting for its upload is served from its spool file');
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(events, [], 'b waits: a is still fetching');
+  slowOrigin.end(blob);
+  t.equal(await a.fill.fetched, true);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(events.length, 1, 'one commit at a time');
+  const c = fills.getOrStart('r/app', thirdDigest, async () => ({ size: third.length, stream: PassThrough.from([third]) as unknown as Readable }), async () => {
+    events.push('commit c');
+    return true;
+  });
+  t.equal(await c.fill.fetched, true);
+  releaseFirstCommit();
+  t.same(await Promise.all([a.fill.committed, b.fill.committed, c.fill.committed]), [true, true, true]);
+  t.equal(events.length, 3);
+  t.same(readdirSync(dir), [], 'no spool file left');
+});
+
+t.test('commitDeferMs is a bound: an upload starts after it even while other fills go on', async (t) => {
+  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 100 });
+  const other = Buffer.from('another blob');
+  const otherDigest = `sha256:${createHash('sha256').update(other).digest('hex')}`;
+  const neverEnds = new PassThrough();
+  const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: neverEnds }), async () => true);
+  neverEnds.write(blob.subarray(0, 10));
+  const b = fills.getOrStart('r/app', otherDigest, async () => ({ size: other.length, stream: PassThrough.from([other]) as unknown as Readable }), async () => true);
+  t.equal(await b.fill.committed, true, 'committed while the other fill is still fetching');
+  a.fill.cancel(new Error('test over'));
+  t.equal(await a.fill.committed, false);
+});
