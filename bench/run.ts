@@ -48,6 +48,10 @@ const DELAY_MS = Number(opt('--delay-ms') ?? 30);
 const ROOT = resolve(import.meta.dirname, '..');
 const PT_MAIN = resolve(opt('--pt-main') ?? join(ROOT, 'dist/main.js'));
 const PT_NODE_ARGS = (process.env.PT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/** The Node flags pullthrough ships with: those of `npm start` (the Dockerfile's are the same, tested). */
+const SHIPPED_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start
+  .split(' ')
+  .filter((a) => a.startsWith('--'));
 const KEEP = flag('--keep');
 
 const SIZES = QUICK
@@ -168,6 +172,7 @@ class Pullthrough implements Target {
     this.dataDir = join(lab.dir, `${this.id}-data-${this.gen++}`);
     mkdirSync(this.dataDir, { recursive: true });
     const args = [
+      ...SHIPPED_NODE_FLAGS,
       ...PT_NODE_ARGS,
       PT_MAIN,
       'proxy',
