@@ -33,7 +33,6 @@ export class RecyclingReadable extends Readable {
   constructor(chunkSize: number, opts: ReadableOptions) {
     super(opts);
     this.chunkSize = chunkSize;
-    this.on('unpipe', () => this.giveUp());
   }
 
   override pipe<T extends NodeJS.WritableStream>(dest: T, opts?: { end?: boolean }): T {
