@@ -12,8 +12,8 @@
  *   target digest, media type and when the origin last confirmed it. So a tag never needs its
  *   target to be pushable, and every node sees when it was last confirmed.
  */
-import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { digestOf } from '../oci/digest.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType, parseManifest } from '../oci/media-types.js';
 import { readCappedBytes, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
@@ -27,6 +27,36 @@ const A_MEDIATYPE = 'dev.pullthrough.target.mediaType';
 const A_CONFIRMED = 'dev.pullthrough.confirmedAt';
 
 export class RegistryStoreError extends Error {}
+
+const UPLOAD_CHUNK = 1024 * 1024;
+const UPLOAD_BUFFERS = 3;
+
+/**
+ * A spool file as an upload body, read into three buffers in turn instead of a fresh one per
+ * chunk (each would be garbage: a GiB of it for a GiB blob, tens of MiB of RSS at any moment).
+ * undici writes a stream body chunk by chunk and pauses it while the socket has anything queued: a
+ * 1 MiB chunk is far above the socket's high-water mark, so each write waits for 'drain', that is
+ * until the chunk is in the kernel, before the next chunk is taken; `Readable.from` reads one
+ * chunk ahead. So a buffer comes round again two chunks after it was written out. Were undici ever
+ * to hold chunks longer, the registry, which checks the digest of what it receives, would refuse
+ * the upload: wrong bytes are never stored (and the conformance suite's multi-MiB upload fails).
+ */
+async function* fileChunks(file: string): AsyncGenerator<Buffer> {
+  const handle = await open(file, 'r');
+  try {
+    const buffers = Array.from({ length: UPLOAD_BUFFERS }, () => Buffer.allocUnsafe(UPLOAD_CHUNK));
+    let pos = 0;
+    for (let i = 0; ; i = (i + 1) % UPLOAD_BUFFERS) {
+      const buf = buffers[i] as Buffer;
+      const { bytesRead } = await handle.read(buf, 0, UPLOAD_CHUNK, pos);
+      if (bytesRead === 0) return;
+      pos += bytesRead;
+      yield bytesRead === UPLOAD_CHUNK ? buf : buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await handle.close();
+  }
+}
 
 export class RegistryStore implements Store {
   readonly kind = 'registry' as const;
@@ -82,7 +112,7 @@ export class RegistryStore implements Store {
   }
 
   async putBlobFile(repo: string, digest: string, size: number, file: string): Promise<void> {
-    await this.upload(repo, digest, size, () => createReadStream(file, { highWaterMark: 1024 * 1024 }));
+    await this.upload(repo, digest, size, () => Readable.from(fileChunks(file), { objectMode: true, highWaterMark: 1 }));
   }
 
   private async upload(repo: string, digest: string, size: number, body: () => Readable | Buffer): Promise<void> {

@@ -72,6 +72,12 @@ export function storeConformance(t: Test, name: string, make: () => Promise<Stor
 
     t.equal(await store.statBlob(other, sha(layer)), undefined, 'a blob is not visible through another repository');
 
+    // Several MiB: the registry store uploads a file in 1 MiB chunks through reused buffers.
+    const big = randomBytes(7 * 1024 * 1024 + 123);
+    await store.putBlobFile(repo, sha(big), big.length, blobFile(big));
+    const bigBack = await store.openBlob(repo, sha(big));
+    t.ok(bigBack && (await read(bigBack.stream)).equals(big), 'a blob of several MiB is stored intact');
+
     // Storing the same blob again is harmless.
     await store.putBlobFile(repo, sha(layer), layer.length, blobFile(layer));
     t.same(await store.statBlob(repo, sha(layer)), { size: layer.length }, 'storing twice is idempotent');
