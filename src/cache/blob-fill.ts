@@ -24,6 +24,12 @@ export class SpoolError extends Error {
   }
 }
 
+/**
+ * At most this many verified blobs wait for a deferred commit (the next ones commit at once): each
+ * holds its spool file, and a big image pulled faster than it uploads must not fill the disk.
+ */
+const MAX_DEFERRED = 4;
+
 /** Per reader: bounded so that many concurrent pullers of many layers stay small in memory. */
 const READ_CHUNK = 256 * 1024;
 
@@ -300,6 +306,9 @@ export class BlobFills {
   /** Fills still talking to the origin. */
   private fetching = 0;
   private committing = 0;
+  /** Verified blobs waiting out the deferral. */
+  private deferred = 0;
+  private closing = false;
   private readonly waiters: (() => void)[] = [];
 
   constructor(opts: BlobFillsOptions) {
@@ -337,14 +346,16 @@ export class BlobFills {
     const hold = fill.retain();
     this.fetching++;
     void (async () => {
-      await fill.run(fetchOrigin, this.opts.events ?? {});
-      this.fetching--;
-      this.wake();
-      if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
       let ok = false;
       try {
-        if (fill.state === 'verified') {
-          await this.commitSlot();
+        try {
+          await fill.run(fetchOrigin, this.opts.events ?? {});
+        } finally {
+          this.fetching--;
+          this.wake();
+        }
+        if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
+        if (fill.state === 'verified' && (await this.commitSlot())) {
           try {
             ok = await commit(fill);
           } finally {
@@ -354,27 +365,41 @@ export class BlobFills {
         }
       } finally {
         this.active.delete(key);
-        fill.settleCommit(ok);
         hold();
         await unlink(fill.file).catch(() => undefined);
+        fill.settleCommit(ok);
       }
-    })();
+    })().catch(() => undefined);
     return { fill, joined: false };
   }
 
+  /** As many verified blobs wait for a deferred commit as may: each keeps its spool file on disk. */
+  get commitBacklogFull(): boolean {
+    return this.deferred >= MAX_DEFERRED;
+  }
+
   /**
-   * Until the fills still fetching are done (or `commitDeferMs` passed) and a commit slot is free.
-   * Meanwhile the verified blob is served from its spool file like any fill in progress.
+   * Until the fills still fetching are done (or `commitDeferMs` passed; unless MAX_DEFERRED
+   * blobs wait already) and a commit slot is free. Meanwhile the verified blob is
+   * served from its spool file like any fill in progress. False once shutting down: the commit
+   * would only meet a closed store.
    */
-  private async commitSlot(): Promise<void> {
+  private async commitSlot(): Promise<boolean> {
     const deferMs = this.opts.commitDeferMs ?? 0;
     const max = this.opts.commitConcurrency ?? Infinity;
-    if (deferMs > 0) {
-      const until = Date.now() + deferMs;
-      while (this.fetching > 0 && Date.now() < until) await this.changed(until - Date.now());
+    if (deferMs > 0 && this.deferred < MAX_DEFERRED) {
+      this.deferred++;
+      try {
+        const until = Date.now() + deferMs;
+        while (!this.closing && this.fetching > 0 && Date.now() < until) await this.changed(until - Date.now());
+      } finally {
+        this.deferred--;
+      }
     }
-    while (this.committing >= max) await this.changed();
+    while (!this.closing && this.committing >= max) await this.changed();
+    if (this.closing) return false;
     this.committing++;
+    return true;
   }
 
   private changed(timeoutMs?: number): Promise<void> {
@@ -391,9 +416,11 @@ export class BlobFills {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  /** Cancels every fill (shutdown). */
+  /** Shutdown: cancels every fill; verified blobs still waiting for their commit are dropped. */
   cancelAll(reason: Error): void {
+    this.closing = true;
     for (const f of this.active.values()) f.cancel(reason);
+    this.wake();
   }
 }
 

@@ -388,6 +388,8 @@ export class PullService {
     const { fill } = this.startFill(t, d.digest);
     fill.pin();
     await fill.fetched;
+    // Uploads falling behind: hold the slot until this one is stored, so the spool stays bounded.
+    if (this.o.fills.commitBacklogFull) await fill.committed;
     return { stored: fill.committed };
   }
 

@@ -115,6 +115,8 @@ t.test('commitDeferMs: an upload waits while another fill is still fetching, the
     return true;
   });
   t.equal(await c.fill.fetched, true);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(events.length, 1, 'c waits for the commit slot too');
   releaseFirstCommit();
   t.same(await Promise.all([a.fill.committed, b.fill.committed, c.fill.committed]), [true, true, true]);
   t.equal(events.length, 3);
@@ -128,8 +130,53 @@ t.test('commitDeferMs is a bound: an upload starts after it even while other fil
   const neverEnds = new PassThrough();
   const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: neverEnds }), async () => true);
   neverEnds.write(blob.subarray(0, 10));
-  const b = fills.getOrStart('r/app', otherDigest, async () => ({ size: other.length, stream: PassThrough.from([other]) as unknown as Readable }), async () => true);
+  let committedAt = 0;
+  const b = fills.getOrStart('r/app', otherDigest, async () => ({ size: other.length, stream: PassThrough.from([other]) as unknown as Readable }), async () => {
+    committedAt = Date.now();
+    return true;
+  });
+  await b.fill.fetched;
+  const fetchedAt = Date.now();
   t.equal(await b.fill.committed, true, 'committed while the other fill is still fetching');
+  t.ok(committedAt - fetchedAt >= 80, `after the bound (${committedAt - fetchedAt} ms)`);
   a.fill.cancel(new Error('test over'));
+  t.equal(await a.fill.committed, false);
+});
+
+t.test('shutdown: a verified blob still waiting for its commit is dropped, its spool file removed', async (t) => {
+  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const other = Buffer.from('another blob');
+  const otherDigest = `sha256:${createHash('sha256').update(other).digest('hex')}`;
+  const neverEnds = new PassThrough();
+  const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: neverEnds }), async () => true);
+  neverEnds.write(blob.subarray(0, 10));
+  let commits = 0;
+  const b = fills.getOrStart('r/app', otherDigest, async () => ({ size: other.length, stream: PassThrough.from([other]) as unknown as Readable }), async () => {
+    commits++;
+    return true;
+  });
+  await b.fill.fetched;
+  fills.cancelAll(new Error('shutting down'));
+  t.same(await Promise.all([a.fill.committed, b.fill.committed]), [false, false]);
+  t.equal(commits, 0, 'no commit started');
+  t.same(readdirSync(dir), [], 'no spool file left');
+});
+
+t.test('a backlog of verified blobs past the deferral bound is committed without waiting', async (t) => {
+  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const neverEnds = new PassThrough();
+  const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: neverEnds }), async () => true);
+  neverEnds.write(blob.subarray(0, 10));
+  const blobs = Array.from({ length: 6 }, (_, i) => Buffer.from(`blob number ${i}`));
+  const started = blobs.map((b) =>
+    fills.getOrStart('r/app', `sha256:${createHash('sha256').update(b).digest('hex')}`, async () => ({ size: b.length, stream: PassThrough.from([b]) as unknown as Readable }), async () => true),
+  );
+  await Promise.all(started.map((s) => s.fill.fetched));
+  await new Promise((r) => setTimeout(r, 50));
+  const done = await Promise.all(started.map((s) => Promise.race([s.fill.committed, new Promise((r) => setImmediate(() => r('waiting')))])));
+  t.same(done.filter((d) => d === 'waiting').length, 4, `4 wait, the rest are committed (${done.join(', ')})`);
+  t.equal(fills.commitBacklogFull, true, 'the backlog is full: the persister holds its slot until its blob is stored');
+  a.fill.cancel(new Error('test over'));
+  t.same(await Promise.all(started.map((s) => s.fill.committed)), blobs.map(() => true), 'once no fill is fetching, the rest are committed');
   t.equal(await a.fill.committed, false);
 });
