@@ -223,7 +223,7 @@ export async function clientPull(base: string, name: string, tag: string, concur
   let requests = 0;
   const get = async (path: string, accept: string, method: 'GET' | 'HEAD' = 'GET') => {
     requests++;
-    const res = await request(`${base}/v2/${name}/${path}`, { method, headers: { accept, 'user-agent': 'bench-client' }, dispatcher: clientAgent });
+    const res = await request(`${base}/v2/${name}/${path}`, { method, reset: false, headers: { accept, 'user-agent': 'bench-client' }, dispatcher: clientAgent });
     if (res.statusCode !== 200) {
       await res.body.dump();
       throw new Error(`${method} ${path}: ${res.statusCode}`);
@@ -273,7 +273,8 @@ export async function headLoad(base: string, name: string, tags: string[], opts:
       const tag = tags[i++ % tags.length] as string;
       const s = performance.now();
       try {
-        const res = await pool.request({ path: `/v2/${name}/manifests/${tag}`, method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } });
+        // reset: false keeps the connection, as containerd does (undici closes it after a HEAD).
+        const res = await pool.request({ path: `/v2/${name}/manifests/${tag}`, method: 'HEAD', reset: false, headers: { accept: MANIFEST_ACCEPT } });
         await res.body.dump();
         if (res.statusCode !== 200) errors++;
       } catch {

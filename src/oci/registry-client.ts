@@ -237,6 +237,10 @@ export class RegistryClient {
     try {
       const res = await request(url, {
         method: req.method,
+        // undici closes the connection after every HEAD unless told not to (for servers that send
+        // a body anyway); registries do not, and a tag revalidation should not pay a TCP and TLS
+        // handshake each time.
+        ...(req.method === 'HEAD' ? { reset: false } : {}),
         headers,
         body: req.body,
         dispatcher: req.followRedirects ? this.redirecting : this.opts.dispatcher,
