@@ -24,11 +24,6 @@ export class SpoolError extends Error {
   }
 }
 
-/**
- * At most this many verified blobs wait for a deferred commit (the next ones commit at once): each
- * holds its spool file, and a big image pulled faster than it uploads must not fill the disk.
- */
-const MAX_DEFERRED = 4;
 
 /** Per reader: bounded so that many concurrent pullers of many layers stay small in memory. */
 const READ_CHUNK = 256 * 1024;
@@ -296,6 +291,12 @@ export interface BlobFillsOptions {
    */
   readonly commitDeferMs?: number;
   readonly commitConcurrency?: number;
+  /**
+   * At most this many bytes of verified blobs wait out the deferral (the next ones commit at
+   * once): each keeps its spool file, and a big image pulled faster than it uploads must not fill
+   * the disk. Default 1 GiB.
+   */
+  readonly maxDeferredBytes?: number;
 }
 
 /** The registry of fills in progress, by cache repository and digest. */
@@ -306,8 +307,8 @@ export class BlobFills {
   /** Fills still talking to the origin. */
   private fetching = 0;
   private committing = 0;
-  /** Verified blobs waiting out the deferral. */
-  private deferred = 0;
+  /** Bytes of verified blobs waiting out the deferral. */
+  private deferredBytes = 0;
   private closing = false;
   private readonly waiters: (() => void)[] = [];
 
@@ -355,7 +356,7 @@ export class BlobFills {
           this.wake();
         }
         if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
-        if (fill.state === 'verified' && (await this.commitSlot())) {
+        if (fill.state === 'verified' && (await this.commitSlot(fill.written))) {
           try {
             ok = await commit(fill);
           } finally {
@@ -373,27 +374,27 @@ export class BlobFills {
     return { fill, joined: false };
   }
 
-  /** As many verified blobs wait for a deferred commit as may: each keeps its spool file on disk. */
+  /** As many bytes of verified blobs wait for a deferred commit as may: each keeps its spool file. */
   get commitBacklogFull(): boolean {
-    return this.deferred >= MAX_DEFERRED;
+    return this.deferredBytes >= (this.opts.maxDeferredBytes ?? 1 << 30);
   }
 
   /**
-   * Until the fills still fetching are done (or `commitDeferMs` passed; unless MAX_DEFERRED
-   * blobs wait already) and a commit slot is free. Meanwhile the verified blob is
+   * Until the fills still fetching are done (or `commitDeferMs` passed; unless `maxDeferredBytes`
+   * wait already) and a commit slot is free. Meanwhile the verified blob is
    * served from its spool file like any fill in progress. False once shutting down: the commit
    * would only meet a closed store.
    */
-  private async commitSlot(): Promise<boolean> {
+  private async commitSlot(bytes: number): Promise<boolean> {
     const deferMs = this.opts.commitDeferMs ?? 0;
     const max = this.opts.commitConcurrency ?? Infinity;
-    if (deferMs > 0 && this.deferred < MAX_DEFERRED) {
-      this.deferred++;
+    if (deferMs > 0 && this.deferredBytes + bytes <= (this.opts.maxDeferredBytes ?? 1 << 30)) {
+      this.deferredBytes += bytes;
       try {
         const until = Date.now() + deferMs;
         while (!this.closing && this.fetching > 0 && Date.now() < until) await this.changed(until - Date.now());
       } finally {
-        this.deferred--;
+        this.deferredBytes -= bytes;
       }
     }
     while (!this.closing && this.committing >= max) await this.changed();

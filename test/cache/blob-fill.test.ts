@@ -162,12 +162,12 @@ t.test('shutdown: a verified blob still waiting for its commit is dropped, its s
   t.same(readdirSync(dir), [], 'no spool file left');
 });
 
-t.test('a backlog of verified blobs past the deferral bound is committed without waiting', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+t.test('verified blobs past maxDeferredBytes are committed without waiting', async (t) => {
+  const blobs = Array.from({ length: 6 }, (_, i) => Buffer.from(`blob number ${i}`));
+  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, maxDeferredBytes: 4 * (blobs[0] as Buffer).length });
   const neverEnds = new PassThrough();
   const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: neverEnds }), async () => true);
   neverEnds.write(blob.subarray(0, 10));
-  const blobs = Array.from({ length: 6 }, (_, i) => Buffer.from(`blob number ${i}`));
   const started = blobs.map((b) =>
     fills.getOrStart('r/app', `sha256:${createHash('sha256').update(b).digest('hex')}`, async () => ({ size: b.length, stream: PassThrough.from([b]) as unknown as Readable }), async () => true),
   );
