@@ -82,12 +82,23 @@ t.test('the last reader going away cancels the origin fetch', async (t) => {
   t.same(commits, []);
 });
 
+/** A fill of `blob` whose origin has sent 10 bytes and then waits. */
+function stalledFill(fills: BlobFills) {
+  const origin = new PassThrough();
+  const started = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: origin }), async () => true);
+  origin.write(blob.subarray(0, 10));
+  return started;
+}
+
+/** A fill of a small blob whose origin sends it all at once. */
+function quickFill(fills: BlobFills, text: string, commit: () => Promise<boolean> = async () => true) {
+  const bytes = Buffer.from(text);
+  const d = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  return { bytes, ...fills.getOrStart('r/app', d, async () => ({ size: bytes.length, stream: PassThrough.from([bytes]) as unknown as Readable }), commit) };
+}
+
 t.test('commitDeferMs: an upload waits while another fill is still fetching, then runs; at most commitConcurrency at once', async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, commitConcurrency: 1 });
-  const other = Buffer.from('another blob');
-  const otherDigest = `sha256:${createHash('sha256').update(other).digest('hex')}`;
-  const third = Buffer.from('a third blob');
-  const thirdDigest = `sha256:${createHash('sha256').update(third).digest('hex')}`;
   const events: string[] = [];
   let releaseFirstCommit!: () => void;
   const firstCommitHeld = new Promise<void>((r) => (releaseFirstCommit = r));
@@ -97,20 +108,20 @@ t.test('commitDeferMs: an upload waits while another fill is still fetching, the
     await firstCommitHeld;
     return true;
   });
-  const b = fills.getOrStart('r/app', otherDigest, async () => ({ size: other.length, stream: PassThrough.from([other]) as unknown as Readable }), async () => {
+  const b = quickFill(fills, 'another blob', async () => {
     events.push('commit b');
     return true;
   });
   t.equal(await b.fill.fetched, true, 'b is fetched');
   const whileFetching = drain(b.fill.reader(0, undefined, { cancelWhenAbandoned: false }));
-  t.ok((await whileFetching).bytes.equals(other), 'a verified blob waiting for its upload is served from its spool file');
+  t.ok((await whileFetching).bytes.equals(b.bytes), 'a verified blob waiting for its upload is served from its spool file');
   await new Promise((r) => setTimeout(r, 50));
   t.same(events, [], 'b waits: a is still fetching');
   slowOrigin.end(blob);
   t.equal(await a.fill.fetched, true);
   await new Promise((r) => setTimeout(r, 50));
   t.equal(events.length, 1, 'one commit at a time');
-  const c = fills.getOrStart('r/app', thirdDigest, async () => ({ size: third.length, stream: PassThrough.from([third]) as unknown as Readable }), async () => {
+  const c = quickFill(fills, 'a third blob', async () => {
     events.push('commit c');
     return true;
   });
@@ -125,13 +136,9 @@ t.test('commitDeferMs: an upload waits while another fill is still fetching, the
 
 t.test('commitDeferMs is a bound: an upload starts after it even while other fills go on', async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 100 });
-  const other = Buffer.from('another blob');
-  const otherDigest = `sha256:${createHash('sha256').update(other).digest('hex')}`;
-  const neverEnds = new PassThrough();
-  const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: neverEnds }), async () => true);
-  neverEnds.write(blob.subarray(0, 10));
+  const a = stalledFill(fills);
   let committedAt = 0;
-  const b = fills.getOrStart('r/app', otherDigest, async () => ({ size: other.length, stream: PassThrough.from([other]) as unknown as Readable }), async () => {
+  const b = quickFill(fills, 'another blob', async () => {
     committedAt = Date.now();
     return true;
   });
@@ -145,13 +152,9 @@ t.test('commitDeferMs is a bound: an upload starts after it even while other fil
 
 t.test('shutdown: a verified blob still waiting for its commit is dropped, its spool file removed', async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
-  const other = Buffer.from('another blob');
-  const otherDigest = `sha256:${createHash('sha256').update(other).digest('hex')}`;
-  const neverEnds = new PassThrough();
-  const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: neverEnds }), async () => true);
-  neverEnds.write(blob.subarray(0, 10));
+  const a = stalledFill(fills);
   let commits = 0;
-  const b = fills.getOrStart('r/app', otherDigest, async () => ({ size: other.length, stream: PassThrough.from([other]) as unknown as Readable }), async () => {
+  const b = quickFill(fills, 'another blob', async () => {
     commits++;
     return true;
   });
@@ -165,12 +168,8 @@ t.test('shutdown: a verified blob still waiting for its commit is dropped, its s
 t.test('verified blobs past maxDeferredBytes are committed without waiting', async (t) => {
   const blobs = Array.from({ length: 6 }, (_, i) => Buffer.from(`blob number ${i}`));
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, maxDeferredBytes: 4 * (blobs[0] as Buffer).length });
-  const neverEnds = new PassThrough();
-  const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: neverEnds }), async () => true);
-  neverEnds.write(blob.subarray(0, 10));
-  const started = blobs.map((b) =>
-    fills.getOrStart('r/app', `sha256:${createHash('sha256').update(b).digest('hex')}`, async () => ({ size: b.length, stream: PassThrough.from([b]) as unknown as Readable }), async () => true),
-  );
+  const a = stalledFill(fills);
+  const started = blobs.map((b) => quickFill(fills, b.toString()));
   await Promise.all(started.map((s) => s.fill.fetched));
   await new Promise((r) => setTimeout(r, 50));
   const done = await Promise.all(started.map((s) => Promise.race([s.fill.committed, new Promise((r) => setImmediate(() => r('waiting')))])));
