@@ -309,6 +309,8 @@ export class BlobFills {
   private committing = 0;
   /** Bytes of verified blobs waiting out the deferral. */
   private deferredBytes = 0;
+  /** Bytes of verified blobs not committed yet, deferred or not. */
+  private uncommittedBytes = 0;
   private closing = false;
   private readonly waiters: (() => void)[] = [];
 
@@ -356,12 +358,19 @@ export class BlobFills {
           this.wake();
         }
         if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
-        if (fill.state === 'verified' && (await this.commitSlot(fill.written))) {
+        if (fill.state === 'verified') {
+          this.uncommittedBytes += fill.written;
           try {
-            ok = await commit(fill);
+            if (await this.commitSlot(fill.written)) {
+              try {
+                ok = await commit(fill);
+              } finally {
+                this.committing--;
+                this.wake();
+              }
+            }
           } finally {
-            this.committing--;
-            this.wake();
+            this.uncommittedBytes -= fill.written;
           }
         }
       } finally {
@@ -374,21 +383,28 @@ export class BlobFills {
     return { fill, joined: false };
   }
 
-  /** As many bytes of verified blobs wait for a deferred commit as may: each keeps its spool file. */
+  /**
+   * Verified blobs not yet committed (deferred, queued for a commit slot, or being uploaded) hold
+   * `maxDeferredBytes` or more of spool files: the persister should wait for its own to be stored.
+   */
   get commitBacklogFull(): boolean {
-    return this.deferredBytes >= (this.opts.maxDeferredBytes ?? 1 << 30);
+    return this.uncommittedBytes >= this.maxDeferredBytes;
+  }
+
+  private get maxDeferredBytes(): number {
+    return this.opts.maxDeferredBytes ?? 1 << 30;
   }
 
   /**
    * Until the fills still fetching are done (or `commitDeferMs` passed; unless `maxDeferredBytes`
-   * wait already) and a commit slot is free. Meanwhile the verified blob is
-   * served from its spool file like any fill in progress. False once shutting down: the commit
-   * would only meet a closed store.
+   * wait already) and a commit slot is free. Meanwhile the verified blob is served from its spool
+   * file like any fill in progress. False once shutting down: the commit would only meet a closed
+   * store.
    */
   private async commitSlot(bytes: number): Promise<boolean> {
     const deferMs = this.opts.commitDeferMs ?? 0;
     const max = this.opts.commitConcurrency ?? Infinity;
-    if (deferMs > 0 && this.deferredBytes + bytes <= (this.opts.maxDeferredBytes ?? 1 << 30)) {
+    if (deferMs > 0 && this.deferredBytes + bytes <= this.maxDeferredBytes) {
       this.deferredBytes += bytes;
       try {
         const until = Date.now() + deferMs;
