@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { BlobFills, type BlobFill } from '../../src/cache/blob-fill.js';
+import { drain } from '../helpers/streams.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'blob-fill-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -18,15 +19,6 @@ const blob = Buffer.alloc(300_000, 7);
 blob.write('the end', blob.length - 7);
 const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
 
-async function drain(r: Readable): Promise<{ bytes: Buffer; err?: Error }> {
-  const chunks: Buffer[] = [];
-  try {
-    for await (const c of r) chunks.push(c as Buffer);
-    return { bytes: Buffer.concat(chunks) };
-  } catch (err) {
-    return { bytes: Buffer.concat(chunks), err: err as Error };
-  }
-}
 
 /** A fill whose origin has sent `first` and then waits for the test to write the rest. */
 async function begin(first: Buffer): Promise<{ fill: BlobFill; origin: PassThrough; commits: string[] }> {

@@ -110,3 +110,20 @@ t.test('blob redirects are followed; credentials do not follow to another origin
   await again.body.dump();
   t.equal(again.statusCode, 200, "and the registry's own challenge (Basic) is still the one used");
 });
+
+t.test('HEAD requests keep their connection (undici would close it after each)', async (t) => {
+  let connections = 0;
+  const server: Server = createServer((_req, res) => res.writeHead(200, { 'content-length': '2' }).end());
+  server.on('connection', () => connections++);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const c = client(`http://127.0.0.1:${(server.address() as { port: number }).port}`, undefined);
+  for (let i = 0; i < 3; i++) {
+    const res = await c.request({ registry: 'r', repository: 'a/b', method: 'HEAD', path: '/v2/a/b/manifests/v1' });
+    await res.body.dump();
+    t.equal(res.statusCode, 200);
+    // undici hands a socket back one event-loop turn after a response: then it is reused.
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  t.equal(connections, 1, 'three HEADs, one connection');
+});
