@@ -2,7 +2,7 @@
  * Benchmark helpers: process accounting from /proc, the origin registry's access log, clients
  * (curl for raw blob throughput, a containerd-like TS client, a HEAD load generator) and stats.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { Agent, Pool, request } from 'undici';
@@ -54,6 +54,10 @@ export class ProcWatch {
   private readonly before = new Map<number, number>();
   private readonly baseRss = new Map<number, number>();
   constructor(private readonly pids: number[]) {
+    // Dirty pages of the target measured before (the anchor stores a 1 GiB blob, each reset frees
+    // one) are otherwise written back by the kernel during the next measurement, on the same two
+    // cores: each measurement starts with them on disk.
+    execFileSync('sync');
     for (const p of pids) {
       resetPeakRss(p);
       this.baseRss.set(p, rssMiB(p));

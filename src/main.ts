@@ -8,7 +8,7 @@ import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
-import { Agent } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { AccessControl, type PodDirectory } from './access/access-control.js';
 import { registryProbe } from './access/origin-probe.js';
 import { PrivacyBook } from './access/privacy.js';
@@ -29,10 +29,12 @@ import { decodeImage, encodeImage } from './oci/encoding.js';
 import { parseHostList } from './oci/host-pattern.js';
 import { DOCKER_HUB, DOCKER_HUB_ENDPOINT, formatReference } from './oci/reference.js';
 import { RegistryClient } from './oci/registry-client.js';
+import { reportResponseBytes } from './oci/response-bytes.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { ProxyMetrics } from './observability/metrics.js';
 import { PullService } from './proxy/pull-service.js';
 import { createProxyServer } from './proxy/server.js';
+import { YoungGcPacer, youngGcFunction, type CollectYoung } from './runtime/young-gc.js';
 
 const VERSION = '0.1.0';
 const USER_AGENT = `pullthrough/${VERSION}`;
@@ -49,7 +51,20 @@ export interface ProxyDeps {
    * is served (standalone, no pods to check against).
    */
   readonly pods?: PodDirectory;
+  /**
+   * A young-generation collection, run after every few MiB received from registries so that dead
+   * socket buffers are freed early (src/runtime/young-gc.ts). Without it, V8 decides alone.
+   */
+  readonly collectYoung?: CollectYoung;
 }
+
+/**
+ * Received bytes between two young-generation collections (see ProxyDeps.collectYoung). Measured
+ * streaming a 512 MiB blob: 8 MiB took peak RSS from 96-99 to 86-89 MiB cold and from 101-106 to
+ * 87-91 warm from the cache registry, with CPU within the noise; 4 MiB saved 3 MiB more for
+ * twice the collections.
+ */
+const YOUNG_GC_EVERY_BYTES = 8 * 1024 * 1024;
 
 export interface BuiltProxy {
   readonly app: ReturnType<typeof createProxyServer>;
@@ -79,6 +94,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     : staticCreds;
 
   const egress = createEgressPolicy([...insecure.literalHosts(), ...allowed.literalHosts()]);
+  const pacer = deps.collectYoung ? new YoungGcPacer(deps.collectYoung, YOUNG_GC_EVERY_BYTES) : undefined;
+  const paced = (agent: Agent): Dispatcher => (pacer ? agent.compose(reportResponseBytes(pacer.note)) : agent);
   const originAgent = new Agent({
     connect: guardedConnector(egress, { timeoutMs: config.originConnectTimeoutMs }),
     headersTimeout: config.originTimeoutMs,
@@ -87,7 +104,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   });
   const origin = new RegistryClient({
     name: 'origin',
-    dispatcher: originAgent,
+    dispatcher: paced(originAgent),
     baseUrl: (registry) => {
       if (registry === DOCKER_HUB) return `https://${DOCKER_HUB_ENDPOINT}`;
       return `${insecure.matches(registry) ? 'http' : 'https'}://${registry}`;
@@ -112,7 +129,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     });
     const cacheClient = new RegistryClient({
       name: 'cache',
-      dispatcher: cacheAgent,
+      dispatcher: paced(cacheAgent),
       baseUrl: () => base,
       credentials: {
         credentialsFor: async (req) => staticCreds.credentialsFor({ registry: config.cacheRegistry?.host ?? req.registry, repository: req.repository }),
@@ -240,7 +257,8 @@ async function runProxy(argv: string[]): Promise<number> {
   const log = createLogger(config.logLevel);
   await prepareSpoolDir(join(config.dataDir, 'tmp'));
   const kube = await startKube(config, log);
-  const proxy = buildProxy(config, { log, ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}) });
+  const collectYoung = youngGcFunction();
+  const proxy = buildProxy(config, { log, ...(collectYoung ? { collectYoung } : {}), ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}) });
   const metricsServer = config.metricsListen ? startMetricsServer(proxy.metrics, config.metricsListen, log) : undefined;
   await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
   log.info(

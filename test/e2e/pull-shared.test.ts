@@ -8,18 +8,19 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { request } from 'undici';
 import { Lab, restartRegistry, type Image } from '../helpers/lab.js';
-import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { startProxy, type StartOptions, type TestProxy } from '../helpers/proxy.js';
 
 const ORIGIN = 15030;
 const CACHE = 15031;
 const lab = new Lab('pull-shared');
-const dirs = [lab.tempDir('pt-shared-a'), lab.tempDir('pt-shared-b')];
+const dirs = [lab.tempDir('pt-shared-a'), lab.tempDir('pt-shared-b'), lab.tempDir('pt-shared-gc')];
 const originHost = `127.0.0.1:${ORIGIN}`;
 const enc = `127.0.0.1_${ORIGIN}`;
 const cacheUrl = `http://127.0.0.1:${CACHE}`;
 const proxies: TestProxy[] = [];
 let app: Image;
 let multi: Image;
+let big: Image;
 
 
 t.teardown(async () => {
@@ -27,8 +28,8 @@ t.teardown(async () => {
   await lab.cleanup();
 });
 
-const proxyFor = async (dataDir: string) => {
-  const p = await startProxy(['--data-dir', dataDir, '--cache-registry', cacheUrl, '--insecure-registries', originHost, '--cache-timeout', '2s', '--cache-cooldown', '3s']);
+const proxyFor = async (dataDir: string, extraDeps?: StartOptions['extraDeps']) => {
+  const p = await startProxy(['--data-dir', dataDir, '--cache-registry', cacheUrl, '--insecure-registries', originHost, '--cache-timeout', '2s', '--cache-cooldown', '3s'], extraDeps ? { extraDeps } : {});
   proxies.push(p);
   return p;
 };
@@ -36,9 +37,10 @@ const proxyFor = async (dataDir: string) => {
 t.before(async () => {
   await lab.registry('origin', ORIGIN);
   await lab.registry('cache', CACHE);
-  [app, multi] = await Promise.all([
+  [app, multi, big] = await Promise.all([
     lab.image(originHost, 'library/app', 'v1', ['--layers', '3']),
     lab.image(originHost, 'library/multi', 'v1', ['--multiarch', '--docker']),
+    lab.image(originHost, 'library/big', 'v1', ['--layers', '1', '--layer-mb', '20']),
     lab.image(originHost, 'library/other', 'v1', ['--layers', '2']),
   ]);
 });
@@ -75,6 +77,27 @@ t.test('node A pulls; the cache registry receives every pulled byte verbatim', a
   const pointer = await fromCache(`/v2/pullthrough-tags/${enc}/library/multi/manifests/v1`);
   t.equal(pointer.status, 200, 'the tag is recorded in the cache registry');
   t.match(pointer.bytes.toString(), multi.digest, 'pointing at the index digest');
+});
+
+t.test('bytes received from the origin and from the cache registry pace young-generation collections', async (t) => {
+  let collections = 0;
+  const p = await proxyFor(dirs[2] as string, () => ({ collectYoung: () => collections++ }));
+  const layer = big.layers[0] as string;
+  const get = async () => {
+    const res = await request(`${p.url}/v2/${enc}/library/big/blobs/${layer}`);
+    const body = Buffer.from(await res.body.arrayBuffer());
+    t.equal(res.statusCode, 200);
+    t.equal(sha(body), layer, 'the blob arrives whole');
+  };
+  await get();
+  await p.settle();
+  const cold = collections;
+  // 20 MiB from the origin, one collection per 8 MiB.
+  t.ok(cold >= 2 && cold <= 3, `the cold pull ran ${cold} collections`);
+  t.equal((await fromCache(`/v2/${enc}/library/big/blobs/${layer}`)).status, 200, 'the blob is in the cache registry');
+  await get();
+  t.ok(collections - cold >= 2, `relaying it from the cache registry ran ${collections - cold} more`);
+  await p.stop();
 });
 
 t.test('the cache registry stopped: pulls go on from the origin, promptly', async (t) => {
