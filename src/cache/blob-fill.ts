@@ -172,12 +172,18 @@ export class BlobFill extends EventEmitter {
     return this.handle;
   }
 
+  /** Clients streaming this blob now. */
+  get readerCount(): number {
+    return this.readers;
+  }
+
   /** For FillReader: one reader fewer; the last one may take the origin fetch with it. */
   readerGone(cancelWhenAbandoned: boolean): void {
     this.readers--;
     if (cancelWhenAbandoned && this.readers === 0 && !this.pinned && this.state !== 'verified') {
       this.cancel(new Error('every client of this blob went away'));
     }
+    if (this.readers === 0) this.emit('unread');
     this.release();
   }
 
@@ -286,8 +292,10 @@ export interface BlobFillsOptions {
   readonly spoolCooldownMs?: number;
   /**
    * For a store that commits by uploading (the cache registry): a verified blob waits, at most
-   * this long, until no other fill is still fetching, so the upload does not slow the pull in
-   * progress; and at most `commitConcurrency` commits run at once. 0 (the default) commits at once.
+   * this long, until no fill is still fetching and no client is still reading one (its own
+   * included: on loopback the origin often finishes well before the client), so the upload does
+   * not slow the pulls in progress; and at most `commitConcurrency` commits run at once. 0 (the
+   * default) commits at once.
    */
   readonly commitDeferMs?: number;
   readonly commitConcurrency?: number;
@@ -347,6 +355,7 @@ export class BlobFills {
     const fill = new BlobFill(key, repo, digest, join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`));
     this.active.set(key, fill);
     const hold = fill.retain();
+    fill.on('unread', () => this.wake());
     this.fetching++;
     void (async () => {
       let ok = false;
@@ -396,10 +405,10 @@ export class BlobFills {
   }
 
   /**
-   * Until the fills still fetching are done (or `commitDeferMs` passed; unless `maxDeferredBytes`
-   * wait already) and a commit slot is free. Meanwhile the verified blob is served from its spool
-   * file like any fill in progress. False once shutting down: the commit would only meet a closed
-   * store.
+   * Until the fills still fetching are done and their clients served (or `commitDeferMs` passed;
+   * unless `maxDeferredBytes` wait already) and a commit slot is free. Meanwhile the verified blob
+   * is served from its spool file like any fill in progress. False once shutting down: the commit
+   * would only meet a closed store.
    */
   private async commitSlot(bytes: number): Promise<boolean> {
     const deferMs = this.opts.commitDeferMs ?? 0;
@@ -408,7 +417,7 @@ export class BlobFills {
       this.deferredBytes += bytes;
       try {
         const until = Date.now() + deferMs;
-        while (!this.closing && this.fetching > 0 && Date.now() < until) await this.changed(until - Date.now());
+        while (!this.closing && this.busy() && Date.now() < until) await this.changed(until - Date.now());
       } finally {
         this.deferredBytes -= bytes;
       }
@@ -417,6 +426,13 @@ export class BlobFills {
     if (this.closing) return false;
     this.committing++;
     return true;
+  }
+
+  /** A fill still fetching, or a client still reading one. */
+  private busy(): boolean {
+    if (this.fetching > 0) return true;
+    for (const f of this.active.values()) if (f.readerCount > 0) return true;
+    return false;
   }
 
   private changed(timeoutMs?: number): Promise<void> {

@@ -126,6 +126,23 @@ t.test('commitDeferMs: an upload waits while another fill is still fetching, the
   t.same(readdirSync(dir), [], 'no spool file left');
 });
 
+t.test('commitDeferMs: an upload also waits while a client is still reading a blob, its own included', async (t) => {
+  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const events: string[] = [];
+  const a = quickFill(fills, 'a blob', async () => {
+    events.push('commit a');
+    return true;
+  });
+  const slowClient = a.fill.reader(0, undefined, { cancelWhenAbandoned: true });
+  t.equal(await a.fill.fetched, true, 'fetched and verified');
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(events, [], 'no upload while its client has not read it');
+  t.ok((await drain(slowClient)).bytes.equals(a.bytes), 'the client gets the blob from the spool file');
+  t.equal(await a.fill.committed, true, 'then it is uploaded');
+  t.same(events, ['commit a']);
+  t.same(readdirSync(dir), [], 'no spool file left');
+});
+
 t.test('commitDeferMs is a bound: an upload starts after it even while other fills go on', async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 100 });
   const a = stalledFill(fills);

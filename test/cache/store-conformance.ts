@@ -4,11 +4,11 @@
  */
 import type { Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Store, StoredManifest } from '../../src/cache/store.js';
 import { MediaType } from '../../src/oci/media-types.js';
+import { testTempDir } from '../helpers/temp.js';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -19,7 +19,7 @@ async function read(stream: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 function blobFile(content: Buffer): string {
-  const dir = mkdtempSync(join(tmpdir(), 'conformance-'));
+  const dir = testTempDir('conformance-');
   const f = join(dir, 'blob');
   writeFileSync(f, content);
   return f;

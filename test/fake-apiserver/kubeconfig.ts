@@ -1,10 +1,10 @@
 /** Writes a kubeconfig file that points a real client at a FakeApiServer. */
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { testTempDir } from '../helpers/temp.js';
 
 export interface KubeconfigOptions {
-  /** Directory to write into; a fresh temporary one by default. */
+  /** Directory to write into; by default a fresh one, removed when the test process exits. */
   readonly dir?: string;
   /** Bearer token for the user entry. */
   readonly token?: string;
@@ -30,7 +30,7 @@ export function kubeconfigText(server: string, options: KubeconfigOptions = {}):
 
 /** Returns the path of the written file. */
 export async function writeKubeconfig(server: { url: string } | string, options: KubeconfigOptions = {}): Promise<string> {
-  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pullthrough-kubeconfig-')));
+  const dir = options.dir ?? testTempDir('kubeconfig-');
   const path = join(dir, 'kubeconfig');
   await writeFile(path, kubeconfigText(typeof server === 'string' ? server : server.url, options), { mode: 0o600 });
   return path;
