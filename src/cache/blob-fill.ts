@@ -437,11 +437,19 @@ export class BlobFills {
 
   private changed(timeoutMs?: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = timeoutMs === undefined ? undefined : setTimeout(resolve, timeoutMs);
-      this.waiters.push(() => {
+      const waiter = () => {
         clearTimeout(timer);
         resolve();
-      });
+      };
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              const i = this.waiters.indexOf(waiter);
+              if (i >= 0) this.waiters.splice(i, 1);
+              resolve();
+            }, timeoutMs);
+      this.waiters.push(waiter);
     });
   }
 

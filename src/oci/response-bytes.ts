@@ -16,6 +16,7 @@ export function reportResponseBytes(report: (bytes: number) => void): Dispatcher
         handler.onResponseData?.(controller, chunk);
       },
       onResponseEnd: (controller, trailers) => handler.onResponseEnd?.(controller, trailers),
-      onResponseError: (controller, err) => handler.onResponseError?.(controller, err),
+      // Not optional: a handler without it would lose the error (undici itself throws then).
+      onResponseError: (controller, err) => (handler.onResponseError as NonNullable<typeof handler.onResponseError>)(controller, err),
     });
 }

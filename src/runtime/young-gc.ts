@@ -18,6 +18,9 @@ export type CollectYoung = () => void;
  * own global: the flag applies to contexts created while it is set. Undefined where V8 refuses.
  */
 export function youngGcFunction(): CollectYoung | undefined {
+  const exposed = (globalThis as { gc?: unknown }).gc;
+  // Started with --expose-gc already: turning the flag off below would take gc from later contexts.
+  if (typeof exposed === 'function') return minor(exposed as V8Gc);
   setFlagsFromString('--expose-gc');
   let gc: unknown;
   try {
@@ -25,9 +28,14 @@ export function youngGcFunction(): CollectYoung | undefined {
   } finally {
     setFlagsFromString('--no-expose-gc');
   }
-  if (typeof gc !== 'function') return undefined;
-  const collect = gc as (opts: { type: 'minor' }) => void;
-  return () => collect({ type: 'minor' });
+  return typeof gc === 'function' ? minor(gc as V8Gc) : undefined;
+}
+
+/** V8's gc extension; `type: 'minor'` collects the young generation only. */
+type V8Gc = (opts: { type: 'minor' }) => void;
+
+function minor(gc: V8Gc): CollectYoung {
+  return () => gc({ type: 'minor' });
 }
 
 /** Runs `collect` once every `everyBytes` noted, outside the caller's stack (a parser callback). */

@@ -126,7 +126,7 @@ t.test('commitDeferMs: an upload waits while another fill is still fetching, the
   t.same(readdirSync(dir), [], 'no spool file left');
 });
 
-t.test('commitDeferMs: an upload also waits while a client is still reading a blob, its own included', async (t) => {
+t.test('commitDeferMs: an upload also waits while a client is still reading a blob, its own included', { timeout: 10_000 }, async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
   const events: string[] = [];
   const a = quickFill(fills, 'a blob', async () => {
@@ -141,6 +141,26 @@ t.test('commitDeferMs: an upload also waits while a client is still reading a bl
   t.equal(await a.fill.committed, true, 'then it is uploaded');
   t.same(events, ['commit a']);
   t.same(readdirSync(dir), [], 'no spool file left');
+});
+
+t.test('commitDeferMs: a client reading another blob holds an upload back too, until it goes away', { timeout: 10_000 }, async (t) => {
+  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const events: string[] = [];
+  const a = quickFill(fills, 'blob a', async () => {
+    events.push('commit a');
+    return true;
+  });
+  const b = quickFill(fills, 'blob b', async () => {
+    events.push('commit b');
+    return true;
+  });
+  const onB = b.fill.reader(0, undefined, { cancelWhenAbandoned: true });
+  t.same(await Promise.all([a.fill.fetched, b.fill.fetched]), [true, true]);
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(events, [], 'neither uploads while a client reads b');
+  onB.destroy();
+  t.same(await Promise.all([a.fill.committed, b.fill.committed]), [true, true], 'a client gone away wakes them');
+  t.same(events.sort(), ['commit a', 'commit b']);
 });
 
 t.test('commitDeferMs is a bound: an upload starts after it even while other fills go on', async (t) => {

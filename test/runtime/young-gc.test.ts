@@ -1,12 +1,25 @@
 import t from 'tap';
 import { setImmediate as tick } from 'node:timers/promises';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { runInNewContext } from 'node:vm';
 import { YoungGcPacer, youngGcFunction } from '../../src/runtime/young-gc.js';
 
-t.test('V8 hands out a young-generation collection without putting gc on the global object', async (t) => {
+t.test('V8 hands out a young-generation collection without putting gc on any global', async (t) => {
+  const kinds: number[] = [];
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) kinds.push((e.detail as { kind: number }).kind);
+  });
+  observer.observe({ entryTypes: ['gc'] });
   const collect = youngGcFunction();
   t.type(collect, 'function');
   collect?.();
+  await sleep(50);
+  observer.disconnect();
+  t.ok(kinds.includes(constants.NODE_PERFORMANCE_GC_MINOR), `a minor collection ran (kinds seen: ${kinds.join(',')})`);
+  t.notOk(kinds.includes(constants.NODE_PERFORMANCE_GC_MAJOR), 'and no full one');
   t.equal((globalThis as { gc?: unknown }).gc, undefined, 'the process global has no gc');
+  t.equal(runInNewContext('typeof gc'), 'undefined', 'nor do contexts created afterwards: the flag is off again');
 });
 
 t.test('one collection per threshold of bytes, run after the caller returns, never stacked', async (t) => {
