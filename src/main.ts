@@ -61,7 +61,7 @@ export interface ProxyDeps {
 /**
  * Received bytes between two young-generation collections (see ProxyDeps.collectYoung). Measured
  * streaming a 512 MiB blob: 8 MiB took peak RSS from 96-99 to 86-89 MiB cold and from 101-106 to
- * 87-91 warm from the cache registry, with CPU within the noise; 4 MiB saved 3 MiB more for
+ * 89-97 warm from the cache registry, with CPU within the noise; 4 MiB saved 3-6 MiB more for
  * twice the collections.
  */
 const YOUNG_GC_EVERY_BYTES = 8 * 1024 * 1024;

@@ -8,7 +8,7 @@ import { YoungGcPacer, youngGcFunction } from '../../src/runtime/young-gc.js';
 t.test('V8 hands out a young-generation collection without putting gc on any global', async (t) => {
   const kinds: number[] = [];
   const observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) kinds.push((e.detail as { kind: number }).kind);
+    for (const e of list.getEntries()) kinds.push((e as unknown as { detail: { kind: number } }).detail.kind);
   });
   observer.observe({ entryTypes: ['gc'] });
   const collect = youngGcFunction();
