@@ -9,6 +9,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BlobFills, type BlobFill } from '../../src/cache/blob-fill.js';
 import { drain } from '../helpers/streams.js';
 
@@ -89,6 +90,17 @@ function quickFill(fills: BlobFills, text: string, commit: () => Promise<boolean
   return { bytes, ...fills.getOrStart('r/app', d, async () => ({ size: bytes.length, stream: PassThrough.from([bytes]) as unknown as Readable }), commit) };
 }
 
+/** A commit that only notes `commit <name>` in `events`. */
+function noting(events: string[], name: string) {
+  return async () => {
+    events.push(`commit ${name}`);
+    return true;
+  };
+}
+
+/** Time enough for a commit that should wait to start anyway. */
+const GRACE_MS = 50;
+
 t.test('commitDeferMs: an upload waits while another fill is still fetching, then runs; at most commitConcurrency at once', async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, commitConcurrency: 1 });
   const events: string[] = [];
@@ -100,25 +112,19 @@ t.test('commitDeferMs: an upload waits while another fill is still fetching, the
     await firstCommitHeld;
     return true;
   });
-  const b = quickFill(fills, 'another blob', async () => {
-    events.push('commit b');
-    return true;
-  });
+  const b = quickFill(fills, 'another blob', noting(events, 'b'));
   t.equal(await b.fill.fetched, true, 'b is fetched');
   const whileFetching = drain(b.fill.reader(0, undefined, { cancelWhenAbandoned: false }));
   t.ok((await whileFetching).bytes.equals(b.bytes), 'a verified blob waiting for its upload is served from its spool file');
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(GRACE_MS);
   t.same(events, [], 'b waits: a is still fetching');
   slowOrigin.end(blob);
   t.equal(await a.fill.fetched, true);
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(GRACE_MS);
   t.equal(events.length, 1, 'one commit at a time');
-  const c = quickFill(fills, 'a third blob', async () => {
-    events.push('commit c');
-    return true;
-  });
+  const c = quickFill(fills, 'a third blob', noting(events, 'c'));
   t.equal(await c.fill.fetched, true);
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(GRACE_MS);
   t.equal(events.length, 1, 'c waits for the commit slot too');
   releaseFirstCommit();
   t.same(await Promise.all([a.fill.committed, b.fill.committed, c.fill.committed]), [true, true, true]);
@@ -129,13 +135,10 @@ t.test('commitDeferMs: an upload waits while another fill is still fetching, the
 t.test('commitDeferMs: an upload also waits while a client is still reading a blob, its own included', { timeout: 10_000 }, async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
   const events: string[] = [];
-  const a = quickFill(fills, 'a blob', async () => {
-    events.push('commit a');
-    return true;
-  });
+  const a = quickFill(fills, 'a blob', noting(events, 'a'));
   const slowClient = a.fill.reader(0, undefined, { cancelWhenAbandoned: true });
   t.equal(await a.fill.fetched, true, 'fetched and verified');
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(GRACE_MS);
   t.same(events, [], 'no upload while its client has not read it');
   t.ok((await drain(slowClient)).bytes.equals(a.bytes), 'the client gets the blob from the spool file');
   t.equal(await a.fill.committed, true, 'then it is uploaded');
@@ -146,17 +149,11 @@ t.test('commitDeferMs: an upload also waits while a client is still reading a bl
 t.test('commitDeferMs: a client reading another blob holds an upload back too, until it goes away', { timeout: 10_000 }, async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
   const events: string[] = [];
-  const a = quickFill(fills, 'blob a', async () => {
-    events.push('commit a');
-    return true;
-  });
-  const b = quickFill(fills, 'blob b', async () => {
-    events.push('commit b');
-    return true;
-  });
+  const a = quickFill(fills, 'blob a', noting(events, 'a'));
+  const b = quickFill(fills, 'blob b', noting(events, 'b'));
   const onB = b.fill.reader(0, undefined, { cancelWhenAbandoned: true });
   t.same(await Promise.all([a.fill.fetched, b.fill.fetched]), [true, true]);
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(GRACE_MS);
   t.same(events, [], 'neither uploads while a client reads b');
   onB.destroy();
   t.same(await Promise.all([a.fill.committed, b.fill.committed]), [true, true], 'a client gone away wakes them');
@@ -200,7 +197,7 @@ t.test('verified blobs past maxDeferredBytes are committed without waiting', asy
   const a = stalledFill(fills);
   const started = blobs.map((b) => quickFill(fills, b.toString()));
   await Promise.all(started.map((s) => s.fill.fetched));
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(GRACE_MS);
   const done = await Promise.all(started.map((s) => Promise.race([s.fill.committed, new Promise((r) => setImmediate(() => r('waiting')))])));
   t.same(done.filter((d) => d === 'waiting').length, 4, `4 wait, the rest are committed (${done.join(', ')})`);
   t.equal(fills.commitBacklogFull, true, 'the backlog is full: the persister holds its slot until its blob is stored');
