@@ -1,7 +1,7 @@
 import t from 'tap';
 import { Agent } from 'undici';
 import { RegistryStore } from '../../src/cache/registry-store.js';
-import { RegistryClient } from '../../src/oci/registry-client.js';
+import { testRegistryClient } from '../helpers/registry-client.js';
 import { Lab } from '../helpers/lab.js';
 import { storeConformance } from './store-conformance.js';
 
@@ -13,15 +13,7 @@ t.teardown(async () => {
 });
 
 function storeFor(url: string, creds?: { username: string; password: string }): RegistryStore {
-  const client = new RegistryClient({
-    name: 'cache',
-    dispatcher: agent,
-    baseUrl: () => url,
-    credentials: { credentialsFor: async () => (creds ? [{ kind: 'basic', ...creds, label: 'test' }] : []) },
-    userAgent: 'pullthrough-test',
-    headersTimeoutMs: 5000,
-    bodyTimeoutMs: 5000,
-  });
+  const client = testRegistryClient(url, { name: 'cache', dispatcher: agent, creds, timeoutMs: 5000 });
   return new RegistryStore(client, 'cache');
 }
 

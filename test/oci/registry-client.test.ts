@@ -6,7 +6,8 @@
 import t, { type Test } from 'tap';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Agent } from 'undici';
-import { RegistryClient } from '../../src/oci/registry-client.js';
+import type { RegistryClient } from '../../src/oci/registry-client.js';
+import { testRegistryClient } from '../helpers/registry-client.js';
 import { UpstreamError } from '../../src/oci/errors.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -26,15 +27,7 @@ const agent = new Agent();
 t.teardown(() => agent.close());
 
 function client(base: string, creds: { username: string; password: string } | undefined): RegistryClient {
-  return new RegistryClient({
-    name: 'test',
-    dispatcher: agent,
-    baseUrl: () => base,
-    credentials: { credentialsFor: async () => (creds ? [{ kind: 'basic', ...creds, label: 'test' }] : []) },
-    userAgent: 'test',
-    headersTimeoutMs: 2000,
-    bodyTimeoutMs: 2000,
-  });
+  return testRegistryClient(base, { name: 'test', dispatcher: agent, creds, timeoutMs: 2000 });
 }
 
 /** A Bearer-auth registry whose token realm answers `realmStatus` to everything. */
