@@ -30,6 +30,17 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/**
+ * CPU seconds all cores have spent busy since boot, from /proc/stat, and of those the time the
+ * hypervisor gave to other machines (steal: when it is high, every figure of the run is slower).
+ */
+export function machineCpu(): { busy: number; steal: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal guest guest_nice (guest time is in user too)
+  const busy = f.slice(0, 8).reduce((a, b) => a + b, 0) - (f[3] ?? 0) - (f[4] ?? 0);
+  return { busy: busy / CLK_TCK, steal: (f[7] ?? 0) / CLK_TCK };
+}
+
 /** Peak resident set (VmHWM) in MiB. */
 export function peakRssMiB(pid: number): number {
   try {

@@ -9,6 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import { Lab, labAvailable } from '../test/helpers/lab.js';
@@ -22,6 +23,7 @@ import {
   fmtStat,
   headLoad,
   httpStatus,
+  machineCpu,
   portInUse,
   sleep,
   startChild,
@@ -89,6 +91,8 @@ const lab = new Lab('bench');
 const originLog = new OriginLog(join(lab.dir, 'origin', 'registry.log'));
 const children: ChildProcess[] = [];
 let originPid = 0;
+let containerdPid = 0;
+let delayProxyPid = 0;
 
 interface Target {
   readonly id: string;
@@ -391,8 +395,15 @@ async function testCri(s: Seed, r: Regime): Promise<void> {
     await lab.removeImage('ctd', ref);
     const mark = originLog.mark();
     const w = new ProcWatch(t.pids());
+    const ctd = new ProcWatch([containerdPid]);
+    const link = new ProcWatch(r === 'slow' ? [delayProxyPid] : []);
+    const m0 = machineCpu();
     const res = await lab.criPull('ctd', ref);
     const p = w.finish();
+    const c = ctd.finish();
+    const l = link.finish();
+    const m1 = machineCpu();
+    const cores = cpus().length;
     await lab.removeImage('ctd', ref);
     if (res.error) throw new Error(`${label}: ${res.error} ${res.details ?? ''}`);
     await waitCommitted(t, r, s.multi.repo, s.multi.blobs);
@@ -404,6 +415,12 @@ async function testCri(s: Seed, r: Regime): Promise<void> {
       originBlobGets: o.blobGets,
       originBytesRatio: o.bytes / s.multi.size,
       peakRssMiB: t.pids().length ? p.peakRssMiB : NaN,
+      // Where the machine's CPU went during the pull: is it the link or the cores that limit it?
+      cpuSeconds: t.pids().length ? p.cpuSeconds : NaN,
+      containerdCpuSeconds: c.cpuSeconds,
+      ...(r === 'slow' ? { delayProxyCpuSeconds: l.cpuSeconds } : {}),
+      machineBusyFraction: (m1.busy - m0.busy) / res.seconds / cores,
+      stealFraction: (m1.steal - m0.steal) / res.seconds / cores,
     });
   };
   for (let rep = 1; rep <= REPS; rep++) {
@@ -628,10 +645,12 @@ async function setup(): Promise<void> {
   await lab.logproxy('ratelimit', P.rateLimited, `http://${ORIGIN}`, ['--rate', String(RATE)]);
   const delay = startChild(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/delay-proxy.ts'), String(P.slow), `http://127.0.0.1:${P.rateLimited}`, String(DELAY_MS)], join(lab.dir, 'delay-proxy.log'));
   children.push(delay);
+  delayProxyPid = delay.pid ?? 0;
   await waitFor('delay proxy', async () => (await httpStatus(`http://${SLOW}/v2/`, 'GET')) === 200, 20_000);
   await lab.registry('anchor', P.anchor, ['--proxy', `http://${ORIGIN}`]);
   await lab.registry('anchor-slow', P.anchorSlow, ['--proxy', `http://${SLOW}`]);
   await lab.containerd('ctd', P.criStream);
+  containerdPid = pidFile(join(lab.dir, 'ctd', 'containerd.pid'));
   await ptShared.start();
   await ptEmbedded.start();
 }

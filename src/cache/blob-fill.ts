@@ -61,6 +61,12 @@ export class BlobFill extends EventEmitter {
   private resolveFetched!: (ok: boolean) => void;
   private readonly abort = new AbortController();
   private handle: FileHandle | undefined;
+  /**
+   * The origin's chunks of the latest spool write, kept until the next: a client that keeps up
+   * with the fill takes them from here, without reading back what was just written (a copy and
+   * two thread-pool round trips per chunk). Nothing else holds or reuses these buffers.
+   */
+  private recent: { start: number; bufs: Buffer[] } | undefined;
   private refs = 1;
   private readers = 0;
   /** A background completion owns this fill: it runs on even when no client reads it. */
@@ -119,6 +125,7 @@ export class BlobFill extends EventEmitter {
             ({ bytesWritten }) => {
               // A short write (a disk filling up) would leave a hole the digest never saw.
               if (bytesWritten !== length) return cb(new SpoolError(`spool write stopped after ${bytesWritten} of ${length} bytes`, undefined));
+              this.keepRecent(bufs);
               this.written += bytesWritten;
               this.emit('change');
               cb();
@@ -146,9 +153,16 @@ export class BlobFill extends EventEmitter {
     }
   }
 
+  private keepRecent(bufs: Buffer[]): void {
+    // The previous write's last chunk stays too: its last byte was withheld until now.
+    const prev = this.recent?.bufs.at(-1);
+    this.recent = prev ? { start: this.written - prev.byteLength, bufs: [prev, ...bufs] } : { start: this.written, bufs };
+  }
+
   private fail(err: Error): void {
     if (this.state === 'failed' || this.state === 'verified') return;
     this.state = 'failed';
+    this.recent = undefined;
     this.error = err;
     this.rejectStarted(err);
     this.emit('change');
@@ -165,6 +179,22 @@ export class BlobFill extends EventEmitter {
     this.refs++;
     this.readers++;
     return new FillReader(this, start, end, opts.cancelWhenAbandoned);
+  }
+
+  /**
+   * For FillReader: the bytes from `pos` on, up to `limit`, of one chunk of the latest spool
+   * write, without a copy; undefined when `pos` is not among them.
+   */
+  recentBytes(pos: number, limit: number): Buffer | undefined {
+    const r = this.recent;
+    if (!r || pos < r.start || pos >= limit) return undefined;
+    let at = r.start;
+    for (const b of r.bufs) {
+      const next = at + b.byteLength;
+      if (pos < next) return b.subarray(pos - at, Math.min(next, limit) - at);
+      at = next;
+    }
+    return undefined;
   }
 
   /** For FillReader: the spool file, while the fill holds it open. */
@@ -189,6 +219,7 @@ export class BlobFill extends EventEmitter {
 
   private release(): void {
     this.refs--;
+    if (this.refs === 0) this.recent = undefined;
     if (this.refs === 0 && this.handle) {
       const h = this.handle;
       this.handle = undefined;
@@ -262,6 +293,15 @@ class FillReader extends RecyclingReadable {
     if (this.pos >= limit || !handle) {
       this.waiting = true;
       fill.once('change', this.onChange);
+      return;
+    }
+    // Caught up with the fill: its latest chunks are still in memory.
+    for (let mem = fill.recentBytes(this.pos, limit); mem; mem = fill.recentBytes(this.pos, limit)) {
+      this.pos += mem.byteLength;
+      if (!this.pushShared(mem)) return;
+    }
+    if (this.pos >= limit) {
+      void this.pump();
       return;
     }
     this.reading = true;

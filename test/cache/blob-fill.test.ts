@@ -6,6 +6,7 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -73,6 +74,71 @@ t.test('the last reader going away cancels the origin fetch', async (t) => {
   t.equal(await fill.committed, false);
   t.ok(origin.destroyed, 'the origin stream was destroyed');
   t.same(commits, []);
+});
+
+/** Writes `chunk` from the origin and waits until the fill has it in its spool file. */
+async function feed(fill: BlobFill, origin: PassThrough, chunk: Buffer): Promise<void> {
+  const target = fill.written + chunk.length;
+  origin.write(chunk);
+  while (fill.written < target) await sleep(1);
+}
+
+/** Counts reads of spool files (FileHandle.read) while `fn` runs. */
+async function countingSpoolReads<T>(fn: () => Promise<T>): Promise<{ result: T; reads: number }> {
+  const probe = await open(join(dir, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { read: (...a: unknown[]) => Promise<unknown> };
+  await probe.close();
+  rmSync(join(dir, 'probe'));
+  const read = proto.read;
+  let reads = 0;
+  proto.read = function (this: unknown, ...a: unknown[]) {
+    reads++;
+    return read.apply(this, a);
+  };
+  try {
+    return { result: await fn(), reads };
+  } finally {
+    proto.read = read;
+  }
+}
+
+t.test('a reader that keeps up takes the bytes from memory, a late one reads the spool file: both get them exactly', async (t) => {
+  const chunks = Array.from({ length: 30 }, (_, i) => blob.subarray(i * 10_000, (i + 1) * 10_000));
+  const { result, reads } = await countingSpoolReads(async () => {
+    const { fill, origin } = await begin(chunks[0] as Buffer);
+    const early = fill.reader(0, undefined, { cancelWhenAbandoned: true });
+    const got: Buffer[] = [];
+    let received = 0;
+    early.on('data', (c: Buffer) => {
+      got.push(c);
+      received += c.length;
+    });
+    const ended = new Promise((r) => early.once('end', r));
+    for (const c of chunks.slice(1)) {
+      // In step: every byte written so far but the withheld last one has reached the reader.
+      while (received < fill.written - 1) await sleep(1);
+      await feed(fill, origin, c);
+    }
+    while (received < fill.written - 1) await sleep(1);
+    const withheld = received;
+    origin.end();
+    await ended;
+    return { fill, got: Buffer.concat(got), withheld };
+  });
+  t.ok(result.got.equals(blob), 'the reader that kept up got every byte');
+  t.equal(result.withheld, blob.length - 1, 'the last byte waited for the digest');
+  t.equal(reads, 0, 'and none was read back from the spool file');
+  t.equal(await result.fill.committed, true);
+
+  const late = await countingSpoolReads(async () => {
+    const { fill, origin } = await begin(chunks[0] as Buffer);
+    for (const c of chunks.slice(1, 20)) await feed(fill, origin, c);
+    const reading = drain(fill.reader(1, undefined, { cancelWhenAbandoned: true }));
+    origin.end(blob.subarray(200_000));
+    return reading;
+  });
+  t.ok(late.result.bytes.equals(blob.subarray(1)), 'a reader that joined late, from an offset, got every byte');
+  t.ok(late.reads > 0, `it read ${late.reads} times from the spool file`);
 });
 
 /** A fill of `blob` whose origin has sent 10 bytes and then waits. */
