@@ -1,39 +1,28 @@
 /**
- * A small HTTP proxy that adds a fixed latency to every response (the round trip to a remote
- * registry): it waits DELAY_MS, then forwards the request unchanged to UPSTREAM and streams the
- * answer back. Put in front of logproxy-up.sh --rate for the "slow link" regime.
+ * The latency half of the "slow link" (bench/slow-link.ts): nginx asks this server first about
+ * every request; it answers after DELAY_MS with an empty response that sends nginx on to the
+ * origin (X-Accel-Redirect), so the round trip to a remote registry costs time, and no byte of a
+ * blob passes through Node: a real network link spends none of the node's CPU.
  *
- *   node --import tsx bench/delay-proxy.ts PORT UPSTREAM_URL DELAY_MS
+ *   node --import tsx bench/delay-proxy.ts PORT DELAY_MS
  */
 import http from 'node:http';
 
-const [portArg, upstreamArg, delayArg] = process.argv.slice(2);
-if (!portArg || !upstreamArg) {
-  process.stderr.write('usage: delay-proxy.ts PORT UPSTREAM_URL DELAY_MS\n');
+const [portArg, delayArg] = process.argv.slice(2);
+if (!portArg) {
+  process.stderr.write('usage: delay-proxy.ts PORT DELAY_MS\n');
   process.exit(2);
 }
 const port = Number(portArg);
-const upstream = new URL(upstreamArg);
 const delayMs = Number(delayArg ?? 30);
-const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
 const server = http.createServer((req, res) => {
+  req.resume();
   setTimeout(() => {
-    const up = http.request(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent },
-      (ures) => {
-        res.writeHead(ures.statusCode ?? 502, ures.headers);
-        ures.pipe(res);
-        res.once('close', () => ures.destroy());
-      },
-    );
-    up.on('error', () => {
-      if (!res.headersSent) res.writeHead(502).end();
-      else res.destroy();
-    });
-    req.pipe(up);
+    res.writeHead(200, { 'X-Accel-Redirect': `/__origin${req.url ?? '/'}`, 'Content-Length': '0' });
+    res.end();
   }, delayMs);
 });
-server.keepAliveTimeout = 30_000;
+server.keepAliveTimeout = 60_000;
 server.listen(port, '127.0.0.1', () => process.stdout.write(`listening ${port}\n`));
 for (const s of ['SIGTERM', 'SIGINT'] as const) process.on(s, () => process.exit(0));

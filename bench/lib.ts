@@ -360,6 +360,17 @@ export function fmtStat(s: Stat, digits = 2): string {
   return `${fmt(s.median, digits)} (${fmt(s.min, digits)}-${fmt(s.max, digits)})`;
 }
 
+/** The pids and their children (nginx's worker under its master). */
+export function withChildren(pids: number[]): number[] {
+  return pids.flatMap((p) => {
+    try {
+      return [p, ...readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)];
+    } catch {
+      return [p];
+    }
+  });
+}
+
 /** Starts a detached child and returns it with its pid; output goes to a file. */
 export function startChild(cmd: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = process.env) {
   const fd = openSync(logFile, 'a');

@@ -13,6 +13,7 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import { Lab, labAvailable } from '../test/helpers/lab.js';
+import { startSlowLink } from './slow-link.js';
 import {
   OriginLog,
   ProcWatch,
@@ -27,6 +28,7 @@ import {
   portInUse,
   sleep,
   startChild,
+  withChildren,
   stat,
   summarize,
   waitFor,
@@ -67,7 +69,7 @@ const P = {
   ptShared: 15078,
   ptEmbedded: 15079,
   nginx: 15080,
-  rateLimited: 15081,
+  delay: 15081,
   slow: 15082,
   anchorSlow: 15083,
   criStream: 15084,
@@ -92,7 +94,8 @@ const originLog = new OriginLog(join(lab.dir, 'origin', 'registry.log'));
 const children: ChildProcess[] = [];
 let originPid = 0;
 let containerdPid = 0;
-let delayProxyPid = 0;
+/** The delay responder and nginx's master; nginx's worker is found as the master's child. */
+let slowLinkPids: number[] = [];
 
 interface Target {
   readonly id: string;
@@ -230,6 +233,12 @@ const anchor = anchorTarget();
 const ptShared = new Pullthrough('pt-shared', P.ptShared);
 const ptEmbedded = new Pullthrough('pt-embedded', P.ptEmbedded);
 const CACHES: Target[] = [anchor, ptShared, ptEmbedded];
+/**
+ * The caches in the order of repetition `rep`: rotated each time, so that none is always the one
+ * measured right after the origin alone (whatever the target before leaves behind, in the page
+ * cache or the kernel's writeback, falls on each in turn).
+ */
+const caches = (rep: number): Target[] => CACHES.map((_, i) => CACHES[(i + rep - 1) % CACHES.length] as Target);
 
 // ---------------------------------------------------------------- seeding
 
@@ -374,7 +383,7 @@ async function blobOnce(test: string, label: string, rep: number, t: Target, r: 
 // 1. The 1 GiB blob: throughput, CPU per GiB, peak RSS; cold and warm.
 async function testBlob(s: Seed): Promise<void> {
   for (let rep = 1; rep <= REPS; rep++) {
-    for (const t of [direct, nginx, ...CACHES]) {
+    for (const t of [direct, nginx, ...caches(rep)]) {
       if (t.cache) {
         await t.reset('loop');
         await blobOnce('blob', `${t.id} cold`, rep, t, 'loop', s.big);
@@ -396,7 +405,7 @@ async function testCri(s: Seed, r: Regime): Promise<void> {
     const mark = originLog.mark();
     const w = new ProcWatch(t.pids());
     const ctd = new ProcWatch([containerdPid]);
-    const link = new ProcWatch(r === 'slow' ? [delayProxyPid] : []);
+    const link = new ProcWatch(r === 'slow' ? withChildren(slowLinkPids) : []);
     const m0 = machineCpu();
     const res = await lab.criPull('ctd', ref);
     const p = w.finish();
@@ -418,13 +427,13 @@ async function testCri(s: Seed, r: Regime): Promise<void> {
       // Where the machine's CPU went during the pull: is it the link or the cores that limit it?
       cpuSeconds: t.pids().length ? p.cpuSeconds : NaN,
       containerdCpuSeconds: c.cpuSeconds,
-      ...(r === 'slow' ? { delayProxyCpuSeconds: l.cpuSeconds } : {}),
+      ...(r === 'slow' ? { slowLinkCpuSeconds: l.cpuSeconds } : {}),
       machineBusyFraction: (m1.busy - m0.busy) / res.seconds / cores,
       stealFraction: (m1.steal - m0.steal) / res.seconds / cores,
     });
   };
   for (let rep = 1; rep <= REPS; rep++) {
-    for (const t of [direct, ...CACHES]) {
+    for (const t of [direct, ...caches(rep)]) {
       if (t.cache) {
         await t.reset(r);
         await pullOnce(`${t.id} cold`, rep, t);
@@ -454,7 +463,7 @@ async function testClient(s: Seed): Promise<void> {
     });
   };
   for (let rep = 1; rep <= REPS; rep++) {
-    for (const t of [direct, ...CACHES]) {
+    for (const t of [direct, ...caches(rep)]) {
       if (t.cache) {
         await t.reset('loop');
         await once(`${t.id} cold`, rep, t);
@@ -467,7 +476,7 @@ async function testClient(s: Seed): Promise<void> {
 // 4. Warm manifest HEADs: rate, latency, origin requests per lookup.
 async function testHead(s: Seed): Promise<void> {
   for (let rep = 1; rep <= REPS; rep++) {
-    for (const t of [direct, ...CACHES]) {
+    for (const t of [direct, ...caches(rep)]) {
       const name = t.name('loop', s.small.repo);
       for (const tag of s.small.tags) await httpStatus(`${t.base('loop')}/v2/${name}/manifests/${tag}`);
       await originLog.settle(300);
@@ -496,7 +505,7 @@ async function testHead(s: Seed): Promise<void> {
 // 5. 20 concurrent cold pulls of one blob.
 async function testConcurrentBlob(s: Seed): Promise<void> {
   for (let rep = 1; rep <= REPS; rep++) {
-    for (const t of [direct, ...CACHES]) {
+    for (const t of [direct, ...caches(rep)]) {
       await t.reset('loop');
       const mark = originLog.mark();
       const w = new ProcWatch(t.pids());
@@ -520,7 +529,7 @@ async function testConcurrentBlob(s: Seed): Promise<void> {
 // 6. 20 concurrent cold pulls of one image over the slow link (containerd-like clients).
 async function testConcurrentImage(s: Seed): Promise<void> {
   for (let rep = 1; rep <= REPS; rep++) {
-    for (const t of CACHES) {
+    for (const t of caches(rep)) {
       await t.reset('slow');
       const mark = originLog.mark();
       const w = new ProcWatch(t.pids());
@@ -642,11 +651,10 @@ async function setup(): Promise<void> {
   originPid = pidFile(join(o.dir, 'registry.pid'));
   await lab.registry('cache', P.cacheRegistry);
   await lab.logproxy('nginx', P.nginx, `http://${ORIGIN}`);
-  await lab.logproxy('ratelimit', P.rateLimited, `http://${ORIGIN}`, ['--rate', String(RATE)]);
-  const delay = startChild(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/delay-proxy.ts'), String(P.slow), `http://127.0.0.1:${P.rateLimited}`, String(DELAY_MS)], join(lab.dir, 'delay-proxy.log'));
-  children.push(delay);
-  delayProxyPid = delay.pid ?? 0;
-  await waitFor('delay proxy', async () => (await httpStatus(`http://${SLOW}/v2/`, 'GET')) === 200, 20_000);
+  const link = startSlowLink({ dir: join(lab.dir, 'slow-link'), port: P.slow, delayPort: P.delay, upstream: ORIGIN, rate: RATE, delayMs: DELAY_MS, root: ROOT });
+  children.push(...link.children);
+  slowLinkPids = link.children.map((c) => c.pid ?? 0);
+  await waitFor('the slow link', async () => (await httpStatus(`http://${SLOW}/v2/`, 'GET')) === 200, 20_000);
   await lab.registry('anchor', P.anchor, ['--proxy', `http://${ORIGIN}`]);
   await lab.registry('anchor-slow', P.anchorSlow, ['--proxy', `http://${SLOW}`]);
   await lab.containerd('ctd', P.criStream);

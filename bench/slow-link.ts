@@ -1,0 +1,63 @@
+/**
+ * The benchmark's remote origin: nginx in front of the origin registry, limiting each response to
+ * `rate` bytes/s (nginx limit_rate, per connection) after a `delayMs` wait per request
+ * (bench/delay-proxy.ts, consulted by nginx). nginx relays the bytes from memory buffers, with no
+ * temporary file: the link itself should cost the two cores as little as possible, since what
+ * it models, a network, costs them nothing.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { startChild } from './lib.js';
+
+export interface SlowLink {
+  /** nginx's master (the worker is its child) and the delay responder. */
+  readonly children: ChildProcess[];
+}
+
+export function startSlowLink(o: { dir: string; port: number; delayPort: number; upstream: string; rate: number; delayMs: number; root: string }): SlowLink {
+  mkdirSync(join(o.dir, 'tmp'), { recursive: true });
+  const conf = join(o.dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `daemon off;
+worker_processes 1;
+pid ${o.dir}/nginx.pid;
+error_log ${o.dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${o.dir}/tmp/body; proxy_temp_path ${o.dir}/tmp/proxy; fastcgi_temp_path ${o.dir}/tmp/fcgi;
+  uwsgi_temp_path ${o.dir}/tmp/uwsgi; scgi_temp_path ${o.dir}/tmp/scgi;
+  upstream delay { server 127.0.0.1:${o.delayPort}; keepalive 64; }
+  upstream origin { server ${o.upstream}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${o.port};
+    client_max_body_size 0;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location / {
+      proxy_pass http://delay;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+    }
+    location /__origin/ {
+      internal;
+      rewrite ^/__origin(/.*)$ $1 break;
+      proxy_pass http://origin;
+      proxy_set_header Host $http_host;
+      # limit_rate needs buffering; memory buffers only, no temp file: the origin waits instead.
+      proxy_buffering on;
+      proxy_max_temp_file_size 0;
+      proxy_buffer_size 64k;
+      proxy_buffers 8 64k;
+      limit_rate ${o.rate};
+    }
+  }
+}
+`,
+  );
+  const responder = startChild(process.execPath, ['--import', 'tsx', join(o.root, 'bench/delay-proxy.ts'), String(o.delayPort), String(o.delayMs)], join(o.dir, 'delay-proxy.log'));
+  const nginx = startChild('nginx', ['-p', o.dir, '-c', conf, '-e', join(o.dir, 'error.log')], join(o.dir, 'nginx.out'));
+  return { children: [responder, nginx] };
+}
