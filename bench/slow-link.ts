@@ -1,7 +1,7 @@
 /**
  * The benchmark's remote origin: nginx in front of the origin registry, limiting each response to
  * `rate` bytes/s (nginx limit_rate, per connection) after a `delayMs` wait per request
- * (bench/delay-proxy.ts, consulted by nginx). nginx relays the bytes from memory buffers, with no
+ * (bench/delay-responder.ts, consulted by nginx). nginx relays the bytes from memory buffers, with no
  * temporary file: the link itself should cost the two cores as little as possible, since what
  * it models, a network, costs them nothing.
  */
@@ -57,7 +57,7 @@ http {
 }
 `,
   );
-  const responder = startChild(process.execPath, ['--import', 'tsx', join(o.root, 'bench/delay-proxy.ts'), String(o.delayPort), String(o.delayMs)], join(o.dir, 'delay-proxy.log'));
+  const responder = startChild(process.execPath, ['--import', 'tsx', join(o.root, 'bench/delay-responder.ts'), String(o.delayPort), String(o.delayMs)], join(o.dir, 'delay-responder.log'));
   const nginx = startChild('nginx', ['-p', o.dir, '-c', conf, '-e', join(o.dir, 'error.log')], join(o.dir, 'nginx.out'));
   return { children: [responder, nginx] };
 }

@@ -63,8 +63,8 @@ export class BlobFill extends EventEmitter {
   private handle: FileHandle | undefined;
   /**
    * The origin's chunks of the latest spool write, kept until the next: a client that keeps up
-   * with the fill takes them from here, without reading back what was just written (a copy and
-   * two thread-pool round trips per chunk). Nothing else holds or reuses these buffers.
+   * with the fill copies them from here instead of reading back what was just written (two
+   * thread-pool round trips per read). Nothing else holds or reuses these buffers.
    */
   private recent: { start: number; bufs: Buffer[] } | undefined;
   private refs = 1;
@@ -182,19 +182,23 @@ export class BlobFill extends EventEmitter {
   }
 
   /**
-   * For FillReader: the bytes from `pos` on, up to `limit`, of one chunk of the latest spool
-   * write, without a copy; undefined when `pos` is not among them.
+   * For FillReader: copies the bytes from `pos` on, below `limit`, that the latest spool write
+   * still holds in memory into `target`; how many (0 when `pos` is not among them). A copy, not
+   * the chunks themselves: a chunk queued for twenty clients would outlive the young generation,
+   * and its memory would wait for a full collection.
    */
-  recentBytes(pos: number, limit: number): Buffer | undefined {
+  copyRecent(pos: number, limit: number, target: Buffer): number {
     const r = this.recent;
-    if (!r || pos < r.start || pos >= limit) return undefined;
+    if (!r || pos < r.start) return 0;
+    const end = Math.min(limit, pos + target.byteLength);
     let at = r.start;
+    let n = 0;
     for (const b of r.bufs) {
       const next = at + b.byteLength;
-      if (pos < next) return b.subarray(pos - at, Math.min(next, limit) - at);
+      if (pos + n < next && pos + n < end) n += b.copy(target, n, pos + n - at, Math.min(next, end) - at);
       at = next;
     }
-    return undefined;
+    return n;
   }
 
   /** For FillReader: the spool file, while the fill holds it open. */
@@ -295,17 +299,15 @@ class FillReader extends RecyclingReadable {
       fill.once('change', this.onChange);
       return;
     }
+    const buf = this.takeBuffer();
     // Caught up with the fill: its latest chunks are still in memory.
-    for (let mem = fill.recentBytes(this.pos, limit); mem; mem = fill.recentBytes(this.pos, limit)) {
-      this.pos += mem.byteLength;
-      if (!this.pushShared(mem)) return;
-    }
-    if (this.pos >= limit) {
-      void this.pump();
+    const copied = fill.copyRecent(this.pos, limit, buf);
+    if (copied > 0) {
+      this.pos += copied;
+      if (this.pushChunk(buf, copied)) void this.pump();
       return;
     }
     this.reading = true;
-    const buf = this.takeBuffer();
     try {
       const n = Math.min(limit - this.pos, READ_CHUNK);
       const { bytesRead } = await handle.read(buf, 0, n, this.pos);

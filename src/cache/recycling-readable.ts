@@ -69,12 +69,6 @@ export class RecyclingReadable extends Readable {
     return this.push(n === buf.byteLength ? buf : buf.subarray(0, n));
   }
 
-  /** Pushes a buffer that is not ours to reuse (nobody writes to it again); push()'s answer. */
-  protected pushShared(buf: Buffer): boolean {
-    this.pushedBytes += buf.byteLength;
-    return this.push(buf);
-  }
-
   /** A buffer from takeBuffer that was never pushed (an empty read, an error). */
   protected giveBack(buf: Buffer): void {
     if (this.spare.length < SPARE_BUFFERS) this.spare.push(buf);

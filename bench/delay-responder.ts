@@ -4,13 +4,13 @@
  * origin (X-Accel-Redirect), so the round trip to a remote registry costs time, and no byte of a
  * blob passes through Node: a real network link spends none of the node's CPU.
  *
- *   node --import tsx bench/delay-proxy.ts PORT DELAY_MS
+ *   node --import tsx bench/delay-responder.ts PORT DELAY_MS
  */
 import http from 'node:http';
 
 const [portArg, delayArg] = process.argv.slice(2);
 if (!portArg) {
-  process.stderr.write('usage: delay-proxy.ts PORT DELAY_MS\n');
+  process.stderr.write('usage: delay-responder.ts PORT DELAY_MS\n');
   process.exit(2);
 }
 const port = Number(portArg);
