@@ -340,6 +340,12 @@ export interface BlobFillsOptions {
    * default) commits at once.
    */
   readonly commitDeferMs?: number;
+  /**
+   * Within `commitDeferMs`, the node must also have been quiet this long (no fill fetching, no
+   * client reading one): containerd fetches layers a few at a time, with short gaps between
+   * them, and unpacks the last ones after their bytes are in. Default 0.
+   */
+  readonly commitQuietMs?: number;
   readonly commitConcurrency?: number;
   /**
    * At most this many bytes of verified blobs wait out the deferral (the next ones commit at
@@ -362,6 +368,8 @@ export class BlobFills {
   /** Bytes of verified blobs not committed yet, deferred or not. */
   private uncommittedBytes = 0;
   private closing = false;
+  /** When a fill last finished fetching or lost its last reader. */
+  private lastActive = 0;
   private readonly waiters: (() => void)[] = [];
 
   constructor(opts: BlobFillsOptions) {
@@ -397,7 +405,10 @@ export class BlobFills {
     const fill = new BlobFill(key, repo, digest, join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`));
     this.active.set(key, fill);
     const hold = fill.retain();
-    fill.on('unread', () => this.wake());
+    fill.on('unread', () => {
+      this.lastActive = Date.now();
+      this.wake();
+    });
     this.fetching++;
     void (async () => {
       let ok = false;
@@ -406,6 +417,7 @@ export class BlobFills {
           await fill.run(fetchOrigin, this.opts.events ?? {});
         } finally {
           this.fetching--;
+          this.lastActive = Date.now();
           this.wake();
         }
         if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
@@ -459,7 +471,13 @@ export class BlobFills {
       this.deferredBytes += bytes;
       try {
         const until = Date.now() + deferMs;
-        while (!this.closing && this.busy() && Date.now() < until) await this.changed(until - Date.now());
+        const quietMs = this.opts.commitQuietMs ?? 0;
+        while (!this.closing && Date.now() < until) {
+          const busy = this.busy();
+          const quietLeft = this.lastActive + quietMs - Date.now();
+          if (!busy && quietLeft <= 0) break;
+          await this.changed(Math.min(until - Date.now(), busy ? Infinity : quietLeft));
+        }
       } finally {
         this.deferredBytes -= bytes;
       }
