@@ -108,6 +108,8 @@ t.test('fallback chain with a real containerd', { skip: skip ?? false, timeout: 
         /* already down */
       }
     }
+    // The proxies' data directories; the lab removed its own.
+    rmSync(LAB_DIR, { recursive: true, force: true });
   });
 
   lab('registry-up.sh', 'origin', String(ORIGIN));
