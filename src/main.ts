@@ -157,10 +157,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     tmpDir: join(config.dataDir, 'tmp'),
     spoolCooldownMs: config.cacheCooldownMs,
     // Uploads to the cache registry yield to pulls in progress (measured: they slowed a cold
-    // containerd pull by a quarter), and to the unpacking that follows the last bytes (a quiet
-    // 1.5 s: the pull over the benchmark's slow link went from 1.06-1.12 to 0.98 x direct); a
-    // rename into the embedded store costs nothing.
-    ...(inner.kind === 'registry' ? { commitDeferMs: 30_000, commitQuietMs: 1500, commitConcurrency: 2 } : {}),
+    // containerd pull by a quarter); a rename into the embedded store costs nothing.
+    ...(inner.kind === 'registry' ? { commitDeferMs: 30_000, commitConcurrency: 2 } : {}),
     events: {
       onVerified: (f) => {
         metrics.fills.inc({ result: 'verified' });

@@ -3,7 +3,8 @@
  *
  * The origin's bytes go to a spool file (hashed on the way); each client reads that file from its
  * own offset and waits for more as it grows, so a slow client never holds memory and a Range
- * request for the tail just waits for its bytes. The last byte is released only after the digest
+ * request for the tail just waits for its bytes. A client that keeps up copies the latest chunks
+ * from memory instead of reading back what was just written. The last byte is released only after the digest
  * and size check out: no client ever receives a complete but unverified blob. Only then is the
  * file committed to the store.
  */
@@ -62,9 +63,9 @@ export class BlobFill extends EventEmitter {
   private readonly abort = new AbortController();
   private handle: FileHandle | undefined;
   /**
-   * The origin's chunks of the latest spool write, kept until the next: a client that keeps up
-   * with the fill copies them from here instead of reading back what was just written (two
-   * thread-pool round trips per read). Nothing else holds or reuses these buffers.
+   * The origin's chunks of the latest spool write, kept until the next while a client reads the
+   * fill: one that keeps up copies them from here instead of reading back what was just written
+   * (two thread-pool round trips per read). Nothing else holds or reuses these buffers.
    */
   private recent: { start: number; bufs: Buffer[] } | undefined;
   private refs = 1;
@@ -125,7 +126,7 @@ export class BlobFill extends EventEmitter {
             ({ bytesWritten }) => {
               // A short write (a disk filling up) would leave a hole the digest never saw.
               if (bytesWritten !== length) return cb(new SpoolError(`spool write stopped after ${bytesWritten} of ${length} bytes`, undefined));
-              this.keepRecent(bufs);
+              if (this.state === 'streaming') this.keepRecent(bufs);
               this.written += bytesWritten;
               this.emit('change');
               cb();
@@ -141,6 +142,7 @@ export class BlobFill extends EventEmitter {
       if (this.size !== undefined && this.written !== this.size) throw new Error(`origin sent ${this.written} bytes, announced ${this.size}`);
       this.size = this.written;
       this.state = 'verified';
+      if (this.readers === 0) this.recent = undefined;
       this.emit('change');
       events.onVerified?.(this);
     } catch (err) {
@@ -154,6 +156,12 @@ export class BlobFill extends EventEmitter {
   }
 
   private keepRecent(bufs: Buffer[]): void {
+    // Nobody to copy them for (a background fill, or every client gone): a client joining later
+    // reads the file.
+    if (this.readers === 0) {
+      this.recent = undefined;
+      return;
+    }
     // The previous write's last chunk stays too: its last byte was withheld until now.
     const prev = this.recent?.bufs.at(-1);
     this.recent = prev ? { start: this.written - prev.byteLength, bufs: [prev, ...bufs] } : { start: this.written, bufs };
@@ -217,7 +225,11 @@ export class BlobFill extends EventEmitter {
     if (cancelWhenAbandoned && this.readers === 0 && !this.pinned && this.state !== 'verified') {
       this.cancel(new Error('every client of this blob went away'));
     }
-    if (this.readers === 0) this.emit('unread');
+    if (this.readers === 0) {
+      // A verified fill may wait a while for its commit: its chunks are of no use to anyone now.
+      if (this.state === 'verified') this.recent = undefined;
+      this.emit('unread');
+    }
     this.release();
   }
 
@@ -247,8 +259,8 @@ export class BlobFill extends EventEmitter {
 }
 
 /**
- * Reads a fill's spool file from its own offset, and waits for more as the fill grows: a slow
- * client costs disk, not memory.
+ * Reads a fill's spool file from its own offset (or, caught up, the fill's latest chunks in
+ * memory), and waits for more as the fill grows: a slow client costs disk, not memory.
  */
 class FillReader extends RecyclingReadable {
   private readonly fill: BlobFill;
@@ -340,12 +352,6 @@ export interface BlobFillsOptions {
    * default) commits at once.
    */
   readonly commitDeferMs?: number;
-  /**
-   * Within `commitDeferMs`, the node must also have been quiet this long (no fill fetching, no
-   * client reading one): containerd fetches layers a few at a time, with short gaps between
-   * them, and unpacks the last ones after their bytes are in. Default 0.
-   */
-  readonly commitQuietMs?: number;
   readonly commitConcurrency?: number;
   /**
    * At most this many bytes of verified blobs wait out the deferral (the next ones commit at
@@ -368,8 +374,6 @@ export class BlobFills {
   /** Bytes of verified blobs not committed yet, deferred or not. */
   private uncommittedBytes = 0;
   private closing = false;
-  /** When a fill last finished fetching or lost its last reader. */
-  private lastActive = 0;
   private readonly waiters: (() => void)[] = [];
 
   constructor(opts: BlobFillsOptions) {
@@ -405,10 +409,7 @@ export class BlobFills {
     const fill = new BlobFill(key, repo, digest, join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`));
     this.active.set(key, fill);
     const hold = fill.retain();
-    fill.on('unread', () => {
-      this.lastActive = Date.now();
-      this.wake();
-    });
+    fill.on('unread', () => this.wake());
     this.fetching++;
     void (async () => {
       let ok = false;
@@ -417,7 +418,6 @@ export class BlobFills {
           await fill.run(fetchOrigin, this.opts.events ?? {});
         } finally {
           this.fetching--;
-          this.lastActive = Date.now();
           this.wake();
         }
         if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
@@ -471,13 +471,7 @@ export class BlobFills {
       this.deferredBytes += bytes;
       try {
         const until = Date.now() + deferMs;
-        const quietMs = this.opts.commitQuietMs ?? 0;
-        while (!this.closing && Date.now() < until) {
-          const busy = this.busy();
-          const quietLeft = this.lastActive + quietMs - Date.now();
-          if (!busy && quietLeft <= 0) break;
-          await this.changed(Math.min(until - Date.now(), busy ? Infinity : quietLeft));
-        }
+        while (!this.closing && this.busy() && Date.now() < until) await this.changed(until - Date.now());
       } finally {
         this.deferredBytes -= bytes;
       }
@@ -508,7 +502,7 @@ export class BlobFills {
               const i = this.waiters.indexOf(waiter);
               if (i >= 0) this.waiters.splice(i, 1);
               resolve();
-            }, timeoutMs);
+            }, Math.min(timeoutMs, 2 ** 31 - 1)); // longer would fire at once
       this.waiters.push(waiter);
     });
   }

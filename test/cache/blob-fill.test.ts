@@ -226,19 +226,6 @@ t.test('commitDeferMs: a client reading another blob holds an upload back too, u
   t.same(events.sort(), ['commit a', 'commit b']);
 });
 
-t.test('commitQuietMs: an upload also waits until the node has been quiet that long', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, commitQuietMs: 400 });
-  const events: string[] = [];
-  const a = quickFill(fills, 'quiet please', noting(events, 'a'));
-  await a.fill.fetched;
-  const fetchedAt = Date.now();
-  await sleep(GRACE_MS);
-  t.same(events, [], 'nothing is fetching or reading any more, but the node has not been quiet long enough');
-  t.equal(await a.fill.committed, true);
-  t.ok(Date.now() - fetchedAt >= 350, 'the upload ran once the node had been quiet');
-  t.same(events, ['commit a']);
-});
-
 t.test('commitDeferMs is a bound: an upload starts after it even while other fills go on', async (t) => {
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 100 });
   const a = stalledFill(fills);
