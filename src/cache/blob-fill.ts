@@ -4,9 +4,9 @@
  * The origin's bytes go to a spool file (hashed on the way); each client reads that file from its
  * own offset and waits for more as it grows, so a slow client never holds memory and a Range
  * request for the tail just waits for its bytes. A client that keeps up copies the latest chunks
- * from memory instead of reading back what was just written. The last byte is released only after the digest
- * and size check out: no client ever receives a complete but unverified blob. Only then is the
- * file committed to the store.
+ * from memory instead of reading back what was just written. The last byte is released only
+ * after the digest and size check out: no client ever receives a complete but unverified blob.
+ * Only then is the file committed to the store.
  */
 import { EventEmitter } from 'node:events';
 import { mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
