@@ -64,11 +64,14 @@ export function resetPeakRss(pid: number): void {
 export class ProcWatch {
   private readonly before = new Map<number, number>();
   private readonly baseRss = new Map<number, number>();
-  constructor(private readonly pids: number[]) {
+  constructor(
+    private readonly pids: number[],
+    opts: { sync?: boolean } = {},
+  ) {
     // Dirty pages of the target measured before (the anchor stores a 1 GiB blob, each reset frees
     // one) are otherwise written back by the kernel during the next measurement, on the same two
     // cores: each measurement starts with them on disk.
-    execFileSync('sync');
+    if (opts.sync !== false) execFileSync('sync');
     for (const p of pids) {
       resetPeakRss(p);
       this.baseRss.set(p, rssMiB(p));

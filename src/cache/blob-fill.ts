@@ -142,7 +142,6 @@ export class BlobFill extends EventEmitter {
       if (this.size !== undefined && this.written !== this.size) throw new Error(`origin sent ${this.written} bytes, announced ${this.size}`);
       this.size = this.written;
       this.state = 'verified';
-      if (this.readers === 0) this.recent = undefined;
       this.emit('change');
       events.onVerified?.(this);
     } catch (err) {
@@ -226,8 +225,8 @@ export class BlobFill extends EventEmitter {
       this.cancel(new Error('every client of this blob went away'));
     }
     if (this.readers === 0) {
-      // A verified fill may wait a while for its commit: its chunks are of no use to anyone now.
-      if (this.state === 'verified') this.recent = undefined;
+      // Kept only for clients (a verified fill may wait a while for its commit).
+      this.recent = undefined;
       this.emit('unread');
     }
     this.release();
@@ -235,7 +234,6 @@ export class BlobFill extends EventEmitter {
 
   private release(): void {
     this.refs--;
-    if (this.refs === 0) this.recent = undefined;
     if (this.refs === 0 && this.handle) {
       const h = this.handle;
       this.handle = undefined;
