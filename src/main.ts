@@ -215,10 +215,13 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     metrics,
     access,
     async close(graceMs = 10_000) {
+      // Cold fills stop at once (their clients resume elsewhere with Range); uploads still waiting
+      // for quieter times run now, for a few seconds at most (the pod has 30 s to stop).
+      await fills.flush(new Error('shutting down'), Math.min(5_000, graceMs / 2));
       fills.cancelAll(new Error('shutting down'));
-      // Cold fills stop at once (their clients resume elsewhere with Range). Connections that sent
-      // no request yet (clients open them ahead) would hold close() until the server's headers
-      // timeout: other in-flight answers get a grace period, then everything is cut.
+      // Connections that sent no request yet (clients open them ahead) would hold close() until
+      // the server's headers timeout: other in-flight answers get a grace period, then everything
+      // is cut.
       const force = setTimeout(() => app.server.closeAllConnections(), graceMs);
       await app.close();
       clearTimeout(force);

@@ -372,6 +372,8 @@ export class BlobFills {
   /** Bytes of verified blobs not committed yet, deferred or not. */
   private uncommittedBytes = 0;
   private closing = false;
+  /** Shutting down: verified blobs commit now instead of waiting out their deferral. */
+  private flushing = false;
   private readonly waiters: (() => void)[] = [];
 
   constructor(opts: BlobFillsOptions) {
@@ -469,7 +471,7 @@ export class BlobFills {
       this.deferredBytes += bytes;
       try {
         const until = Date.now() + deferMs;
-        while (!this.closing && this.busy() && Date.now() < until) await this.changed(until - Date.now());
+        while (!this.closing && !this.flushing && this.busy() && Date.now() < until) await this.changed(until - Date.now());
       } finally {
         this.deferredBytes -= bytes;
       }
@@ -507,6 +509,19 @@ export class BlobFills {
 
   private wake(): void {
     for (const w of this.waiters.splice(0)) w();
+  }
+
+  /**
+   * Shutdown, first step: fills still fetching stop (their clients resume elsewhere with Range);
+   * verified blobs waiting out their deferral commit now, and this resolves once none is left
+   * uncommitted or after `maxMs`. A rolling update of the node proxies then loses no upload.
+   */
+  async flush(reason: Error, maxMs: number): Promise<void> {
+    this.flushing = true;
+    for (const f of this.active.values()) f.cancel(reason);
+    this.wake();
+    const until = Date.now() + maxMs;
+    while (this.uncommittedBytes > 0 && Date.now() < until) await this.changed(until - Date.now());
   }
 
   /** Shutdown: cancels every fill; verified blobs still waiting for their commit are dropped. */

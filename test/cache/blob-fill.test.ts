@@ -257,6 +257,25 @@ t.test('shutdown: a verified blob still waiting for its commit is dropped, its s
   t.same(readdirSync(dir), [], 'no spool file left');
 });
 
+t.test('shutdown with a flush: a verified blob waiting for its commit is committed at once, a fill still fetching is cancelled', async (t) => {
+  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const a = stalledFill(fills);
+  const events: string[] = [];
+  const b = quickFill(fills, 'uploaded before the pod goes', noting(events, 'b'));
+  // A client still reading b keeps its upload waiting, whatever happens to a.
+  const reader = b.fill.reader(0, undefined, { cancelWhenAbandoned: false });
+  await b.fill.fetched;
+  await sleep(GRACE_MS);
+  t.same(events, [], 'b waits: a is still fetching, and a client still reads b');
+  await fills.flush(new Error('shutting down'), 5_000);
+  t.same(events, ['commit b'], 'the flush committed b without waiting for its client');
+  t.equal(await b.fill.committed, true);
+  t.equal(await a.fill.committed, false, 'a was cancelled');
+  reader.destroy();
+  fills.cancelAll(new Error('shutting down'));
+  t.same(readdirSync(dir), [], 'no spool file left');
+});
+
 t.test('verified blobs past maxDeferredBytes are committed without waiting', async (t) => {
   const blobs = Array.from({ length: 6 }, (_, i) => Buffer.from(`blob number ${i}`));
   const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, maxDeferredBytes: 4 * (blobs[0] as Buffer).length });
