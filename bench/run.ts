@@ -13,7 +13,6 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import { Lab, labAvailable } from '../test/helpers/lab.js';
-import { startSlowLink } from './slow-link.js';
 import {
   OriginLog,
   ProcWatch,
@@ -28,12 +27,13 @@ import {
   portInUse,
   sleep,
   startChild,
-  withChildren,
   stat,
   summarize,
   waitFor,
+  withChildren,
   type Stat,
 } from './lib.js';
+import { startSlowLink } from './slow-link.js';
 
 // ---------------------------------------------------------------- options
 
@@ -75,6 +75,7 @@ const P = {
   criStream: 15084,
 };
 const ORIGIN = `127.0.0.1:${P.origin}`;
+const CORES = cpus().length;
 const SLOW = `127.0.0.1:${P.slow}`;
 const encoded = (host: string) => host.replace(':', '_');
 
@@ -413,7 +414,6 @@ async function testCri(s: Seed, r: Regime): Promise<void> {
     const c = ctd.finish();
     const l = link.finish();
     const m1 = machineCpu();
-    const cores = cpus().length;
     await lab.removeImage('ctd', ref);
     if (res.error) throw new Error(`${label}: ${res.error} ${res.details ?? ''}`);
     await waitCommitted(t, r, s.multi.repo, s.multi.blobs);
@@ -429,8 +429,8 @@ async function testCri(s: Seed, r: Regime): Promise<void> {
       cpuSeconds: t.pids().length ? p.cpuSeconds : NaN,
       containerdCpuSeconds: c.cpuSeconds,
       ...(r === 'slow' ? { slowLinkCpuSeconds: l.cpuSeconds } : {}),
-      machineBusyFraction: (m1.busy - m0.busy) / res.seconds / cores,
-      stealFraction: (m1.steal - m0.steal) / res.seconds / cores,
+      machineBusyFraction: (m1.busy - m0.busy) / res.seconds / CORES,
+      stealFraction: (m1.steal - m0.steal) / res.seconds / CORES,
     });
   };
   for (let rep = 1; rep <= REPS; rep++) {
@@ -653,8 +653,8 @@ async function setup(): Promise<void> {
   await lab.registry('cache', P.cacheRegistry);
   await lab.logproxy('nginx', P.nginx, `http://${ORIGIN}`);
   const link = startSlowLink({ dir: join(lab.dir, 'slow-link'), port: P.slow, delayPort: P.delay, upstream: ORIGIN, rate: RATE, delayMs: DELAY_MS, root: ROOT });
-  children.push(...link.children);
-  slowLinkPids = link.children.map((c) => c.pid ?? 0);
+  children.push(...link);
+  slowLinkPids = link.map((c) => c.pid ?? 0);
   await waitFor('the slow link', async () => (await httpStatus(`http://${SLOW}/v2/`, 'GET')) === 200, 20_000);
   await lab.registry('anchor', P.anchor, ['--proxy', `http://${ORIGIN}`]);
   await lab.registry('anchor-slow', P.anchorSlow, ['--proxy', `http://${SLOW}`]);

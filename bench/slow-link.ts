@@ -1,22 +1,17 @@
 /**
  * The benchmark's remote origin: nginx in front of the origin registry, limiting each response to
  * `rate` bytes/s (nginx limit_rate, per request: with keep-alive, one at a time per connection)
- * after a `delayMs` wait per request
- * (bench/delay-responder.ts, consulted by nginx). nginx relays the bytes from memory buffers, with no
- * temporary file: the link itself should cost the two cores as little as possible, since what
- * it models, a network, costs them nothing.
+ * after a `delayMs` wait per request (bench/delay-responder.ts, consulted by nginx). nginx relays
+ * the bytes from memory buffers, with no temporary file: the link itself should cost the two
+ * cores as little as possible, since what it models, a network, costs them nothing.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { startChild } from './lib.js';
 
-export interface SlowLink {
-  /** nginx's master (the worker is its child) and the delay responder. */
-  readonly children: ChildProcess[];
-}
-
-export function startSlowLink(o: { dir: string; port: number; delayPort: number; upstream: string; rate: number; delayMs: number; root: string }): SlowLink {
+/** Starts the link; returns the delay responder and nginx's master (the worker is its child). */
+export function startSlowLink(o: { dir: string; port: number; delayPort: number; upstream: string; rate: number; delayMs: number; root: string }): ChildProcess[] {
   mkdirSync(join(o.dir, 'tmp'), { recursive: true });
   const conf = join(o.dir, 'nginx.conf');
   writeFileSync(
@@ -64,5 +59,5 @@ http {
   );
   const responder = startChild(process.execPath, ['--import', 'tsx', join(o.root, 'bench/delay-responder.ts'), String(o.delayPort), String(o.delayMs)], join(o.dir, 'delay-responder.log'));
   const nginx = startChild('nginx', ['-p', o.dir, '-c', conf, '-e', join(o.dir, 'error.log')], join(o.dir, 'nginx.out'));
-  return { children: [responder, nginx] };
+  return [responder, nginx];
 }

@@ -25,7 +25,6 @@ export class SpoolError extends Error {
   }
 }
 
-
 /** Per reader: bounded so that many concurrent pullers of many layers stay small in memory. */
 const READ_CHUNK = 256 * 1024;
 

@@ -21,7 +21,6 @@ const blob = Buffer.alloc(300_000, 7);
 blob.write('the end', blob.length - 7);
 const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
 
-
 /** A fill whose origin has sent `first` and then waits for the test to write the rest. */
 async function begin(first: Buffer): Promise<{ fill: BlobFill; origin: PassThrough; commits: string[] }> {
   const origin = new PassThrough();

@@ -13,7 +13,7 @@ import { startProxy, type StartOptions, type TestProxy } from '../helpers/proxy.
 const ORIGIN = 15030;
 const CACHE = 15031;
 const lab = new Lab('pull-shared');
-const dirs = [lab.tempDir('pt-shared-a'), lab.tempDir('pt-shared-b'), lab.tempDir('pt-shared-gc')];
+const dirs = [lab.tempDir('pt-shared-a'), lab.tempDir('pt-shared-b'), lab.tempDir('pt-shared-gc'), lab.tempDir('pt-shared-stop')];
 const originHost = `127.0.0.1:${ORIGIN}`;
 const enc = `127.0.0.1_${ORIGIN}`;
 const cacheUrl = `http://127.0.0.1:${CACHE}`;
@@ -21,6 +21,7 @@ const proxies: TestProxy[] = [];
 let app: Image;
 let multi: Image;
 let big: Image;
+let leaving: Image;
 
 
 t.teardown(async () => {
@@ -37,10 +38,11 @@ const proxyFor = async (dataDir: string, extraDeps?: StartOptions['extraDeps']) 
 t.before(async () => {
   await lab.registry('origin', ORIGIN);
   await lab.registry('cache', CACHE);
-  [app, multi, big] = await Promise.all([
+  [app, multi, big, leaving] = await Promise.all([
     lab.image(originHost, 'library/app', 'v1', ['--layers', '3']),
     lab.image(originHost, 'library/multi', 'v1', ['--multiarch', '--docker']),
     lab.image(originHost, 'library/big', 'v1', ['--layers', '1', '--layer-mb', '20']),
+    lab.image(originHost, 'library/leaving', 'v1', ['--layers', '1']),
     lab.image(originHost, 'library/other', 'v1', ['--layers', '2']),
   ]);
 });
@@ -98,6 +100,24 @@ t.test('bytes received from the origin and from the cache registry pace young-ge
   await get();
   t.ok(collections - cold >= 2, `relaying it from the cache registry ran ${collections - cold} more`);
   await p.stop();
+});
+
+t.test('a proxy told to stop uploads the blob still waiting for its client first', async (t) => {
+  const p = await proxyFor(dirs[3] as string);
+  const layer = leaving.layers[0] as string;
+  // A client that took the headers and reads no further: the upload waits for it.
+  const res = await request(`${p.url}/v2/${enc}/library/leaving/blobs/${layer}`, { highWaterMark: 1024 });
+  t.equal(res.statusCode, 200);
+  const fill = p.fills.get(`${enc}/library/leaving`, layer);
+  t.equal(await fill?.fetched, true, 'the proxy has the whole blob, verified');
+  t.equal((await fromCache(`/v2/${enc}/library/leaving/blobs/${layer}`)).status, 404, 'not uploaded while its client reads');
+  const stopping = p.stop(4_000);
+  const until = Date.now() + 2_000;
+  let status = 404;
+  while (status !== 200 && Date.now() < until) status = (await fromCache(`/v2/${enc}/library/leaving/blobs/${layer}`)).status;
+  t.equal(status, 200, 'stopping uploaded it before closing');
+  res.body.destroy();
+  await stopping;
 });
 
 t.test('the cache registry stopped: pulls go on from the origin, promptly', async (t) => {

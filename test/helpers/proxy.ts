@@ -18,7 +18,8 @@ export interface TestProxy extends BuiltProxy {
   readonly logText: () => string;
   /** Waits until no manifest is being persisted and no blob fill is running. */
   settle(timeoutMs?: number): Promise<void>;
-  stop(): Promise<void>;
+  /** Closes the proxy; `graceMs` as its close() takes it (default 500). */
+  stop(graceMs?: number): Promise<void>;
 }
 
 export interface StartOptions {
@@ -63,10 +64,10 @@ export async function startProxy(flags: string[], opts: StartOptions = {}): Prom
         await sleep(50);
       }
     },
-    async stop() {
+    async stop(graceMs = 500) {
       if (stopped) return;
       stopped = true;
-      await proxy.close(500);
+      await proxy.close(graceMs);
       await opts.onStop?.();
     },
   };

@@ -1,7 +1,6 @@
 import t from 'tap';
-import { setImmediate as tick } from 'node:timers/promises';
 import { constants, PerformanceObserver } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as tick, setTimeout as sleep } from 'node:timers/promises';
 import { runInNewContext } from 'node:vm';
 import { YoungGcPacer, youngGcFunction } from '../../src/runtime/young-gc.js';
 
