@@ -12,10 +12,10 @@ import { EventEmitter } from 'node:events';
 import { mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { DigestVerifier, parseDigest } from '../oci/digest.js';
 import { RecyclingReadable } from './recycling-readable.js';
+import { spoolStream } from './spool-writer.js';
 
 /** The local spool file could not be written (disk full, read-only, gone): not the origin's fault. */
 export class SpoolError extends Error {
@@ -114,27 +114,18 @@ export class BlobFill extends EventEmitter {
       this.resolveStarted();
       this.emit('change');
       const verifier = new DigestVerifier(expected);
-      const handle = this.handle;
-      const sink = new Writable({
-        highWaterMark: 1 << 20,
-        writev: (chunks, cb) => {
-          const bufs = chunks.map((c) => c.chunk as Buffer);
-          for (const b of bufs) verifier.update(b);
-          const length = bufs.reduce((n, b) => n + b.byteLength, 0);
-          handle.writev(bufs, this.written).then(
-            ({ bytesWritten }) => {
-              // A short write (a disk filling up) would leave a hole the digest never saw.
-              if (bytesWritten !== length) return cb(new SpoolError(`spool write stopped after ${bytesWritten} of ${length} bytes`, undefined));
-              if (this.state === 'streaming') this.keepRecent(bufs);
-              this.written += bytesWritten;
-              this.emit('change');
-              cb();
-            },
-            (err: NodeJS.ErrnoException) => cb(new SpoolError(`spool write failed: ${err.code ?? err.message}`, err)),
-          );
+      await spoolStream(origin.stream, this.handle, {
+        signal: this.abort.signal,
+        maxPending: 1 << 20,
+        onChunk: (chunk) => verifier.update(chunk),
+        onWritten: (chunks, length) => {
+          if (this.state === 'streaming') this.keepRecent(chunks);
+          this.written = length;
+          this.emit('change');
         },
+        writeError: (err, written, length) =>
+          err ? new SpoolError(`spool write failed: ${err.code ?? err.message}`, err) : new SpoolError(`spool write stopped after ${written} of ${length} bytes`, undefined),
       });
-      await pipeline(origin.stream, sink, { signal: this.abort.signal });
       const seen = verifier.finish();
       if (seen !== this.digest) throw new Error(`origin sent bytes with digest ${seen}, not ${this.digest}`);
       if (this.written !== verifier.size) throw new SpoolError(`spool holds ${this.written} of ${verifier.size} bytes`, undefined);

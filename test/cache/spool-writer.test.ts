@@ -1,0 +1,174 @@
+/**
+ * spoolStream on real files: every byte lands in order, chunks that arrive during a write go in
+ * the next one, the source pauses while too much waits, and every way it can fail rejects (with
+ * the source destroyed) instead of hanging.
+ */
+import t, { type Test } from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { spoolStream, type SpoolWriterOptions } from '../../src/cache/spool-writer.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'spool-writer-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+let files = 0;
+
+async function spoolFile(t: Test): Promise<{ handle: FileHandle; path: string }> {
+  const path = join(dir, `f${files++}`);
+  const handle = await open(path, 'w+');
+  t.teardown(() => handle.close().catch(() => undefined));
+  return { handle, path };
+}
+
+/** Options that record what the writer reported. */
+function recording(extra: Partial<SpoolWriterOptions> = {}) {
+  const chunks: number[] = [];
+  const writes: { chunks: number; length: number }[] = [];
+  const opts: SpoolWriterOptions = {
+    signal: new AbortController().signal,
+    maxPending: 1 << 20,
+    onChunk: (c) => chunks.push(c.byteLength),
+    onWritten: (cs, length) => writes.push({ chunks: cs.length, length }),
+    writeError: (err, written, length) => new Error(err ? `failed: ${err.code}` : `short: ${written} of ${length}`),
+    ...extra,
+  };
+  return { opts, chunks, writes };
+}
+
+/** A handle whose writes wait until the test lets them through (the real file underneath). */
+function gated(handle: FileHandle): { handle: FileHandle; open(): void; calls: () => number } {
+  let release: () => void = () => undefined;
+  let gate = new Promise<void>((r) => (release = r));
+  let calls = 0;
+  const wrapped = {
+    writev: async (bufs: Buffer[], pos: number) => {
+      calls++;
+      await gate;
+      return handle.writev(bufs, pos);
+    },
+  } as unknown as FileHandle;
+  return {
+    handle: wrapped,
+    open: () => {
+      release();
+      gate = Promise.resolve();
+    },
+    calls: () => calls,
+  };
+}
+
+const bytes = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
+
+t.test('every byte lands in order; the length is reported after each write', async (t) => {
+  const { handle, path } = await spoolFile(t);
+  const parts = Array.from({ length: 40 }, (_, i) => bytes(10_000 + i, i));
+  const { opts, chunks, writes } = recording();
+  const n = await spoolStream(Readable.from(parts), handle, opts);
+  const all = Buffer.concat(parts);
+  t.equal(n, all.length);
+  t.same(readFileSync(path), all, 'the file holds the stream');
+  t.equal(chunks.length, parts.length, 'each chunk was seen before its write');
+  t.equal(writes.at(-1)?.length, all.length);
+  t.ok(writes.every((w, i) => i === 0 || w.length > (writes[i - 1]?.length ?? 0)), 'lengths grow');
+});
+
+t.test('chunks that arrive while a write is in flight go together in the next write', async (t) => {
+  const real = await spoolFile(t);
+  const g = gated(real.handle);
+  const source = new PassThrough();
+  const { opts, writes } = recording();
+  const done = spoolStream(source, g.handle, opts);
+  source.write(bytes(1000, 1));
+  await sleep(10);
+  for (let i = 0; i < 5; i++) source.write(bytes(1000, 2 + i));
+  source.end();
+  await sleep(10);
+  t.equal(g.calls(), 1, 'one write in flight, the rest wait');
+  g.open();
+  t.equal(await done, 6000);
+  t.same(writes, [{ chunks: 1, length: 1000 }, { chunks: 5, length: 6000 }]);
+  t.same(readFileSync(real.path).subarray(1000, 2000), bytes(1000, 2));
+});
+
+t.test('the source pauses while maxPending bytes wait for the write in flight, and resumes with the next', async (t) => {
+  const real = await spoolFile(t);
+  const g = gated(real.handle);
+  const source = new PassThrough();
+  const { opts } = recording({ maxPending: 4096 });
+  const done = spoolStream(source, g.handle, opts);
+  source.write(bytes(100, 1));
+  await sleep(10);
+  source.write(bytes(3000, 2));
+  await sleep(10);
+  t.notOk(source.isPaused(), 'below the bound: still flowing');
+  source.write(bytes(3000, 3));
+  await sleep(10);
+  t.ok(source.isPaused(), 'at the bound: paused');
+  g.open();
+  await sleep(10);
+  t.notOk(source.isPaused(), 'the next write took them: flowing again');
+  source.end();
+  t.equal(await done, 6100);
+});
+
+t.test('a source error rejects with it', async (t) => {
+  const { handle } = await spoolFile(t);
+  const source = new PassThrough();
+  const done = spoolStream(source, handle, recording().opts);
+  source.write(bytes(100, 1));
+  source.destroy(new Error('connection reset'));
+  await t.rejects(done, { message: 'connection reset' });
+});
+
+t.test('a source that closes without ending rejects (no hang)', async (t) => {
+  const { handle } = await spoolFile(t);
+  const source = new PassThrough();
+  const done = spoolStream(source, handle, recording().opts);
+  source.write(bytes(100, 1));
+  await sleep(10);
+  source.destroy();
+  await t.rejects(done, { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+});
+
+t.test('an abort rejects with its reason and destroys the source', async (t) => {
+  const { handle } = await spoolFile(t);
+  const source = new PassThrough();
+  const ac = new AbortController();
+  const done = spoolStream(source, handle, recording({ signal: ac.signal }).opts);
+  source.write(bytes(100, 1));
+  ac.abort(new Error('client went away'));
+  await t.rejects(done, { message: 'client went away' });
+  t.ok(source.destroyed);
+});
+
+t.test('an already aborted signal rejects at once', async (t) => {
+  const { handle } = await spoolFile(t);
+  const source = new PassThrough();
+  const done = spoolStream(source, handle, recording({ signal: AbortSignal.abort(new Error('stopping')) }).opts);
+  await t.rejects(done, { message: 'stopping' });
+  t.ok(source.destroyed);
+});
+
+t.test('a failed write rejects with writeError and destroys the source', async (t) => {
+  const failing = {
+    writev: async () => {
+      throw Object.assign(new Error('no space'), { code: 'ENOSPC' });
+    },
+  } as unknown as FileHandle;
+  const source = new PassThrough();
+  const done = spoolStream(source, failing, recording().opts);
+  source.write(bytes(100, 1));
+  await t.rejects(done, { message: 'failed: ENOSPC' });
+  t.ok(source.destroyed);
+});
+
+t.test('a short write rejects: the file would have a hole', async (t) => {
+  const short = { writev: async (bufs: Buffer[]) => ({ bytesWritten: (bufs[0]?.byteLength ?? 1) - 1, buffers: bufs }) } as unknown as FileHandle;
+  const source = new PassThrough();
+  const done = spoolStream(source, short, recording().opts);
+  source.write(bytes(100, 1));
+  await t.rejects(done, { message: 'short: 99 of 100' });
+});
