@@ -116,7 +116,10 @@ export class BlobFill extends EventEmitter {
       const verifier = new DigestVerifier(expected);
       await spoolStream(origin.stream, this.handle, {
         signal: this.abort.signal,
-        maxPending: 1 << 20,
+        // Writes of about a reader's chunk. Writes of up to 1 MiB carried a cold fill on loopback
+        // 18 % faster, but their chunks, held through several young-generation collections with
+        // 20 clients, were promoted and kept 20 MiB of RSS until a full collection.
+        maxPending: READ_CHUNK,
         onChunk: (chunk) => verifier.update(chunk),
         onWritten: (chunks, length) => {
           if (this.state === 'streaming') this.keepRecent(chunks);

@@ -2,9 +2,10 @@
  * Copies a stream into a file: the chunks that arrive while one write is in flight go together
  * in the next positional writev, and the stream pauses while `maxPending` bytes wait.
  *
- * Why not `pipeline(source, new Writable({ writev }))`: the same batching through a Writable
- * cost a cold 1 GiB fill about 15 % of its throughput on loopback (no more CPU, later writes),
- * measured in alternating runs. A fill's spool is the one place every cold byte passes.
+ * Why not `pipeline(source, new Writable({ writev }))`: a Writable resumes its source only once
+ * its whole buffer is written (its 'drain'), so the source stalls for a write's duration each time
+ * it fills; here it resumes as the next write starts. A fill's spool is where every cold byte
+ * passes.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { finished, type Readable } from 'node:stream';
