@@ -117,7 +117,7 @@ export class BlobFill extends EventEmitter {
       await spoolStream(origin.stream, this.handle, {
         signal: this.abort.signal,
         // Writes of about a reader's chunk. Writes of up to 1 MiB carried a cold fill on loopback
-        // 18 % faster, but their chunks, held through several young-generation collections with
+        // 12-18 % faster, but their chunks, held through several young-generation collections with
         // 20 clients, were promoted and kept 20 MiB of RSS until a full collection.
         maxPending: READ_CHUNK,
         onChunk: (chunk) => verifier.update(chunk),
