@@ -18,15 +18,16 @@ export interface ProcSample {
 }
 
 /** utime + stime of a process, in seconds (children not included). */
-export function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number): { total: number; sys: number } {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name may hold spaces: fields start after the closing parenthesis.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    const sys = Number(fields[12]) / CLK_TCK;
+    return { total: Number(fields[11]) / CLK_TCK + sys, sys };
   } catch {
-    return NaN;
+    return { total: NaN, sys: NaN };
   }
 }
 
@@ -62,7 +63,7 @@ export function resetPeakRss(pid: number): void {
 
 /** Samples CPU and peak RSS of a set of processes around a measured phase. */
 export class ProcWatch {
-  private readonly before = new Map<number, number>();
+  private readonly before = new Map<number, { total: number; sys: number }>();
   private readonly baseRss = new Map<number, number>();
   constructor(
     private readonly pids: number[],
@@ -78,18 +79,22 @@ export class ProcWatch {
       this.before.set(p, cpuSeconds(p));
     }
   }
-  /** CPU seconds used, peak RSS, and how far the peak rose above the RSS at the start. */
-  finish(): { cpuSeconds: number; peakRssMiB: number; rssGrowthMiB: number } {
+  /** CPU seconds used (of them in the kernel), peak RSS, and how far the peak rose above the RSS at the start. */
+  finish(): { cpuSeconds: number; sysCpuSeconds: number; peakRssMiB: number; rssGrowthMiB: number } {
     let cpu = 0;
+    let sys = 0;
     let rss = 0;
     let growth = 0;
     for (const p of this.pids) {
-      cpu += cpuSeconds(p) - (this.before.get(p) ?? 0);
+      const now = cpuSeconds(p);
+      const before = this.before.get(p) ?? { total: 0, sys: 0 };
+      cpu += now.total - before.total;
+      sys += now.sys - before.sys;
       const peak = peakRssMiB(p);
       rss = Math.max(rss, peak);
       growth = Math.max(growth, peak - (this.baseRss.get(p) ?? 0));
     }
-    return { cpuSeconds: cpu, peakRssMiB: rss, rssGrowthMiB: growth };
+    return { cpuSeconds: cpu, sysCpuSeconds: sys, peakRssMiB: rss, rssGrowthMiB: growth };
   }
 }
 
