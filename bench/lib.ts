@@ -17,7 +17,7 @@ export interface ProcSample {
   readonly cpuSeconds: number;
 }
 
-/** utime + stime of a process, in seconds (children not included). */
+/** utime + stime of a process (`total`) and stime alone (`sys`), in seconds (children not included). */
 export function cpuSeconds(pid: number): { total: number; sys: number } {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -59,8 +59,8 @@ const SHIPPED_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 
 const KEEP = flag('--keep');
 
 const SIZES = QUICK
-  ? { bigMiB: 256, midMiB: 64, groups: [1, 4, 10, 25, 50].map((mb) => ({ n: 1, mb })), tags: 50, headSeconds: 2, headWarmupSeconds: 1, concurrent: 20 }
-  : { bigMiB: 1024, midMiB: 256, groups: [1, 4, 10, 25, 50].map((mb) => ({ n: 4, mb })), tags: 200, headSeconds: 6, headWarmupSeconds: 2, concurrent: 20 };
+  ? { bigMiB: 256, midMiB: 64, groups: [1, 4, 10, 25, 50].map((mb) => ({ n: 1, mb })), tags: 50, headSeconds: 2, headRampSeconds: 1, concurrent: 20 }
+  : { bigMiB: 1024, midMiB: 256, groups: [1, 4, 10, 25, 50].map((mb) => ({ n: 4, mb })), tags: 200, headSeconds: 6, headRampSeconds: 2, concurrent: 20 };
 
 const P = {
   origin: 15075,
@@ -374,7 +374,7 @@ async function blobOnce(test: string, label: string, rep: number, t: Target, r: 
     MBps: f.bytes / f.seconds / 1e6,
     seconds: f.seconds,
     cpuSecPerGiB: t.pids().length ? p.cpuSeconds / (f.bytes / GiB) : NaN,
-    // Of it in the kernel: the same cold fill's page-cache writes cost 0.1 or 1.1 s per 512 MiB
+    // Of it in the kernel: the same cold fill's page-cache writes cost 0.07 or 1.1 s per 512 MiB
     // from one run to the next on this machine (docs/performance.md, sixth session).
     sysCpuSecPerGiB: t.pids().length ? p.sysCpuSeconds / (f.bytes / GiB) : NaN,
     peakRssMiB: t.pids().length ? p.peakRssMiB : NaN,
@@ -487,7 +487,7 @@ async function testHead(s: Seed): Promise<void> {
       const mark = originLog.mark();
       // The same load first, not in the figures: its first second, in a proxy (or a load generator)
       // that has not run this path yet, is JIT warm-up and connection set-up, not lookups.
-      const ramp = await headLoad(t.base('loop'), name, s.small.tags, { seconds: SIZES.headWarmupSeconds, concurrency: 8, maxRequests: 200_000 });
+      const ramp = await headLoad(t.base('loop'), name, s.small.tags, { seconds: SIZES.headRampSeconds, concurrency: 8, maxRequests: 200_000 });
       const w = new ProcWatch(t.pids());
       const h = await headLoad(t.base('loop'), name, s.small.tags, { seconds: SIZES.headSeconds, concurrency: 8, maxRequests: 200_000 });
       const p = w.finish();
