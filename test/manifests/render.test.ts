@@ -133,3 +133,49 @@ t.test('overlays change what they say', { skip: bin ? false : 'kubectl is not in
   t.equal(find(cmgr, 'MutatingWebhookConfiguration', 'pullthrough').metadata.annotations?.['cert-manager.io/inject-ca-from'], 'pullthrough/pullthrough-webhook');
   t.equal(find(cmgr, 'Certificate', 'pullthrough-webhook').spec.secretName, wh.volumes[0].secret.secretName);
 });
+
+type Selector = { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values?: string[] }[] };
+
+/** A label selector as the API server reads it (In, NotIn, Exists, DoesNotExist). */
+function selects(sel: Selector, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) if (labels[k] !== v) return false;
+  for (const e of sel.matchExpressions ?? []) {
+    const has = Object.hasOwn(labels, e.key);
+    const ok =
+      e.operator === 'In' ? has && (e.values ?? []).includes(labels[e.key] as string)
+      : e.operator === 'NotIn' ? !has || !(e.values ?? []).includes(labels[e.key] as string)
+      : e.operator === 'Exists' ? has
+      : e.operator === 'DoesNotExist' ? !has
+      : false;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+t.test('only the proxies reach the cache registry', { skip: bin ? false : 'kubectl is not installed' }, async (t) => {
+  for (const target of targets) {
+    const objs = render(target);
+    const policy = find(objs, 'NetworkPolicy', 'pullthrough-registry').spec;
+    const workloads = objs.filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet');
+    const labelsOf = (o: Obj) => o.spec.template.metadata.labels as Record<string, string>;
+    const registry = find(objs, 'Deployment', 'pullthrough-registry');
+    t.ok(selects(policy.podSelector, labelsOf(registry)), `${target}: the policy applies to the registry's pods`);
+    t.same(
+      workloads.filter((o) => selects(policy.podSelector, labelsOf(o))).map((o) => o.metadata.name),
+      ['pullthrough-registry'],
+      `${target}: and to no other pods`,
+    );
+    t.same(policy.policyTypes, ['Ingress']);
+    t.equal(policy.ingress.length, 1, 'one rule');
+    const [rule] = policy.ingress;
+    t.ok(rule.from.every((peer: any) => peer.podSelector && !peer.namespaceSelector && !peer.ipBlock), `${target}: peers are pods of this namespace only`);
+    const admitted = (o: Obj) => rule.from.some((peer: any) => selects(peer.podSelector, labelsOf(o)));
+    // Whatever is configured with the cache registry's URL must be let in, and nothing else.
+    const clients = workloads.filter((o) => o.spec.template.spec.containers.some((c: any) => (c.args ?? []).some((a: string) => a.startsWith('--cache-registry='))));
+    t.same(clients.map((o) => o.metadata.name).sort(), ['pullthrough-cluster-proxy', 'pullthrough-node-proxy'], `${target}: the registry's clients`);
+    t.same(workloads.filter(admitted).map((o) => o.metadata.name).sort(), ['pullthrough-cluster-proxy', 'pullthrough-node-proxy'], `${target}: only they are admitted`);
+    const portNames = registry.spec.template.spec.containers.flatMap((c: any) => (c.ports ?? []).map((p: any) => p.name));
+    t.same(rule.ports, [{ protocol: 'TCP', port: 'registry' }]);
+    t.ok(portNames.includes('registry'), `${target}: the policy's named port is the registry container's`);
+  }
+});
