@@ -27,6 +27,9 @@ export class SpoolError extends Error {
 
 /** Per reader: bounded so that many concurrent pullers of many layers stay small in memory. */
 const READ_CHUNK = 256 * 1024;
+/** Spool writes for a fill that few clients read (see `run`). */
+const BIG_WRITE = 1024 * 1024;
+const FEW_READERS = 2;
 
 export interface OriginBlob {
   /** Content-Length as the origin announced it, if it did. */
@@ -116,10 +119,11 @@ export class BlobFill extends EventEmitter {
       const verifier = new DigestVerifier(expected);
       await spoolStream(origin.stream, this.handle, {
         signal: this.abort.signal,
-        // Writes of about a reader's chunk. Writes of up to 1 MiB carried a cold fill on loopback
-        // 12-18 % faster, but their chunks, held through several young-generation collections with
-        // 20 clients, were promoted and kept 20 MiB of RSS until a full collection.
-        maxPending: READ_CHUNK,
+        // Writes of up to 1 MiB carry a cold fill on loopback 12-18 % faster than writes of a
+        // reader's chunk. But with many clients on one fill, an event-loop turn is long, and the
+        // origin's chunks held through a write of 1 MiB outlived the young generation: 20 clients
+        // kept 20 MiB more RSS until a full collection. So large writes only for a few clients.
+        maxPending: () => (this.readers <= FEW_READERS ? BIG_WRITE : READ_CHUNK),
         onChunk: (chunk) => verifier.update(chunk),
         onWritten: (chunks, length) => {
           if (this.state === 'streaming') this.keepRecent(chunks);

@@ -12,8 +12,8 @@ import { finished, type Readable } from 'node:stream';
 
 export interface SpoolWriterOptions {
   readonly signal: AbortSignal;
-  /** Bytes waiting for the write in flight before the source is paused. */
-  readonly maxPending: number;
+  /** Bytes waiting for the write in flight before the source is paused (asked at each chunk). */
+  maxPending(): number;
   /** Each chunk as it arrives, before it is written (hash it here). */
   onChunk(chunk: Buffer): void;
   /** After each write: the chunks it held, and the file's length now. */
@@ -84,7 +84,7 @@ export function spoolStream(source: Readable, handle: FileHandle, opts: SpoolWri
       opts.onChunk(chunk);
       pending.push(chunk);
       pendingBytes += chunk.byteLength;
-      if (writing && pendingBytes >= opts.maxPending) source.pause();
+      if (writing && pendingBytes >= opts.maxPending()) source.pause();
       write();
     };
     // `finished` also reports a source that closes without ending (a premature close).

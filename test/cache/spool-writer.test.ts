@@ -29,7 +29,7 @@ function recording(extra: Partial<SpoolWriterOptions> = {}) {
   const writes: { chunks: number; length: number }[] = [];
   const opts: SpoolWriterOptions = {
     signal: new AbortController().signal,
-    maxPending: 1 << 20,
+    maxPending: () => 1 << 20,
     onChunk: (c) => chunks.push(c.byteLength),
     onWritten: (cs, length) => writes.push({ chunks: cs.length, length }),
     writeError: (err, written, length) => new Error(err ? `failed: ${err.code}` : `short: ${written} of ${length}`),
@@ -97,7 +97,7 @@ t.test('the source pauses while maxPending bytes wait for the write in flight, a
   const real = await spoolFile(t);
   const g = gated(real.handle);
   const source = new PassThrough();
-  const { opts } = recording({ maxPending: 4096 });
+  const { opts } = recording({ maxPending: () => 4096 });
   const done = spoolStream(source, g.handle, opts);
   source.write(bytes(100, 1));
   await sleep(10);
@@ -112,6 +112,27 @@ t.test('the source pauses while maxPending bytes wait for the write in flight, a
   t.notOk(source.isPaused(), 'the next write took them: flowing again');
   source.end();
   t.equal(await done, 6100);
+});
+
+t.test('the bound is asked at each chunk: lowered while bytes wait, it pauses the source at the next', async (t) => {
+  const real = await spoolFile(t);
+  const g = gated(real.handle);
+  const source = new PassThrough();
+  let bound = 1 << 20;
+  const { opts } = recording({ maxPending: () => bound });
+  const done = spoolStream(source, g.handle, opts);
+  source.write(bytes(100, 1));
+  await sleep(10);
+  source.write(bytes(3000, 2));
+  await sleep(10);
+  t.notOk(source.isPaused(), 'below 1 MiB: flowing');
+  bound = 2048;
+  source.write(bytes(10, 3));
+  await sleep(10);
+  t.ok(source.isPaused(), 'above the new bound: paused');
+  g.open();
+  source.end();
+  t.equal(await done, 3110);
 });
 
 t.test('a source error rejects with it', async (t) => {
