@@ -96,6 +96,35 @@ async function kill(child: ChildProcess | undefined): Promise<void> {
   await gone;
 }
 
+const MANIFEST_TYPES = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+].join(', ');
+
+/**
+ * Until the cache registry holds the image: its manifest, every blob it names and the tag's
+ * pointer (src/cache/registry-store.ts). A proxy uploads its copy once the pull is served, and this
+ * test is about the fallbacks, not about a proxy killed during an upload (that copy would be lost,
+ * and the next pull would go to the origin again).
+ */
+async function uploaded(repo: string, tag: string, digest: string): Promise<void> {
+  const registry = `http://127.0.0.1:${CACHE}/v2`;
+  const ok = (url: string) => fetch(url, { method: 'HEAD', headers: { accept: MANIFEST_TYPES } }).then((r) => r.ok, () => false);
+  for (let i = 0; i < 600; i++) {
+    const m = await fetch(`${registry}/${repo}/manifests/${digest}`, { headers: { accept: MANIFEST_TYPES } }).catch(() => undefined);
+    if (m?.ok) {
+      const doc = (await m.json()) as { config?: { digest: string }; layers?: { digest: string }[] };
+      const blobs = [doc.config, ...(doc.layers ?? [])].filter((b): b is { digest: string } => b !== undefined);
+      const present = await Promise.all([...blobs.map((b) => ok(`${registry}/${repo}/blobs/${b.digest}`)), ok(`${registry}/pullthrough-tags/${repo}/manifests/${tag}`)]);
+      if (present.every(Boolean)) return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${repo}:${tag} never reached the cache registry`);
+}
+
 t.test('fallback chain with a real containerd', { skip: skip ?? false, timeout: 240_000 }, async (t) => {
   rmSync(LAB_DIR, { recursive: true, force: true });
   const procs: ChildProcess[] = [];
@@ -140,6 +169,7 @@ t.test('fallback chain with a real containerd', { skip: skip ?? false, timeout: 
 
   const warm = criPull(rewritten.value);
   t.ok(warm.ok, `rewritten reference pulls through the node proxy: ${warm.line}`);
+  await uploaded(`127.0.0.1_${ORIGIN}/team/one`, 'v1', one.DIGEST as string);
 
   await kill(nodeProxy);
   const second = criPull(rewritten.value);
