@@ -24,6 +24,7 @@ import {
   headLoad,
   httpStatus,
   machineCpu,
+  pageIn,
   portInUse,
   sleep,
   startChild,
@@ -106,7 +107,22 @@ interface Target {
   pids(): number[];
   reset(r: Regime): Promise<void>;
   committed(r: Regime, repo: string, digest: string): Promise<boolean>;
+  /** The files of the target's own stored copy of these blobs (none for a relay). */
+  storedFiles(r: Regime, repo: string, digests: string[]): string[];
 }
+
+/** Where distribution's filesystem driver keeps a blob under its data directory. */
+const registryBlobFile = (dataDir: string, digest: string) => {
+  const hex = digest.split(':')[1] as string;
+  return join(dataDir, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+};
+
+/**
+ * Before each measured transfer: the origin's copy of its blobs and the target's own are read into
+ * the page cache (see `pageIn`), so every target meets the same origin, serving from memory.
+ */
+const pageInBlobs = (t: Target, r: Regime, repo: string, digests: string[]) =>
+  pageIn([...digests.map((d) => registryBlobFile(join(lab.dir, 'origin', 'data'), d)), ...t.storedFiles(r, repo, digests)]);
 
 function pidFile(file: string): number {
   try {
@@ -124,6 +140,7 @@ const direct: Target = {
   pids: () => [originPid],
   reset: async () => undefined,
   committed: async () => true,
+  storedFiles: () => [],
 };
 
 const nginx: Target = {
@@ -134,6 +151,7 @@ const nginx: Target = {
   pids: () => [],
   reset: async () => undefined,
   committed: async () => true,
+  storedFiles: () => [],
 };
 
 function anchorTarget(): Target {
@@ -150,9 +168,9 @@ function anchorTarget(): Target {
       await lab.registry(name, r === 'loop' ? P.anchor : P.anchorSlow, ['--proxy', `http://${originHost(r)}`]);
     },
     async committed(r, _repo, digest) {
-      const hex = digest.split(':')[1] as string;
-      return existsSync(join(dirs[r], 'data/docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data'));
+      return existsSync(registryBlobFile(join(dirs[r], 'data'), digest));
     },
+    storedFiles: (r, _repo, digests) => digests.map((d) => registryBlobFile(join(dirs[r], 'data'), d)),
   };
 }
 
@@ -227,6 +245,11 @@ class Pullthrough implements Target {
     if (this.id === 'pt-shared') return (await httpStatus(`http://127.0.0.1:${P.cacheRegistry}/v2/${cacheRepo}/blobs/${digest}`)) === 200;
     const [alg, hex] = digest.split(':') as [string, string];
     return existsSync(join(this.dataDir, 'repos', cacheRepo, '_blobs', alg, hex)) && existsSync(join(this.dataDir, 'blobs', alg, hex));
+  }
+
+  storedFiles(_r: Regime, _repo: string, digests: string[]): string[] {
+    if (this.id === 'pt-shared') return digests.map((d) => registryBlobFile(join(lab.dir, 'cache', 'data'), d));
+    return digests.map((d) => join(this.dataDir, 'blobs', ...(d.split(':') as [string, string])));
   }
 }
 
@@ -362,6 +385,7 @@ async function waitCommitted(t: Target, r: Regime, repo: string, digests: string
 const blobUrl = (t: Target, r: Regime, repo: string, digest: string) => `${t.base(r)}/v2/${t.name(r, repo)}/blobs/${digest}`;
 
 async function blobOnce(test: string, label: string, rep: number, t: Target, r: Regime, blob: Seed['big']): Promise<void> {
+  pageInBlobs(t, r, blob.repo, [blob.digest]);
   const mark = originLog.mark();
   const w = new ProcWatch(t.pids());
   const f = await curlGet(blobUrl(t, r, blob.repo, blob.digest));
@@ -406,6 +430,7 @@ async function testCri(s: Seed, r: Regime): Promise<void> {
     const port = new URL(t.base(r)).port;
     const ref = `127.0.0.1:${port}/${t.name(r, s.multi.repo)}:${s.multi.tag}`;
     await lab.removeImage('ctd', ref);
+    pageInBlobs(t, r, s.multi.repo, s.multi.blobs);
     const mark = originLog.mark();
     const w = new ProcWatch(t.pids());
     // The disk was synced by the first watcher.
@@ -450,6 +475,7 @@ async function testCri(s: Seed, r: Regime): Promise<void> {
 // 3. The same image with a containerd-like client (HEAD tag, manifests, blobs 3 at a time).
 async function testClient(s: Seed): Promise<void> {
   const once = async (label: string, rep: number, t: Target) => {
+    pageInBlobs(t, 'loop', s.multi.repo, s.multi.blobs);
     const mark = originLog.mark();
     const w = new ProcWatch(t.pids());
     const res = await clientPull(t.base('loop'), t.name('loop', s.multi.repo), s.multi.tag);
@@ -515,6 +541,7 @@ async function testConcurrentBlob(s: Seed): Promise<void> {
   for (let rep = 1; rep <= REPS; rep++) {
     for (const t of [direct, ...caches(rep)]) {
       await t.reset('loop');
+      pageInBlobs(t, 'loop', s.mid.repo, [s.mid.digest]);
       const mark = originLog.mark();
       const w = new ProcWatch(t.pids());
       const res = await curlMany(blobUrl(t, 'loop', s.mid.repo, s.mid.digest), SIZES.concurrent);
@@ -539,6 +566,7 @@ async function testConcurrentImage(s: Seed): Promise<void> {
   for (let rep = 1; rep <= REPS; rep++) {
     for (const t of caches(rep)) {
       await t.reset('slow');
+      pageInBlobs(t, 'slow', s.multi.repo, s.multi.blobs);
       const mark = originLog.mark();
       const w = new ProcWatch(t.pids());
       const t0 = performance.now();
