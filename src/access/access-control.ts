@@ -121,7 +121,8 @@ export class AccessControl implements AccessGate {
   private readonly o: AccessControlOptions;
   private readonly now: () => number;
   private readonly grants = new Map<string, Grants>();
-  private readonly checks = new Map<string, Promise<Verdict>>();
+  /** Checks in flight by repository, with the object each probes. */
+  private readonly checks = new Map<string, { kind: ObjectKind; reference: string; verdict: Promise<Verdict> }>();
   private readonly classifying = new Set<string>();
   /** Repositories whose "served while the origin is down" line was logged lately. */
   private readonly downLogged = new NodeCache({ stdTTL: 60, checkperiod: 60, useClones: false });
@@ -154,10 +155,16 @@ export class AccessControl implements AccessGate {
     if (hint.originUnreachable !== undefined) return this.whenOriginDown(t, users, hint.originUnreachable, ctx);
     let check = this.checks.get(key);
     if (!check) {
-      check = this.check(t, kind, reference).finally(() => this.checks.delete(key));
+      const verdict = this.check(t, kind, reference).finally(() => this.checks.delete(key));
+      check = { kind, reference, verdict };
       this.checks.set(key, check);
     }
-    const verdict = await check;
+    let verdict = await check.verdict;
+    // The other verdicts are about the repository, a 404 only about the object probed: a check
+    // shared with a request for another tag or blob must not refuse this one as unknown.
+    if (verdict.kind === 'refuse' && verdict.reason === 'not-found' && (check.kind !== kind || check.reference !== reference)) {
+      verdict = await this.check(t, kind, reference);
+    }
     if (verdict.kind === 'allow') return;
     if (verdict.kind === 'unreachable') return this.whenOriginDown(t, this.o.pods.podsUsing(t.registry, t.repository), verdict.why, ctx);
     const current = this.o.pods.podsUsing(t.registry, t.repository);

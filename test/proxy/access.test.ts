@@ -192,6 +192,21 @@ t.test('concurrent requests share one check', async (t) => {
   t.equal(w.probes.length, 1);
 });
 
+t.test('a shared check that found its object missing does not refuse a concurrent request for another one', async (t) => {
+  const w = world();
+  w.privacy.set(T.registry, T.repository, 'private', 0);
+  w.users.push(A);
+  w.answer((req) => ({ status: req.reference === 'gone' ? 404 : 200, credential: credA }));
+  const [gone, blob] = await Promise.allSettled([
+    w.access.authorize(T, 'manifest', 'gone', { log: w.log }),
+    w.access.authorize(T, 'blob', 'sha256:' + 'a'.repeat(64), { log: w.log }),
+  ]);
+  t.equal(gone.status, 'rejected', 'the missing tag: refused');
+  t.equal((gone as PromiseRejectedResult).reason.status, 404);
+  t.equal(blob.status, 'fulfilled', 'the blob: its own check, allowed');
+  t.same(w.probes.map((p) => p.reference), ['gone', 'sha256:' + 'a'.repeat(64)]);
+});
+
 t.test('origin down, serve-confirmed: recently confirmed pods keep access; never-confirmed ones do not', async (t) => {
   const w = world();
   w.privacy.set(T.registry, T.repository, 'private', 0);
