@@ -27,7 +27,7 @@ export class SpoolError extends Error {
 
 /** Per reader: bounded so that many concurrent pullers of many layers stay small in memory. */
 const READ_CHUNK = 256 * 1024;
-/** Spool writes for a fill that few clients read (see `run`). */
+/** Spool writes while the proxy streams little else (see `run`). */
 const BIG_WRITE = 1024 * 1024;
 const FEW_READERS = 2;
 
@@ -75,8 +75,12 @@ export class BlobFill extends EventEmitter {
   /** A background completion owns this fill: it runs on even when no client reads it. */
   private pinned = false;
 
-  constructor(key: string, repo: string, digest: string, file: string) {
+  /** Whether this fill may write its spool in large batches now (see `run`). */
+  private readonly bigWrites: () => boolean;
+
+  constructor(key: string, repo: string, digest: string, file: string, bigWrites: () => boolean) {
     super();
+    this.bigWrites = bigWrites;
     this.setMaxListeners(0);
     this.key = key;
     this.repo = repo;
@@ -120,10 +124,11 @@ export class BlobFill extends EventEmitter {
       await spoolStream(origin.stream, this.handle, {
         signal: this.abort.signal,
         // Writes of up to 1 MiB carry a cold fill on loopback 12-18 % faster than writes of a
-        // reader's chunk. But with many clients on one fill, an event-loop turn is long, and the
-        // origin's chunks held through a write of 1 MiB outlived the young generation: 20 clients
-        // kept 20 MiB more RSS until a full collection. So large writes only for a few clients.
-        maxPending: () => (this.readers <= FEW_READERS ? BIG_WRITE : READ_CHUNK),
+        // reader's chunk. But with many clients, an event-loop turn is long, and the origin's
+        // chunks held through a write of 1 MiB outlived the young generation: 20 clients on one
+        // fill kept 20 MiB more RSS until a full collection. So large writes only while the proxy
+        // streams little else.
+        maxPending: () => (this.bigWrites() ? BIG_WRITE : READ_CHUNK),
         onChunk: (chunk) => verifier.update(chunk),
         onWritten: (chunks, length) => {
           if (this.state === 'streaming') this.keepRecent(chunks);
@@ -403,7 +408,7 @@ export class BlobFills {
     const key = `${repo}@${digest}`;
     const existing = this.active.get(key);
     if (existing) return { fill: existing, joined: true };
-    const fill = new BlobFill(key, repo, digest, join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`));
+    const fill = new BlobFill(key, repo, digest, join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`), () => this.streamingLittle());
     this.active.set(key, fill);
     const hold = fill.retain();
     fill.on('unread', () => this.wake());
@@ -477,6 +482,14 @@ export class BlobFills {
     if (this.closing) return false;
     this.committing++;
     return true;
+  }
+
+  /** One fill fetching, read by at most a few clients: its spool may be written in large batches. */
+  private streamingLittle(): boolean {
+    if (this.fetching > 1) return false;
+    let readers = 0;
+    for (const f of this.active.values()) readers += f.readerCount;
+    return readers <= FEW_READERS;
   }
 
   /** A fill still fetching, or a client still reading one. */
