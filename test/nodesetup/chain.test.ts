@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encodeImage } from '../../src/oci/encoding.js';
+import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { runNodeSetup } from '../../src/nodesetup/index.js';
 
 const LAB = process.env.OCI_LAB_SCRIPTS ?? fileURLToPath(new URL('../../../shared/oci-lab/', import.meta.url));
@@ -96,13 +97,6 @@ async function kill(child: ChildProcess | undefined): Promise<void> {
   await gone;
 }
 
-const MANIFEST_TYPES = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ');
-
 /**
  * Until the cache registry holds the image: its manifest, every blob it names and the tag's
  * pointer (src/cache/registry-store.ts). A proxy uploads its copy once the pull is served, and this
@@ -111,9 +105,9 @@ const MANIFEST_TYPES = [
  */
 async function uploaded(repo: string, tag: string, digest: string): Promise<void> {
   const registry = `http://127.0.0.1:${CACHE}/v2`;
-  const ok = (url: string) => fetch(url, { method: 'HEAD', headers: { accept: MANIFEST_TYPES } }).then((r) => r.ok, () => false);
+  const ok = (url: string) => fetch(url, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } }).then((r) => r.ok, () => false);
   for (let i = 0; i < 600; i++) {
-    const m = await fetch(`${registry}/${repo}/manifests/${digest}`, { headers: { accept: MANIFEST_TYPES } }).catch(() => undefined);
+    const m = await fetch(`${registry}/${repo}/manifests/${digest}`, { headers: { accept: MANIFEST_ACCEPT } }).catch(() => undefined);
     if (m?.ok) {
       const doc = (await m.json()) as { config?: { digest: string }; layers?: { digest: string }[] };
       const blobs = [doc.config, ...(doc.layers ?? [])].filter((b): b is { digest: string } => b !== undefined);
