@@ -27,7 +27,7 @@ export class SpoolError extends Error {
 
 /** Per reader: bounded so that many concurrent pullers of many layers stay small in memory. */
 const READ_CHUNK = 256 * 1024;
-/** Spool writes while the proxy streams little else (see `run`). */
+/** Spool writes while the proxy streams little else: one fill, at most FEW_READERS clients (see `run`). */
 const BIG_WRITE = 1024 * 1024;
 const FEW_READERS = 2;
 

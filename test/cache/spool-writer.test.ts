@@ -60,6 +60,15 @@ function gated(handle: FileHandle): { handle: FileHandle; open(): void; calls: (
   };
 }
 
+/** A stream into a spool file whose writes wait until `g.open()`. */
+async function gatedSpool(t: Test, extra: Partial<SpoolWriterOptions> = {}) {
+  const real = await spoolFile(t);
+  const g = gated(real.handle);
+  const source = new PassThrough();
+  const { opts, writes } = recording(extra);
+  return { path: real.path, g, source, writes, done: spoolStream(source, g.handle, opts) };
+}
+
 const bytes = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
 t.test('every byte lands in order; the length is reported after each write', async (t) => {
@@ -76,11 +85,7 @@ t.test('every byte lands in order; the length is reported after each write', asy
 });
 
 t.test('chunks that arrive while a write is in flight go together in the next write', async (t) => {
-  const real = await spoolFile(t);
-  const g = gated(real.handle);
-  const source = new PassThrough();
-  const { opts, writes } = recording();
-  const done = spoolStream(source, g.handle, opts);
+  const { path, g, source, writes, done } = await gatedSpool(t);
   source.write(bytes(1000, 1));
   await sleep(10);
   for (let i = 0; i < 5; i++) source.write(bytes(1000, 2 + i));
@@ -90,15 +95,11 @@ t.test('chunks that arrive while a write is in flight go together in the next wr
   g.open();
   t.equal(await done, 6000);
   t.same(writes, [{ chunks: 1, length: 1000 }, { chunks: 5, length: 6000 }]);
-  t.same(readFileSync(real.path).subarray(1000, 2000), bytes(1000, 2));
+  t.same(readFileSync(path).subarray(1000, 2000), bytes(1000, 2));
 });
 
 t.test('the source pauses while maxPending bytes wait for the write in flight, and resumes with the next', async (t) => {
-  const real = await spoolFile(t);
-  const g = gated(real.handle);
-  const source = new PassThrough();
-  const { opts } = recording({ maxPending: () => 4096 });
-  const done = spoolStream(source, g.handle, opts);
+  const { g, source, done } = await gatedSpool(t, { maxPending: () => 4096 });
   source.write(bytes(100, 1));
   await sleep(10);
   source.write(bytes(3000, 2));
@@ -115,12 +116,8 @@ t.test('the source pauses while maxPending bytes wait for the write in flight, a
 });
 
 t.test('the bound is asked at each chunk: lowered while bytes wait, it pauses the source at the next', async (t) => {
-  const real = await spoolFile(t);
-  const g = gated(real.handle);
-  const source = new PassThrough();
   let bound = 1 << 20;
-  const { opts } = recording({ maxPending: () => bound });
-  const done = spoolStream(source, g.handle, opts);
+  const { g, source, done } = await gatedSpool(t, { maxPending: () => bound });
   source.write(bytes(100, 1));
   await sleep(10);
   source.write(bytes(3000, 2));
