@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { BlobFills } from '../src/cache/blob-fill.js';
+import { BlobFills } from '../src/cache/blob-fills.js';
 
 const mib = Number(process.argv[2] ?? 512);
 const readers = Number(process.argv[3] ?? 1);
@@ -49,13 +49,13 @@ function digestOfStream(): string {
 
 const dir = mkdtempSync(join(tmpdir(), 'fill-micro-'));
 const digest = digestOfStream();
-const fills = new BlobFills({ tmpDir: dir });
+const fills = new BlobFills({ tmpDir: dir, store: { putBlobFile: async () => true } });
 const rss0 = process.memoryUsage().rss;
 let peak = rss0;
 const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
 const cpu0 = process.cpuUsage();
 const t0 = performance.now();
-const { fill } = fills.getOrStart('r', digest, async () => ({ size: total, stream: origin() }), async () => true);
+const { fill } = fills.getOrStart('r', digest, { open: async () => ({ size: total, stream: origin() }) });
 await fill.started;
 const counts = await Promise.all(
   Array.from({ length: readers }, async () => {

@@ -12,7 +12,8 @@ import { Agent, type Dispatcher } from 'undici';
 import { AccessControl, type PodDirectory } from './access/access-control.js';
 import { registryProbe } from './access/origin-probe.js';
 import { PrivacyBook } from './access/privacy.js';
-import { BlobFills, prepareSpoolDir, SpoolError } from './cache/blob-fill.js';
+import { BlobFills, prepareSpoolDir } from './cache/blob-fills.js';
+import { SpoolError } from './cache/spool-writer.js';
 import { FsStore } from './cache/fs-store.js';
 import { RegistryStore } from './cache/registry-store.js';
 import { ResilientStore } from './cache/resilient-store.js';
@@ -155,6 +156,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   );
   const fills = new BlobFills({
     tmpDir: join(config.dataDir, 'tmp'),
+    store,
     spoolCooldownMs: config.cacheCooldownMs,
     // Uploads to the cache registry yield to pulls in progress (measured: they slowed a cold
     // containerd pull by a quarter); a rename into the embedded store costs nothing.

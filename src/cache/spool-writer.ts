@@ -10,6 +10,14 @@
 import type { FileHandle } from 'node:fs/promises';
 import { finished, type Readable } from 'node:stream';
 
+/** The local spool file could not be written (disk full, read-only, gone): not the origin's fault. */
+export class SpoolError extends Error {
+  constructor(message: string, cause: unknown) {
+    super(message, { cause });
+    this.name = 'SpoolError';
+  }
+}
+
 export interface SpoolWriterOptions {
   readonly signal: AbortSignal;
   /** Bytes waiting for the write in flight before the source is paused (asked at each chunk). */

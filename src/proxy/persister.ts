@@ -4,28 +4,20 @@
  * `--platforms`), then the tag. Blobs the client never asked for are fetched in the background,
  * through the same shared fills clients use, so no blob is downloaded twice.
  */
-import type { Log as Logger } from '../observability/logger.js';
+import type { ResilientStore } from '../cache/resilient-store.js';
 import type { StoredManifest } from '../cache/store.js';
+import type { Log as Logger } from '../observability/logger.js';
 import { formatPlatform, parseManifest, type Descriptor } from '../oci/media-types.js';
+import type { BlobSource } from './blob-source.js';
+import type { ManifestSource } from './manifest-source.js';
+import type { TagWrites } from './tag-resolver.js';
 import type { Target } from './target.js';
 
-/** A blob on its way into the store. */
-export interface BlobProgress {
-  /** True once stored; false when it will not be. */
-  readonly stored: Promise<boolean>;
-}
-
-export interface PersistDeps {
-  /**
-   * Makes sure the blob is stored or being filled; resolves once its bytes are fetched. Storing
-   * them (an upload to the cache registry) may take longer: `stored` tells when it is done.
-   */
-  ensureBlob(t: Target, d: Descriptor): Promise<BlobProgress>;
-  /** The child manifest, stored (fetched from the origin when missing). */
-  ensureManifest(t: Target, digest: string): Promise<boolean>;
-  hasManifest(t: Target, digest: string): Promise<boolean>;
-  putManifest(t: Target, m: StoredManifest): Promise<boolean>;
-  putTag(t: Target, tag: string, m: StoredManifest, confirmedAt: number): Promise<boolean>;
+export interface PersisterOptions {
+  readonly blobs: BlobSource;
+  readonly manifests: ManifestSource;
+  readonly tags: TagWrites;
+  readonly store: ResilientStore;
   /** `all`, or a list like linux/amd64: which platforms of an index to complete in the background. */
   readonly platforms: readonly string[] | 'all';
   readonly log: Logger;
@@ -48,11 +40,11 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
 }
 
 export class Persister {
-  private readonly deps: PersistDeps;
+  private readonly o: PersisterOptions;
   private readonly inflight = new Map<string, Promise<boolean>>();
 
-  constructor(deps: PersistDeps) {
-    this.deps = deps;
+  constructor(opts: PersisterOptions) {
+    this.o = opts;
   }
 
   /** Number of manifests still being persisted (for tests and health). */
@@ -63,16 +55,16 @@ export class Persister {
   /** Background: never throws, logs what it could not store. */
   persist(t: Target, m: StoredManifest, tag?: { name: string; confirmedAt: number }): Promise<boolean> {
     const p = this.persistManifest(t, m).then(async (ok) => {
-      if (ok && tag) return this.deps.putTag(t, tag.name, m, tag.confirmedAt);
+      if (ok && tag) return this.o.tags.write(t, tag.name, m, tag.confirmedAt);
       return ok;
     });
     return p.catch((err: Error) => {
-      this.deps.log.warn({ image: `${t.registry}/${t.repository}@${m.digest}`, err: err.message }, 'could not persist manifest');
+      this.o.log.warn({ image: `${t.registry}/${t.repository}@${m.digest}`, err: err.message }, 'could not persist manifest');
       return false;
     });
   }
 
-  persistManifest(t: Target, m: StoredManifest): Promise<boolean> {
+  private persistManifest(t: Target, m: StoredManifest): Promise<boolean> {
     const key = `${t.cacheRepo}@${m.digest}`;
     const running = this.inflight.get(key);
     if (running) return running;
@@ -82,27 +74,36 @@ export class Persister {
   }
 
   private async run(t: Target, m: StoredManifest): Promise<boolean> {
-    if (await this.deps.hasManifest(t, m.digest)) return true;
+    if (await this.o.manifests.stored(t, m.digest)) return true;
     const parsed = parseManifest(m.bytes, m.mediaType);
     if (parsed.kind === 'image') {
       // A few at a time, in manifest order: the layers a client is pulling right now should not
       // compete with twenty background fetches for the link and the CPU. A slot is free once the
       // bytes are in, not once they are uploaded: the cache registry must not slow the pull.
-      const progress = await mapLimit([parsed.config, ...parsed.layers], BACKGROUND_FETCHES, (d) => this.deps.ensureBlob(t, d));
+      const progress = await mapLimit([parsed.config, ...parsed.layers], BACKGROUND_FETCHES, (d) =>
+        this.o.blobs.prefetch(t, d),
+      );
       const results = await Promise.all(progress.map((p) => p.stored));
       if (results.includes(false)) {
-        this.deps.log.warn({ image: `${t.registry}/${t.repository}@${m.digest}` }, 'manifest not stored: some of its blobs could not be cached');
+        this.o.log.warn({ image: `${t.registry}/${t.repository}@${m.digest}` }, 'manifest not stored: some of its blobs could not be cached');
         return false;
       }
     } else {
       const wanted = parsed.manifests.filter((d) => this.wants(d));
-      await Promise.all(wanted.map((d) => this.deps.ensureManifest(t, d.digest)));
+      await Promise.all(wanted.map((d) => this.child(t, d.digest)));
     }
-    return this.deps.putManifest(t, m);
+    return this.o.store.putManifest(t.cacheRepo, m);
+  }
+
+  /** An index's child manifest, stored (fetched from the origin when missing). */
+  private async child(t: Target, digest: string): Promise<boolean> {
+    if (await this.o.manifests.stored(t, digest)) return true;
+    const m = await this.o.manifests.fetch(t, digest, { log: this.o.log });
+    return this.persistManifest(t, m);
   }
 
   private wants(d: Descriptor): boolean {
-    const p = this.deps.platforms;
+    const p = this.o.platforms;
     if (p === 'all') return true;
     if (!d.platform) return false;
     const full = formatPlatform(d.platform);

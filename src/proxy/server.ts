@@ -6,11 +6,12 @@
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { parseApiPath } from '../oci/api-path.js';
-import { SpoolError } from '../cache/blob-fill.js';
+import { SpoolError } from '../cache/spool-writer.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import type { HostList } from '../oci/host-pattern.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
-import type { PullService, Source } from './pull-service.js';
+import type { PullService } from './pull-service.js';
+import type { Source } from './request-context.js';
 import { parseRangeHeader } from './range.js';
 import { resolveTarget } from './target.js';
 

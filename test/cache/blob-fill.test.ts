@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BlobFills, type BlobFill } from '../../src/cache/blob-fill.js';
+import type { BlobFill, OriginBlob } from '../../src/cache/blob-fill.js';
+import { BlobFills, type BlobFillsOptions } from '../../src/cache/blob-fills.js';
 import { drain } from '../helpers/streams.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'blob-fill-'));
@@ -21,16 +22,33 @@ const blob = Buffer.alloc(300_000, 7);
 blob.write('the end', blob.length - 7);
 const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
 
+/** Each set of fills' store: the commit a test gave a digest (default: stored). */
+const commitsOf = new WeakMap<BlobFills, Map<string, () => Promise<boolean>>>();
+
+function newFills(opts: Omit<BlobFillsOptions, 'tmpDir' | 'store'> = {}): BlobFills {
+  const byDigest = new Map<string, () => Promise<boolean>>();
+  const store = { putBlobFile: (_repo: string, d: string) => (byDigest.get(d) ?? (async () => true))() };
+  const fills = new BlobFills({ tmpDir: dir, ...opts, store });
+  commitsOf.set(fills, byDigest);
+  return fills;
+}
+
+/** Starts a fill of `d` whose origin answers `origin()`, committed by `commit`. */
+function startFill(fills: BlobFills, d: string, origin: () => Promise<OriginBlob>, commit?: () => Promise<boolean>) {
+  if (commit) commitsOf.get(fills)?.set(d, commit);
+  return fills.getOrStart('r/app', d, { open: origin });
+}
+
 /** A fill whose origin has sent `first` and then waits for the test to write the rest. */
 async function begin(first: Buffer): Promise<{ fill: BlobFill; origin: PassThrough; commits: string[] }> {
   const origin = new PassThrough();
   const commits: string[] = [];
-  const { fill } = new BlobFills({ tmpDir: dir }).getOrStart(
-    'r/app',
+  const { fill } = startFill(
+    newFills(),
     digest,
     async () => ({ size: blob.length, stream: origin }),
-    async (f) => {
-      commits.push(f.digest);
+    async () => {
+      commits.push(digest);
       return true;
     },
   );
@@ -143,7 +161,7 @@ t.test('a reader that keeps up takes the bytes from memory, a late one reads the
 /** A fill of `blob` whose origin has sent 10 bytes and then waits. */
 function stalledFill(fills: BlobFills) {
   const origin = new PassThrough();
-  const started = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: origin }), async () => true);
+  const started = startFill(fills, digest, async () => ({ size: blob.length, stream: origin }));
   origin.write(blob.subarray(0, 10));
   return started;
 }
@@ -152,7 +170,7 @@ function stalledFill(fills: BlobFills) {
 function quickFill(fills: BlobFills, text: string, commit: () => Promise<boolean> = async () => true) {
   const bytes = Buffer.from(text);
   const d = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-  return { bytes, ...fills.getOrStart('r/app', d, async () => ({ size: bytes.length, stream: PassThrough.from([bytes]) as unknown as Readable }), commit) };
+  return { bytes, ...startFill(fills, d, async () => ({ size: bytes.length, stream: PassThrough.from([bytes]) as unknown as Readable }), commit) };
 }
 
 /** A commit that only notes `commit <name>` in `events`. */
@@ -167,12 +185,12 @@ function noting(events: string[], name: string) {
 const GRACE_MS = 50;
 
 t.test('commitDeferMs: an upload waits while another fill is still fetching, then runs; at most commitConcurrency at once', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, commitConcurrency: 1 });
+  const fills = newFills({ commitDeferMs: 60_000, commitConcurrency: 1 });
   const events: string[] = [];
   let releaseFirstCommit!: () => void;
   const firstCommitHeld = new Promise<void>((r) => (releaseFirstCommit = r));
   const slowOrigin = new PassThrough();
-  const a = fills.getOrStart('r/app', digest, async () => ({ size: blob.length, stream: slowOrigin }), async () => {
+  const a = startFill(fills, digest, async () => ({ size: blob.length, stream: slowOrigin }), async () => {
     events.push('commit a');
     await firstCommitHeld;
     return true;
@@ -198,7 +216,7 @@ t.test('commitDeferMs: an upload waits while another fill is still fetching, the
 });
 
 t.test('commitDeferMs: an upload also waits while a client is still reading a blob, its own included', { timeout: 10_000 }, async (t) => {
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const fills = newFills({ commitDeferMs: 60_000 });
   const events: string[] = [];
   const a = quickFill(fills, 'a blob', noting(events, 'a'));
   const slowClient = a.fill.reader(0, undefined, { cancelWhenAbandoned: true });
@@ -212,7 +230,7 @@ t.test('commitDeferMs: an upload also waits while a client is still reading a bl
 });
 
 t.test('commitDeferMs: a client reading another blob holds an upload back too, until it goes away', { timeout: 10_000 }, async (t) => {
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const fills = newFills({ commitDeferMs: 60_000 });
   const events: string[] = [];
   const a = quickFill(fills, 'blob a', noting(events, 'a'));
   const b = quickFill(fills, 'blob b', noting(events, 'b'));
@@ -226,7 +244,7 @@ t.test('commitDeferMs: a client reading another blob holds an upload back too, u
 });
 
 t.test('commitDeferMs is a bound: an upload starts after it even while other fills go on', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 100 });
+  const fills = newFills({ commitDeferMs: 100 });
   const a = stalledFill(fills);
   let committedAt = 0;
   const b = quickFill(fills, 'another blob', async () => {
@@ -242,7 +260,7 @@ t.test('commitDeferMs is a bound: an upload starts after it even while other fil
 });
 
 t.test('shutdown: a verified blob still waiting for its commit is dropped, its spool file removed', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const fills = newFills({ commitDeferMs: 60_000 });
   const a = stalledFill(fills);
   let commits = 0;
   const b = quickFill(fills, 'another blob', async () => {
@@ -257,7 +275,7 @@ t.test('shutdown: a verified blob still waiting for its commit is dropped, its s
 });
 
 t.test('shutdown with a flush: a verified blob waiting for its commit is committed at once, a fill still fetching is cancelled', async (t) => {
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000 });
+  const fills = newFills({ commitDeferMs: 60_000 });
   const a = stalledFill(fills);
   const events: string[] = [];
   const b = quickFill(fills, 'uploaded before the pod goes', noting(events, 'b'));
@@ -277,7 +295,7 @@ t.test('shutdown with a flush: a verified blob waiting for its commit is committ
 
 t.test('verified blobs past maxDeferredBytes are committed without waiting', async (t) => {
   const blobs = Array.from({ length: 6 }, (_, i) => Buffer.from(`blob number ${i}`));
-  const fills = new BlobFills({ tmpDir: dir, commitDeferMs: 60_000, maxDeferredBytes: 4 * (blobs[0] as Buffer).length });
+  const fills = newFills({ commitDeferMs: 60_000, maxDeferredBytes: 4 * (blobs[0] as Buffer).length });
   const a = stalledFill(fills);
   const started = blobs.map((b) => quickFill(fills, b.toString()));
   await Promise.all(started.map((s) => s.fill.fetched));

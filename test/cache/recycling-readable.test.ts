@@ -16,7 +16,7 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Fastify from 'fastify';
 import { FileReadable } from '../../src/cache/file-readable.js';
-import { BlobFills } from '../../src/cache/blob-fill.js';
+import { BlobFills } from '../../src/cache/blob-fills.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'recycling-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -157,7 +157,9 @@ t.test('piped into a response, with a one-off peek at the first chunk: the peeke
 t.test('a fill reader piped into a response while the fill grows: intact, with reuse', async (t) => {
   const digest = `sha256:${want}`;
   const origin = new PassThrough();
-  const { fill } = new BlobFills({ tmpDir: dir }).getOrStart('r/app', digest, async () => ({ size: data.length, stream: origin }), async () => true);
+  const { fill } = new BlobFills({ tmpDir: dir, store: { putBlobFile: async () => true } }).getOrStart('r/app', digest, {
+    open: async () => ({ size: data.length, stream: origin }),
+  });
   const port = await serve(t, async () => fill.reader(0, undefined, { cancelWhenAbandoned: true }), data.length);
   const getting = stallingGet(port);
   for (let i = 0; i < data.length; i += 100_000) {

@@ -1,0 +1,145 @@
+/**
+ * Where a blob's bytes come from: the store; else the fill in progress or a new one (one shared
+ * origin fetch per blob, committed after verification: src/cache/blob-fills.ts); straight from
+ * the origin, uncached, when the spool directory cannot be written. Whatever is served from the
+ * cache or from another client's fetch passes the access gate first.
+ */
+import type { Readable } from 'node:stream';
+import type { AccessGate } from '../access/access-control.js';
+import type { BlobFill } from '../cache/blob-fill.js';
+import type { BlobFills } from '../cache/blob-fills.js';
+import type { ResilientStore } from '../cache/resilient-store.js';
+import { SpoolError } from '../cache/spool-writer.js';
+import { parseDigest } from '../oci/digest.js';
+import { OciError } from '../oci/errors.js';
+import type { Descriptor } from '../oci/media-types.js';
+import { verifyingStream } from '../oci/verifying-stream.js';
+import { headerString, originFailure, type Origin } from './origin.js';
+import { resolveRange, type ByteRange, type RangeRequest } from './range.js';
+import type { RequestContext, Source } from './request-context.js';
+import type { Target } from './target.js';
+
+export interface BlobAnswer {
+  readonly size: number | undefined;
+  readonly source: Source;
+  /** Absent for HEAD. */
+  readonly stream?: Readable;
+  readonly range?: ByteRange;
+}
+
+/** A blob on its way into the store. */
+export interface BlobProgress {
+  /** True once stored; false when it will not be. */
+  readonly stored: Promise<boolean>;
+}
+
+export interface BlobSourceOptions {
+  readonly origin: Origin;
+  readonly store: ResilientStore;
+  readonly fills: BlobFills;
+  readonly access: AccessGate | undefined;
+}
+
+export class BlobSource {
+  private readonly o: BlobSourceOptions;
+
+  constructor(opts: BlobSourceOptions) {
+    this.o = opts;
+  }
+
+  async serve(t: Target, digest: string, method: 'GET' | 'HEAD', range: RangeRequest, ctx: RequestContext): Promise<BlobAnswer> {
+    parseDigest(digest);
+    const { store, fills, access } = this.o;
+    const stat = await store.statBlob(t.cacheRepo, digest);
+    if (stat) {
+      await access?.authorize(t, 'blob', digest, ctx, {});
+      const r = resolveRange(range, stat.size);
+      if (method === 'HEAD') return { size: stat.size, source: 'cache' };
+      const opened = await store.openBlob(t.cacheRepo, digest, r, ctx.signal);
+      if (opened) return { size: opened.size, source: 'cache', stream: opened.stream, ...(r ? { range: r } : {}) };
+    }
+    if (method === 'HEAD') return this.headAtOrigin(t, digest, ctx);
+    if (ctx.signal?.aborted) throw new OciError('UNAVAILABLE', 'the client went away', { status: 499 });
+    // Joining a fill another request started is serving what that request was allowed to fetch.
+    if (fills.get(t.cacheRepo, digest)) await access?.authorize(t, 'blob', digest, ctx, {});
+    if (fills.spoolUnavailable && !fills.get(t.cacheRepo, digest)) return this.passThrough(t, digest, range, ctx);
+    const { fill, joined } = this.fill(t, digest);
+    try {
+      await fill.started;
+    } catch (err) {
+      // The local disk failed, not the origin: serve as a plain proxy, uncached.
+      if (err instanceof SpoolError) return this.passThrough(t, digest, range, ctx);
+      throw originFailure(err, t.registry);
+    }
+    const size = fill.size;
+    const r = size === undefined ? undefined : resolveRange(range, size);
+    const stream = fill.reader(r?.start ?? 0, r?.end, { cancelWhenAbandoned: true });
+    return { size, source: joined ? 'shared-fetch' : 'origin', stream, ...(r ? { range: r } : {}) };
+  }
+
+  /**
+   * For the persister: the blob is stored, or being fetched in the background until it is;
+   * resolves once its bytes are fetched (storing them may take longer: `stored` tells).
+   */
+  async prefetch(t: Target, d: Descriptor): Promise<BlobProgress> {
+    if (await this.o.store.statBlob(t.cacheRepo, d.digest)) return { stored: Promise.resolve(true) };
+    const { fill } = this.fill(t, d.digest);
+    fill.pin();
+    await fill.fetched;
+    // Uploads falling behind: hold the slot until this one is stored, so the spool stays bounded.
+    if (this.o.fills.commitBacklogFull) await fill.committed;
+    return { stored: fill.committed };
+  }
+
+  private fill(t: Target, digest: string): { fill: BlobFill; joined: boolean } {
+    return this.o.fills.getOrStart(t.cacheRepo, digest, this.o.origin.blobRequest(t, digest));
+  }
+
+  /**
+   * Straight from the origin to the client, nothing cached: when the spool directory cannot be
+   * written. A whole blob is still verified on the way (the last chunk waits for the digest); a
+   * byte range cannot be, and the client checks the blob it assembles.
+   */
+  private async passThrough(t: Target, digest: string, range: RangeRequest, ctx: RequestContext): Promise<BlobAnswer> {
+    const headers: Record<string, string> = {};
+    if (range.kind === 'single') {
+      headers.range = range.suffix !== undefined ? `bytes=-${range.suffix}` : `bytes=${range.first ?? 0}-${range.last ?? ''}`;
+    }
+    const res = await this.o.origin.request(t, 'GET', 'blob', digest, {
+      headers,
+      ok: [200, 206],
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+    ctx.log.debug({ image: `${t.registry}/${t.repository}@${digest}` }, 'spool unavailable: blob served from the origin without caching');
+    const length = Number(headerString(res.headers['content-length']) ?? NaN);
+    if (res.statusCode === 206) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(headerString(res.headers['content-range']) ?? '');
+      if (!m) {
+        res.body.destroy();
+        throw new OciError('UNAVAILABLE', `origin ${t.registry} answered a range without a valid Content-Range`, { status: 502 });
+      }
+      return { size: Number(m[3]), source: 'origin', stream: res.body, range: { start: Number(m[1]), end: Number(m[2]) } };
+    }
+    const size = Number.isFinite(length) ? length : undefined;
+    const verified = verifyingStream(digest, size);
+    res.body.on('error', (err) => verified.destroy(err));
+    verified.on('close', () => res.body.destroy());
+    return { size, source: 'origin', stream: res.body.pipe(verified) };
+  }
+
+  private async headAtOrigin(t: Target, digest: string, ctx: RequestContext): Promise<BlobAnswer> {
+    const inflight = this.o.fills.get(t.cacheRepo, digest);
+    if (inflight?.size !== undefined) {
+      await this.o.access?.authorize(t, 'blob', digest, ctx, {});
+      return { size: inflight.size, source: 'shared-fetch' };
+    }
+    const res = await this.o.origin.request(t, 'HEAD', 'blob', digest, ctx.signal ? { signal: ctx.signal } : {});
+    try {
+      await res.body.dump();
+    } catch (err) {
+      throw originFailure(err, t.registry);
+    }
+    const len = headerString(res.headers['content-length']);
+    return { size: len === undefined ? undefined : Number(len), source: 'origin' };
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * The origin as the pull path sees it: one request for one object of a target, its answer
+ * checked in one place (a status the caller does not expect becomes the typed error a client is
+ * told, in the spirit of go-containerregistry's `transport.CheckError`), and every accepted
+ * answer reported to the access gate with the credential it took.
+ *
+ * containerd moves on to its next host on any status >= 400 except 429, which it retries on the
+ * same host: an origin's rate limit therefore becomes a 503 here, so a cluster falls through to
+ * its next mirror instead of hammering us.
+ */
+import type { AccessGate, ObjectKind } from '../access/access-control.js';
+import type { OriginBlobRequest } from '../cache/blob-fill.js';
+import { OciError, UpstreamError } from '../oci/errors.js';
+import { describe, SizeError, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
+import type { Target } from './target.js';
+
+export interface OriginRequestOptions {
+  readonly headers?: Record<string, string>;
+  readonly signal?: AbortSignal;
+  /** Statuses that are an answer; any other becomes its typed error. Default: 200. */
+  readonly ok?: readonly number[];
+}
+
+export class Origin {
+  private readonly client: RegistryClient;
+  private readonly access: AccessGate | undefined;
+
+  constructor(client: RegistryClient, access: AccessGate | undefined) {
+    this.client = client;
+    this.access = access;
+  }
+
+  /** An accepted answer for `reference` (a tag or digest); throws the OciError a client is told. */
+  async request(
+    t: Target,
+    method: 'GET' | 'HEAD',
+    kind: ObjectKind,
+    reference: string,
+    opts: OriginRequestOptions = {},
+  ): Promise<RegistryResponse> {
+    let res: RegistryResponse;
+    try {
+      res = await this.client.request({
+        registry: t.registry,
+        repository: t.repository,
+        method,
+        path: `/v2/${t.repository}/${kind === 'manifest' ? 'manifests' : 'blobs'}/${reference}`,
+        followRedirects: kind === 'blob',
+        ...(opts.headers ? { headers: opts.headers } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      await checkOrigin(res, kind, t.registry, reference, opts.ok);
+    } catch (err) {
+      throw originFailure(err, t.registry);
+    }
+    this.access?.observe(t, kind, reference, res.credential);
+    return res;
+  }
+
+  /** What a blob fill opens: the blob's body from the origin, with its announced size. */
+  blobRequest(t: Target, digest: string): OriginBlobRequest {
+    return {
+      open: async (signal) => {
+        const res = await this.request(t, 'GET', 'blob', digest, { signal });
+        const len = headerString(res.headers['content-length']);
+        return { size: len === undefined ? undefined : Number(len), stream: res.body };
+      },
+    };
+  }
+}
+
+/** Throws the typed error for an answer whose status is not in `ok`, after draining its body. */
+export async function checkOrigin(
+  res: RegistryResponse,
+  kind: ObjectKind,
+  registry: string,
+  ref: string,
+  ok: readonly number[] = [200],
+): Promise<void> {
+  if (ok.includes(res.statusCode)) return;
+  await res.body.dump();
+  throw originStatusError(res.statusCode, kind, registry, ref);
+}
+
+export function originStatusError(status: number, kind: ObjectKind, registry: string, ref: string): OciError {
+  const what = `${kind} ${ref} at ${registry}`;
+  if (status === 404) {
+    return new OciError(kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', `origin has no ${what}`);
+  }
+  if (status === 401) return new OciError('UNAUTHORIZED', `origin refused ${what}: no credential it accepts`);
+  if (status === 403) return new OciError('DENIED', `origin denied access to ${what}`);
+  if (status === 429) return new OciError('TOOMANYREQUESTS', `origin rate-limited ${what}`, { status: 503 });
+  return new OciError('UNAVAILABLE', `origin answered ${status} for ${what}`, { status: 502 });
+}
+
+const timeoutCodes = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+
+/** Any failure to get an answer from the origin, as the OciError a client is told. */
+export function originFailure(err: unknown, registry: string): OciError {
+  if (err instanceof OciError) return err;
+  if (err instanceof SizeError) {
+    return new OciError('MANIFEST_INVALID', `origin ${registry} sent a manifest over ${err.max} bytes`, { status: 502 });
+  }
+  // The registry client gives up with a 401 when the origin challenged and no candidate
+  // credential could be used (Basic without credentials, a token realm refusing them all).
+  if (err instanceof UpstreamError && err.status === 401) {
+    return new OciError('UNAUTHORIZED', `origin ${registry} refused: no credential it accepts`, { cause: err });
+  }
+  const cause = err instanceof UpstreamError ? err.cause : err;
+  const code = (cause as { code?: string } | undefined)?.code;
+  const timedOut = code !== undefined && timeoutCodes.has(code);
+  const message = err instanceof UpstreamError ? err.message : describe(err);
+  return new OciError('UNAVAILABLE', `origin ${registry} ${timedOut ? 'timed out' : 'unreachable'}: ${message}`, {
+    status: timedOut ? 504 : 502,
+    cause: err,
+  });
+}
+
+/** Auth refusals must not be papered over with a stale copy (no private image to a pod without access). */
+export function isAuthError(err: unknown): boolean {
+  return err instanceof OciError && (err.code === 'UNAUTHORIZED' || err.code === 'DENIED');
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof OciError && err.status === 404;
+}
+
+export function headerString(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}

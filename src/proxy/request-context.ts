@@ -1,0 +1,10 @@
+/** What every step of a pull knows of the request it serves, and how it tells where bytes came from. */
+import type { Log as Logger } from '../observability/logger.js';
+
+export type Source = 'cache' | 'origin' | 'shared-fetch' | 'stale';
+
+export interface RequestContext {
+  /** The client's: aborted when it goes away. */
+  readonly signal?: AbortSignal;
+  readonly log: Logger;
+}

@@ -1,0 +1,140 @@
+/**
+ * Tags: served from the cache while younger than the tag TTL; after that revalidated with a HEAD
+ * (free against Docker Hub's pull limit); when the origin cannot answer, or deleted the tag, the
+ * cached tag is served stale and the log says so. Auth refusals are never papered over.
+ */
+import type { AccessGate } from '../access/access-control.js';
+import { Memo } from '../cache/memo.js';
+import type { ResilientStore } from '../cache/resilient-store.js';
+import type { StoredManifest, TagRecord } from '../cache/store.js';
+import { MANIFEST_ACCEPT } from '../oci/media-types.js';
+import type { ManifestSource } from './manifest-source.js';
+import { headerString, isAuthError, isNotFound, type Origin } from './origin.js';
+import type { RequestContext, Source } from './request-context.js';
+import type { Target } from './target.js';
+
+export interface TagAnswer {
+  readonly manifest: StoredManifest;
+  readonly source: Source;
+  /** Set when the origin served the manifest anew: when, for the tag record the persister writes. */
+  readonly fetchedAt?: number;
+}
+
+/**
+ * Tag writes of one tag, one after the other, and never older over newer: the persist of an
+ * image the tag pointed to before can finish after the persist of what it points to now.
+ */
+export class TagWrites {
+  private readonly store: ResilientStore;
+  private readonly running = new Map<string, Promise<boolean>>();
+
+  constructor(store: ResilientStore) {
+    this.store = store;
+  }
+
+  write(t: Target, tag: string, m: StoredManifest, confirmedAt: number): Promise<boolean> {
+    const key = `${t.cacheRepo}:${tag}`;
+    const write = (this.running.get(key) ?? Promise.resolve(true)).then(async () => {
+      const current = await this.store.getTag(t.cacheRepo, tag);
+      if (current && current.confirmedAt > confirmedAt) return true;
+      return this.store.putTag(t.cacheRepo, tag, m, confirmedAt);
+    });
+    this.running.set(key, write);
+    void write
+      .finally(() => {
+        if (this.running.get(key) === write) this.running.delete(key);
+      })
+      .catch(() => undefined);
+    return write;
+  }
+}
+
+export interface TagResolverOptions {
+  readonly origin: Origin;
+  readonly store: ResilientStore;
+  readonly manifests: ManifestSource;
+  readonly writes: TagWrites;
+  readonly tagTtlMs: number;
+  readonly now: () => number;
+  readonly access: AccessGate | undefined;
+}
+
+export class TagResolver {
+  private readonly o: TagResolverOptions;
+  private readonly tags = new Memo<TagRecord>({ maxEntries: 20000 });
+
+  constructor(opts: TagResolverOptions) {
+    this.o = opts;
+  }
+
+  async resolve(t: Target, tag: string, ctx: RequestContext): Promise<TagAnswer> {
+    const key = `${t.cacheRepo}:${tag}`;
+    const now = this.o.now();
+    const rec = this.tags.get(key) ?? (await this.o.store.getTag(t.cacheRepo, tag));
+    const cached = rec ? await this.o.manifests.cached(t, rec.digest) : undefined;
+    if (rec && cached && now - rec.confirmedAt < this.o.tagTtlMs) {
+      this.tags.set(key, rec, { ttlMs: rec.confirmedAt + this.o.tagTtlMs - now });
+      await this.o.access?.authorize(t, 'manifest', tag, ctx, {});
+      return { manifest: cached, source: 'cache' };
+    }
+    if (cached) {
+      const revalidated = await this.revalidate(t, tag, cached, ctx);
+      if (revalidated) return revalidated;
+    }
+    let m: StoredManifest;
+    try {
+      m = await this.o.manifests.fetch(t, tag, ctx);
+    } catch (err) {
+      if (cached && !isAuthError(err)) return this.stale(t, tag, cached, (err as Error).message, ctx, !isNotFound(err));
+      throw err;
+    }
+    this.remember(t, tag, m.digest, now);
+    return { manifest: m, source: 'origin', fetchedAt: now };
+  }
+
+  /** A HEAD at the origin: same digest -> still good; else undefined (fetch anew) or stale. */
+  private async revalidate(t: Target, tag: string, cached: StoredManifest, ctx: RequestContext): Promise<TagAnswer | undefined> {
+    let digest: string | undefined;
+    try {
+      const res = await this.o.origin.request(t, 'HEAD', 'manifest', tag, {
+        headers: { accept: MANIFEST_ACCEPT },
+        ...(ctx.signal ? { signal: ctx.signal } : {}),
+      });
+      await res.body.dump();
+      digest = headerString(res.headers['docker-content-digest']);
+    } catch (err) {
+      if (isAuthError(err)) throw err;
+      // A deleted tag (404) is an answer: the origin-down policy for private images does not apply.
+      return this.stale(t, tag, cached, (err as Error).message, ctx, !isNotFound(err));
+    }
+    if (digest !== cached.digest) return undefined;
+    const now = this.o.now();
+    this.remember(t, tag, cached.digest, now);
+    void this.o.writes.write(t, tag, cached, now);
+    return { manifest: cached, source: 'cache' };
+  }
+
+  /**
+   * Serves a cached tag the origin could not confirm. A private one only as the access gate says:
+   * `unreachable` when the origin could not answer at all (its origin-down policy applies).
+   */
+  private async stale(
+    t: Target,
+    tag: string,
+    cached: StoredManifest,
+    why: string,
+    ctx: RequestContext,
+    unreachable: boolean,
+  ): Promise<TagAnswer> {
+    await this.o.access?.authorize(t, 'manifest', tag, ctx, unreachable ? { originUnreachable: why } : {});
+    ctx.log.warn(
+      { image: `${t.registry}/${t.repository}:${tag}`, digest: cached.digest, reason: why },
+      'origin could not confirm tag; serving the cached copy (stale-if-error)',
+    );
+    return { manifest: cached, source: 'stale' };
+  }
+
+  private remember(t: Target, tag: string, digest: string, confirmedAt: number): void {
+    this.tags.set(`${t.cacheRepo}:${tag}`, { digest, confirmedAt }, { ttlMs: this.o.tagTtlMs });
+  }
+}
