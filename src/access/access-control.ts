@@ -19,6 +19,7 @@
  * Domain code: no HTTP server, no Kubernetes client; pods and the origin come in as interfaces.
  */
 import NodeCache from 'node-cache';
+import type { OriginDownPolicy } from '../config/proxy.js';
 import type { Credential } from '../oci/credentials.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import type { Log } from '../observability/logger.js';
@@ -63,8 +64,8 @@ export interface ProbeAnswer {
 /** A HEAD at the origin; throws when the origin cannot be reached. */
 export type OriginProbe = (req: ProbeRequest) => Promise<ProbeAnswer>;
 
-export const ORIGIN_DOWN_POLICIES = ['serve-confirmed', 'refuse'] as const;
-export type OriginDownPolicy = (typeof ORIGIN_DOWN_POLICIES)[number];
+// The configuration owns the policy names it validates; access imports them from there.
+export { ORIGIN_DOWN_POLICIES, type OriginDownPolicy } from '../config/proxy.js';
 
 /** Bounded label values of the refusal counter. */
 export type RefusalReason = 'no-pod' | 'rejected' | 'not-found' | 'origin-unreachable';

@@ -2,6 +2,8 @@
  * `pullthrough node-setup` settings (the DaemonSet's init container). Flags win over their
  * PULLTHROUGH_* variables.
  */
+import { ConfigError, helpText, parseFlags, type FlagSpec } from './flags.js';
+
 export interface NodeSetupConfig {
   hostsDir: string;
   proxyHost: string;
@@ -12,81 +14,99 @@ export interface NodeSetupConfig {
   remove: boolean;
 }
 
-export const NODE_SETUP_HELP = `Usage: pullthrough node-setup [flags]
+export const nodeSetupFlags: readonly FlagSpec[] = [
+  {
+    name: 'hosts-dir',
+    kind: 'string',
+    arg: 'DIR',
+    default: '/etc/containerd/certs.d',
+    help: "containerd's registry config_path, where the hosts.toml files are written.",
+  },
+  {
+    name: 'proxy-host',
+    kind: 'string',
+    arg: 'HOST:PORT',
+    default: 'localhost:7439',
+    help: "The host rewritten images point at (the webhook's --proxy-host).",
+  },
+  {
+    name: 'node-proxy',
+    kind: 'string',
+    arg: 'URL',
+    default: 'http://127.0.0.1:7439',
+    help: 'The node proxy, tried first.',
+  },
+  {
+    name: 'cluster-proxy',
+    kind: 'string',
+    arg: 'URL',
+    help:
+      'The cluster proxy, tried when the node proxy is down, e.g. ' +
+      'http://pullthrough-cluster-proxy.pullthrough.svc.cluster.local:7439; a name is resolved here ' +
+      "(cluster DNS) to the Service IP, since containerd uses the node's resolver.",
+  },
+  { name: 'mirror-all', kind: 'boolean', help: 'Also write _default/hosts.toml.' },
+  {
+    name: 'containerd-config',
+    kind: 'string',
+    arg: 'FILE',
+    help: 'Check that its config_path includes --hosts-dir.',
+  },
+  { name: 'remove', kind: 'boolean', help: 'Undo: restore backups, remove our files.' },
+];
 
-Writes containerd hosts.toml files on the node so rewritten images (localhost:7439/...) are pulled
-from the node proxy, then from the cluster proxy when the node proxy is down; with --mirror-all the
-proxies also become mirrors for every registry, with the origin as the last resort.
+export const NODE_SETUP_HELP = helpText(
+  [
+    'Usage: pullthrough node-setup [flags]',
+    '',
+    'Writes containerd hosts.toml files on the node so rewritten images (localhost:7439/...) are pulled',
+    'from the node proxy, then from the cluster proxy when the node proxy is down; with --mirror-all the',
+    'proxies also become mirrors for every registry, with the origin as the last resort.',
+  ].join('\n'),
+  nodeSetupFlags,
+);
 
-  --hosts-dir DIR          PULLTHROUGH_HOSTS_DIR          default /etc/containerd/certs.d
-  --proxy-host HOST:PORT   PULLTHROUGH_PROXY_HOST         default localhost:7439
-  --node-proxy URL         PULLTHROUGH_NODE_PROXY         default http://127.0.0.1:7439
-  --cluster-proxy URL      PULLTHROUGH_CLUSTER_PROXY      e.g. http://pullthrough-cluster-proxy.pullthrough.svc.cluster.local:7439;
-                                                          a name is resolved here (cluster DNS) to the
-                                                          Service IP, since containerd uses the node's resolver
-  --mirror-all             PULLTHROUGH_MIRROR_ALL=true    also write _default/hosts.toml
-  --containerd-config FILE PULLTHROUGH_CONTAINERD_CONFIG  check that its config_path includes --hosts-dir
-  --remove                 PULLTHROUGH_REMOVE=true        undo: restore backups, remove our files
-  --help
-`;
+export function parseNodeSetupConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { help: true } | { help: false; config: NodeSetupConfig } {
+  // An empty variable is unset here, so a manifest's `value: ""` keeps the default.
+  const { values: v, help } = parseFlags(nodeSetupFlags, argv, env, { emptyEnvIsUnset: true });
+  if (help) return { help: true };
+  const cluster = v['cluster-proxy'];
+  const containerdConfig = v['containerd-config'];
+  const proxyHost = v['proxy-host'] ?? 'localhost:7439';
+  // The name of a directory under --hosts-dir, as containerd looks it up.
+  if (!/^[a-z0-9.-]+:\d{1,5}$/i.test(proxyHost)) {
+    throw new ConfigError(`--proxy-host: ${JSON.stringify(proxyHost)} is not HOST:PORT`);
+  }
+  return {
+    help: false,
+    config: {
+      hostsDir: v['hosts-dir'] ?? '/etc/containerd/certs.d',
+      proxyHost,
+      nodeProxyUrl: httpUrl('node-proxy', v['node-proxy'] ?? 'http://127.0.0.1:7439'),
+      ...(cluster ? { clusterProxyUrl: httpUrl('cluster-proxy', cluster) } : {}),
+      mirrorAll: isTrue(v['mirror-all']),
+      ...(containerdConfig ? { containerdConfig } : {}),
+      remove: isTrue(v.remove),
+    },
+  };
+}
 
-export class NodeSetupConfigError extends Error {}
-
-const VALUE_FLAGS: Record<string, string> = {
-  'hosts-dir': 'PULLTHROUGH_HOSTS_DIR',
-  'proxy-host': 'PULLTHROUGH_PROXY_HOST',
-  'node-proxy': 'PULLTHROUGH_NODE_PROXY',
-  'cluster-proxy': 'PULLTHROUGH_CLUSTER_PROXY',
-  'containerd-config': 'PULLTHROUGH_CONTAINERD_CONFIG',
-};
-const BOOL_FLAGS: Record<string, string> = { 'mirror-all': 'PULLTHROUGH_MIRROR_ALL', remove: 'PULLTHROUGH_REMOVE' };
+function isTrue(v: string | undefined): boolean {
+  return /^(true|1)$/i.test(v ?? '');
+}
 
 function httpUrl(flag: string, s: string): string {
   let u: URL;
   try {
     u = new URL(s);
   } catch {
-    throw new NodeSetupConfigError(`--${flag}: ${JSON.stringify(s)} is not a URL`);
+    throw new ConfigError(`--${flag}: ${JSON.stringify(s)} is not a URL`);
   }
   if ((u.protocol !== 'http:' && u.protocol !== 'https:') || (u.pathname !== '/' && u.pathname !== '')) {
-    throw new NodeSetupConfigError(`--${flag}: ${JSON.stringify(s)} must be http(s)://host:port without a path`);
+    throw new ConfigError(`--${flag}: ${JSON.stringify(s)} must be http(s)://host:port without a path`);
   }
   return `${u.protocol}//${u.host}`;
-}
-
-export function parseNodeSetupConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): { help: true } | { help: false; config: NodeSetupConfig } {
-  const values = new Map<string, string>();
-  const bools = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--help' || arg === '-h') return { help: true };
-    const eq = arg.indexOf('=');
-    const name = arg.startsWith('--') ? (eq >= 0 ? arg.slice(2, eq) : arg.slice(2)) : '';
-    if (name in BOOL_FLAGS) {
-      if (eq >= 0 ? /^(true|1)$/i.test(arg.slice(eq + 1)) : true) bools.add(name);
-      continue;
-    }
-    if (!(name in VALUE_FLAGS)) throw new NodeSetupConfigError(`unknown argument ${JSON.stringify(arg)}`);
-    const v = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
-    if (v === undefined) throw new NodeSetupConfigError(`--${name} needs a value`);
-    values.set(name, v);
-  }
-  const get = (n: string) => values.get(n) ?? (env[VALUE_FLAGS[n] as string] || undefined);
-  const bool = (n: string) => bools.has(n) || /^(true|1)$/i.test(env[BOOL_FLAGS[n] as string] ?? '');
-  const cluster = get('cluster-proxy');
-  const containerdConfig = get('containerd-config');
-  const proxyHost = get('proxy-host') ?? 'localhost:7439';
-  if (!/^[a-z0-9.-]+:\d{1,5}$/i.test(proxyHost)) throw new NodeSetupConfigError(`--proxy-host: ${JSON.stringify(proxyHost)} is not HOST:PORT`);
-  return {
-    help: false,
-    config: {
-      hostsDir: get('hosts-dir') ?? '/etc/containerd/certs.d',
-      proxyHost,
-      nodeProxyUrl: httpUrl('node-proxy', get('node-proxy') ?? 'http://127.0.0.1:7439'),
-      ...(cluster ? { clusterProxyUrl: httpUrl('cluster-proxy', cluster) } : {}),
-      mirrorAll: bool('mirror-all'),
-      ...(containerdConfig ? { containerdConfig } : {}),
-      remove: bool('remove'),
-    },
-  };
 }

@@ -3,34 +3,179 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ORIGIN_DOWN_POLICIES, type OriginDownPolicy } from '../access/access-control.js';
 import { parseDockerConfig, type DockerConfigEntry } from '../oci/credentials.js';
-import { ConfigError, parseDuration, parseFlags, parseHostPort, parseList, type FlagSpec } from './flags.js';
+import { ConfigError, helpText, parseDuration, parseFlags, parseHostPort, parseList, type FlagSpec } from './flags.js';
 
 export const proxyFlags: readonly FlagSpec[] = [
-  { name: 'listen', kind: 'string', default: '127.0.0.1:7439', help: 'HOST:PORT the distribution API, /healthz and /readyz listen on.' },
-  { name: 'cache-registry', kind: 'string', default: '', help: 'URL of the shared cache registry (any OCI distribution registry). Without it, the embedded store in --data-dir is used.' },
-  { name: 'data-dir', kind: 'string', default: './data', help: 'Embedded store, and the spool directory for blobs being filled (also with --cache-registry).' },
-  { name: 'registry-credentials', kind: 'string', default: '', help: 'A docker config.json whose auths are used for origins (and the cache registry) after the pods\' own credentials.' },
-  { name: 'insecure-registries', kind: 'list', default: '', help: 'Registries reached over plain http (host, host:port, *.domain, host:*). Naming a loopback host here allows connecting to it.' },
-  { name: 'allowed-registries', kind: 'list', default: '*', help: 'Registries the proxy may pull from; others get DENIED. Loopback hosts must be named literally to be reachable.' },
-  { name: 'proxy-hosts', kind: 'list', default: 'localhost:7439,127.0.0.1:7439', help: 'The host names rewritten references give the proxy (the webhook\'s --proxy-host). A request whose ?ns= names one of them is in the rewritten form: that is how a rewritten pull reaches the cluster proxy as containerd\'s next host. The --listen address is added.' },
-  { name: 'tag-ttl', kind: 'duration', default: '10m', help: 'How long a cached tag is served without asking the origin; after that it is revalidated with a HEAD.' },
-  { name: 'platforms', kind: 'list', default: '', help: 'Platforms of a multi-arch index to complete in the background (e.g. linux/amd64,linux/arm64, or all). Empty: only what clients pull.' },
+  {
+    name: 'listen',
+    kind: 'string',
+    default: '127.0.0.1:7439',
+    help: 'HOST:PORT the distribution API, /healthz and /readyz listen on.',
+  },
+  {
+    name: 'cache-registry',
+    kind: 'string',
+    default: '',
+    help:
+      'URL of the shared cache registry (any OCI distribution registry). ' +
+      'Without it, the embedded store in --data-dir is used.',
+  },
+  {
+    name: 'data-dir',
+    kind: 'string',
+    default: './data',
+    help: 'Embedded store, and the spool directory for blobs being filled (also with --cache-registry).',
+  },
+  {
+    name: 'registry-credentials',
+    kind: 'string',
+    default: '',
+    help:
+      "A docker config.json whose auths are used for origins (and the cache registry) after the pods' own " +
+      'credentials.',
+  },
+  {
+    name: 'insecure-registries',
+    kind: 'list',
+    default: '',
+    help:
+      'Registries reached over plain http (host, host:port, *.domain, host:*). ' +
+      'Naming a loopback host here allows connecting to it.',
+  },
+  {
+    name: 'allowed-registries',
+    kind: 'list',
+    default: '*',
+    help:
+      'Registries the proxy may pull from; others get DENIED. ' +
+      'Loopback hosts must be named literally to be reachable.',
+  },
+  {
+    name: 'proxy-hosts',
+    kind: 'list',
+    default: 'localhost:7439,127.0.0.1:7439',
+    help:
+      "The host names rewritten references give the proxy (the webhook's --proxy-host). " +
+      'A request whose ?ns= names one of them is in the rewritten form: that is how a rewritten pull ' +
+      "reaches the cluster proxy as containerd's next host. The --listen address is added.",
+  },
+  {
+    name: 'tag-ttl',
+    kind: 'duration',
+    default: '10m',
+    help: 'How long a cached tag is served without asking the origin; after that it is revalidated with a HEAD.',
+  },
+  {
+    name: 'platforms',
+    kind: 'list',
+    default: '',
+    help:
+      'Platforms of a multi-arch index to complete in the background (e.g. linux/amd64,linux/arm64, or all). ' +
+      'Empty: only what clients pull.',
+  },
   { name: 'origin-connect-timeout', kind: 'duration', default: '5s', help: 'Connect timeout toward origins.' },
-  { name: 'origin-timeout', kind: 'duration', default: '20s', help: 'Time an origin has to answer with headers; past it the client gets 504 and containerd tries its next host.' },
-  { name: 'origin-idle-timeout', kind: 'duration', default: '30s', help: 'Longest silence inside an origin body before the transfer is cut (clients then resume with Range).' },
-  { name: 'cache-timeout', kind: 'duration', default: '5s', help: 'Connect and header timeout toward the cache registry.' },
-  { name: 'cache-cooldown', kind: 'duration', default: '10s', help: 'After the cache registry fails to answer, how long it is skipped (pulls go to the origin).' },
-  { name: 'node-name', kind: 'string', help: 'The node this proxy serves; unset: NODE_NAME (the downward API\'s spec.nodeName), so --node-name= (empty) turns pod credentials off where NODE_NAME is set (a cluster proxy). With it, the proxy watches the pods on this node and uses their imagePullSecrets (and their ServiceAccounts\') for origins, and serves a private image from the cache only while a pod on this node that uses it has credentials the origin accepts. Without it: no pod credentials, no access checks.' },
-  { name: 'private-images', kind: 'string', default: '', help: 'How cached private images (the origin refuses anonymous requests) are served. pods: only while a pod on this node that uses the image has credentials the origin accepts (needs a node name; the default with one). node-credentials: only when a --registry-credentials credential is accepted, for a proxy with no pods to check, such as the cluster proxy behind a Service. open: every cached copy is served (the default without a node name: a standalone proxy on a workstation).' },
-  { name: 'kubeconfig', kind: 'string', default: '', help: 'A kubeconfig file for the API server; empty: the in-cluster ServiceAccount. Only used with a node name.' },
-  { name: 'auth-ttl', kind: 'duration', default: '5m', help: 'How long an origin\'s acceptance of a pod\'s credentials for a private repository is trusted before the origin is asked again (a HEAD) on a cache hit.' },
-  { name: 'private-when-origin-down', kind: 'string', default: 'serve-confirmed', help: 'When the origin cannot confirm access to a private image: serve-confirmed serves it if access was confirmed for a pod still on this node using it within --origin-down-grace; refuse refuses (503).' },
-  { name: 'origin-down-grace', kind: 'duration', default: '1h', help: 'With --private-when-origin-down=serve-confirmed: how old a confirmation may be and still serve a private image while the origin is unreachable.' },
+  {
+    name: 'origin-timeout',
+    kind: 'duration',
+    default: '20s',
+    help:
+      'Time an origin has to answer with headers; past it the client gets 504 and containerd tries its next ' +
+      'host.',
+  },
+  {
+    name: 'origin-idle-timeout',
+    kind: 'duration',
+    default: '30s',
+    help: 'Longest silence inside an origin body before the transfer is cut (clients then resume with Range).',
+  },
+  {
+    name: 'cache-timeout',
+    kind: 'duration',
+    default: '5s',
+    help: 'Connect and header timeout toward the cache registry.',
+  },
+  {
+    name: 'cache-cooldown',
+    kind: 'duration',
+    default: '10s',
+    help: 'After the cache registry fails to answer, how long it is skipped (pulls go to the origin).',
+  },
+  {
+    name: 'node-name',
+    kind: 'string',
+    help:
+      "The node this proxy serves; unset: NODE_NAME (the downward API's spec.nodeName), so --node-name= " +
+      '(empty) turns pod credentials off where NODE_NAME is set (a cluster proxy). With it, the proxy watches ' +
+      "the pods on this node and uses their imagePullSecrets (and their ServiceAccounts') for origins, and " +
+      'serves a private image from the cache only while a pod on this node that uses it has credentials the ' +
+      'origin accepts. Without it: no pod credentials, no access checks.',
+  },
+  {
+    name: 'private-images',
+    kind: 'string',
+    default: '',
+    help:
+      'How cached private images (the origin refuses anonymous requests) are served. pods: only while a pod ' +
+      'on this node that uses the image has credentials the origin accepts (needs a node name; the default ' +
+      'with one). node-credentials: only when a --registry-credentials credential is accepted, for a proxy ' +
+      'with no pods to check, such as the cluster proxy behind a Service. open: every cached copy is served ' +
+      '(the default without a node name: a standalone proxy on a workstation).',
+  },
+  {
+    name: 'kubeconfig',
+    kind: 'string',
+    default: '',
+    help: 'A kubeconfig file for the API server; empty: the in-cluster ServiceAccount. Only used with a node name.',
+  },
+  {
+    name: 'auth-ttl',
+    kind: 'duration',
+    default: '5m',
+    help:
+      "How long an origin's acceptance of a pod's credentials for a private repository is trusted before the " +
+      'origin is asked again (a HEAD) on a cache hit.',
+  },
+  {
+    name: 'private-when-origin-down',
+    kind: 'string',
+    default: 'serve-confirmed',
+    help:
+      'When the origin cannot confirm access to a private image: serve-confirmed serves it if access was ' +
+      'confirmed for a pod still on this node using it within --origin-down-grace; refuse refuses (503).',
+  },
+  {
+    name: 'origin-down-grace',
+    kind: 'duration',
+    default: '1h',
+    help:
+      'With --private-when-origin-down=serve-confirmed: how old a confirmation may be and still serve a ' +
+      'private image while the origin is unreachable.',
+  },
   { name: 'log-level', kind: 'string', default: 'info', help: 'pino level: trace, debug, info, warn, error.' },
-  { name: 'metrics-listen', kind: 'string', default: '127.0.0.1:7440', help: 'HOST:PORT for Prometheus /metrics; empty disables it.' },
+  {
+    name: 'metrics-listen',
+    kind: 'string',
+    default: '127.0.0.1:7440',
+    help: 'HOST:PORT for Prometheus /metrics; empty disables it.',
+  },
 ];
+
+export const PROXY_HELP = helpText(
+  [
+    'Usage: pullthrough proxy [flags]',
+    '',
+    'The node proxy: serves image pulls from the cache, filling it from the origins.',
+    'With --node-name (or NODE_NAME) it uses the pull secrets of the pods on its node, and serves a',
+    'private image (one the origin refuses to anonymous requests) from the cache only while a pod on',
+    'this node that uses it has credentials the origin accepts (docs/credentials.md).',
+  ].join('\n'),
+  proxyFlags,
+);
+
+/** What the access checks do when the origin cannot confirm a private image (--private-when-origin-down). */
+export const ORIGIN_DOWN_POLICIES = ['serve-confirmed', 'refuse'] as const;
+export type OriginDownPolicy = (typeof ORIGIN_DOWN_POLICIES)[number];
 
 export interface ProxyConfig {
   readonly listen: { host: string; port: number };
@@ -58,7 +203,10 @@ export interface ProxyConfig {
   readonly metricsListen: { host: string; port: number } | undefined;
 }
 
-export function readProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv): { config: ProxyConfig; help: boolean } {
+export function readProxyConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): { config: ProxyConfig; help: boolean } {
   const { values: v, help } = parseFlags(proxyFlags, argv, env);
   let cacheRegistry: URL | undefined;
   if (v['cache-registry']) {
@@ -67,12 +215,16 @@ export function readProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     } catch {
       throw new ConfigError(`--cache-registry: not a URL: ${JSON.stringify(v['cache-registry'])}`);
     }
-    if (cacheRegistry.protocol !== 'http:' && cacheRegistry.protocol !== 'https:') throw new ConfigError('--cache-registry: use an http:// or https:// URL');
+    if (cacheRegistry.protocol !== 'http:' && cacheRegistry.protocol !== 'https:') {
+      throw new ConfigError('--cache-registry: use an http:// or https:// URL');
+    }
   }
   const credentials = v['registry-credentials'] ? readCredentials(v['registry-credentials']) : [];
   const platformList = parseList(v.platforms);
   const level = v['log-level'] ?? 'info';
-  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new ConfigError(`--log-level: unknown level ${JSON.stringify(level)}`);
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
+    throw new ConfigError(`--log-level: unknown level ${JSON.stringify(level)}`);
+  }
   return {
     help,
     config: {
@@ -109,13 +261,18 @@ function privateImagesMode(v: string | undefined, nodeName: string): PrivateImag
   if (mode !== 'pods' && mode !== 'node-credentials' && mode !== 'open') {
     throw new ConfigError(`--private-images: expected pods, node-credentials or open, got ${JSON.stringify(v)}`);
   }
-  if (mode === 'pods' && !nodeName) throw new ConfigError('--private-images=pods needs --node-name (or NODE_NAME): the pods of which node?');
+  if (mode === 'pods' && !nodeName) {
+    throw new ConfigError('--private-images=pods needs --node-name (or NODE_NAME): the pods of which node?');
+  }
   return mode;
 }
 
 function originDownPolicy(v: string | undefined): OriginDownPolicy {
   const p = (ORIGIN_DOWN_POLICIES as readonly string[]).find((x) => x === v);
-  if (!p) throw new ConfigError(`--private-when-origin-down: expected ${ORIGIN_DOWN_POLICIES.join(' or ')}, got ${JSON.stringify(v)}`);
+  if (!p) {
+    const expected = ORIGIN_DOWN_POLICIES.join(' or ');
+    throw new ConfigError(`--private-when-origin-down: expected ${expected}, got ${JSON.stringify(v)}`);
+  }
   return p as OriginDownPolicy;
 }
 
@@ -125,7 +282,8 @@ function readCredentials(file: string): DockerConfigEntry[] {
     json = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
     // The message names the file and the failure, never the content.
-    throw new ConfigError(`--registry-credentials: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'not valid JSON'}`);
+    const reason = (err as NodeJS.ErrnoException).code ?? 'not valid JSON';
+    throw new ConfigError(`--registry-credentials: cannot read ${file}: ${reason}`);
   }
   return parseDockerConfig(json, `--registry-credentials`);
 }

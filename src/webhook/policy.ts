@@ -3,6 +3,8 @@
  * shared by the pod mutator and the MutatingWebhookConfiguration selectors, so the selectors the
  * API server applies and the checks the webhook repeats cannot drift apart.
  */
+import type { PullPolicy } from '../config/webhook.js';
+
 export const IGNORE_LABEL = 'pullthrough.dev/image-caching-policy';
 export const IGNORE_LABEL_VALUE = 'ignore';
 export const ORIGINAL_IMAGES_ANNOTATION = 'pullthrough.dev/original-images';
@@ -10,7 +12,8 @@ export const SKIPPED_IMAGES_ANNOTATION = 'pullthrough.dev/skipped-images';
 /** Namespaces never touched: the webhook's own (its pods must start without it) and kube-system. */
 export const ALWAYS_EXCLUDED_NAMESPACES = ['kube-system'] as const;
 
-export type PullPolicy = 'Always' | 'IfNotPresent' | 'Never';
+// The configuration owns the pull policy names it validates (--skip-pull-policies).
+export type { PullPolicy } from '../config/webhook.js';
 
 export interface RewritePolicy {
   /** host:port the rewritten images point at (containerd on every node resolves it to its proxy). */
@@ -47,7 +50,11 @@ export function compileRegexes(patterns: readonly string[], flag: string): RegEx
 export function createRewritePolicy(input: RewritePolicyInput): RewritePolicy {
   return {
     proxyHost: input.proxyHost,
-    excludedNamespaces: new Set([input.ownNamespace, ...ALWAYS_EXCLUDED_NAMESPACES, ...(input.excludeNamespaces ?? [])]),
+    excludedNamespaces: new Set([
+      input.ownNamespace,
+      ...ALWAYS_EXCLUDED_NAMESPACES,
+      ...(input.excludeNamespaces ?? []),
+    ]),
     ignoreImages: compileRegexes(input.ignoreImages ?? [], '--ignore-images'),
     acceptImages: compileRegexes(input.acceptImages ?? [], '--accept-images'),
     skipPullPolicies: new Set(input.skipPullPolicies ?? []),

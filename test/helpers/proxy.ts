@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildProxy, type BuiltProxy, type ProxyDeps } from '../../src/main.js';
+import { buildProxy, type BuiltProxy, type ProxyDeps } from '../../src/proxy/build-proxy.js';
 import { prepareSpoolDir } from '../../src/cache/blob-fills.js';
 import { readProxyConfig, type ProxyConfig } from '../../src/config/proxy.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';

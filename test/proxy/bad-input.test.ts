@@ -16,7 +16,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { buildProxy, type BuiltProxy } from '../../src/main.js';
+import { buildProxy, type BuiltProxy } from '../../src/proxy/build-proxy.js';
 import { readProxyConfig } from '../../src/config/proxy.js';
 import { createLogger } from '../../src/observability/logger.js';
 

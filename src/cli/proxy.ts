@@ -1,0 +1,74 @@
+/**
+ * `pullthrough proxy`: reads the configuration, starts the pod credentials when the proxy serves
+ * a node, builds the proxy and its metrics listener, and serves until SIGTERM or SIGINT.
+ */
+import { join } from 'node:path';
+import { prepareSpoolDir } from '../cache/blob-fills.js';
+import { ConfigError } from '../config/flags.js';
+import { PROXY_HELP, readProxyConfig, type ProxyConfig } from '../config/proxy.js';
+// Type only: src/kube loads @kubernetes/client-node, whose RSS only the commands that need it pay.
+import type { NodeKube } from '../kube/index.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import { startMetricsServer } from '../observability/metrics-server.js';
+import { buildProxy } from '../proxy/build-proxy.js';
+import { youngGcFunction } from '../runtime/young-gc.js';
+import { untilSignal } from './usage.js';
+
+export async function runProxy(argv: readonly string[]): Promise<number> {
+  const { config, help } = readProxyConfig(argv, process.env);
+  if (help) {
+    process.stdout.write(`${PROXY_HELP}\n`);
+    return 0;
+  }
+  const log = createLogger(config.logLevel);
+  await prepareSpoolDir(join(config.dataDir, 'tmp'));
+  const kube = await startKube(config, log);
+  const collectYoung = youngGcFunction();
+  const proxy = buildProxy(config, {
+    log,
+    ...(collectYoung ? { collectYoung } : {}),
+    ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}),
+  });
+  const metricsServer = config.metricsListen ? startMetricsServer(proxy.metrics, config.metricsListen, log) : undefined;
+  await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
+  log.info(
+    {
+      listen: `${config.listen.host}:${config.listen.port}`,
+      store: config.cacheRegistry ? `registry ${config.cacheRegistry.origin}` : `embedded ${config.dataDir}`,
+      tagTtlMs: config.tagTtlMs,
+      allowedRegistries: config.allowedRegistries,
+      insecureRegistries: config.insecureRegistries,
+      credentialEntries: config.credentials.length,
+      podCredentials: kube
+        ? { node: config.nodeName, authTtlMs: config.authTtlMs, privateWhenOriginDown: config.privateWhenOriginDown }
+        : false,
+      // Off only where V8 refused to hand out gc: then streaming's peak RSS is higher.
+      youngGcPacing: collectYoung !== undefined,
+    },
+    'pullthrough proxy ready',
+  );
+  log.info({ signal: await untilSignal() }, 'shutting down');
+  metricsServer?.close();
+  await proxy.close();
+  await kube?.stop();
+  return 0;
+}
+
+/**
+ * The pod informer and pull-secret reader, started in the background: the proxy listens at once
+ * and serves public images whether or not the API server answers. No node name: standalone.
+ */
+export async function startKube(config: ProxyConfig, log: Logger): Promise<NodeKube | undefined> {
+  if (!config.nodeName || config.privateImages !== 'pods') return undefined;
+  const { startPodCredentials, KubeConfigError } = await import('../kube/index.js');
+  try {
+    return startPodCredentials({
+      nodeName: config.nodeName,
+      ...(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {}),
+      logger: log.child({ component: 'kube' }),
+    });
+  } catch (err) {
+    if (err instanceof KubeConfigError) throw new ConfigError(`--node-name ${config.nodeName}: ${err.message}`);
+    throw err;
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * What the commands share: the top-level usage text and the wait for the signal that stops a
+ * long-running command.
+ */
+export const USAGE = `Usage: pullthrough <command> [flags]
+
+Commands:
+  proxy       the node proxy (serves pulls from the cache, fills it from origins)
+  webhook     the admission webhook that rewrites pod images to the node proxy
+  node-setup  write containerd hosts.toml for the fallback chain (the DaemonSet's init step)
+  encode      print the rewritten reference for an image
+  decode      print the origin image a rewritten reference stands for
+
+Run "pullthrough <command> --help" for the flags of a command.
+`;
+
+/** Resolves with the name of the first SIGTERM or SIGINT. */
+export function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+}

@@ -1,0 +1,28 @@
+/**
+ * `pullthrough webhook`: reads the configuration and runs the admission webhook until SIGTERM or
+ * SIGINT. With certificate files the webhook needs no API server (outside a cluster, or
+ * cert-manager), so the Kubernetes client is loaded only without them.
+ */
+import { parseWebhookConfig, WEBHOOK_HELP } from '../config/webhook.js';
+import { createLogger } from '../observability/logger.js';
+import type { WebhookKubeApi } from '../webhook/index.js';
+import { untilSignal } from './usage.js';
+
+export async function runWebhookCommand(argv: readonly string[]): Promise<number> {
+  const parsed = parseWebhookConfig(argv, process.env);
+  if (parsed.help) {
+    process.stdout.write(`${WEBHOOK_HELP}\n`);
+    return 0;
+  }
+  const log = createLogger(parsed.config.logLevel);
+  const { runWebhook } = await import('../webhook/index.js');
+  let kubeApi: WebhookKubeApi | undefined;
+  if (!parsed.config.tlsCertFile) {
+    const { createKubeClient, createWebhookKubeApi } = await import('../kube/index.js');
+    kubeApi = createWebhookKubeApi(createKubeClient({}));
+  }
+  const running = await runWebhook(parsed.config, { ...(kubeApi ? { kubeApi } : {}), logger: log });
+  log.info({ signal: await untilSignal() }, 'shutting down');
+  await running.close();
+  return 0;
+}

@@ -1,0 +1,250 @@
+/**
+ * Wires a node proxy from its configuration: the origin and cache-registry clients, the store, the
+ * blob fills, the access checks and the pull service behind the HTTP server. Tests build their
+ * proxies here too, so they run the same wiring as the `pullthrough proxy` command.
+ */
+import { join } from 'node:path';
+import { Agent, type Dispatcher } from 'undici';
+import { AccessControl, type PodDirectory } from '../access/access-control.js';
+import { registryProbe } from '../access/origin-probe.js';
+import { PrivacyBook } from '../access/privacy.js';
+import { BlobFills } from '../cache/blob-fills.js';
+import { SpoolError } from '../cache/spool-writer.js';
+import { FsStore } from '../cache/fs-store.js';
+import { RegistryStore } from '../cache/registry-store.js';
+import { ResilientStore } from '../cache/resilient-store.js';
+import type { Store } from '../cache/store.js';
+import type { ProxyConfig } from '../config/proxy.js';
+import { StaticCredentialSource, type CredentialSource } from '../oci/credentials.js';
+import { createEgressPolicy, guardedConnector } from '../oci/egress.js';
+import { parseHostList } from '../oci/host-pattern.js';
+import { DOCKER_HUB, DOCKER_HUB_ENDPOINT } from '../oci/reference.js';
+import { RegistryClient } from '../oci/registry-client.js';
+import { reportResponseBytes } from '../oci/response-bytes.js';
+import type { Logger } from '../observability/logger.js';
+import { ProxyMetrics } from '../observability/metrics.js';
+import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
+import { PullService } from './pull-service.js';
+import { createProxyServer } from './server.js';
+
+const VERSION = '0.1.0';
+const USER_AGENT = `pullthrough/${VERSION}`;
+const CACHE_HOST = 'cache-registry';
+
+export interface ProxyDeps {
+  readonly log: Logger;
+  readonly metrics?: ProxyMetrics;
+  /** Extra credential sources tried before --registry-credentials (the pods' secrets). */
+  readonly podCredentials?: CredentialSource;
+  /**
+   * The pods on this node (src/kube's PodCredentials). With it, private images are served from
+   * the cache only under the access model of docs/credentials.md; without it, every cached copy
+   * is served (standalone, no pods to check against).
+   */
+  readonly pods?: PodDirectory;
+  /**
+   * A young-generation collection, run after every few MiB received from registries so that dead
+   * socket buffers are freed early (src/runtime/young-gc.ts). Without it, V8 decides alone.
+   */
+  readonly collectYoung?: CollectYoung;
+}
+
+/**
+ * Received bytes between two young-generation collections (see ProxyDeps.collectYoung): often
+ * enough to keep streaming's peak RSS down, rarely enough to cost no measurable CPU.
+ */
+const YOUNG_GC_EVERY_BYTES = 8 * 1024 * 1024;
+
+/** The cluster proxy has no pods to check against: a private image only with node-wide credentials. */
+const NO_PODS: PodDirectory = {
+  podsUsing: () => [],
+  lookup: async () => ({ known: false, credentials: [], skipped: [] }),
+};
+
+export interface BuiltProxy {
+  readonly app: ReturnType<typeof createProxyServer>;
+  readonly pull: PullService;
+  readonly store: ResilientStore;
+  readonly fills: BlobFills;
+  readonly metrics: ProxyMetrics;
+  readonly access: AccessControl | undefined;
+  /** Stops serving: in-flight requests get `graceMs` (default 10 s), then connections are cut. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Wires a node proxy from its configuration. The returned server is not listening yet. */
+export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
+  const { log } = deps;
+  const metrics = deps.metrics ?? new ProxyMetrics();
+  const insecure = parseHostList(config.insecureRegistries);
+  const allowed = parseHostList(config.allowedRegistries);
+  const staticCreds = new StaticCredentialSource(config.credentials);
+  const credentials: CredentialSource = deps.podCredentials
+    ? {
+        async credentialsFor(req) {
+          const pods = (await deps.podCredentials?.credentialsFor(req)) ?? [];
+          return [...pods, ...(await staticCreds.credentialsFor(req))];
+        },
+      }
+    : staticCreds;
+
+  const egress = createEgressPolicy([...insecure.literalHosts(), ...allowed.literalHosts()]);
+  const pacer = deps.collectYoung ? new YoungGcPacer(deps.collectYoung, YOUNG_GC_EVERY_BYTES) : undefined;
+  const paced = (agent: Agent): Dispatcher => (pacer ? agent.compose(reportResponseBytes(pacer.note)) : agent);
+  const originAgent = new Agent({
+    connect: guardedConnector(egress, { timeoutMs: config.originConnectTimeoutMs }),
+    headersTimeout: config.originTimeoutMs,
+    bodyTimeout: config.originIdleTimeoutMs,
+    keepAliveTimeout: 30_000,
+  });
+  const origin = new RegistryClient({
+    name: 'origin',
+    dispatcher: paced(originAgent),
+    baseUrl: (registry) => {
+      if (registry === DOCKER_HUB) return `https://${DOCKER_HUB_ENDPOINT}`;
+      return `${insecure.matches(registry) ? 'http' : 'https'}://${registry}`;
+    },
+    credentials,
+    userAgent: USER_AGENT,
+    headersTimeoutMs: config.originTimeoutMs,
+    bodyTimeoutMs: config.originIdleTimeoutMs,
+  });
+
+  let inner: Store;
+  let cacheAgent: Agent | undefined;
+  if (config.cacheRegistry) {
+    const cacheRegistry = config.cacheRegistry;
+    const base = cacheRegistry.toString().replace(/\/+$/, '');
+    // The cache registry is configured by the operator, so its own address is trusted as given.
+    cacheAgent = new Agent({
+      connect: guardedConnector(createEgressPolicy([cacheRegistry.hostname]), { timeoutMs: config.cacheTimeoutMs }),
+      headersTimeout: config.cacheTimeoutMs,
+      bodyTimeout: config.originIdleTimeoutMs,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    });
+    const cacheClient = new RegistryClient({
+      name: 'cache',
+      dispatcher: paced(cacheAgent),
+      baseUrl: () => base,
+      credentials: {
+        credentialsFor: async (req) =>
+          staticCreds.credentialsFor({ registry: cacheRegistry.host, repository: req.repository }),
+      },
+      userAgent: USER_AGENT,
+      headersTimeoutMs: config.cacheTimeoutMs,
+      bodyTimeoutMs: config.originIdleTimeoutMs,
+    });
+    inner = new RegistryStore(cacheClient, CACHE_HOST);
+  } else {
+    inner = new FsStore(config.dataDir);
+  }
+  const store = new ResilientStore(
+    inner,
+    {
+      storeFailed: (op, err) => {
+        metrics.storeFailures.inc({ op });
+        log.warn(
+          { op, store: inner.kind, err: err.message },
+          'cache store failed; serving from the origin without caching',
+        );
+      },
+      storeRecovered: () => log.info({ store: inner.kind }, 'cache store answers again'),
+    },
+    config.cacheCooldownMs,
+  );
+  const fills = new BlobFills({
+    tmpDir: join(config.dataDir, 'tmp'),
+    store,
+    spoolCooldownMs: config.cacheCooldownMs,
+    // Uploads to the cache registry yield to pulls in progress, which they would slow down; a
+    // rename into the embedded store costs nothing.
+    ...(inner.kind === 'registry' ? { commitDeferMs: 30_000, commitConcurrency: 2 } : {}),
+    events: {
+      onVerified: (f) => {
+        metrics.fills.inc({ result: 'verified' });
+        metrics.fillBytes.inc(f.written);
+      },
+      onFailed: (f, err) => {
+        metrics.fills.inc({ result: 'failed' });
+        if (err instanceof SpoolError) metrics.storeFailures.inc({ op: 'spool' });
+        log.warn(
+          { repo: f.repo, digest: f.digest, bytes: f.written, err: err.message },
+          'blob fill failed; nothing was cached',
+        );
+      },
+    },
+  });
+  metrics.trackFills(() => fills.size);
+  const pods: PodDirectory | undefined =
+    deps.pods ?? (config.privateImages === 'node-credentials' ? NO_PODS : undefined);
+  const privacy = pods
+    ? new PrivacyBook({
+        file: join(config.dataDir, 'access', 'privacy.json'),
+        onError: (op, err) =>
+          log.warn(
+            { op, err: err.message },
+            'privacy record of repositories could not be read or written; kept in memory',
+          ),
+      })
+    : undefined;
+  const access =
+    pods && privacy
+      ? new AccessControl({
+          pods,
+          probe: registryProbe(origin),
+          privacy,
+          authTtlMs: config.authTtlMs,
+          originDown: config.privateWhenOriginDown,
+          originDownGraceMs: config.originDownGraceMs,
+          log,
+          metrics: {
+            refused: (reason) => metrics.accessRefusals.inc({ reason }),
+            probed: (result) => metrics.accessProbes.inc({ result }),
+            servedWhileOriginDown: () => metrics.accessServedOriginDown.inc(),
+          },
+        })
+      : undefined;
+  const pull = new PullService({
+    origin,
+    store,
+    fills,
+    tagTtlMs: config.tagTtlMs,
+    platforms: config.platforms,
+    log,
+    ...(access ? { access } : {}),
+  });
+  const app = createProxyServer({
+    pull,
+    allowed,
+    self: parseHostList(config.proxyHosts),
+    ready: () => store.ping(),
+    log,
+    metrics,
+  });
+  return {
+    app,
+    pull,
+    store,
+    fills,
+    metrics,
+    access,
+    async close(graceMs = 10_000) {
+      // Cold fills stop at once (their clients resume elsewhere with Range); uploads still waiting
+      // for quieter times run now, for a few seconds at most (the pod has 30 s to stop).
+      await fills.flush(new Error('shutting down'), Math.min(5_000, graceMs / 2));
+      fills.cancelAll(new Error('shutting down'));
+      // Connections that sent no request yet (clients open them ahead) would hold close() until
+      // the server's headers timeout: other in-flight answers get a grace period, then everything
+      // is cut.
+      const force = setTimeout(() => app.server.closeAllConnections(), graceMs);
+      await app.close();
+      clearTimeout(force);
+      access?.close();
+      privacy?.flush();
+      await originAgent.close().catch(() => undefined);
+      await cacheAgent?.close().catch(() => undefined);
+      await inner.close();
+    },
+  };
+}
