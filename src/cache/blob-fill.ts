@@ -29,6 +29,17 @@ export interface OriginBlobRequest {
   open(signal: AbortSignal): Promise<OriginBlob>;
 }
 
+/** What bounds one fill: its size and how long it may take. */
+export interface FillLimits {
+  /** The size the manifest declares, when the fill is for a descriptor (a background fill). */
+  readonly declaredSize?: number;
+  /** Without a declared or announced size: the most bytes a fill may take. */
+  readonly maxBytes: number;
+  /** The deadline of a fill of known size: `baseMs` plus its size at `minBytesPerSecond`. */
+  readonly baseMs: number;
+  readonly minBytesPerSecond: number;
+}
+
 export interface FillEvents {
   /** The fill's outcome, for logs and metrics. */
   onVerified?(fill: BlobFill): void;
@@ -90,8 +101,9 @@ export class BlobFill extends EventEmitter implements FollowedFill {
   }
 
   /** Fetches the blob into the spool file and verifies it; never throws (the state says how it went). */
-  async run(request: OriginBlobRequest, events: FillEvents): Promise<void> {
+  async run(request: OriginBlobRequest, events: FillEvents, limits: FillLimits): Promise<void> {
     const expected = parseDigest(this.digest);
+    let deadline: NodeJS.Timeout | undefined;
     try {
       try {
         this.handle = await open(this.file, 'w+');
@@ -100,7 +112,21 @@ export class BlobFill extends EventEmitter implements FollowedFill {
         throw new SpoolError(`cannot open a spool file in ${this.file.replace(/\/[^/]*$/, '')}: ${why}`, err);
       }
       const origin = await request.open(this.abort.signal);
-      this.size = origin.size;
+      const { declaredSize } = limits;
+      if (declaredSize !== undefined && origin.size !== undefined && origin.size !== declaredSize) {
+        origin.stream.destroy();
+        throw new Error(`origin announced ${origin.size} bytes for a blob the manifest declares as ${declaredSize}`);
+      }
+      this.size = origin.size ?? declaredSize;
+      // An origin that sends more than the size, or trickles, must not hold the spool or a slot.
+      const limit = this.size ?? limits.maxBytes;
+      if (this.size !== undefined) {
+        const ms = limits.baseMs + (this.size / limits.minBytesPerSecond) * 1000;
+        deadline = setTimeout(() => {
+          this.abort.abort(new Error(`origin took over ${Math.round(ms / 1000)} s for ${this.size} bytes`));
+        }, Math.min(ms, 2 ** 31 - 1));
+      }
+      let received = 0;
       this.state = 'streaming';
       this.resolveStarted();
       this.emit('change');
@@ -110,7 +136,14 @@ export class BlobFill extends EventEmitter implements FollowedFill {
         // Large writes are faster for a fill streamed alone, but with many clients the origin's
         // chunks held through a large write outlive the young generation and inflate the RSS.
         maxPending: () => (this.activity.streamingLittle() ? BIG_WRITE : READ_CHUNK),
-        onChunk: (chunk) => verifier.update(chunk),
+        onChunk: (chunk) => {
+          received += chunk.byteLength;
+          if (received > limit) {
+            this.abort.abort(new Error(`origin sent more than the ${limit} bytes of ${this.digest}`));
+            return;
+          }
+          verifier.update(chunk);
+        },
         onWritten: (chunks, length) => {
           if (this.state === 'streaming') this.keepRecent(chunks);
           this.written = length;
@@ -139,6 +172,7 @@ export class BlobFill extends EventEmitter implements FollowedFill {
       this.fail(e);
       events.onFailed?.(this, e);
     } finally {
+      clearTimeout(deadline);
       this.resolveFetched(this.state === 'verified');
       this.release();
     }

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BlobFill, type FillEvents, type OriginBlobRequest } from './blob-fill.js';
+import { BlobFill, type FillEvents, type FillLimits, type OriginBlobRequest } from './blob-fill.js';
 import { CommitGate, type CommitGateOptions } from './commit-gate.js';
 import { FillActivity } from './fill-activity.js';
 import { SpoolError } from './spool-writer.js';
@@ -23,7 +23,20 @@ export interface BlobFillsOptions extends CommitGateOptions {
   readonly events?: FillEvents;
   /** After a spool failure, how long new fills are not attempted (callers stream straight through). */
   readonly spoolCooldownMs?: number;
+  /** Bounds of every fill (FillLimits); defaults below. */
+  readonly limits?: Partial<Omit<FillLimits, 'declaredSize'>>;
 }
+
+/**
+ * A blob of unknown size may take 64 GiB; one of known size its size at 256 KiB/s after a minute:
+ * a 1 GiB layer gets 69 minutes, a config blob about one (the origin's idle timeout cuts silence
+ * sooner).
+ */
+const DEFAULT_LIMITS: Omit<FillLimits, 'declaredSize'> = {
+  maxBytes: 64 * 2 ** 30,
+  baseMs: 60_000,
+  minBytesPerSecond: 256 * 1024,
+};
 
 export class BlobFills {
   private readonly opts: BlobFillsOptions;
@@ -54,26 +67,35 @@ export class BlobFills {
     return this.activity.active.get(`${repo}@${digest}`);
   }
 
-  /** Joins the fill in progress or starts one that fetches through `request`. */
-  getOrStart(repo: string, digest: string, request: OriginBlobRequest): { fill: BlobFill; joined: boolean } {
+  /**
+   * Joins the fill in progress or starts one that fetches through `request`; `declaredSize`, when
+   * a manifest declares it, bounds the fill even where the origin announces no size.
+   */
+  getOrStart(
+    repo: string,
+    digest: string,
+    request: OriginBlobRequest,
+    declaredSize?: number,
+  ): { fill: BlobFill; joined: boolean } {
     const key = `${repo}@${digest}`;
     const existing = this.activity.active.get(key);
     if (existing) return { fill: existing, joined: true };
     const file = join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`);
     const fill = new BlobFill(key, repo, digest, file, this.activity);
     this.activity.active.set(key, fill);
-    void this.complete(fill, request);
+    const limits = { ...DEFAULT_LIMITS, ...this.opts.limits, ...(declaredSize === undefined ? {} : { declaredSize }) };
+    void this.complete(fill, request, limits);
     return { fill, joined: false };
   }
 
   /** Runs the fill, commits it once verified, and removes it and its spool file. Never throws. */
-  private async complete(fill: BlobFill, request: OriginBlobRequest): Promise<void> {
+  private async complete(fill: BlobFill, request: OriginBlobRequest, limits: FillLimits): Promise<void> {
     const hold = fill.retain();
     this.activity.fetching++;
     let ok = false;
     try {
       try {
-        await fill.run(request, this.opts.events ?? {});
+        await fill.run(request, this.opts.events ?? {}, limits);
       } finally {
         this.activity.fetching--;
         this.activity.wake();

@@ -83,7 +83,7 @@ export class BlobSource {
    */
   async prefetch(t: Target, d: Descriptor): Promise<BlobProgress> {
     if (await this.o.store.statBlob(t.cacheRepo, d.digest)) return { stored: Promise.resolve(true) };
-    const { fill } = this.fill(t, d.digest);
+    const { fill } = this.fill(t, d.digest, d.size);
     fill.pin();
     await fill.fetched;
     // Uploads falling behind: hold the slot until this one is stored, so the spool stays bounded.
@@ -91,8 +91,8 @@ export class BlobSource {
     return { stored: fill.committed };
   }
 
-  private fill(t: Target, digest: string): { fill: BlobFill; joined: boolean } {
-    return this.o.fills.getOrStart(t.cacheRepo, digest, this.o.origin.blobRequest(t, digest));
+  private fill(t: Target, digest: string, declaredSize?: number): { fill: BlobFill; joined: boolean } {
+    return this.o.fills.getOrStart(t.cacheRepo, digest, this.o.origin.blobRequest(t, digest), declaredSize);
   }
 
   /**

@@ -8,7 +8,8 @@ import type { ResilientStore } from '../cache/resilient-store.js';
 import type { StoredManifest } from '../cache/store.js';
 import type { Log as Logger } from '../observability/logger.js';
 import { formatPlatform, parseManifest, type Descriptor } from '../oci/media-types.js';
-import type { BlobSource } from './blob-source.js';
+import { BackgroundBudget } from './background-budget.js';
+import type { BlobProgress, BlobSource } from './blob-source.js';
 import type { ManifestSource } from './manifest-source.js';
 import type { TagWrites } from './tag-resolver.js';
 import type { Target } from './target.js';
@@ -21,10 +22,15 @@ export interface PersisterOptions {
   /** `all`, or a list like linux/amd64: which platforms of an index to complete in the background. */
   readonly platforms: readonly string[] | 'all';
   readonly log: Logger;
+  /** Node-wide bound of background fetches (BackgroundBudget); defaults below. */
+  readonly budget?: BackgroundBudget;
 }
 
-/** containerd's own default of concurrent layer downloads. */
+/** containerd's own default of concurrent layer downloads: per manifest. */
 const BACKGROUND_FETCHES = 3;
+/** Node-wide: a few images persisting at once, and never more spool than a large image's worth. */
+const NODE_FETCHES = 6;
+const NODE_BYTES = 2 * 2 ** 30;
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array<R>(items.length);
@@ -41,10 +47,12 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
 
 export class Persister {
   private readonly o: PersisterOptions;
+  private readonly budget: BackgroundBudget;
   private readonly inflight = new Map<string, Promise<boolean>>();
 
   constructor(opts: PersisterOptions) {
     this.o = opts;
+    this.budget = opts.budget ?? new BackgroundBudget({ maxFetches: NODE_FETCHES, maxBytes: NODE_BYTES });
   }
 
   /** Number of manifests still being persisted (for tests and health). */
@@ -81,7 +89,7 @@ export class Persister {
       // compete with twenty background fetches for the link and the CPU. A slot is free once the
       // bytes are in, not once they are uploaded: the cache registry must not slow the pull.
       const progress = await mapLimit([parsed.config, ...parsed.layers], BACKGROUND_FETCHES, (d) =>
-        this.o.blobs.prefetch(t, d),
+        this.prefetch(t, d),
       );
       const results = await Promise.all(progress.map((p) => p.stored));
       if (results.includes(false)) {
@@ -93,6 +101,16 @@ export class Persister {
       await Promise.all(wanted.map((d) => this.child(t, d.digest)));
     }
     return this.o.store.putManifest(t.cacheRepo, m);
+  }
+
+  /** One blob within the node's background budget, held until its bytes are fetched. */
+  private async prefetch(t: Target, d: Descriptor): Promise<BlobProgress> {
+    const release = await this.budget.acquire(d.size);
+    try {
+      return await this.o.blobs.prefetch(t, d);
+    } finally {
+      release();
+    }
   }
 
   /** An index's child manifest, stored (fetched from the origin when missing). */

@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobFill, OriginBlob } from '../../src/cache/blob-fill.js';
 import { BlobFills, type BlobFillsOptions } from '../../src/cache/blob-fills.js';
@@ -306,4 +306,49 @@ t.test('verified blobs past maxDeferredBytes are committed without waiting', asy
   a.fill.cancel(new Error('test over'));
   t.same(await Promise.all(started.map((s) => s.fill.committed)), blobs.map(() => true), 'once no fill is fetching, the rest are committed');
   t.equal(await a.fill.committed, false);
+});
+
+t.test('a fill stops at the declared size: an origin that sends more fails it, nothing is stored', async (t) => {
+  const fills = newFills();
+  let sent = 0;
+  // An endless body with no announced size, for a blob the manifest declares as 1000 bytes.
+  const endless = new Readable({
+    read() {
+      sent += 64 * 1024;
+      this.push(Buffer.alloc(64 * 1024, 1));
+    },
+  });
+  const commits: string[] = [];
+  const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: undefined, stream: endless }) }, 1000);
+  commitsOf.get(fills)?.set(digest, async () => (commits.push(digest), true));
+  t.equal(await fill.committed, false);
+  t.match(fill.error?.message, /more than the 1000 bytes/);
+  t.ok(sent < 1024 * 1024, `the origin stream was stopped early (${sent} bytes read)`);
+  t.ok(endless.destroyed, 'and destroyed');
+  t.same(commits, []);
+  t.same(readdirSync(dir), [], 'no spool file left');
+});
+
+t.test('an origin that announces another size than the manifest declares is refused at once', async (t) => {
+  const fills = newFills();
+  const origin = new PassThrough();
+  const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: blob.length + 1, stream: origin }) }, blob.length);
+  t.equal(await fill.committed, false);
+  t.match(fill.error?.message, /announced .* declares/);
+  t.ok(origin.destroyed);
+});
+
+t.test('a fill of known size has a deadline: a trickling origin is cut, nothing is stored', async (t) => {
+  const fills = newFills({ limits: { baseMs: 200, minBytesPerSecond: 1_000_000 } });
+  const trickle = new PassThrough();
+  const timer = setInterval(() => trickle.write(blob.subarray(0, 1)), 20);
+  t.teardown(() => clearInterval(timer));
+  const started = Date.now();
+  const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: undefined, stream: trickle }) }, blob.length);
+  t.equal(await fill.committed, false);
+  t.match(fill.error?.message, /took over/);
+  const took = Date.now() - started;
+  t.ok(took < 5_000, `cut after ${took} ms (deadline 200 ms + 300 KB at 1 MB/s)`);
+  t.ok(trickle.destroyed, 'the origin stream is destroyed');
+  t.same(readdirSync(dir), [], 'no spool file left');
 });
