@@ -34,6 +34,7 @@ import {
   withChildren,
   type Stat,
 } from './lib.js';
+import { startNginxRelay } from './nginx-relay.js';
 import { startSlowLink } from './slow-link.js';
 
 // ---------------------------------------------------------------- options
@@ -98,6 +99,8 @@ let originPid = 0;
 let containerdPid = 0;
 /** The delay responder and nginx's master; nginx's worker is found as the master's child. */
 let slowLinkPids: number[] = [];
+/** The nginx relay's master; its worker is found as the master's child. */
+let nginxPid = 0;
 
 interface Target {
   readonly id: string;
@@ -148,7 +151,7 @@ const nginx: Target = {
   cache: false,
   base: () => `http://127.0.0.1:${P.nginx}`,
   name: (_r, repo) => repo,
-  pids: () => [],
+  pids: () => (nginxPid ? withChildren([nginxPid]) : []),
   reset: async () => undefined,
   committed: async () => true,
   storedFiles: () => [],
@@ -686,7 +689,10 @@ async function setup(): Promise<void> {
   const o = await lab.registry('origin', P.origin);
   originPid = pidFile(join(o.dir, 'registry.pid'));
   await lab.registry('cache', P.cacheRegistry);
-  await lab.logproxy('nginx', P.nginx, `http://${ORIGIN}`);
+  const relay = startNginxRelay({ dir: join(lab.dir, 'nginx'), port: P.nginx, upstream: ORIGIN });
+  children.push(relay);
+  nginxPid = relay.pid ?? 0;
+  await waitFor('the nginx relay', async () => (await httpStatus(`http://127.0.0.1:${P.nginx}/v2/`, 'GET')) === 200, 20_000);
   const link = startSlowLink({ dir: join(lab.dir, 'slow-link'), port: P.slow, delayPort: P.delay, upstream: ORIGIN, rate: RATE, delayMs: DELAY_MS, root: ROOT });
   children.push(...link);
   slowLinkPids = link.map((c) => c.pid ?? 0);
