@@ -415,8 +415,8 @@ async function blobOnce(test: string, label: string, rep: number, t: Target, r: 
     MBps: f.bytes / f.seconds / 1e6,
     seconds: f.seconds,
     cpuSecPerGiB: t.pids().length ? p.cpuSeconds / (f.bytes / GiB) : NaN,
-    // Of it in the kernel: the same cold fill's page-cache writes cost 0.07 or 1.1 s per 512 MiB
-    // from one run to the next on this machine (docs/performance.md, sixth session).
+    // Of it in the kernel: it tells which phase of the benchmark machine a cold figure comes
+    // from (docs/performance.md, "The benchmark machine").
     sysCpuSecPerGiB: t.pids().length ? p.sysCpuSeconds / (f.bytes / GiB) : NaN,
     peakRssMiB: t.pids().length ? p.peakRssMiB : NaN,
     rssGrowthMiB: t.pids().length ? p.rssGrowthMiB : NaN,
