@@ -316,9 +316,10 @@ const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
  */
 async function makeImage(repo: string, tag: string, flags: string[]): Promise<{ layers: string[]; mediaType: string }> {
   const out = await lab.script('make-image.sh', [ORIGIN, repo, tag, ...flags], { timeoutMs: 15 * 60_000 });
+  // KEY=value lines, values possibly quoted (the lab's own parser reads them the same way).
   const vars = new Map(out.split('\n').flatMap((line) => {
-    const m = /^([A-Z]+)=(.*)$/.exec(line);
-    return m ? [[m[1] as string, m[2] as string] as const] : [];
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    return m ? [[m[1] as string, (m[2] as string).replace(/^"|"$/g, '')] as const] : [];
   }));
   return { layers: (vars.get('LAYERS') ?? '').split(' ').filter(Boolean), mediaType: vars.get('MEDIATYPE') ?? '' };
 }
