@@ -34,6 +34,7 @@ import {
   withChildren,
   type Stat,
 } from './lib.js';
+import { startNginxRelay } from './nginx-relay.js';
 import { startSlowLink } from './slow-link.js';
 
 // ---------------------------------------------------------------- options
@@ -98,6 +99,8 @@ let originPid = 0;
 let containerdPid = 0;
 /** The delay responder and nginx's master; nginx's worker is found as the master's child. */
 let slowLinkPids: number[] = [];
+/** The nginx relay's master; its worker is found as the master's child. */
+let nginxPid = 0;
 
 interface Target {
   readonly id: string;
@@ -148,7 +151,7 @@ const nginx: Target = {
   cache: false,
   base: () => `http://127.0.0.1:${P.nginx}`,
   name: (_r, repo) => repo,
-  pids: () => [],
+  pids: () => (nginxPid ? withChildren([nginxPid]) : []),
   reset: async () => undefined,
   committed: async () => true,
   storedFiles: () => [],
@@ -306,13 +309,28 @@ async function limit<T>(n: number, jobs: (() => Promise<T>)[]): Promise<T[]> {
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
+/**
+ * Builds and pushes an image to the origin with the lab's make-image.sh, bounded by 15 minutes
+ * rather than the lab's default 2: gzipping and pushing 1 GiB takes longer than that on 2 cores
+ * that other work shares.
+ */
+async function makeImage(repo: string, tag: string, flags: string[]): Promise<{ layers: string[]; mediaType: string }> {
+  const out = await lab.script('make-image.sh', [ORIGIN, repo, tag, ...flags], { timeoutMs: 15 * 60_000 });
+  // KEY=value lines, values possibly quoted (the lab's own parser reads them the same way).
+  const vars = new Map(out.split('\n').flatMap((line) => {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    return m ? [[m[1] as string, (m[2] as string).replace(/^"|"$/g, '')] as const] : [];
+  }));
+  return { layers: (vars.get('LAYERS') ?? '').split(' ').filter(Boolean), mediaType: vars.get('MEDIATYPE') ?? '' };
+}
+
 async function seed(): Promise<Seed> {
   log(`seeding the origin: ${SIZES.bigMiB} MiB blob, ${SIZES.midMiB} MiB blob, ${SIZES.groups.reduce((a, g) => a + g.n, 0)}-layer image, ${SIZES.tags} tags`);
   const jobs = [
-    () => lab.image(ORIGIN, 'bench/big', 'v1', ['--layers', '1', '--layer-mb', String(SIZES.bigMiB)]),
-    () => lab.image(ORIGIN, 'bench/mid', 'v1', ['--layers', '1', '--layer-mb', String(SIZES.midMiB)]),
-    ...SIZES.groups.map((g, i) => () => lab.image(ORIGIN, 'bench/multi', `g${i}`, ['--layers', String(g.n), '--layer-mb', String(g.mb)])),
-    () => lab.image(ORIGIN, 'bench/small', 'v0', ['--layers', '1', '--layer-mb', '1']),
+    () => makeImage('bench/big', 'v1', ['--layers', '1', '--layer-mb', String(SIZES.bigMiB)]),
+    () => makeImage('bench/mid', 'v1', ['--layers', '1', '--layer-mb', String(SIZES.midMiB)]),
+    ...SIZES.groups.map((g, i) => () => makeImage('bench/multi', `g${i}`, ['--layers', String(g.n), '--layer-mb', String(g.mb)])),
+    () => makeImage('bench/small', 'v0', ['--layers', '1', '--layer-mb', '1']),
   ];
   const images = await limit(2, jobs);
   const size = async (repo: string, digest: string) => Number((await reg('HEAD', `/v2/${repo}/blobs/${digest}`)).headers['content-length']);
@@ -398,8 +416,8 @@ async function blobOnce(test: string, label: string, rep: number, t: Target, r: 
     MBps: f.bytes / f.seconds / 1e6,
     seconds: f.seconds,
     cpuSecPerGiB: t.pids().length ? p.cpuSeconds / (f.bytes / GiB) : NaN,
-    // Of it in the kernel: the same cold fill's page-cache writes cost 0.07 or 1.1 s per 512 MiB
-    // from one run to the next on this machine (docs/performance.md, sixth session).
+    // Of it in the kernel: it tells which phase of the benchmark machine a cold figure comes
+    // from (docs/performance.md, "The benchmark machine").
     sysCpuSecPerGiB: t.pids().length ? p.sysCpuSeconds / (f.bytes / GiB) : NaN,
     peakRssMiB: t.pids().length ? p.peakRssMiB : NaN,
     rssGrowthMiB: t.pids().length ? p.rssGrowthMiB : NaN,
@@ -686,7 +704,10 @@ async function setup(): Promise<void> {
   const o = await lab.registry('origin', P.origin);
   originPid = pidFile(join(o.dir, 'registry.pid'));
   await lab.registry('cache', P.cacheRegistry);
-  await lab.logproxy('nginx', P.nginx, `http://${ORIGIN}`);
+  const relay = startNginxRelay({ dir: join(lab.dir, 'nginx'), port: P.nginx, upstream: ORIGIN });
+  children.push(relay);
+  nginxPid = relay.pid ?? 0;
+  await waitFor('the nginx relay', async () => (await httpStatus(`http://127.0.0.1:${P.nginx}/v2/`, 'GET')) === 200, 20_000);
   const link = startSlowLink({ dir: join(lab.dir, 'slow-link'), port: P.slow, delayPort: P.delay, upstream: ORIGIN, rate: RATE, delayMs: DELAY_MS, root: ROOT });
   children.push(...link);
   slowLinkPids = link.map((c) => c.pid ?? 0);
