@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): installs what the tests need when it is missing, type-checks,
-# then runs every test file. Needs root for the Debian packages of the lab (../shared/oci-lab).
+# The test command (README, .ci/run): installs what the tests need when it is missing, lints and
+# checks the formatting, type-checks, then runs every test file. Needs root for the Debian packages
+# of the lab (../shared/oci-lab).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAB=${OCI_LAB:-$(cd .. && pwd)/shared/oci-lab}
@@ -20,6 +21,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 
+# Lint errors and unformatted files fail the run before any test starts.
+npm run -s lint
 npm run -s typecheck
 
 out=$(mktemp)

@@ -153,7 +153,10 @@ export class AccessControl implements AccessGate {
     const key = repoKey(t);
     const users = this.o.pods.podsUsing(t.registry, t.repository);
     if (this.confirmed(key, users, this.now(), this.o.authTtlMs)) return;
-    if (hint.originUnreachable !== undefined) return this.whenOriginDown(t, users, hint.originUnreachable, ctx);
+    if (hint.originUnreachable !== undefined) {
+      this.whenOriginDown(t, users, hint.originUnreachable, ctx);
+      return;
+    }
     let check = this.checks.get(key);
     if (!check) {
       const verdict = this.check(t, kind, reference).finally(() => this.checks.delete(key));
@@ -167,7 +170,10 @@ export class AccessControl implements AccessGate {
       verdict = await this.check(t, kind, reference);
     }
     if (verdict.kind === 'allow') return;
-    if (verdict.kind === 'unreachable') return this.whenOriginDown(t, this.o.pods.podsUsing(t.registry, t.repository), verdict.why, ctx);
+    if (verdict.kind === 'unreachable') {
+      this.whenOriginDown(t, this.o.pods.podsUsing(t.registry, t.repository), verdict.why, ctx);
+      return;
+    }
     const current = this.o.pods.podsUsing(t.registry, t.repository);
     const reason: RefusalReason = verdict.reason === 'rejected' && current.length === 0 ? 'no-pod' : verdict.reason;
     return this.refuse(t, kind, reference, current, reason, ctx);
@@ -289,7 +295,7 @@ export class AccessControl implements AccessGate {
     return false;
   }
 
-  private async whenOriginDown(t: AccessTarget, users: readonly PodRef[], why: string, ctx: RequestScope): Promise<void> {
+  private whenOriginDown(t: AccessTarget, users: readonly PodRef[], why: string, ctx: RequestScope): void {
     const key = repoKey(t);
     if (this.o.originDown === 'serve-confirmed' && this.confirmed(key, users, this.now(), this.o.originDownGraceMs)) {
       this.o.metrics?.servedWhileOriginDown();
@@ -297,7 +303,8 @@ export class AccessControl implements AccessGate {
         this.downLogged.set(key, true);
         ctx.log.warn(
           { image: key, reason: why, policy: this.o.originDown },
-          'origin cannot confirm access to a private image; serving it to this node, where access was confirmed recently',
+          'origin cannot confirm access to a private image; ' +
+            'serving it to this node, where access was confirmed recently',
         );
       }
       return;
@@ -308,9 +315,14 @@ export class AccessControl implements AccessGate {
       { image: key, reason: why, policy: this.o.originDown, pods: users.map(podKey) },
       'private image refused: the origin cannot confirm access',
     );
-    throw new OciError('UNAVAILABLE', `${key} is private (or not known to be public) and origin ${t.registry} cannot confirm access (${policy}): ${why}`, {
-      status: 503,
-    });
+    throw new OciError(
+      'UNAVAILABLE',
+      `${key} is private (or not known to be public) and origin ${t.registry} ` +
+        `cannot confirm access (${policy}): ${why}`,
+      {
+        status: 503,
+      },
+    );
   }
 
   private async refuse(t: AccessTarget, kind: ObjectKind, reference: string, users: readonly PodRef[], reason: RefusalReason, ctx: RequestScope): Promise<never> {
@@ -343,7 +355,8 @@ export class AccessControl implements AccessGate {
     throw new OciError(
       'UNAUTHORIZED',
       reason === 'no-pod'
-        ? `${image} is private and no pod on this node uses it: cached private images are served only where a pod using them has credentials the origin accepts`
+        ? `${image} is private and no pod on this node uses it: ` +
+          'cached private images are served only where a pod using them has credentials the origin accepts'
         : `${image} is private and no pod on this node that uses it has credentials the origin accepts`,
     );
   }

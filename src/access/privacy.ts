@@ -22,6 +22,17 @@ interface FileFormat {
   repositories: Record<string, Entry>;
 }
 
+/** A file read back may have been edited or cut short: every entry is checked before it is used. */
+interface StoredFormat {
+  repositories?: Record<string, unknown>;
+}
+
+function isEntry(e: unknown): e is Entry {
+  if (typeof e !== 'object' || e === null) return false;
+  const { privacy, at } = e as Partial<Record<keyof Entry, unknown>>;
+  return (privacy === 'public' || privacy === 'private') && typeof at === 'number';
+}
+
 export interface PrivacyBookOptions {
   /** Where the book is persisted; in memory only without it. */
   readonly file?: string;
@@ -102,10 +113,10 @@ export class PrivacyBook {
       return;
     }
     try {
-      const parsed = JSON.parse(text) as Partial<FileFormat>;
+      const parsed = JSON.parse(text) as StoredFormat;
       const repos = parsed.repositories ?? {};
       const sorted = Object.entries(repos)
-        .filter(([, e]) => (e?.privacy === 'public' || e?.privacy === 'private') && typeof e.at === 'number')
+        .filter((kv): kv is [string, Entry] => isEntry(kv[1]))
         .sort((a, b) => a[1].at - b[1].at);
       for (const [k, e] of sorted) this.entries.set(k, { privacy: e.privacy, at: e.at });
     } catch (err) {

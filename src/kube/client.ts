@@ -39,7 +39,8 @@ export function createKubeClient(options: KubeClientOptions = {}): KubeClient {
       config.loadFromFile(options.kubeconfig);
     } catch (err) {
       // The file may hold tokens and keys: say which file, never what it contains.
-      throw new KubeConfigError(`cannot load kubeconfig ${options.kubeconfig}: ${err instanceof Error && 'code' in err ? String(err.code) : 'invalid file'}`);
+      const why = err instanceof Error && 'code' in err ? String(err.code) : 'invalid file';
+      throw new KubeConfigError(`cannot load kubeconfig ${options.kubeconfig}: ${why}`);
     }
   } else {
     const env = options.env ?? process.env;
@@ -52,11 +53,11 @@ export function createKubeClient(options: KubeClientOptions = {}): KubeClient {
   if (!cluster) throw new KubeConfigError('the kubeconfig has no current cluster');
   const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const deadline: k8s.Middleware = {
-    pre: async (ctx) => {
+    pre: (ctx) => {
       ctx.setSignal(AbortSignal.timeout(requestTimeoutMs));
-      return ctx;
+      return Promise.resolve(ctx);
     },
-    post: async (ctx) => ctx,
+    post: (ctx) => Promise.resolve(ctx),
   };
   const configuration = k8s.createConfiguration({
     baseServer: new k8s.ServerConfiguration(cluster.server, {}),

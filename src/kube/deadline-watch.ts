@@ -34,7 +34,9 @@ export class DeadlineWatch extends k8s.Watch {
   constructor(
     config: k8s.KubeConfig,
     private readonly deadlines: WatchDeadlines,
-    private readonly onConnected: () => void = () => {},
+    private readonly onConnected: () => void = () => {
+      // Nobody to tell by default.
+    },
   ) {
     super(config);
   }
@@ -47,6 +49,8 @@ export class DeadlineWatch extends k8s.Watch {
       return c;
     }
     let settled = false;
+    // finish() may run (connect deadline) before super.watch() resolves: a const would still be in its TDZ.
+    // eslint-disable-next-line prefer-const
     let controller: AbortController | undefined;
     let idle: NodeJS.Timeout | undefined;
     const finish = (err: unknown): void => {
@@ -80,6 +84,8 @@ export class DeadlineWatch extends k8s.Watch {
     );
     controller = ctl;
     clearTimeout(connect);
+    // Both change in callbacks during the await above, which TypeScript's narrowing does not see.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
     if (settled || this.closed) {
       // Failed, abandoned on the connect deadline, or closed meanwhile.
       ctl.abort();

@@ -37,7 +37,7 @@ export class PodIndex {
   }
 
   remove(pod: k8s.V1Pod | PodRef): void {
-    const ref = 'metadata' in pod || 'spec' in pod ? refOf(pod as k8s.V1Pod) : (pod as PodRef);
+    const ref = 'metadata' in pod || 'spec' in pod ? refOf(pod) : (pod as PodRef);
     if (!ref) return;
     const k = podKey(ref);
     const old = this.pods.get(k);

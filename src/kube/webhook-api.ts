@@ -36,9 +36,10 @@ export async function getSecret(client: KubeClient, namespace: string, name: str
  * overwriting each other; after `attempts` the conflict is thrown.
  */
 export async function createOrReplaceSecret(client: KubeClient, secret: k8s.V1Secret, attempts = 3): Promise<k8s.V1Secret> {
-  const namespace = secret.metadata?.namespace;
-  const name = secret.metadata?.name;
-  if (!namespace || !name) throw new TypeError('createOrReplaceSecret: metadata.namespace and metadata.name are required');
+  const { metadata } = secret;
+  const namespace = metadata?.namespace;
+  const name = metadata?.name;
+  if (!metadata || !namespace || !name) throw new TypeError('createOrReplaceSecret: metadata.namespace and metadata.name are required');
   const op = `write secret ${namespace}/${name}`;
   for (let i = 1; ; i++) {
     try {
@@ -48,7 +49,7 @@ export async function createOrReplaceSecret(client: KubeClient, secret: k8s.V1Se
     }
     const current = await getSecret(client, namespace, name);
     if (!current) continue; // deleted between our create and get: create again
-    const body: k8s.V1Secret = { ...secret, metadata: { ...secret.metadata, resourceVersion: current.metadata?.resourceVersion } };
+    const body: k8s.V1Secret = { ...secret, metadata: { ...metadata, resourceVersion: current.metadata?.resourceVersion } };
     try {
       return await client.core.replaceNamespacedSecret({ namespace, name, body });
     } catch (err) {
@@ -75,7 +76,7 @@ export async function patchWebhookCABundle(client: KubeClient, name: string, caP
     }
     const patch: object[] = [];
     (current.webhooks ?? []).forEach((w, idx) => {
-      if (w.clientConfig?.caBundle === caBundle) return;
+      if (w.clientConfig.caBundle === caBundle) return;
       patch.push({ op: 'test', path: `/webhooks/${idx}/name`, value: w.name });
       patch.push({ op: 'add', path: `/webhooks/${idx}/clientConfig/caBundle`, value: caBundle });
     });

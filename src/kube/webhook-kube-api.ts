@@ -5,7 +5,7 @@
  * what the winner wrote, instead of overwriting it.
  */
 import * as k8s from '@kubernetes/client-node';
-import type { JsonPatchOperation, SecretObject, WebhookConfigurationObject, WebhookKubeApi } from '../webhook/kube-api.js';
+import type { JsonPatchOperation, WebhookConfigurationObject, WebhookKubeApi } from '../webhook/kube-api.js';
 import type { KubeClient } from './client.js';
 import { describeKubeError } from './errors.js';
 import { getSecret } from './webhook-api.js';
@@ -23,18 +23,18 @@ class KubeApiError extends Error {
 export function createWebhookKubeApi(client: KubeClient): WebhookKubeApi {
   return {
     async readSecret(namespace, name) {
-      return (await getSecret(client, namespace, name)) as SecretObject | undefined;
+      return await getSecret(client, namespace, name);
     },
     async createSecret(namespace, secret) {
       try {
-        await client.core.createNamespacedSecret({ namespace, body: secret as k8s.V1Secret });
+        await client.core.createNamespacedSecret({ namespace, body: secret });
       } catch (err) {
         throw new KubeApiError(`create secret ${namespace}/${secret.metadata?.name ?? ''}`, err);
       }
     },
     async replaceSecret(namespace, name, secret) {
       try {
-        await client.core.replaceNamespacedSecret({ namespace, name, body: secret as k8s.V1Secret });
+        await client.core.replaceNamespacedSecret({ namespace, name, body: secret });
       } catch (err) {
         throw new KubeApiError(`replace secret ${namespace}/${name}`, err);
       }

@@ -65,7 +65,12 @@ export function renderHostsFiles(o: HostsOptions): HostsPlan[] {
 export function checkContainerdConfig(text: string, hostsDir: string): { ok: boolean; message: string } {
   const m = /^\s*config_path\s*=\s*"([^"]*)"/m.exec(text);
   if (!m) {
-    return { ok: false, message: `containerd config has no registry config_path: hosts.toml files under ${hostsDir} are ignored (set [plugins."io.containerd.grpc.v1.cri".registry] config_path = "${hostsDir}")` };
+    return {
+      ok: false,
+      message:
+        `containerd config has no registry config_path: hosts.toml files under ${hostsDir} are ignored ` +
+        `(set [plugins."io.containerd.grpc.v1.cri".registry] config_path = "${hostsDir}")`,
+    };
   }
   const paths = (m[1] as string).split(':');
   if (!paths.includes(hostsDir)) return { ok: false, message: `containerd config_path is ${JSON.stringify(m[1])}, which does not include ${hostsDir}` };

@@ -43,7 +43,7 @@ export function parseChallenges(header: string | undefined): Challenge[] {
         i++;
         while (i < s.length && s[i] !== '"') {
           if (s[i] === '\\' && i + 1 < s.length) i++;
-          value += s[i];
+          value += s.charAt(i);
           i++;
         }
         i++;

@@ -95,7 +95,7 @@ function parseKey(key: string): ParsedKey | undefined {
   const hostPort = slash < 0 ? k : k.slice(0, slash);
   const path = slash < 0 ? '' : k.slice(slash + 1).replace(/\/+$/, '');
   const m = /^([^:]+)(?::(\d+))?$/.exec(hostPort);
-  if (!m || !m[1]) return undefined;
+  if (!m?.[1]) return undefined;
   return { host: m[1], port: m[2] ?? '', path };
 }
 
@@ -123,7 +123,7 @@ export function matchDockerConfig(entries: readonly DockerConfigEntry[], registr
   const scored: { score: number; credential: Credential }[] = [];
   for (const e of entries) {
     const k = parseKey(e.key);
-    if (!k || k.port !== target.port || !hostMatches(k.host, target.host)) continue;
+    if (k?.port !== target.port || !hostMatches(k.host, target.host)) continue;
     if (k.path !== '' && repository !== k.path && !repository.startsWith(`${k.path}/`)) continue;
     scored.push({ score: k.host.length + k.path.length * 2 + (k.host.includes('*') ? 0 : 1000), credential: e.credential });
   }
@@ -136,7 +136,7 @@ export class StaticCredentialSource implements CredentialSource {
   constructor(entries: readonly DockerConfigEntry[]) {
     this.entries = entries;
   }
-  async credentialsFor(req: CredentialRequest): Promise<readonly Credential[]> {
-    return matchDockerConfig(this.entries, req.registry, req.repository);
+  credentialsFor(req: CredentialRequest): Promise<readonly Credential[]> {
+    return Promise.resolve(matchDockerConfig(this.entries, req.registry, req.repository));
   }
 }

@@ -69,7 +69,7 @@ export function guardedConnector(policy: EgressPolicy, opts: { timeoutMs: number
       callback(null, first.address, first.family);
     });
   };
-  const connect = buildConnector({ timeout: opts.timeoutMs, lookup: guardedLookup } as buildConnector.BuildOptions);
+  const connect = buildConnector({ timeout: opts.timeoutMs, lookup: guardedLookup });
   return (options, callback) => {
     const hostname = options.hostname.replace(/^\[|\]$/g, '');
     if (isIP(hostname)) {

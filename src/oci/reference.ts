@@ -105,6 +105,7 @@ export function parseReference(input: string): ImageReference {
     throw new OciError('NAME_INVALID', `invalid image reference ${JSON.stringify(input.slice(0, 300))}: ${why}`);
   };
   if (input.length === 0 || input.length > 1024) bad('empty or too long');
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what this refuses
   if (/[\s\u0000-\u001f\u007f]/.test(input)) bad('contains white space or control characters');
   let rest = input;
   let digest: string | undefined;

@@ -250,7 +250,7 @@ export class RegistryClient {
       });
       // The redirect interceptor records every URL it requested, the last one included.
       const history = (res.context as { history?: readonly URL[] } | undefined)?.history;
-      return { statusCode: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: res.body, url, redirected: (history?.length ?? 0) > 1 };
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url, redirected: (history?.length ?? 0) > 1 };
     } catch (err) {
       throw new UpstreamError(req.registry, `${req.method} ${redactUrl(url)}: ${describe(err)}`, { cause: err });
     }
@@ -263,7 +263,7 @@ function pickChallenge(header: string | string[] | undefined): Challenge | undef
 }
 
 export function describe(err: unknown): string {
-  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } } | null | undefined;
   const code = e?.code ?? e?.cause?.code;
   const msg = e?.cause?.message && e.cause.message !== e.message ? `${e.message}: ${e.cause.message}` : e?.message;
   return code ? `${code} ${msg ?? ''}`.trim() : String(msg ?? err);

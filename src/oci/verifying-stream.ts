@@ -10,13 +10,13 @@ export function verifyingStream(digest: string, size: number | undefined): Trans
   const verifier = new DigestVerifier(parseDigest(digest));
   let held: Buffer | undefined;
   return new Transform({
-    transform(chunk: Buffer, _enc, cb: TransformCallback) {
+    transform(chunk: Buffer, _enc, cb: TransformCallback): void {
       verifier.update(chunk);
       const out = held;
       held = chunk;
       cb(null, out);
     },
-    flush(cb: TransformCallback) {
+    flush(cb: TransformCallback): void {
       const seen = verifier.finish();
       if (seen !== digest) return cb(new Error(`blob digest is ${seen}, not ${digest}`));
       if (size !== undefined && verifier.size !== size) return cb(new Error(`blob has ${verifier.size} bytes, not ${size}`));

@@ -116,7 +116,9 @@ async function ensureSecret(api: WebhookKubeApi, o: CertBootstrapOptions, now: D
     const current = readMaterial(secret);
     const what = plan(current, o, now);
     if (what === 'keep') {
-      const m = { ...(current as Material), bundle: current.bundle ?? current.ca!.cert };
+      // plan() keeps only a material with its CA and serving pair, the bundle alone may be missing.
+      const kept = current as Material;
+      const m = { ...kept, bundle: current.bundle ?? kept.ca.cert };
       return { m, outcome: raced ? 'adopted' : 'kept' };
     }
     const next = renew(current, what, o, now);

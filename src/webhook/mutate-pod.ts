@@ -113,8 +113,9 @@ function annotationPatch(pod: Json, m: PodMutation): JsonPatchOp[] {
   const oldOriginal = parseAnnotationMap(annotations?.[ORIGINAL_IMAGES_ANNOTATION]);
   const oldSkipped = parseAnnotationMap(annotations?.[SKIPPED_IMAGES_ANNOTATION]);
   const original = { ...oldOriginal, ...m.rewritten };
-  const skipped: Record<string, string> = { ...oldSkipped, ...m.skipped };
-  for (const k of Object.keys(original)) delete skipped[k];
+  const skipped: Record<string, string> = Object.fromEntries(
+    Object.entries({ ...oldSkipped, ...m.skipped }).filter(([k]) => !Object.hasOwn(original, k)),
+  );
   const wanted: [string, Record<string, string>, Record<string, string>, unknown][] = [
     [ORIGINAL_IMAGES_ANNOTATION, original, oldOriginal, annotations?.[ORIGINAL_IMAGES_ANNOTATION]],
     [SKIPPED_IMAGES_ANNOTATION, skipped, oldSkipped, annotations?.[SKIPPED_IMAGES_ANNOTATION]],

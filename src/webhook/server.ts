@@ -68,7 +68,7 @@ export function createWebhookServer(opts: WebhookServerOptions): WebhookServer {
     return reply.code(200).send(outcome.body);
   });
 
-  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/healthz', () => ({ ok: true }));
   app.get('/readyz', async (_req, reply) => {
     const ready = opts.ready ? opts.ready() : true;
     return reply.code(ready ? 200 : 503).send({ ready });
