@@ -38,7 +38,7 @@ function origin(): Readable {
 
 function digestOfStream(): string {
   const h = createHash('sha256');
-  for (let sent = 0; sent < total; ) {
+  for (let sent = 0; sent < total;) {
     const n = Math.min(CHUNK, total - sent);
     const off = sent % block.length;
     h.update(block.subarray(off, Math.min(off + n, block.length)));

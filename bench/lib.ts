@@ -176,7 +176,13 @@ export class OriginLog {
     const out: OriginRequest[] = [];
     for (const line of buf.toString('utf8').split('\n')) {
       const m = /"(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP\/[\d.]+" (\d{3}) (\d+|-)/.exec(line);
-      if (m) out.push({ method: m[1] as string, path: m[2] as string, status: Number(m[3]), bytes: m[4] === '-' ? 0 : Number(m[4]) });
+      if (m)
+        out.push({
+          method: m[1] as string,
+          path: m[2] as string,
+          status: Number(m[3]),
+          bytes: m[4] === '-' ? 0 : Number(m[4]),
+        });
     }
     return out;
   }
@@ -225,17 +231,36 @@ export interface Fetched {
 
 /** One blob GET with curl (a C client, so the client is not the bottleneck): bytes and seconds. */
 export async function curlGet(url: string, timeoutS = 300): Promise<Fetched> {
-  const { stdout } = await run('curl', ['-sS', '-o', '/dev/null', '--max-time', String(timeoutS), '-w', '%{http_code} %{size_download} %{time_total}', url], {
-    timeout: (timeoutS + 10) * 1000,
-  });
+  const { stdout } = await run(
+    'curl',
+    [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '--max-time',
+      String(timeoutS),
+      '-w',
+      '%{http_code} %{size_download} %{time_total}',
+      url,
+    ],
+    {
+      timeout: (timeoutS + 10) * 1000,
+    },
+  );
   const [code, size, t] = stdout.trim().split(' ');
   return { status: Number(code), bytes: Number(size), seconds: Number(t) };
 }
 
 /** N concurrent curl GETs of one URL, as N separate clients. */
-export async function curlMany(url: string, n: number, timeoutS = 600): Promise<{ seconds: number; results: Fetched[] }> {
+export async function curlMany(
+  url: string,
+  n: number,
+  timeoutS = 600,
+): Promise<{ seconds: number; results: Fetched[] }> {
   const t0 = performance.now();
-  const results = await Promise.all(Array.from({ length: n }, () => curlGet(url, timeoutS).catch(() => ({ status: 0, bytes: 0, seconds: NaN }))));
+  const results = await Promise.all(
+    Array.from({ length: n }, () => curlGet(url, timeoutS).catch(() => ({ status: 0, bytes: 0, seconds: NaN }))),
+  );
   return { seconds: (performance.now() - t0) / 1000, results };
 }
 
@@ -253,7 +278,12 @@ interface Desc {
   platform?: { architecture?: string; os?: string };
 }
 
-const clientAgent = new Agent({ connections: 256, keepAliveTimeout: 10_000, bodyTimeout: 300_000, headersTimeout: 300_000 });
+const clientAgent = new Agent({
+  connections: 256,
+  keepAliveTimeout: 10_000,
+  bodyTimeout: 300_000,
+  headersTimeout: 300_000,
+});
 
 async function drain(body: AsyncIterable<Buffer>): Promise<number> {
   let n = 0;
@@ -265,12 +295,22 @@ async function drain(body: AsyncIterable<Buffer>): Promise<number> {
  * A containerd-like pull: HEAD the tag, GET the manifest (and the platform's child) by digest,
  * then the config and layers with 3 concurrent fetches, as containerd 1.6 does by default.
  */
-export async function clientPull(base: string, name: string, tag: string, concurrency = 3): Promise<{ seconds: number; bytes: number; requests: number }> {
+export async function clientPull(
+  base: string,
+  name: string,
+  tag: string,
+  concurrency = 3,
+): Promise<{ seconds: number; bytes: number; requests: number }> {
   const t0 = performance.now();
   let requests = 0;
   const get = async (path: string, accept: string, method: 'GET' | 'HEAD' = 'GET') => {
     requests++;
-    const res = await request(`${base}/v2/${name}/${path}`, { method, reset: false, headers: { accept, 'user-agent': 'bench-client' }, dispatcher: clientAgent });
+    const res = await request(`${base}/v2/${name}/${path}`, {
+      method,
+      reset: false,
+      headers: { accept, 'user-agent': 'bench-client' },
+      dispatcher: clientAgent,
+    });
     if (res.statusCode !== 200) {
       await res.body.dump();
       throw new Error(`${method} ${path}: ${res.statusCode}`);
@@ -288,7 +328,9 @@ export async function clientPull(base: string, name: string, tag: string, concur
     bytes += buf.length;
     manifest = JSON.parse(buf.toString('utf8')) as typeof manifest;
     if (!manifest.manifests || depth > 0) break;
-    const child = manifest.manifests.find((m) => m.platform?.architecture === 'amd64' && m.platform?.os === 'linux') ?? manifest.manifests[0];
+    const child =
+      manifest.manifests.find((m) => m.platform?.architecture === 'amd64' && m.platform?.os === 'linux') ??
+      manifest.manifests[0];
     if (!child) throw new Error('empty index');
     digest = child.digest;
   }
@@ -308,7 +350,12 @@ export async function clientPull(base: string, name: string, tag: string, concur
 }
 
 /** Warm manifest HEADs cycling through tags, `concurrency` in flight, bounded in time and count. */
-export async function headLoad(base: string, name: string, tags: string[], opts: { seconds: number; concurrency: number; maxRequests: number }): Promise<{ requests: number; errors: number; perSecond: number; p50Ms: number; p99Ms: number }> {
+export async function headLoad(
+  base: string,
+  name: string,
+  tags: string[],
+  opts: { seconds: number; concurrency: number; maxRequests: number },
+): Promise<{ requests: number; errors: number; perSecond: number; p50Ms: number; p99Ms: number }> {
   const pool = new Pool(base, { connections: opts.concurrency, pipelining: 1, keepAliveTimeout: 10_000 });
   const lat: number[] = [];
   let errors = 0;
@@ -321,7 +368,12 @@ export async function headLoad(base: string, name: string, tags: string[], opts:
       const s = performance.now();
       try {
         // reset: false keeps the connection, as containerd does (undici closes it after a HEAD).
-        const res = await pool.request({ path: `/v2/${name}/manifests/${tag}`, method: 'HEAD', reset: false, headers: { accept: MANIFEST_ACCEPT } });
+        const res = await pool.request({
+          path: `/v2/${name}/manifests/${tag}`,
+          method: 'HEAD',
+          reset: false,
+          headers: { accept: MANIFEST_ACCEPT },
+        });
         await res.body.dump();
         if (res.statusCode !== 200) errors++;
       } catch {
@@ -334,10 +386,21 @@ export async function headLoad(base: string, name: string, tags: string[], opts:
   const secs = (performance.now() - t0) / 1000;
   await pool.close();
   lat.sort((a, b) => a - b);
-  return { requests: lat.length, errors, perSecond: lat.length / secs, p50Ms: quantile(lat, 0.5), p99Ms: quantile(lat, 0.99) };
+  return {
+    requests: lat.length,
+    errors,
+    perSecond: lat.length / secs,
+    p50Ms: quantile(lat, 0.5),
+    p99Ms: quantile(lat, 0.99),
+  };
 }
 
-export async function waitFor(what: string, check: () => Promise<boolean> | boolean, maxMs: number, everyMs = 100): Promise<void> {
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  maxMs: number,
+  everyMs = 100,
+): Promise<void> {
   const until = Date.now() + maxMs;
   while (Date.now() < until) {
     if (await check()) return;
@@ -396,7 +459,10 @@ export function fmtStat(s: Stat, digits = 2): string {
 export function withChildren(pids: number[]): number[] {
   return pids.flatMap((p) => {
     try {
-      return [p, ...readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)];
+      return [
+        p,
+        ...readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number),
+      ];
     } catch {
       return [p];
     }

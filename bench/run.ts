@@ -55,14 +55,32 @@ const ROOT = resolve(import.meta.dirname, '..');
 const PT_MAIN = resolve(opt('--pt-main') ?? join(ROOT, 'dist/main.js'));
 const PT_NODE_ARGS = (process.env.PT_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** The Node flags pullthrough ships with: those of `npm start` (the Dockerfile's are the same, tested). */
-const SHIPPED_NODE_FLAGS = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start
+const SHIPPED_NODE_FLAGS = (
+  JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }
+).scripts.start
   .split(' ')
   .filter((a) => a.startsWith('--'));
 const KEEP = flag('--keep');
 
 const SIZES = QUICK
-  ? { bigMiB: 256, midMiB: 64, groups: [1, 4, 10, 25, 50].map((mb) => ({ n: 1, mb })), tags: 50, headSeconds: 2, headRampSeconds: 1, concurrent: 20 }
-  : { bigMiB: 1024, midMiB: 256, groups: [1, 4, 10, 25, 50].map((mb) => ({ n: 4, mb })), tags: 200, headSeconds: 6, headRampSeconds: 2, concurrent: 20 };
+  ? {
+      bigMiB: 256,
+      midMiB: 64,
+      groups: [1, 4, 10, 25, 50].map((mb) => ({ n: 1, mb })),
+      tags: 50,
+      headSeconds: 2,
+      headRampSeconds: 1,
+      concurrent: 20,
+    }
+  : {
+      bigMiB: 1024,
+      midMiB: 256,
+      groups: [1, 4, 10, 25, 50].map((mb) => ({ n: 4, mb })),
+      tags: 200,
+      headSeconds: 6,
+      headRampSeconds: 2,
+      concurrent: 20,
+    };
 
 const P = {
   origin: 15075,
@@ -125,7 +143,10 @@ const registryBlobFile = (dataDir: string, digest: string) => {
  * the page cache (see `pageIn`), so every target meets the same origin, serving from memory.
  */
 const pageInBlobs = (t: Target, r: Regime, repo: string, digests: string[]) =>
-  pageIn([...digests.map((d) => registryBlobFile(join(lab.dir, 'origin', 'data'), d)), ...t.storedFiles(r, repo, digests)]);
+  pageIn([
+    ...digests.map((d) => registryBlobFile(join(lab.dir, 'origin', 'data'), d)),
+    ...t.storedFiles(r, repo, digests),
+  ]);
 
 function pidFile(file: string): number {
   try {
@@ -220,7 +241,11 @@ class Pullthrough implements Target {
     const child = startChild(process.execPath, args, join(lab.dir, `${this.id}.log`));
     children.push(child);
     this.child = child;
-    await waitFor(`${this.id} /healthz`, async () => (await httpStatus(`${this.base()}/healthz`, 'GET')) === 200, 20_000);
+    await waitFor(
+      `${this.id} /healthz`,
+      async () => (await httpStatus(`${this.base()}/healthz`, 'GET')) === 200,
+      20_000,
+    );
   }
 
   async stop(): Promise<void> {
@@ -245,9 +270,13 @@ class Pullthrough implements Target {
 
   async committed(r: Regime, repo: string, digest: string): Promise<boolean> {
     const cacheRepo = this.name(r, repo);
-    if (this.id === 'pt-shared') return (await httpStatus(`http://127.0.0.1:${P.cacheRegistry}/v2/${cacheRepo}/blobs/${digest}`)) === 200;
+    if (this.id === 'pt-shared')
+      return (await httpStatus(`http://127.0.0.1:${P.cacheRegistry}/v2/${cacheRepo}/blobs/${digest}`)) === 200;
     const [alg, hex] = digest.split(':') as [string, string];
-    return existsSync(join(this.dataDir, 'repos', cacheRepo, '_blobs', alg, hex)) && existsSync(join(this.dataDir, 'blobs', alg, hex));
+    return (
+      existsSync(join(this.dataDir, 'repos', cacheRepo, '_blobs', alg, hex)) &&
+      existsSync(join(this.dataDir, 'blobs', alg, hex))
+    );
   }
 
   storedFiles(_r: Regime, _repo: string, digests: string[]): string[] {
@@ -317,23 +346,30 @@ const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 async function makeImage(repo: string, tag: string, flags: string[]): Promise<{ layers: string[]; mediaType: string }> {
   const out = await lab.script('make-image.sh', [ORIGIN, repo, tag, ...flags], { timeoutMs: 15 * 60_000 });
   // KEY=value lines, values possibly quoted (the lab's own parser reads them the same way).
-  const vars = new Map(out.split('\n').flatMap((line) => {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
-    return m ? [[m[1] as string, (m[2] as string).replace(/^"|"$/g, '')] as const] : [];
-  }));
+  const vars = new Map(
+    out.split('\n').flatMap((line) => {
+      const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+      return m ? [[m[1] as string, (m[2] as string).replace(/^"|"$/g, '')] as const] : [];
+    }),
+  );
   return { layers: (vars.get('LAYERS') ?? '').split(' ').filter(Boolean), mediaType: vars.get('MEDIATYPE') ?? '' };
 }
 
 async function seed(): Promise<Seed> {
-  log(`seeding the origin: ${SIZES.bigMiB} MiB blob, ${SIZES.midMiB} MiB blob, ${SIZES.groups.reduce((a, g) => a + g.n, 0)}-layer image, ${SIZES.tags} tags`);
+  log(
+    `seeding the origin: ${SIZES.bigMiB} MiB blob, ${SIZES.midMiB} MiB blob, ${SIZES.groups.reduce((a, g) => a + g.n, 0)}-layer image, ${SIZES.tags} tags`,
+  );
   const jobs = [
     () => makeImage('bench/big', 'v1', ['--layers', '1', '--layer-mb', String(SIZES.bigMiB)]),
     () => makeImage('bench/mid', 'v1', ['--layers', '1', '--layer-mb', String(SIZES.midMiB)]),
-    ...SIZES.groups.map((g, i) => () => makeImage('bench/multi', `g${i}`, ['--layers', String(g.n), '--layer-mb', String(g.mb)])),
+    ...SIZES.groups.map(
+      (g, i) => () => makeImage('bench/multi', `g${i}`, ['--layers', String(g.n), '--layer-mb', String(g.mb)]),
+    ),
     () => makeImage('bench/small', 'v0', ['--layers', '1', '--layer-mb', '1']),
   ];
   const images = await limit(2, jobs);
-  const size = async (repo: string, digest: string) => Number((await reg('HEAD', `/v2/${repo}/blobs/${digest}`)).headers['content-length']);
+  const size = async (repo: string, digest: string) =>
+    Number((await reg('HEAD', `/v2/${repo}/blobs/${digest}`)).headers['content-length']);
   const big = images[0]!;
   const mid = images[1]!;
   // The multi-layer image: the groups' layers in one manifest, sizes 1-50 MiB.
@@ -341,13 +377,26 @@ async function seed(): Promise<Seed> {
   const diffIds: string[] = [];
   const history: unknown[] = [];
   for (let i = 0; i < SIZES.groups.length; i++) {
-    const m = JSON.parse((await reg('GET', `/v2/bench/multi/manifests/g${i}`, undefined, { accept: OCI_MANIFEST })).body.toString()) as { config: { digest: string }; layers: typeof layers };
-    const c = JSON.parse((await reg('GET', `/v2/bench/multi/blobs/${m.config.digest}`)).body.toString()) as { rootfs: { diff_ids: string[] }; history?: unknown[] };
+    const m = JSON.parse(
+      (await reg('GET', `/v2/bench/multi/manifests/g${i}`, undefined, { accept: OCI_MANIFEST })).body.toString(),
+    ) as { config: { digest: string }; layers: typeof layers };
+    const c = JSON.parse((await reg('GET', `/v2/bench/multi/blobs/${m.config.digest}`)).body.toString()) as {
+      rootfs: { diff_ids: string[] };
+      history?: unknown[];
+    };
     layers.push(...m.layers);
     diffIds.push(...c.rootfs.diff_ids);
     history.push(...(c.history ?? []));
   }
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: diffIds }, history }));
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      config: {},
+      rootfs: { type: 'layers', diff_ids: diffIds },
+      history,
+    }),
+  );
   const configDigest = await pushBlob('bench/multi', config);
   const manifest = Buffer.from(
     JSON.stringify({
@@ -363,15 +412,24 @@ async function seed(): Promise<Seed> {
   const small = images[images.length - 1]!;
   const sm = await reg('GET', `/v2/bench/small/manifests/v0`, undefined, { accept: small.mediaType });
   const tags = Array.from({ length: SIZES.tags }, (_, i) => `t${i}`);
-  await limit(8, tags.map((t) => async () => {
-    const r = await reg('PUT', `/v2/bench/small/manifests/${t}`, sm.body, { 'content-type': small.mediaType });
-    if (r.status !== 201) throw new Error(`tag PUT ${t}: ${r.status}`);
-  }));
+  await limit(
+    8,
+    tags.map((t) => async () => {
+      const r = await reg('PUT', `/v2/bench/small/manifests/${t}`, sm.body, { 'content-type': small.mediaType });
+      if (r.status !== 201) throw new Error(`tag PUT ${t}: ${r.status}`);
+    }),
+  );
   const imageSize = manifest.length + config.length + layers.reduce((a, l) => a + l.size, 0);
   return {
     big: { repo: 'bench/big', digest: big.layers[0]!, size: await size('bench/big', big.layers[0]!) },
     mid: { repo: 'bench/mid', digest: mid.layers[0]!, size: await size('bench/mid', mid.layers[0]!) },
-    multi: { repo: 'bench/multi', tag: 'v1', size: imageSize, blobs: [configDigest, ...layers.map((l) => l.digest)], layers: layers.length },
+    multi: {
+      repo: 'bench/multi',
+      tag: 'v1',
+      size: imageSize,
+      blobs: [configDigest, ...layers.map((l) => l.digest)],
+      layers: layers.length,
+    },
     small: { repo: 'bench/small', tags },
   };
 }
@@ -387,28 +445,46 @@ interface Sample {
 const samples: Sample[] = [];
 const record = (test: string, target: string, rep: number, values: Record<string, number>) => {
   samples.push({ test, target, rep, values });
-  log(`${test} ${target} #${rep}: ${Object.entries(values).map(([k, v]) => `${k}=${fmt(v)}`).join(' ')}`);
+  log(
+    `${test} ${target} #${rep}: ${Object.entries(values)
+      .map(([k, v]) => `${k}=${fmt(v)}`)
+      .join(' ')}`,
+  );
 };
 
 const GiB = 1024 ** 3;
 
 async function waitCommitted(t: Target, r: Regime, repo: string, digests: string[], maxMs = 180_000): Promise<void> {
   if (!t.cache) return;
-  await waitFor(`${t.id} to hold ${repo}`, async () => {
-    for (const d of digests) if (!(await t.committed(r, repo, d))) return false;
-    return true;
-  }, maxMs, 200);
+  await waitFor(
+    `${t.id} to hold ${repo}`,
+    async () => {
+      for (const d of digests) if (!(await t.committed(r, repo, d))) return false;
+      return true;
+    },
+    maxMs,
+    200,
+  );
 }
 
-const blobUrl = (t: Target, r: Regime, repo: string, digest: string) => `${t.base(r)}/v2/${t.name(r, repo)}/blobs/${digest}`;
+const blobUrl = (t: Target, r: Regime, repo: string, digest: string) =>
+  `${t.base(r)}/v2/${t.name(r, repo)}/blobs/${digest}`;
 
-async function blobOnce(test: string, label: string, rep: number, t: Target, r: Regime, blob: Seed['big']): Promise<void> {
+async function blobOnce(
+  test: string,
+  label: string,
+  rep: number,
+  t: Target,
+  r: Regime,
+  blob: Seed['big'],
+): Promise<void> {
   pageInBlobs(t, r, blob.repo, [blob.digest]);
   const mark = originLog.mark();
   const w = new ProcWatch(t.pids());
   const f = await curlGet(blobUrl(t, r, blob.repo, blob.digest));
   const p = w.finish();
-  if (f.status !== 200 || f.bytes !== blob.size) throw new Error(`${label}: status ${f.status}, ${f.bytes} of ${blob.size} bytes`);
+  if (f.status !== 200 || f.bytes !== blob.size)
+    throw new Error(`${label}: status ${f.status}, ${f.bytes} of ${blob.size} bytes`);
   await waitCommitted(t, r, blob.repo, [blob.digest]);
   await originLog.settle();
   const o = summarize(originLog.since(mark), blob.digest);
@@ -531,12 +607,24 @@ async function testHead(s: Seed): Promise<void> {
       const mark = originLog.mark();
       // The same load first, not in the figures: its first second, in a proxy (or a load generator)
       // that has not run this path yet, is JIT warm-up and connection set-up, not lookups.
-      const ramp = await headLoad(t.base('loop'), name, s.small.tags, { seconds: SIZES.headRampSeconds, concurrency: 8, maxRequests: 200_000 });
+      const ramp = await headLoad(t.base('loop'), name, s.small.tags, {
+        seconds: SIZES.headRampSeconds,
+        concurrency: 8,
+        maxRequests: 200_000,
+      });
       const w = new ProcWatch(t.pids());
-      const h = await headLoad(t.base('loop'), name, s.small.tags, { seconds: SIZES.headSeconds, concurrency: 8, maxRequests: 200_000 });
+      const h = await headLoad(t.base('loop'), name, s.small.tags, {
+        seconds: SIZES.headSeconds,
+        concurrency: 8,
+        maxRequests: 200_000,
+      });
       const p = w.finish();
       // One lookup at a time: the latency a single pull sees, without queueing behind 7 others.
-      const one = await headLoad(t.base('loop'), name, s.small.tags, { seconds: Math.min(3, SIZES.headSeconds), concurrency: 1, maxRequests: 2000 });
+      const one = await headLoad(t.base('loop'), name, s.small.tags, {
+        seconds: Math.min(3, SIZES.headSeconds),
+        concurrency: 1,
+        maxRequests: 2000,
+      });
       await originLog.settle(300);
       const o = summarize(originLog.since(mark));
       record('head', t.id, rep, {
@@ -588,7 +676,11 @@ async function testConcurrentImage(s: Seed): Promise<void> {
       const mark = originLog.mark();
       const w = new ProcWatch(t.pids());
       const t0 = performance.now();
-      const res = await Promise.allSettled(Array.from({ length: SIZES.concurrent }, () => clientPull(t.base('slow'), t.name('slow', s.multi.repo), s.multi.tag)));
+      const res = await Promise.allSettled(
+        Array.from({ length: SIZES.concurrent }, () =>
+          clientPull(t.base('slow'), t.name('slow', s.multi.repo), s.multi.tag),
+        ),
+      );
       const seconds = (performance.now() - t0) / 1000;
       const p = w.finish();
       await waitCommitted(t, 'slow', s.multi.repo, s.multi.blobs);
@@ -616,7 +708,9 @@ function summarizeSamples(): Summary {
     const byTarget = (out[smp.test] ??= {});
     const metrics = (byTarget[smp.target] ??= {});
     for (const k of Object.keys(smp.values)) {
-      const vals = samples.filter((x) => x.test === smp.test && x.target === smp.target).map((x) => x.values[k] as number);
+      const vals = samples
+        .filter((x) => x.test === smp.test && x.target === smp.target)
+        .map((x) => x.values[k] as number);
       metrics[k] = stat(vals);
     }
   }
@@ -659,38 +753,99 @@ function ratios(summary: Summary): { ratios: Record<string, number>; checks: Che
     r[`${pt} cold blob MB/s / direct`] = m('blob', `${pt} cold`, 'MBps') / m('blob', 'direct', 'MBps');
     r[`${pt} cold blob MB/s / anchor cold`] = m('blob', `${pt} cold`, 'MBps') / m('blob', 'anchor cold', 'MBps');
     // pulls
-    for (const [test, what] of [['cri', 'containerd pull (loopback)'], ['cri-slow', 'containerd pull (slow link)'], ['client', 'client pull (loopback)']] as const) {
+    for (const [test, what] of [
+      ['cri', 'containerd pull (loopback)'],
+      ['cri-slow', 'containerd pull (slow link)'],
+      ['client', 'client pull (loopback)'],
+    ] as const) {
       for (const phase of ['cold', 'warm']) {
         r[`${pt} ${phase} ${what} time / direct`] = m(test, `${pt} ${phase}`, 'seconds') / m(test, 'direct', 'seconds');
-        r[`${pt} ${phase} ${what} time / anchor ${phase}`] = m(test, `${pt} ${phase}`, 'seconds') / m(test, `anchor ${phase}`, 'seconds');
+        r[`${pt} ${phase} ${what} time / anchor ${phase}`] =
+          m(test, `${pt} ${phase}`, 'seconds') / m(test, `anchor ${phase}`, 'seconds');
       }
     }
     r[`${pt} HEAD/s / direct`] = m('head', pt, 'perSecond') / m('head', 'direct', 'perSecond');
     r[`${pt} HEAD/s / anchor`] = m('head', pt, 'perSecond') / m('head', 'anchor', 'perSecond');
     r[`${pt} HEAD p99 / direct`] = m('head', pt, 'p99Ms') / m('head', 'direct', 'p99Ms');
     r[`${pt} HEAD p99 / anchor`] = m('head', pt, 'p99Ms') / m('head', 'anchor', 'p99Ms');
-    r[`${pt} 20x cold blob wall / direct`] = m('concurrent-blob', pt, 'seconds') / m('concurrent-blob', 'direct', 'seconds');
-    r[`${pt} 20x cold blob wall / anchor`] = m('concurrent-blob', pt, 'seconds') / m('concurrent-blob', 'anchor', 'seconds');
-    r[`${pt} 20x cold image (slow) wall / anchor`] = m('concurrent-image-slow', pt, 'seconds') / m('concurrent-image-slow', 'anchor', 'seconds');
+    r[`${pt} 20x cold blob wall / direct`] =
+      m('concurrent-blob', pt, 'seconds') / m('concurrent-blob', 'direct', 'seconds');
+    r[`${pt} 20x cold blob wall / anchor`] =
+      m('concurrent-blob', pt, 'seconds') / m('concurrent-blob', 'anchor', 'seconds');
+    r[`${pt} 20x cold image (slow) wall / anchor`] =
+      m('concurrent-image-slow', pt, 'seconds') / m('concurrent-image-slow', 'anchor', 'seconds');
 
-    check(`${pt}: cold containerd pull over the slow link <= 1.05 x direct`, r[`${pt} cold containerd pull (slow link) time / direct`] as number, '<= 1.05', (v) => v <= 1.05);
-    check(`${pt}: origin bytes, one cold pull (slow link) = 1.0 x image`, m('cri-slow', `${pt} cold`, 'originBytesRatio'), '1.0', (v) => Math.abs(v - 1) < 0.01);
-    check(`${pt}: origin bytes, 20 concurrent cold image pulls = 1.0 x image`, m('concurrent-image-slow', pt, 'originBytesRatio'), '1.0', (v) => Math.abs(v - 1) < 0.01);
-    check(`${pt}: origin bytes, 20 concurrent cold blob pulls = 1.0 x blob`, m('concurrent-blob', pt, 'originBytesRatio'), '1.0', (v) => Math.abs(v - 1) < 0.01);
-    check(`${pt}: origin requests of a warm containerd pull within the tag TTL (slow link)`, m('cri-slow', `${pt} warm`, 'originRequests'), '0', (v) => v === 0);
+    check(
+      `${pt}: cold containerd pull over the slow link <= 1.05 x direct`,
+      r[`${pt} cold containerd pull (slow link) time / direct`] as number,
+      '<= 1.05',
+      (v) => v <= 1.05,
+    );
+    check(
+      `${pt}: origin bytes, one cold pull (slow link) = 1.0 x image`,
+      m('cri-slow', `${pt} cold`, 'originBytesRatio'),
+      '1.0',
+      (v) => Math.abs(v - 1) < 0.01,
+    );
+    check(
+      `${pt}: origin bytes, 20 concurrent cold image pulls = 1.0 x image`,
+      m('concurrent-image-slow', pt, 'originBytesRatio'),
+      '1.0',
+      (v) => Math.abs(v - 1) < 0.01,
+    );
+    check(
+      `${pt}: origin bytes, 20 concurrent cold blob pulls = 1.0 x blob`,
+      m('concurrent-blob', pt, 'originBytesRatio'),
+      '1.0',
+      (v) => Math.abs(v - 1) < 0.01,
+    );
+    check(
+      `${pt}: origin requests of a warm containerd pull within the tag TTL (slow link)`,
+      m('cri-slow', `${pt} warm`, 'originRequests'),
+      '0',
+      (v) => v === 0,
+    );
     check(`${pt}: origin requests per warm tag lookup`, m('head', pt, 'originRequestsPerLookup'), '0', (v) => v === 0);
     check(`${pt}: warm tag lookup p99, one at a time (ms)`, m('head', pt, 'seqP99Ms'), '<= 5', (v) => v <= 5);
     check(`${pt}: warm tag lookup p99, 8 concurrent (ms)`, m('head', pt, 'p99Ms'), '<= 5', (v) => v <= 5);
     check(`${pt}: warm HEAD rate / anchor`, r[`${pt} HEAD/s / anchor`] as number, '>= 5', (v) => v >= 5);
     check(`${pt}: warm HEAD p99 / direct`, r[`${pt} HEAD p99 / direct`] as number, '<= 1.0', (v) => v <= 1);
-    check(`${pt}: cold blob MB/s / anchor cold`, r[`${pt} cold blob MB/s / anchor cold`] as number, '>= 0.5', (v) => v >= 0.5);
-    const rss = Math.max(m('blob', `${pt} cold`, 'peakRssMiB'), m('blob', `${pt} warm`, 'peakRssMiB'), m('concurrent-blob', pt, 'peakRssMiB'));
+    check(
+      `${pt}: cold blob MB/s / anchor cold`,
+      r[`${pt} cold blob MB/s / anchor cold`] as number,
+      '>= 0.5',
+      (v) => v >= 0.5,
+    );
+    const rss = Math.max(
+      m('blob', `${pt} cold`, 'peakRssMiB'),
+      m('blob', `${pt} warm`, 'peakRssMiB'),
+      m('concurrent-blob', pt, 'peakRssMiB'),
+    );
     check(`${pt}: peak RSS streaming big blobs, 1 and 20 clients (MiB)`, rss, '<= 100', (v) => v <= 100);
-    const growth = Math.max(m('blob', `${pt} cold`, 'rssGrowthMiB'), m('blob', `${pt} warm`, 'rssGrowthMiB'), m('concurrent-blob', pt, 'rssGrowthMiB'));
-    check(`${pt}: RSS growth over idle streaming big blobs, 1 and 20 clients (MiB)`, growth, '(nothing buffered)', (v) => v <= 100);
+    const growth = Math.max(
+      m('blob', `${pt} cold`, 'rssGrowthMiB'),
+      m('blob', `${pt} warm`, 'rssGrowthMiB'),
+      m('concurrent-blob', pt, 'rssGrowthMiB'),
+    );
+    check(
+      `${pt}: RSS growth over idle streaming big blobs, 1 and 20 clients (MiB)`,
+      growth,
+      '(nothing buffered)',
+      (v) => v <= 100,
+    );
   }
-  check('pt-shared: warm blob MB/s / nginx proxy_pass', r['pt-shared warm blob MB/s / nginx'] as number, '>= 0.8', (v) => v >= 0.8);
-  check('pt-embedded: warm blob MB/s / direct', r['pt-embedded warm blob MB/s / direct'] as number, '>= 0.6', (v) => v >= 0.6);
+  check(
+    'pt-shared: warm blob MB/s / nginx proxy_pass',
+    r['pt-shared warm blob MB/s / nginx'] as number,
+    '>= 0.8',
+    (v) => v >= 0.8,
+  );
+  check(
+    'pt-embedded: warm blob MB/s / direct',
+    r['pt-embedded warm blob MB/s / direct'] as number,
+    '>= 0.6',
+    (v) => v >= 0.6,
+  );
   return { ratios: r, checks };
 }
 
@@ -698,7 +853,8 @@ function ratios(summary: Summary): { ratios: Record<string, number>; checks: Che
 
 async function setup(): Promise<void> {
   for (const port of Object.values(P)) {
-    if (await portInUse(port)) throw new Error(`127.0.0.1:${port} is already in use: the benchmark needs ports ${P.origin}-${P.criStream} free`);
+    if (await portInUse(port))
+      throw new Error(`127.0.0.1:${port} is already in use: the benchmark needs ports ${P.origin}-${P.criStream} free`);
   }
   log(`lab dir ${lab.dir}; pullthrough ${PT_MAIN}; ${QUICK ? 'quick' : 'full'} run, ${REPS} repetition(s)`);
   const o = await lab.registry('origin', P.origin);
@@ -707,8 +863,20 @@ async function setup(): Promise<void> {
   const relay = startNginxRelay({ dir: join(lab.dir, 'nginx'), port: P.nginx, upstream: ORIGIN });
   children.push(relay);
   nginxPid = relay.pid ?? 0;
-  await waitFor('the nginx relay', async () => (await httpStatus(`http://127.0.0.1:${P.nginx}/v2/`, 'GET')) === 200, 20_000);
-  const link = startSlowLink({ dir: join(lab.dir, 'slow-link'), port: P.slow, delayPort: P.delay, upstream: ORIGIN, rate: RATE, delayMs: DELAY_MS, root: ROOT });
+  await waitFor(
+    'the nginx relay',
+    async () => (await httpStatus(`http://127.0.0.1:${P.nginx}/v2/`, 'GET')) === 200,
+    20_000,
+  );
+  const link = startSlowLink({
+    dir: join(lab.dir, 'slow-link'),
+    port: P.slow,
+    delayPort: P.delay,
+    upstream: ORIGIN,
+    rate: RATE,
+    delayMs: DELAY_MS,
+    root: ROOT,
+  });
   children.push(...link);
   slowLinkPids = link.map((c) => c.pid ?? 0);
   await waitFor('the slow link', async () => (await httpStatus(`http://${SLOW}/v2/`, 'GET')) === 200, 20_000);
@@ -750,7 +918,9 @@ async function main(): Promise<number> {
   const started = Date.now();
   await setup();
   const s = await seed();
-  log(`seeded in ${((Date.now() - started) / 1000).toFixed(0)} s: image ${s.multi.layers} layers, ${(s.multi.size / 2 ** 20).toFixed(0)} MiB`);
+  log(
+    `seeded in ${((Date.now() - started) / 1000).toFixed(0)} s: image ${s.multi.layers} layers, ${(s.multi.size / 2 ** 20).toFixed(0)} MiB`,
+  );
   for (const [name, fn] of TESTS) {
     if (ONLY && !ONLY.includes(name)) continue;
     const t0 = Date.now();
@@ -763,7 +933,9 @@ async function main(): Promise<number> {
   const { ratios: rt, checks } = ratios(summary);
   const out: string[] = [];
   out.push(`# pullthrough benchmark (${QUICK ? 'quick' : 'full'}, ${REPS} rep(s), ${new Date().toISOString()})`);
-  out.push(`big blob ${(s.big.size / 2 ** 20).toFixed(0)} MiB, concurrent blob ${(s.mid.size / 2 ** 20).toFixed(0)} MiB, image ${s.multi.layers} layers ${(s.multi.size / 2 ** 20).toFixed(0)} MiB, ${s.small.tags.length} tags; slow link ${(RATE / 2 ** 20).toFixed(0)} MiB/s per connection + ${DELAY_MS} ms per response`);
+  out.push(
+    `big blob ${(s.big.size / 2 ** 20).toFixed(0)} MiB, concurrent blob ${(s.mid.size / 2 ** 20).toFixed(0)} MiB, image ${s.multi.layers} layers ${(s.multi.size / 2 ** 20).toFixed(0)} MiB, ${s.small.tags.length} tags; slow link ${(RATE / 2 ** 20).toFixed(0)} MiB/s per connection + ${DELAY_MS} ms per response`,
+  );
   out.push(table(summary));
   out.push('\n### ratios (medians)\n');
   out.push('| ratio | value |\n| --- | --- |');
@@ -774,16 +946,37 @@ async function main(): Promise<number> {
   out.push(`\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s`);
   process.stdout.write(`${out.join('\n')}\n`);
   if (OUT) {
-    writeFileSync(OUT, JSON.stringify({ quick: QUICK, reps: REPS, rate: RATE, delayMs: DELAY_MS, seed: s, samples, summary, ratios: rt, checks, seconds: (Date.now() - started) / 1000 }, null, 2));
+    writeFileSync(
+      OUT,
+      JSON.stringify(
+        {
+          quick: QUICK,
+          reps: REPS,
+          rate: RATE,
+          delayMs: DELAY_MS,
+          seed: s,
+          samples,
+          summary,
+          ratios: rt,
+          checks,
+          seconds: (Date.now() - started) / 1000,
+        },
+        null,
+        2,
+      ),
+    );
     log(`wrote ${OUT}`);
   }
   return 0;
 }
 
-const hardLimit = setTimeout(() => {
-  log('hard time limit reached');
-  void teardown().finally(() => process.exit(124));
-}, (QUICK ? 10 : 90) * 60_000);
+const hardLimit = setTimeout(
+  () => {
+    log('hard time limit reached');
+    void teardown().finally(() => process.exit(124));
+  },
+  (QUICK ? 10 : 90) * 60_000,
+);
 hardLimit.unref();
 
 main()

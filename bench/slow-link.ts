@@ -11,7 +11,15 @@ import type { ChildProcess } from 'node:child_process';
 import { startChild } from './lib.js';
 
 /** Starts the link; returns the delay responder and nginx's master (the worker is its child). */
-export function startSlowLink(o: { dir: string; port: number; delayPort: number; upstream: string; rate: number; delayMs: number; root: string }): ChildProcess[] {
+export function startSlowLink(o: {
+  dir: string;
+  port: number;
+  delayPort: number;
+  upstream: string;
+  rate: number;
+  delayMs: number;
+  root: string;
+}): ChildProcess[] {
   mkdirSync(join(o.dir, 'tmp'), { recursive: true });
   const conf = join(o.dir, 'nginx.conf');
   writeFileSync(
@@ -57,7 +65,15 @@ http {
 }
 `,
   );
-  const responder = startChild(process.execPath, ['--import', 'tsx', join(o.root, 'bench/delay-responder.ts'), String(o.delayPort), String(o.delayMs)], join(o.dir, 'delay-responder.log'));
-  const nginx = startChild('nginx', ['-p', o.dir, '-c', conf, '-e', join(o.dir, 'error.log')], join(o.dir, 'nginx.out'));
+  const responder = startChild(
+    process.execPath,
+    ['--import', 'tsx', join(o.root, 'bench/delay-responder.ts'), String(o.delayPort), String(o.delayMs)],
+    join(o.dir, 'delay-responder.log'),
+  );
+  const nginx = startChild(
+    'nginx',
+    ['-p', o.dir, '-c', conf, '-e', join(o.dir, 'error.log')],
+    join(o.dir, 'nginx.out'),
+  );
   return [responder, nginx];
 }

@@ -67,7 +67,7 @@ if (invokedDirectly()) {
       process.exitCode = code;
     },
     (err: unknown) => {
-      process.stderr.write(`pullthrough: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.stderr.write(`pullthrough: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
       process.exitCode = 1;
     },
   );

@@ -122,9 +122,12 @@ export class BlobFill extends EventEmitter implements FollowedFill {
       const limit = this.size ?? limits.maxBytes;
       if (this.size !== undefined) {
         const ms = limits.baseMs + (this.size / limits.minBytesPerSecond) * 1000;
-        deadline = setTimeout(() => {
-          this.abort.abort(new Error(`origin took over ${Math.round(ms / 1000)} s for ${this.size} bytes`));
-        }, Math.min(ms, 2 ** 31 - 1));
+        deadline = setTimeout(
+          () => {
+            this.abort.abort(new Error(`origin took over ${Math.round(ms / 1000)} s for ${this.size} bytes`));
+          },
+          Math.min(ms, 2 ** 31 - 1),
+        );
       }
       let received = 0;
       this.state = 'streaming';
@@ -187,7 +190,9 @@ export class BlobFill extends EventEmitter implements FollowedFill {
     }
     // The previous write's last chunk stays too: its last byte was withheld until now.
     const prev = this.recent?.bufs.at(-1);
-    this.recent = prev ? { start: this.written - prev.byteLength, bufs: [prev, ...bufs] } : { start: this.written, bufs };
+    this.recent = prev
+      ? { start: this.written - prev.byteLength, bufs: [prev, ...bufs] }
+      : { start: this.written, bufs };
   }
 
   private fail(err: Error): void {

@@ -40,9 +40,9 @@ export class FileReadable extends RecyclingReadable {
         this.pos += bytesRead;
         this.pushChunk(buf, bytesRead);
       },
-      (err: Error) => {
+      (err: unknown) => {
         this.giveBack(buf);
-        this.destroy(err);
+        this.destroy(err as Error);
       },
     );
   }
@@ -50,7 +50,7 @@ export class FileReadable extends RecyclingReadable {
   override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
     this.handle.close().then(
       () => cb(err),
-      (closeErr: Error) => cb(err ?? closeErr),
+      (closeErr: unknown) => cb(err ?? (closeErr as Error)),
     );
   }
 }

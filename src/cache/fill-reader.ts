@@ -57,6 +57,11 @@ export class FillReader extends RecyclingReadable {
     cb(err);
   }
 
+  /** Destroyed, maybe while a read was in flight (a call, so that no earlier check narrows it). */
+  private isGone(): boolean {
+    return this.destroyed;
+  }
+
   private async pump(): Promise<void> {
     const fill = this.fill;
     if (this.reading || this.waiting || this.destroyed) return;
@@ -89,9 +94,10 @@ export class FillReader extends RecyclingReadable {
       const n = Math.min(limit - this.pos, READ_CHUNK);
       const { bytesRead } = await handle.read(buf, 0, n, this.pos);
       this.reading = false;
-      if (this.destroyed || bytesRead === 0) {
+      const gone = this.isGone();
+      if (gone || bytesRead === 0) {
         this.giveBack(buf);
-        if (bytesRead === 0 && !this.destroyed) this.destroy(new SpoolError('spool file ended early', undefined));
+        if (!gone) this.destroy(new SpoolError('spool file ended early', undefined));
         return;
       }
       this.pos += bytesRead;

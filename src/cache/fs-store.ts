@@ -23,7 +23,9 @@ export class FsStore implements Store {
 
   constructor(dir: string) {
     this.dir = dir;
-    this.ready = Promise.all(['blobs', 'repos', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true }))).then(() => undefined);
+    this.ready = Promise.all(['blobs', 'repos', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true }))).then(
+      () => undefined,
+    );
     // A failed mkdir surfaces through ping() and every operation; do not crash on it here.
     this.ready.catch(() => undefined);
   }
@@ -140,7 +142,10 @@ export class FsStore implements Store {
     await this.atomicWrite(this.tagPath(repo, tag), JSON.stringify({ digest: manifest.digest, confirmedAt }));
   }
 
-  async close(): Promise<void> {}
+  /** Nothing to release: every file is opened and closed by the call that uses it. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 
   private async writeLink(repo: string, kind: '_blobs' | '_manifests', digest: string, content: string): Promise<void> {
     const p = this.linkPath(repo, kind, digest);
@@ -170,5 +175,5 @@ async function exists(p: string): Promise<boolean> {
 }
 
 function isNotFound(err: unknown): boolean {
-  return (err as NodeJS.ErrnoException)?.code === 'ENOENT';
+  return (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 }

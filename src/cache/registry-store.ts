@@ -70,7 +70,12 @@ export class RegistryStore implements Store {
     this.host = host;
   }
 
-  private req(repo: string, method: 'GET' | 'HEAD' | 'PUT' | 'POST', path: string, extra: { headers?: Record<string, string>; body?: Readable | Buffer; actions?: string; signal?: AbortSignal } = {}): Promise<RegistryResponse> {
+  private req(
+    repo: string,
+    method: 'GET' | 'HEAD' | 'PUT' | 'POST',
+    path: string,
+    extra: { headers?: Record<string, string>; body?: Readable | Buffer; actions?: string; signal?: AbortSignal } = {},
+  ): Promise<RegistryResponse> {
     return this.client.request({ registry: this.host, repository: repo, method, path, ...extra });
   }
 
@@ -83,7 +88,12 @@ export class RegistryStore implements Store {
   }
 
   async ping(): Promise<void> {
-    const res = await this.client.request({ registry: this.host, repository: 'pullthrough', method: 'GET', path: '/v2/' });
+    const res = await this.client.request({
+      registry: this.host,
+      repository: 'pullthrough',
+      method: 'GET',
+      path: '/v2/',
+    });
     await res.body.dump();
     if (res.statusCode !== 200) throw new RegistryStoreError(`cache registry /v2/ answered ${res.statusCode}`);
   }
@@ -95,7 +105,12 @@ export class RegistryStore implements Store {
     return { size: Number(res.headers['content-length'] ?? 0) };
   }
 
-  async openBlob(repo: string, digest: string, range?: BlobRange, signal?: AbortSignal): Promise<OpenedBlob | undefined> {
+  async openBlob(
+    repo: string,
+    digest: string,
+    range?: BlobRange,
+    signal?: AbortSignal,
+  ): Promise<OpenedBlob | undefined> {
     const headers: Record<string, string> = range ? { range: `bytes=${range.start}-${range.end}` } : {};
     const res = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`, { headers, signal });
     if (res.statusCode === 404) {
@@ -104,7 +119,7 @@ export class RegistryStore implements Store {
     }
     if (res.statusCode === 200 && !range) return { size: Number(res.headers['content-length'] ?? 0), stream: res.body };
     if (res.statusCode === 206 && range) {
-      const total = /\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''))?.[1];
+      const total = /\/(\d+)$/.exec(res.headers['content-range'] ?? '')?.[1];
       if (total !== undefined) return { size: Number(total), stream: res.body };
     }
     await res.body.dump();
@@ -112,14 +127,19 @@ export class RegistryStore implements Store {
   }
 
   async putBlobFile(repo: string, digest: string, size: number, file: string): Promise<void> {
-    await this.upload(repo, digest, size, () => Readable.from(fileChunks(file), { objectMode: true, highWaterMark: 1 }));
+    await this.upload(repo, digest, size, () =>
+      Readable.from(fileChunks(file), { objectMode: true, highWaterMark: 1 }),
+    );
   }
 
   private async upload(repo: string, digest: string, size: number, body: () => Readable | Buffer): Promise<void> {
-    const start = await this.req(repo, 'POST', `/v2/${repo}/blobs/uploads/`, { actions: 'pull,push', headers: { 'content-length': '0' } });
+    const start = await this.req(repo, 'POST', `/v2/${repo}/blobs/uploads/`, {
+      actions: 'pull,push',
+      headers: { 'content-length': '0' },
+    });
     await start.body.dump();
     if (start.statusCode !== 202) throw unexpected('POST upload', start);
-    const location = String(start.headers.location ?? '');
+    const location = start.headers.location ?? '';
     if (!location) throw new RegistryStoreError('cache registry gave no upload location');
     const url = new URL(location, this.client.urlFor(this.host, '/'));
     url.searchParams.set('digest', digest);
@@ -133,9 +153,15 @@ export class RegistryStore implements Store {
   }
 
   async getManifest(repo: string, digest: string): Promise<StoredManifest | undefined> {
-    const res = await this.req(repo, 'GET', `/v2/${repo}/manifests/${digest}`, { headers: { accept: MANIFEST_ACCEPT } });
+    const res = await this.req(repo, 'GET', `/v2/${repo}/manifests/${digest}`, {
+      headers: { accept: MANIFEST_ACCEPT },
+    });
     if (await this.found(res, 'GET manifest')) {
-      return verified(await readCappedBytes(res.body, MAX_MANIFEST_BYTES), String(res.headers['content-type'] ?? ''), digest);
+      return verified(
+        await readCappedBytes(res.body, MAX_MANIFEST_BYTES),
+        res.headers['content-type'] ?? '',
+        digest,
+      );
     }
     // An index stored as a blob because its children were not all cached.
     const blob = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`);
@@ -151,7 +177,11 @@ export class RegistryStore implements Store {
     });
     const text = (await readCappedBytes(res.body, 1 << 16).catch(() => Buffer.alloc(0))).toString('utf8');
     if (res.statusCode === 201) return;
-    if (res.statusCode === 400 && text.includes('MANIFEST_BLOB_UNKNOWN') && parseManifest(manifest.bytes, manifest.mediaType).kind === 'index') {
+    if (
+      res.statusCode === 400 &&
+      text.includes('MANIFEST_BLOB_UNKNOWN') &&
+      parseManifest(manifest.bytes, manifest.mediaType).kind === 'index'
+    ) {
       await this.upload(repo, manifest.digest, manifest.bytes.byteLength, () => manifest.bytes);
       return;
     }
@@ -160,9 +190,13 @@ export class RegistryStore implements Store {
 
   async getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
     const pointerRepo = `${TAG_REPO_PREFIX}/${repo}`;
-    const res = await this.req(pointerRepo, 'GET', `/v2/${pointerRepo}/manifests/${tag}`, { headers: { accept: MediaType.OciManifest } });
+    const res = await this.req(pointerRepo, 'GET', `/v2/${pointerRepo}/manifests/${tag}`, {
+      headers: { accept: MediaType.OciManifest },
+    });
     if (!(await this.found(res, 'GET tag pointer'))) return undefined;
-    const doc = JSON.parse((await readCappedBytes(res.body, 1 << 16)).toString('utf8')) as { annotations?: Record<string, string> };
+    const doc = JSON.parse((await readCappedBytes(res.body, 1 << 16)).toString('utf8')) as {
+      annotations?: Record<string, string>;
+    };
     const digest = doc.annotations?.[A_DIGEST];
     if (!digest) return undefined;
     return { digest, confirmedAt: Date.parse(doc.annotations?.[A_CONFIRMED] ?? '') || 0 };
@@ -181,7 +215,11 @@ export class RegistryStore implements Store {
         mediaType: MediaType.OciManifest,
         config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: EMPTY_DIGEST, size: EMPTY_CONFIG.byteLength },
         layers: [],
-        annotations: { [A_DIGEST]: manifest.digest, [A_MEDIATYPE]: manifest.mediaType, [A_CONFIRMED]: new Date(confirmedAt).toISOString() },
+        annotations: {
+          [A_DIGEST]: manifest.digest,
+          [A_MEDIATYPE]: manifest.mediaType,
+          [A_CONFIRMED]: new Date(confirmedAt).toISOString(),
+        },
       }),
     );
     const res = await this.req(pointerRepo, 'PUT', `/v2/${pointerRepo}/manifests/${tag}`, {
@@ -193,7 +231,10 @@ export class RegistryStore implements Store {
     if (res.statusCode !== 201) throw unexpected('PUT tag pointer', res);
   }
 
-  async close(): Promise<void> {}
+  /** Nothing to release: the registry client's connections belong to whoever built it. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 function verified(bytes: Buffer, contentType: string | undefined, digest: string): StoredManifest {
@@ -204,6 +245,7 @@ function verified(bytes: Buffer, contentType: string | undefined, digest: string
 }
 
 function unexpected(what: string, res: RegistryResponse, text?: string): RegistryStoreError {
-  return new RegistryStoreError(`cache registry ${what} answered ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ''}`);
+  return new RegistryStoreError(
+    `cache registry ${what} answered ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ''}`,
+  );
 }
-

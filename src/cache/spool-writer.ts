@@ -80,9 +80,9 @@ export function spoolStream(source: Readable, handle: FileHandle, opts: SpoolWri
           opts.onWritten(chunks, length);
           write();
         },
-        (err: NodeJS.ErrnoException) => {
+        (err: unknown) => {
           writing = false;
-          settle(opts.writeError(err, 0, bytes));
+          settle(opts.writeError(err as NodeJS.ErrnoException, 0, bytes));
         },
       );
     };

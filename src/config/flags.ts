@@ -79,8 +79,9 @@ export function parseFlags(
     if (spec.kind === 'boolean') {
       value = booleanFlag(spec.name, value);
     } else if (value === undefined) {
-      if (i + 1 >= argv.length) throw new ConfigError(`--${spec.name} needs a value`);
-      value = argv[++i] as string;
+      const next = argv[++i];
+      if (next === undefined) throw new ConfigError(`--${spec.name} needs a value`);
+      value = next;
     }
     given.set(spec.name, spec.kind === 'repeatable' ? [...(given.get(spec.name) ?? []), value] : [value]);
   }

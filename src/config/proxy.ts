@@ -80,8 +80,7 @@ export const proxyFlags: readonly FlagSpec[] = [
     kind: 'duration',
     default: '20s',
     help:
-      'Time an origin has to answer with headers; past it the client gets 504 and containerd tries its next ' +
-      'host.',
+      'Time an origin has to answer with headers; past it the client gets 504 and containerd tries its next ' + 'host.',
   },
   {
     name: 'origin-idle-timeout',

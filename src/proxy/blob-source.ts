@@ -47,7 +47,13 @@ export class BlobSource {
     this.o = opts;
   }
 
-  async serve(t: Target, digest: string, method: 'GET' | 'HEAD', range: RangeRequest, ctx: RequestContext): Promise<BlobAnswer> {
+  async serve(
+    t: Target,
+    digest: string,
+    method: 'GET' | 'HEAD',
+    range: RangeRequest,
+    ctx: RequestContext,
+  ): Promise<BlobAnswer> {
     parseDigest(digest);
     const { store, fills, access } = this.o;
     const stat = await store.statBlob(t.cacheRepo, digest);
@@ -103,22 +109,33 @@ export class BlobSource {
   private async passThrough(t: Target, digest: string, range: RangeRequest, ctx: RequestContext): Promise<BlobAnswer> {
     const headers: Record<string, string> = {};
     if (range.kind === 'single') {
-      headers.range = range.suffix !== undefined ? `bytes=-${range.suffix}` : `bytes=${range.first ?? 0}-${range.last ?? ''}`;
+      headers.range =
+        range.suffix !== undefined ? `bytes=-${range.suffix}` : `bytes=${range.first ?? 0}-${range.last ?? ''}`;
     }
     const res = await this.o.origin.request(t, 'GET', 'blob', digest, {
       headers,
       ok: [200, 206],
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     });
-    ctx.log.debug({ image: `${t.registry}/${t.repository}@${digest}` }, 'spool unavailable: blob served from the origin without caching');
+    ctx.log.debug(
+      { image: `${t.registry}/${t.repository}@${digest}` },
+      'spool unavailable: blob served from the origin without caching',
+    );
     const length = Number(headerString(res.headers['content-length']) ?? NaN);
     if (res.statusCode === 206) {
       const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(headerString(res.headers['content-range']) ?? '');
       if (!m) {
         res.body.destroy();
-        throw new OciError('UNAVAILABLE', `origin ${t.registry} answered a range without a valid Content-Range`, { status: 502 });
+        throw new OciError('UNAVAILABLE', `origin ${t.registry} answered a range without a valid Content-Range`, {
+          status: 502,
+        });
       }
-      return { size: Number(m[3]), source: 'origin', stream: res.body, range: { start: Number(m[1]), end: Number(m[2]) } };
+      return {
+        size: Number(m[3]),
+        source: 'origin',
+        stream: res.body,
+        range: { start: Number(m[1]), end: Number(m[2]) },
+      };
     }
     const size = Number.isFinite(length) ? length : undefined;
     const verified = verifyingStream(digest, size);

@@ -58,7 +58,7 @@ const YOUNG_GC_EVERY_BYTES = 8 * 1024 * 1024;
 /** The cluster proxy has no pods to check against: a private image only with node-wide credentials. */
 const NO_PODS: PodDirectory = {
   podsUsing: () => [],
-  lookup: async () => ({ known: false, credentials: [], skipped: [] }),
+  lookup: () => Promise.resolve({ known: false, credentials: [], skipped: [] }),
 };
 
 export interface BuiltProxy {

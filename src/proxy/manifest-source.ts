@@ -76,7 +76,8 @@ export class ManifestSource {
       parsed = parseManifest(bytes, contentType);
     } catch (err) {
       // The origin's fault, not the client's: a gateway error, so containerd tries its next host.
-      if (err instanceof OciError) throw new OciError(err.code, `origin ${t.registry}: ${err.message}`, { status: 502 });
+      if (err instanceof OciError)
+        throw new OciError(err.code, `origin ${t.registry}: ${err.message}`, { status: 502 });
       throw err;
     }
     const m: StoredManifest = { bytes, digest, mediaType: parsed.mediaType };

@@ -93,13 +93,20 @@ export function originStatusError(status: number, kind: ObjectKind, registry: st
   return new OciError('UNAVAILABLE', `origin answered ${status} for ${what}`, { status: 502 });
 }
 
-const timeoutCodes = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+const timeoutCodes = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'ETIMEDOUT',
+]);
 
 /** Any failure to get an answer from the origin, as the OciError a client is told. */
 export function originFailure(err: unknown, registry: string): OciError {
   if (err instanceof OciError) return err;
   if (err instanceof SizeError) {
-    return new OciError('MANIFEST_INVALID', `origin ${registry} sent a manifest over ${err.max} bytes`, { status: 502 });
+    return new OciError('MANIFEST_INVALID', `origin ${registry} sent a manifest over ${err.max} bytes`, {
+      status: 502,
+    });
   }
   // The registry client gives up with a 401 when the origin challenged and no candidate
   // credential could be used (Basic without credentials, a token realm refusing them all).

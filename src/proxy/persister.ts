@@ -66,8 +66,11 @@ export class Persister {
       if (ok && tag) return this.o.tags.write(t, tag.name, m, tag.confirmedAt);
       return ok;
     });
-    return p.catch((err: Error) => {
-      this.o.log.warn({ image: `${t.registry}/${t.repository}@${m.digest}`, err: err.message }, 'could not persist manifest');
+    return p.catch((err: unknown) => {
+      this.o.log.warn(
+        { image: `${t.registry}/${t.repository}@${m.digest}`, err: (err as Error).message },
+        'could not persist manifest',
+      );
       return false;
     });
   }
@@ -93,7 +96,10 @@ export class Persister {
       );
       const results = await Promise.all(progress.map((p) => p.stored));
       if (results.includes(false)) {
-        this.o.log.warn({ image: `${t.registry}/${t.repository}@${m.digest}` }, 'manifest not stored: some of its blobs could not be cached');
+        this.o.log.warn(
+          { image: `${t.registry}/${t.repository}@${m.digest}` },
+          'manifest not stored: some of its blobs could not be cached',
+        );
         return false;
       }
     } else {

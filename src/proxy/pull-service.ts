@@ -90,7 +90,13 @@ export class PullService {
     return { manifest: answer.manifest, source: answer.source };
   }
 
-  blob(t: Target, digest: string, method: 'GET' | 'HEAD', range: RangeRequest, ctx: RequestContext): Promise<BlobAnswer> {
+  blob(
+    t: Target,
+    digest: string,
+    method: 'GET' | 'HEAD',
+    range: RangeRequest,
+    ctx: RequestContext,
+  ): Promise<BlobAnswer> {
     return this.blobs.serve(t, digest, method, range, ctx);
   }
 

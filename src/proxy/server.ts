@@ -70,7 +70,11 @@ export function createProxyServer(deps: ProxyServerDeps) {
       reply.raw.destroy();
       return;
     }
-    void reply.code(oci.status).headers({ ...API_VERSION, ...oci.headers }).type('application/json').send(JSON.stringify(oci.toJSON()));
+    void reply
+      .code(oci.status)
+      .headers({ ...API_VERSION, ...oci.headers })
+      .type('application/json')
+      .send(JSON.stringify(oci.toJSON()));
   });
 
   app.setNotFoundHandler((req, reply) => {
@@ -79,7 +83,7 @@ export function createProxyServer(deps: ProxyServerDeps) {
     void reply.code(404).headers(API_VERSION).type('application/json').send(JSON.stringify(err.toJSON()));
   });
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/healthz', () => Promise.resolve({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     try {
       await deps.ready();
@@ -94,9 +98,13 @@ export function createProxyServer(deps: ProxyServerDeps) {
       method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
       url,
       // Writes are refused before any body is read or parsed.
+      // An async hook: fastify sends what it throws as the error.
+      // eslint-disable-next-line @typescript-eslint/require-await
       onRequest: async (req) => {
         if (req.method !== 'GET' && req.method !== 'HEAD') {
-          throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', { status: 405 });
+          throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', {
+            status: 405,
+          });
         }
       },
       handler: (req, reply) => distribution(deps, req, reply),
@@ -117,8 +125,10 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
   if (api.kind === 'base') {
     return reply.code(200).headers(API_VERSION).type('application/json').send('{}');
   }
-  if (api.kind === 'push') throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes are not supported', { status: 405 });
-  if (api.kind === 'unsupported') throw new OciError('UNSUPPORTED', `${api.what} is not served by pullthrough`, { status: 404 });
+  if (api.kind === 'push')
+    throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes are not supported', { status: 405 });
+  if (api.kind === 'unsupported')
+    throw new OciError('UNSUPPORTED', `${api.what} is not served by pullthrough`, { status: 404 });
   const nsValues = query?.getAll('ns') ?? [];
   if (nsValues.length > 1) throw new OciError('NAME_INVALID', 'more than one ns query parameter');
   const target = resolveTarget(api.name, nsValues[0], deps.allowed, deps.self);
@@ -129,7 +139,8 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
   const ctx = { signal: abort.signal, log: req.log };
   if (api.kind === 'manifest') {
     req.outcome.kind = 'manifest';
-    req.outcome.image = `${target.registry}/${target.repository}${api.reference.includes(':') ? '@' : ':'}${api.reference}`;
+    const at = api.reference.includes(':') ? '@' : ':';
+    req.outcome.image = `${target.registry}/${target.repository}${at}${api.reference}`;
     const { manifest, source } = await deps.pull.manifest(target, api.reference, ctx);
     req.outcome.source = source;
     req.outcome.bytes = method === 'GET' ? manifest.bytes.byteLength : 0;
@@ -172,7 +183,11 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
 function parserError(deps: ProxyServerDeps, err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {
   const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
   const status = tooLarge ? 431 : 400;
-  const oci = new OciError('UNSUPPORTED', tooLarge ? 'request headers too large' : `malformed HTTP request (${err.code ?? 'parse error'})`, { status });
+  const oci = new OciError(
+    'UNSUPPORTED',
+    tooLarge ? 'request headers too large' : `malformed HTTP request (${err.code ?? 'parse error'})`,
+    { status },
+  );
   deps.log.warn({ status, code: oci.code, parser: err.code, remote: socket.remoteAddress }, 'request');
   deps.metrics.requests.inc({ kind: 'other', source: 'none', status: String(status) });
   if (!socket.writable || err.code === 'ECONNRESET') {
@@ -193,19 +208,31 @@ function headerValue(v: string | string[] | undefined): string | undefined {
 
 function toOciError(err: unknown): OciError {
   if (err instanceof OciError) return err;
-  const e = err as { statusCode?: number; code?: string; message?: string };
+  const e = (err ?? {}) as { statusCode?: number; code?: string; message?: string };
   // A blob stream that failed before its first byte: the origin (or the spool) broke, not us.
-  if (err instanceof UpstreamError || err instanceof SpoolError || e?.code?.startsWith('UND_ERR') || e?.code === 'ECONNRESET') {
-    return new OciError('UNAVAILABLE', `the transfer failed before it started: ${e.message ?? 'upstream error'}`.slice(0, 300), { status: 502 });
+  if (
+    err instanceof UpstreamError ||
+    err instanceof SpoolError ||
+    e.code?.startsWith('UND_ERR') ||
+    e.code === 'ECONNRESET'
+  ) {
+    return new OciError(
+      'UNAVAILABLE',
+      `the transfer failed before it started: ${e.message ?? 'upstream error'}`.slice(0, 300),
+      { status: 502 },
+    );
   }
-  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
-    return new OciError('UNSUPPORTED', `bad request: ${e.message ?? 'malformed'}`.slice(0, 300), { status: e.statusCode });
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return new OciError('UNSUPPORTED', `bad request: ${e.message ?? 'malformed'}`.slice(0, 300), {
+      status: e.statusCode,
+    });
   }
   return new OciError('UNAVAILABLE', 'internal error', { status: 500 });
 }
 
 function logRequest(deps: ProxyServerDeps, req: FastifyRequest, reply: FastifyReply, started: bigint): void {
-  const o = req.outcome ?? { kind: 'other' };
+  // Null until the request's first hook ran (a request the parser refused never gets one).
+  const o = (req.outcome as Outcome | null) ?? { kind: 'other' };
   if (o.kind === 'other' && (req.url === '/healthz' || req.url === '/readyz')) return;
   const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
   const complete = reply.raw.writableFinished;

@@ -93,7 +93,12 @@ export class TagResolver {
   }
 
   /** A HEAD at the origin: same digest -> still good; else undefined (fetch anew) or stale. */
-  private async revalidate(t: Target, tag: string, cached: StoredManifest, ctx: RequestContext): Promise<TagAnswer | undefined> {
+  private async revalidate(
+    t: Target,
+    tag: string,
+    cached: StoredManifest,
+    ctx: RequestContext,
+  ): Promise<TagAnswer | undefined> {
     let digest: string | undefined;
     try {
       const res = await this.o.origin.request(t, 'HEAD', 'manifest', tag, {

@@ -24,7 +24,7 @@ export interface Target {
 export function resolveTarget(name: string, ns: string | undefined, allowed: HostList, self?: HostList): Target {
   let registry: string;
   let repository: string;
-  if (ns !== undefined && self !== undefined && self.matches(normalizeRegistry(ns) ?? ns)) ns = undefined;
+  if (ns !== undefined && self?.matches(normalizeRegistry(ns) ?? ns)) ns = undefined;
   if (ns !== undefined) {
     const r = normalizeRegistry(ns);
     if (r === undefined) throw new OciError('NAME_INVALID', `invalid ns registry ${JSON.stringify(ns.slice(0, 100))}`);
@@ -32,16 +32,24 @@ export function resolveTarget(name: string, ns: string | undefined, allowed: Hos
     repository = name;
     const slash = name.indexOf('/');
     if (slash > 0 && decodeRegistry(name.slice(0, slash)) === registry) repository = name.slice(slash + 1);
-    if (!isValidRepository(repository)) throw new OciError('NAME_INVALID', `invalid repository name ${JSON.stringify(repository.slice(0, 300))}`);
+    if (!isValidRepository(repository))
+      throw new OciError('NAME_INVALID', `invalid repository name ${JSON.stringify(repository.slice(0, 300))}`);
   } else {
     const d = decodeName(name);
     const slash = name.indexOf('/');
     if (!d && slash > 0 && decodeRegistry(name.slice(0, slash)) !== undefined) {
       // The rewritten form, with a repository part that is no valid name.
-      throw new OciError('NAME_INVALID', `invalid repository name ${JSON.stringify(name.slice(slash + 1, slash + 301))}`);
+      throw new OciError(
+        'NAME_INVALID',
+        `invalid repository name ${JSON.stringify(name.slice(slash + 1, slash + 301))}`,
+      );
     }
     if (!d) {
-      throw new OciError('NAME_UNKNOWN', `${JSON.stringify(name.slice(0, 300))} names no registry: expected <registry>/<repository> (e.g. docker.io/library/nginx) or a ?ns= query`);
+      throw new OciError(
+        'NAME_UNKNOWN',
+        `${JSON.stringify(name.slice(0, 300))} names no registry: expected <registry>/<repository> ` +
+          '(e.g. docker.io/library/nginx) or a ?ns= query',
+      );
     }
     registry = d.registry;
     repository = d.repository;

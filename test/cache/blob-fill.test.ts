@@ -58,17 +58,20 @@ async function begin(first: Buffer): Promise<{ fill: BlobFill; origin: PassThrou
   return { fill, origin, commits };
 }
 
-t.test('bytes that match: every reader gets them all, from its own offset, and the blob is committed once', async (t) => {
-  const { fill, origin, commits } = await begin(blob.subarray(0, 100_000));
-  const whole = drain(fill.reader(0, undefined, { cancelWhenAbandoned: true }));
-  const tail = drain(fill.reader(250_000, undefined, { cancelWhenAbandoned: true }));
-  origin.end(blob.subarray(100_000));
-  t.ok((await whole).bytes.equals(blob), 'whole');
-  t.ok((await tail).bytes.equals(blob.subarray(250_000)), 'from an offset');
-  t.equal(await fill.committed, true);
-  t.same(commits, [digest]);
-  t.same(readdirSync(dir), [], 'no spool file left');
-});
+t.test(
+  'bytes that match: every reader gets them all, from its own offset, and the blob is committed once',
+  async (t) => {
+    const { fill, origin, commits } = await begin(blob.subarray(0, 100_000));
+    const whole = drain(fill.reader(0, undefined, { cancelWhenAbandoned: true }));
+    const tail = drain(fill.reader(250_000, undefined, { cancelWhenAbandoned: true }));
+    origin.end(blob.subarray(100_000));
+    t.ok((await whole).bytes.equals(blob), 'whole');
+    t.ok((await tail).bytes.equals(blob.subarray(250_000)), 'from an offset');
+    t.equal(await fill.committed, true);
+    t.same(commits, [digest]);
+    t.same(readdirSync(dir), [], 'no spool file left');
+  },
+);
 
 t.test('bytes that do not match: readers never get the whole blob, nothing is committed', async (t) => {
   const wrong = Buffer.from(blob);
@@ -119,44 +122,47 @@ async function countingSpoolReads<T>(fn: () => Promise<T>): Promise<{ result: T;
   }
 }
 
-t.test('a reader that keeps up takes the bytes from memory, a late one reads the spool file: both get them exactly', async (t) => {
-  const chunks = Array.from({ length: 30 }, (_, i) => blob.subarray(i * 10_000, (i + 1) * 10_000));
-  const { result, reads } = await countingSpoolReads(async () => {
-    const { fill, origin } = await begin(chunks[0] as Buffer);
-    const early = fill.reader(0, undefined, { cancelWhenAbandoned: true });
-    const got: Buffer[] = [];
-    let received = 0;
-    early.on('data', (c: Buffer) => {
-      got.push(c);
-      received += c.length;
-    });
-    const ended = new Promise((r) => early.once('end', r));
-    for (const c of chunks.slice(1)) {
-      // In step: every byte written so far but the withheld last one has reached the reader.
+t.test(
+  'a reader that keeps up takes the bytes from memory, a late one reads the spool file: both get them exactly',
+  async (t) => {
+    const chunks = Array.from({ length: 30 }, (_, i) => blob.subarray(i * 10_000, (i + 1) * 10_000));
+    const { result, reads } = await countingSpoolReads(async () => {
+      const { fill, origin } = await begin(chunks[0] as Buffer);
+      const early = fill.reader(0, undefined, { cancelWhenAbandoned: true });
+      const got: Buffer[] = [];
+      let received = 0;
+      early.on('data', (c: Buffer) => {
+        got.push(c);
+        received += c.length;
+      });
+      const ended = new Promise((r) => early.once('end', r));
+      for (const c of chunks.slice(1)) {
+        // In step: every byte written so far but the withheld last one has reached the reader.
+        while (received < fill.written - 1) await sleep(1);
+        await feed(fill, origin, c);
+      }
       while (received < fill.written - 1) await sleep(1);
-      await feed(fill, origin, c);
-    }
-    while (received < fill.written - 1) await sleep(1);
-    const withheld = received;
-    origin.end();
-    await ended;
-    return { fill, got: Buffer.concat(got), withheld };
-  });
-  t.ok(result.got.equals(blob), 'the reader that kept up got every byte');
-  t.equal(result.withheld, blob.length - 1, 'the last byte waited for the digest');
-  t.equal(reads, 0, 'and none was read back from the spool file');
-  t.equal(await result.fill.committed, true);
+      const withheld = received;
+      origin.end();
+      await ended;
+      return { fill, got: Buffer.concat(got), withheld };
+    });
+    t.ok(result.got.equals(blob), 'the reader that kept up got every byte');
+    t.equal(result.withheld, blob.length - 1, 'the last byte waited for the digest');
+    t.equal(reads, 0, 'and none was read back from the spool file');
+    t.equal(await result.fill.committed, true);
 
-  const late = await countingSpoolReads(async () => {
-    const { fill, origin } = await begin(chunks[0] as Buffer);
-    for (const c of chunks.slice(1, 20)) await feed(fill, origin, c);
-    const reading = drain(fill.reader(1, undefined, { cancelWhenAbandoned: true }));
-    origin.end(blob.subarray(200_000));
-    return reading;
-  });
-  t.ok(late.result.bytes.equals(blob.subarray(1)), 'a reader that joined late, from an offset, got every byte');
-  t.ok(late.reads > 0, `it read ${late.reads} times from the spool file`);
-});
+    const late = await countingSpoolReads(async () => {
+      const { fill, origin } = await begin(chunks[0] as Buffer);
+      for (const c of chunks.slice(1, 20)) await feed(fill, origin, c);
+      const reading = drain(fill.reader(1, undefined, { cancelWhenAbandoned: true }));
+      origin.end(blob.subarray(200_000));
+      return reading;
+    });
+    t.ok(late.result.bytes.equals(blob.subarray(1)), 'a reader that joined late, from an offset, got every byte');
+    t.ok(late.reads > 0, `it read ${late.reads} times from the spool file`);
+  },
+);
 
 /** A fill of `blob` whose origin has sent 10 bytes and then waits. */
 function stalledFill(fills: BlobFills) {
@@ -170,7 +176,15 @@ function stalledFill(fills: BlobFills) {
 function quickFill(fills: BlobFills, text: string, commit: () => Promise<boolean> = async () => true) {
   const bytes = Buffer.from(text);
   const d = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-  return { bytes, ...startFill(fills, d, async () => ({ size: bytes.length, stream: PassThrough.from([bytes]) as unknown as Readable }), commit) };
+  return {
+    bytes,
+    ...startFill(
+      fills,
+      d,
+      async () => ({ size: bytes.length, stream: PassThrough.from([bytes]) as unknown as Readable }),
+      commit,
+    ),
+  };
 }
 
 /** A commit that only notes `commit <name>` in `events`. */
@@ -184,64 +198,83 @@ function noting(events: string[], name: string) {
 /** Time enough for a commit that should wait to start anyway. */
 const GRACE_MS = 50;
 
-t.test('commitDeferMs: an upload waits while another fill is still fetching, then runs; at most commitConcurrency at once', async (t) => {
-  const fills = newFills({ commitDeferMs: 60_000, commitConcurrency: 1 });
-  const events: string[] = [];
-  let releaseFirstCommit!: () => void;
-  const firstCommitHeld = new Promise<void>((r) => (releaseFirstCommit = r));
-  const slowOrigin = new PassThrough();
-  const a = startFill(fills, digest, async () => ({ size: blob.length, stream: slowOrigin }), async () => {
-    events.push('commit a');
-    await firstCommitHeld;
-    return true;
-  });
-  const b = quickFill(fills, 'another blob', noting(events, 'b'));
-  t.equal(await b.fill.fetched, true, 'b is fetched');
-  const whileFetching = drain(b.fill.reader(0, undefined, { cancelWhenAbandoned: false }));
-  t.ok((await whileFetching).bytes.equals(b.bytes), 'a verified blob waiting for its upload is served from its spool file');
-  await sleep(GRACE_MS);
-  t.same(events, [], 'b waits: a is still fetching');
-  slowOrigin.end(blob);
-  t.equal(await a.fill.fetched, true);
-  await sleep(GRACE_MS);
-  t.equal(events.length, 1, 'one commit at a time');
-  const c = quickFill(fills, 'a third blob', noting(events, 'c'));
-  t.equal(await c.fill.fetched, true);
-  await sleep(GRACE_MS);
-  t.equal(events.length, 1, 'c waits for the commit slot too');
-  releaseFirstCommit();
-  t.same(await Promise.all([a.fill.committed, b.fill.committed, c.fill.committed]), [true, true, true]);
-  t.equal(events.length, 3);
-  t.same(readdirSync(dir), [], 'no spool file left');
-});
+t.test(
+  'commitDeferMs: an upload waits while another fill is still fetching, then runs; at most commitConcurrency at once',
+  async (t) => {
+    const fills = newFills({ commitDeferMs: 60_000, commitConcurrency: 1 });
+    const events: string[] = [];
+    let releaseFirstCommit!: () => void;
+    const firstCommitHeld = new Promise<void>((r) => (releaseFirstCommit = r));
+    const slowOrigin = new PassThrough();
+    const a = startFill(
+      fills,
+      digest,
+      async () => ({ size: blob.length, stream: slowOrigin }),
+      async () => {
+        events.push('commit a');
+        await firstCommitHeld;
+        return true;
+      },
+    );
+    const b = quickFill(fills, 'another blob', noting(events, 'b'));
+    t.equal(await b.fill.fetched, true, 'b is fetched');
+    const whileFetching = drain(b.fill.reader(0, undefined, { cancelWhenAbandoned: false }));
+    t.ok(
+      (await whileFetching).bytes.equals(b.bytes),
+      'a verified blob waiting for its upload is served from its spool file',
+    );
+    await sleep(GRACE_MS);
+    t.same(events, [], 'b waits: a is still fetching');
+    slowOrigin.end(blob);
+    t.equal(await a.fill.fetched, true);
+    await sleep(GRACE_MS);
+    t.equal(events.length, 1, 'one commit at a time');
+    const c = quickFill(fills, 'a third blob', noting(events, 'c'));
+    t.equal(await c.fill.fetched, true);
+    await sleep(GRACE_MS);
+    t.equal(events.length, 1, 'c waits for the commit slot too');
+    releaseFirstCommit();
+    t.same(await Promise.all([a.fill.committed, b.fill.committed, c.fill.committed]), [true, true, true]);
+    t.equal(events.length, 3);
+    t.same(readdirSync(dir), [], 'no spool file left');
+  },
+);
 
-t.test('commitDeferMs: an upload also waits while a client is still reading a blob, its own included', { timeout: 10_000 }, async (t) => {
-  const fills = newFills({ commitDeferMs: 60_000 });
-  const events: string[] = [];
-  const a = quickFill(fills, 'a blob', noting(events, 'a'));
-  const slowClient = a.fill.reader(0, undefined, { cancelWhenAbandoned: true });
-  t.equal(await a.fill.fetched, true, 'fetched and verified');
-  await sleep(GRACE_MS);
-  t.same(events, [], 'no upload while its client has not read it');
-  t.ok((await drain(slowClient)).bytes.equals(a.bytes), 'the client gets the blob from the spool file');
-  t.equal(await a.fill.committed, true, 'then it is uploaded');
-  t.same(events, ['commit a']);
-  t.same(readdirSync(dir), [], 'no spool file left');
-});
+t.test(
+  'commitDeferMs: an upload also waits while a client is still reading a blob, its own included',
+  { timeout: 10_000 },
+  async (t) => {
+    const fills = newFills({ commitDeferMs: 60_000 });
+    const events: string[] = [];
+    const a = quickFill(fills, 'a blob', noting(events, 'a'));
+    const slowClient = a.fill.reader(0, undefined, { cancelWhenAbandoned: true });
+    t.equal(await a.fill.fetched, true, 'fetched and verified');
+    await sleep(GRACE_MS);
+    t.same(events, [], 'no upload while its client has not read it');
+    t.ok((await drain(slowClient)).bytes.equals(a.bytes), 'the client gets the blob from the spool file');
+    t.equal(await a.fill.committed, true, 'then it is uploaded');
+    t.same(events, ['commit a']);
+    t.same(readdirSync(dir), [], 'no spool file left');
+  },
+);
 
-t.test('commitDeferMs: a client reading another blob holds an upload back too, until it goes away', { timeout: 10_000 }, async (t) => {
-  const fills = newFills({ commitDeferMs: 60_000 });
-  const events: string[] = [];
-  const a = quickFill(fills, 'blob a', noting(events, 'a'));
-  const b = quickFill(fills, 'blob b', noting(events, 'b'));
-  const onB = b.fill.reader(0, undefined, { cancelWhenAbandoned: true });
-  t.same(await Promise.all([a.fill.fetched, b.fill.fetched]), [true, true]);
-  await sleep(GRACE_MS);
-  t.same(events, [], 'neither uploads while a client reads b');
-  onB.destroy();
-  t.same(await Promise.all([a.fill.committed, b.fill.committed]), [true, true], 'a client gone away wakes them');
-  t.same(events.sort(), ['commit a', 'commit b']);
-});
+t.test(
+  'commitDeferMs: a client reading another blob holds an upload back too, until it goes away',
+  { timeout: 10_000 },
+  async (t) => {
+    const fills = newFills({ commitDeferMs: 60_000 });
+    const events: string[] = [];
+    const a = quickFill(fills, 'blob a', noting(events, 'a'));
+    const b = quickFill(fills, 'blob b', noting(events, 'b'));
+    const onB = b.fill.reader(0, undefined, { cancelWhenAbandoned: true });
+    t.same(await Promise.all([a.fill.fetched, b.fill.fetched]), [true, true]);
+    await sleep(GRACE_MS);
+    t.same(events, [], 'neither uploads while a client reads b');
+    onB.destroy();
+    t.same(await Promise.all([a.fill.committed, b.fill.committed]), [true, true], 'a client gone away wakes them');
+    t.same(events.sort(), ['commit a', 'commit b']);
+  },
+);
 
 t.test('commitDeferMs is a bound: an upload starts after it even while other fills go on', async (t) => {
   const fills = newFills({ commitDeferMs: 100 });
@@ -274,24 +307,27 @@ t.test('shutdown: a verified blob still waiting for its commit is dropped, its s
   t.same(readdirSync(dir), [], 'no spool file left');
 });
 
-t.test('shutdown with a flush: a verified blob waiting for its commit is committed at once, a fill still fetching is cancelled', async (t) => {
-  const fills = newFills({ commitDeferMs: 60_000 });
-  const a = stalledFill(fills);
-  const events: string[] = [];
-  const b = quickFill(fills, 'uploaded before the pod goes', noting(events, 'b'));
-  // A client still reading b keeps its upload waiting, whatever happens to a.
-  const reader = b.fill.reader(0, undefined, { cancelWhenAbandoned: false });
-  await b.fill.fetched;
-  await sleep(GRACE_MS);
-  t.same(events, [], 'b waits: a is still fetching, and a client still reads b');
-  await fills.flush(new Error('shutting down'), 5_000);
-  t.same(events, ['commit b'], 'the flush committed b without waiting for its client');
-  t.equal(await b.fill.committed, true);
-  t.equal(await a.fill.committed, false, 'a was cancelled');
-  reader.destroy();
-  fills.cancelAll(new Error('shutting down'));
-  t.same(readdirSync(dir), [], 'no spool file left');
-});
+t.test(
+  'shutdown with a flush: a verified blob waiting for its commit is committed at once, a fill still fetching is cancelled',
+  async (t) => {
+    const fills = newFills({ commitDeferMs: 60_000 });
+    const a = stalledFill(fills);
+    const events: string[] = [];
+    const b = quickFill(fills, 'uploaded before the pod goes', noting(events, 'b'));
+    // A client still reading b keeps its upload waiting, whatever happens to a.
+    const reader = b.fill.reader(0, undefined, { cancelWhenAbandoned: false });
+    await b.fill.fetched;
+    await sleep(GRACE_MS);
+    t.same(events, [], 'b waits: a is still fetching, and a client still reads b');
+    await fills.flush(new Error('shutting down'), 5_000);
+    t.same(events, ['commit b'], 'the flush committed b without waiting for its client');
+    t.equal(await b.fill.committed, true);
+    t.equal(await a.fill.committed, false, 'a was cancelled');
+    reader.destroy();
+    fills.cancelAll(new Error('shutting down'));
+    t.same(readdirSync(dir), [], 'no spool file left');
+  },
+);
 
 t.test('verified blobs past maxDeferredBytes are committed without waiting', async (t) => {
   const blobs = Array.from({ length: 6 }, (_, i) => Buffer.from(`blob number ${i}`));
@@ -300,11 +336,17 @@ t.test('verified blobs past maxDeferredBytes are committed without waiting', asy
   const started = blobs.map((b) => quickFill(fills, b.toString()));
   await Promise.all(started.map((s) => s.fill.fetched));
   await sleep(GRACE_MS);
-  const done = await Promise.all(started.map((s) => Promise.race([s.fill.committed, new Promise((r) => setImmediate(() => r('waiting')))])));
+  const done = await Promise.all(
+    started.map((s) => Promise.race([s.fill.committed, new Promise((r) => setImmediate(() => r('waiting')))])),
+  );
   t.same(done.filter((d) => d === 'waiting').length, 4, `4 wait, the rest are committed (${done.join(', ')})`);
   t.equal(fills.commitBacklogFull, true, 'the backlog is full: the persister holds its slot until its blob is stored');
   a.fill.cancel(new Error('test over'));
-  t.same(await Promise.all(started.map((s) => s.fill.committed)), blobs.map(() => true), 'once no fill is fetching, the rest are committed');
+  t.same(
+    await Promise.all(started.map((s) => s.fill.committed)),
+    blobs.map(() => true),
+    'once no fill is fetching, the rest are committed',
+  );
   t.equal(await a.fill.committed, false);
 });
 
@@ -319,7 +361,12 @@ t.test('a fill stops at the declared size: an origin that sends more fails it, n
     },
   });
   const commits: string[] = [];
-  const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: undefined, stream: endless }) }, 1000);
+  const { fill } = fills.getOrStart(
+    'r/app',
+    digest,
+    { open: async () => ({ size: undefined, stream: endless }) },
+    1000,
+  );
   commitsOf.get(fills)?.set(digest, async () => (commits.push(digest), true));
   t.equal(await fill.committed, false);
   t.match(fill.error?.message, /more than the 1000 bytes/);
@@ -332,7 +379,12 @@ t.test('a fill stops at the declared size: an origin that sends more fails it, n
 t.test('an origin that announces another size than the manifest declares is refused at once', async (t) => {
   const fills = newFills();
   const origin = new PassThrough();
-  const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: blob.length + 1, stream: origin }) }, blob.length);
+  const { fill } = fills.getOrStart(
+    'r/app',
+    digest,
+    { open: async () => ({ size: blob.length + 1, stream: origin }) },
+    blob.length,
+  );
   t.equal(await fill.committed, false);
   t.match(fill.error?.message, /announced .* declares/);
   t.ok(origin.destroyed);
@@ -344,7 +396,12 @@ t.test('a fill of known size has a deadline: a trickling origin is cut, nothing 
   const timer = setInterval(() => trickle.write(blob.subarray(0, 1)), 20);
   t.teardown(() => clearInterval(timer));
   const started = Date.now();
-  const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: undefined, stream: trickle }) }, blob.length);
+  const { fill } = fills.getOrStart(
+    'r/app',
+    digest,
+    { open: async () => ({ size: undefined, stream: trickle }) },
+    blob.length,
+  );
   t.equal(await fill.committed, false);
   t.match(fill.error?.message, /took over/);
   const took = Date.now() - started;

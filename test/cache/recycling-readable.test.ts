@@ -94,13 +94,16 @@ function stallingGet(port: number, requests = 1): Promise<{ digest: string; leng
   });
 }
 
-t.test('piped into an HTTP response, to a client that stalls: intact, and a few buffers serve the whole file', async (t) => {
-  let stream: Counted | undefined;
-  const port = await serve(t, async () => (stream = await fileStream()), data.length);
-  const [got] = await stallingGet(port);
-  t.equal(got?.digest, want);
-  t.ok(stream && stream.buffers.size < CHUNKS / 2, `${stream?.buffers.size} buffers for ${CHUNKS} chunks`);
-});
+t.test(
+  'piped into an HTTP response, to a client that stalls: intact, and a few buffers serve the whole file',
+  async (t) => {
+    let stream: Counted | undefined;
+    const port = await serve(t, async () => (stream = await fileStream()), data.length);
+    const [got] = await stallingGet(port);
+    t.equal(got?.digest, want);
+    t.ok(stream && stream.buffers.size < CHUNKS / 2, `${stream?.buffers.size} buffers for ${CHUNKS} chunks`);
+  },
+);
 
 t.test('two responses on one keep-alive connection, each from its own stream: both intact', async (t) => {
   const port = await serve(t, () => fileStream(1_000_001, 9_000_000), 8_000_000);
@@ -114,7 +117,9 @@ t.test('two responses on one keep-alive connection, each from its own stream: bo
 t.test('through fastify to a client that stalls: intact, with reuse', async (t) => {
   const app = Fastify();
   let stream: Counted | undefined;
-  app.get('/', async (_req, reply) => reply.header('content-length', String(data.length)).send((stream = await fileStream())));
+  app.get('/', async (_req, reply) =>
+    reply.header('content-length', String(data.length)).send((stream = await fileStream())),
+  );
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => app.close());
   const [got] = await stallingGet((app.server.address() as { port: number }).port);
@@ -157,9 +162,13 @@ t.test('piped into a response, with a one-off peek at the first chunk: the peeke
 t.test('a fill reader piped into a response while the fill grows: intact, with reuse', async (t) => {
   const digest = `sha256:${want}`;
   const origin = new PassThrough();
-  const { fill } = new BlobFills({ tmpDir: dir, store: { putBlobFile: async () => true } }).getOrStart('r/app', digest, {
-    open: async () => ({ size: data.length, stream: origin }),
-  });
+  const { fill } = new BlobFills({ tmpDir: dir, store: { putBlobFile: async () => true } }).getOrStart(
+    'r/app',
+    digest,
+    {
+      open: async () => ({ size: data.length, stream: origin }),
+    },
+  );
   const port = await serve(t, async () => fill.reader(0, undefined, { cancelWhenAbandoned: true }), data.length);
   const getting = stallingGet(port);
   for (let i = 0; i < data.length; i += 100_000) {

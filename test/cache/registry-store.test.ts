@@ -17,7 +17,12 @@ function storeFor(url: string, creds?: { username: string; password: string }): 
   return new RegistryStore(client, 'cache');
 }
 
-storeConformance(t, 'registry store (distribution, anonymous)', async () => storeFor((await lab.registry('cache', 15010)).url));
+storeConformance(t, 'registry store (distribution, anonymous)', async () =>
+  storeFor((await lab.registry('cache', 15010)).url),
+);
 storeConformance(t, 'registry store (distribution, token auth)', async () =>
-  storeFor((await lab.registry('cache-token', 15011, ['--token', '--htpasswd', 'pt:secret', '--token-port', '15012'])).url, { username: 'pt', password: 'secret' }),
+  storeFor(
+    (await lab.registry('cache-token', 15011, ['--token', '--htpasswd', 'pt:secret', '--token-port', '15012'])).url,
+    { username: 'pt', password: 'secret' },
+  ),
 );

@@ -28,7 +28,11 @@ function storeThat(fail: (signal?: AbortSignal) => Error | undefined): Store {
 
 t.test('an unreachable store: a miss, counted, then skipped for the cool-down', async (t) => {
   const failures: string[] = [];
-  const s = new ResilientStore(storeThat(() => new UpstreamError('cache', 'ECONNREFUSED')), { storeFailed: (op) => failures.push(op), storeRecovered: () => undefined }, 60_000);
+  const s = new ResilientStore(
+    storeThat(() => new UpstreamError('cache', 'ECONNREFUSED')),
+    { storeFailed: (op) => failures.push(op), storeRecovered: () => undefined },
+    60_000,
+  );
   t.equal(await s.openBlob('r', 'sha256:x'), undefined);
   t.same(failures, ['openBlob']);
   t.ok(s.degraded);

@@ -81,7 +81,10 @@ t.test('every byte lands in order; the length is reported after each write', asy
   t.same(readFileSync(path), all, 'the file holds the stream');
   t.equal(chunks.length, parts.length, 'each chunk was seen before its write');
   t.equal(writes.at(-1)?.length, all.length);
-  t.ok(writes.every((w, i) => i === 0 || w.length > (writes[i - 1]?.length ?? 0)), 'lengths grow');
+  t.ok(
+    writes.every((w, i) => i === 0 || w.length > (writes[i - 1]?.length ?? 0)),
+    'lengths grow',
+  );
 });
 
 t.test('chunks that arrive while a write is in flight go together in the next write', async (t) => {
@@ -94,26 +97,32 @@ t.test('chunks that arrive while a write is in flight go together in the next wr
   t.equal(g.calls(), 1, 'one write in flight, the rest wait');
   g.open();
   t.equal(await done, 6000);
-  t.same(writes, [{ chunks: 1, length: 1000 }, { chunks: 5, length: 6000 }]);
+  t.same(writes, [
+    { chunks: 1, length: 1000 },
+    { chunks: 5, length: 6000 },
+  ]);
   t.same(readFileSync(path).subarray(1000, 2000), bytes(1000, 2));
 });
 
-t.test('the source pauses while maxPending bytes wait for the write in flight, and resumes with the next', async (t) => {
-  const { g, source, done } = await gatedSpool(t, { maxPending: () => 4096 });
-  source.write(bytes(100, 1));
-  await sleep(10);
-  source.write(bytes(3000, 2));
-  await sleep(10);
-  t.notOk(source.isPaused(), 'below the bound: still flowing');
-  source.write(bytes(3000, 3));
-  await sleep(10);
-  t.ok(source.isPaused(), 'at the bound: paused');
-  g.open();
-  await sleep(10);
-  t.notOk(source.isPaused(), 'the next write took them: flowing again');
-  source.end();
-  t.equal(await done, 6100);
-});
+t.test(
+  'the source pauses while maxPending bytes wait for the write in flight, and resumes with the next',
+  async (t) => {
+    const { g, source, done } = await gatedSpool(t, { maxPending: () => 4096 });
+    source.write(bytes(100, 1));
+    await sleep(10);
+    source.write(bytes(3000, 2));
+    await sleep(10);
+    t.notOk(source.isPaused(), 'below the bound: still flowing');
+    source.write(bytes(3000, 3));
+    await sleep(10);
+    t.ok(source.isPaused(), 'at the bound: paused');
+    g.open();
+    await sleep(10);
+    t.notOk(source.isPaused(), 'the next write took them: flowing again');
+    source.end();
+    t.equal(await done, 6100);
+  },
+);
 
 t.test('the bound is asked at each chunk: lowered while bytes wait, it pauses the source at the next', async (t) => {
   let bound = 1 << 20;
@@ -184,7 +193,9 @@ t.test('a failed write rejects with writeError and destroys the source', async (
 });
 
 t.test('a short write rejects: the file would have a hole', async (t) => {
-  const short = { writev: async (bufs: Buffer[]) => ({ bytesWritten: (bufs[0]?.byteLength ?? 1) - 1, buffers: bufs }) } as unknown as FileHandle;
+  const short = {
+    writev: async (bufs: Buffer[]) => ({ bytesWritten: (bufs[0]?.byteLength ?? 1) - 1, buffers: bufs }),
+  } as unknown as FileHandle;
   const source = new PassThrough();
   const done = spoolStream(source, short, recording().opts);
   source.write(bytes(100, 1));

@@ -30,7 +30,11 @@ function manifestFor(config: Buffer, layers: Buffer[], mediaType: string = Media
     schemaVersion: 2,
     mediaType,
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-    layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(l), size: l.length })),
+    layers: layers.map((l) => ({
+      mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+      digest: sha(l),
+      size: l.length,
+    })),
   };
   // Odd spacing on purpose: stores must keep bytes, not re-serialise JSON.
   const bytes = Buffer.from(JSON.stringify(doc, null, 3) + '\n');
@@ -89,11 +93,19 @@ export function storeConformance(t: Test, name: string, make: () => Promise<Stor
     t.ok(got?.bytes.equals(m.bytes), 'manifest bytes are kept verbatim');
     t.equal(got?.mediaType, m.mediaType, 'with its media type');
     t.equal(got && sha(got.bytes), m.digest, 'so its digest is unchanged');
-    t.equal(await store.getManifest(other, m.digest), undefined, 'a manifest is not visible through another repository');
+    t.equal(
+      await store.getManifest(other, m.digest),
+      undefined,
+      'a manifest is not visible through another repository',
+    );
 
     const dockerM = manifestFor(config, [layer], MediaType.DockerManifest);
     await store.putManifest(repo, dockerM);
-    t.equal((await store.getManifest(repo, dockerM.digest))?.mediaType, MediaType.DockerManifest, 'Docker schema 2 keeps its media type');
+    t.equal(
+      (await store.getManifest(repo, dockerM.digest))?.mediaType,
+      MediaType.DockerManifest,
+      'Docker schema 2 keeps its media type',
+    );
 
     // An index whose second child is not stored: a multi-arch image pulled for one platform.
     const index = Buffer.from(
@@ -101,8 +113,18 @@ export function storeConformance(t: Test, name: string, make: () => Promise<Stor
         schemaVersion: 2,
         mediaType: MediaType.OciIndex,
         manifests: [
-          { mediaType: MediaType.OciManifest, digest: m.digest, size: m.bytes.length, platform: { os: 'linux', architecture: 'amd64' } },
-          { mediaType: MediaType.OciManifest, digest: sha(Buffer.from('absent')), size: 6, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
+          {
+            mediaType: MediaType.OciManifest,
+            digest: m.digest,
+            size: m.bytes.length,
+            platform: { os: 'linux', architecture: 'amd64' },
+          },
+          {
+            mediaType: MediaType.OciManifest,
+            digest: sha(Buffer.from('absent')),
+            size: 6,
+            platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+          },
         ],
       }),
     );
@@ -114,7 +136,11 @@ export function storeConformance(t: Test, name: string, make: () => Promise<Stor
 
     const confirmed = Date.UTC(2026, 0, 2, 3, 4, 5);
     await store.putTag(repo, 'v1', im, confirmed);
-    t.same(await store.getTag(repo, 'v1'), { digest: im.digest, confirmedAt: confirmed }, 'a tag points at its manifest with when it was confirmed');
+    t.same(
+      await store.getTag(repo, 'v1'),
+      { digest: im.digest, confirmedAt: confirmed },
+      'a tag points at its manifest with when it was confirmed',
+    );
     await store.putTag(repo, 'v1', m, confirmed + 1000);
     t.same(await store.getTag(repo, 'v1'), { digest: m.digest, confirmedAt: confirmed + 1000 }, 'a tag can move');
     t.equal(await store.getTag(other, 'v1'), undefined, 'tags are per repository');
@@ -124,4 +150,3 @@ export function storeConformance(t: Test, name: string, make: () => Promise<Stor
     await store.close();
   });
 }
-
