@@ -70,6 +70,7 @@ clearInterval(sampler);
 await fill.committed;
 if (counts.some((n) => n !== total)) throw new Error(`short read: ${counts.join(',')}`);
 process.stdout.write(
-  `${mib} MiB, ${readers} reader(s): ${(total / secs / 1e6).toFixed(0)} MB/s, cpu ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s, rss growth ${((peak - rss0) / 2 ** 20).toFixed(0)} MiB\n`,
+  `${mib} MiB, ${readers} reader(s): ${(total / secs / 1e6).toFixed(0)} MB/s, ` +
+    `cpu ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s, rss growth ${((peak - rss0) / 2 ** 20).toFixed(0)} MiB\n`,
 );
 rmSync(dir, { recursive: true, force: true });

@@ -329,7 +329,7 @@ export async function clientPull(
     manifest = JSON.parse(buf.toString('utf8')) as typeof manifest;
     if (!manifest.manifests || depth > 0) break;
     const child =
-      manifest.manifests.find((m) => m.platform?.architecture === 'amd64' && m.platform?.os === 'linux') ??
+      manifest.manifests.find((m) => m.platform?.architecture === 'amd64' && m.platform.os === 'linux') ??
       manifest.manifests[0];
     if (!child) throw new Error('empty index');
     digest = child.digest;

@@ -250,11 +250,12 @@ class Pullthrough implements Target {
 
   async stop(): Promise<void> {
     const c = this.child;
-    if (!c || c.exitCode !== null) return;
+    if (c?.exitCode !== null) return;
+    const running = () => c.exitCode === null && c.signalCode === null;
     const exited = new Promise((r) => c.once('exit', r));
     c.kill('SIGTERM');
     await Promise.race([exited, sleep(10_000)]);
-    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    if (running()) c.kill('SIGKILL');
     this.child = undefined;
     rmSync(this.dataDir, { recursive: true, force: true });
   }
@@ -357,7 +358,8 @@ async function makeImage(repo: string, tag: string, flags: string[]): Promise<{ 
 
 async function seed(): Promise<Seed> {
   log(
-    `seeding the origin: ${SIZES.bigMiB} MiB blob, ${SIZES.midMiB} MiB blob, ${SIZES.groups.reduce((a, g) => a + g.n, 0)}-layer image, ${SIZES.tags} tags`,
+    `seeding the origin: ${SIZES.bigMiB} MiB blob, ${SIZES.midMiB} MiB blob, ` +
+      `${SIZES.groups.reduce((a, g) => a + g.n, 0)}-layer image, ${SIZES.tags} tags`,
   );
   const jobs = [
     () => makeImage('bench/big', 'v1', ['--layers', '1', '--layer-mb', String(SIZES.bigMiB)]),
@@ -725,7 +727,7 @@ function table(summary: Summary): string {
     lines.push(`| target | ${metrics.join(' | ')} |`);
     lines.push(`| --- | ${metrics.map(() => '---').join(' | ')} |`);
     for (const [target, m] of Object.entries(byTarget)) {
-      lines.push(`| ${target} | ${metrics.map((k) => (m[k] ? fmtStat(m[k] as Stat) : '-')).join(' | ')} |`);
+      lines.push(`| ${target} | ${metrics.map((k) => (m[k] ? fmtStat(m[k]) : '-')).join(' | ')} |`);
     }
   }
   return lines.join('\n');
@@ -919,7 +921,8 @@ async function main(): Promise<number> {
   await setup();
   const s = await seed();
   log(
-    `seeded in ${((Date.now() - started) / 1000).toFixed(0)} s: image ${s.multi.layers} layers, ${(s.multi.size / 2 ** 20).toFixed(0)} MiB`,
+    `seeded in ${((Date.now() - started) / 1000).toFixed(0)} s: ` +
+      `image ${s.multi.layers} layers, ${(s.multi.size / 2 ** 20).toFixed(0)} MiB`,
   );
   for (const [name, fn] of TESTS) {
     if (ONLY && !ONLY.includes(name)) continue;
@@ -934,7 +937,9 @@ async function main(): Promise<number> {
   const out: string[] = [];
   out.push(`# pullthrough benchmark (${QUICK ? 'quick' : 'full'}, ${REPS} rep(s), ${new Date().toISOString()})`);
   out.push(
-    `big blob ${(s.big.size / 2 ** 20).toFixed(0)} MiB, concurrent blob ${(s.mid.size / 2 ** 20).toFixed(0)} MiB, image ${s.multi.layers} layers ${(s.multi.size / 2 ** 20).toFixed(0)} MiB, ${s.small.tags.length} tags; slow link ${(RATE / 2 ** 20).toFixed(0)} MiB/s per connection + ${DELAY_MS} ms per response`,
+    `big blob ${(s.big.size / 2 ** 20).toFixed(0)} MiB, concurrent blob ${(s.mid.size / 2 ** 20).toFixed(0)} MiB, ` +
+      `image ${s.multi.layers} layers ${(s.multi.size / 2 ** 20).toFixed(0)} MiB, ${s.small.tags.length} tags; ` +
+      `slow link ${(RATE / 2 ** 20).toFixed(0)} MiB/s per connection + ${DELAY_MS} ms per response`,
   );
   out.push(table(summary));
   out.push('\n### ratios (medians)\n');
