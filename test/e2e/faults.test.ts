@@ -185,7 +185,7 @@ t.test(
       res.writeHead(307, { location: target }).end();
       return;
     }
-    void request(target, { method: req.method as 'GET' | 'HEAD', headers: { accept: String(req.headers.accept ?? '*/*') } }).then(async (up) => {
+    void request(target, { method: req.method as 'GET' | 'HEAD', headers: { accept: req.headers.accept ?? '*/*' } }).then(async (up) => {
       res.writeHead(up.statusCode, up.headers as Record<string, string>);
       res.end(Buffer.from(await up.body.arrayBuffer()));
     });

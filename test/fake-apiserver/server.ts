@@ -41,7 +41,7 @@ interface OpenWatch {
   sent: number;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- names the kinds tests use; any other is fine
+// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- names the usual kinds; any other is fine
 type Kind = 'Pod' | 'Secret' | 'ServiceAccount' | 'MutatingWebhookConfiguration' | string;
 
 export class FakeApiServer {
@@ -94,7 +94,7 @@ export class FakeApiServer {
     this.store.delete(this.type(kind), namespace, name);
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the shape it reads back
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names what it reads
   object<T extends KubeObject = KubeObject>(kind: Kind, namespace: string | undefined, name: string): T | undefined {
     return this.store.get(this.type(kind), namespace, name) as T | undefined;
   }

@@ -15,7 +15,8 @@ const seen: string[] = [];
 
 async function serve(handler: Handler): Promise<{ url: string; close: () => Promise<void> }> {
   const server: Server = createServer((req, res) => {
-    seen.push(`${req.headers.host} ${req.method} ${req.url} auth=${req.headers.authorization ? req.headers.authorization.split(' ')[0] : '-'}`);
+    const scheme = req.headers.authorization ? req.headers.authorization.split(' ')[0] : '-';
+    seen.push(`${req.headers.host} ${req.method} ${req.url} auth=${scheme}`);
     handler(req, res);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
