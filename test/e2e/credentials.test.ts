@@ -49,7 +49,9 @@ const seen: string[] = [];
 
 t.teardown(async () => {
   await cold?.stop();
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when t.before() failed
   await proxy?.stop();
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when t.before() failed
   await api?.close();
   await lab.cleanup();
 });

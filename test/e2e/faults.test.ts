@@ -26,6 +26,7 @@ let image: Image;
 let big: Image;
 
 t.teardown(async () => {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when t.before() failed
   await proxy?.stop();
   await lab.cleanup();
 });
@@ -104,7 +105,7 @@ t.test('the origin drops the connection mid-blob: the client is cut, nothing par
     for await (const c of res.body) received += (c as Buffer).length;
   })().then(
     () => 'clean end',
-    (err: Error) => err,
+    (err: unknown) => err,
   );
   await new Promise((r) => setTimeout(r, 1000));
   await lab.down('slow'); // the origin link dies
@@ -173,7 +174,10 @@ t.test('the spool directory cannot be written (disk full, read-only): blobs are 
   }
 });
 
-t.test('an origin that redirects blob downloads (to a CDN, as Docker Hub, ghcr.io and quay.io do): followed, verified, cached', async (t) => {
+t.test(
+  'an origin that redirects blob downloads (to a CDN, as Docker Hub, ghcr.io and quay.io do): ' +
+    'followed, verified, cached',
+  async (t) => {
   // The registry itself stands in for the CDN: another origin, so no Authorization may follow.
   const redirector = createServer((req, res) => {
     const target = `http://127.0.0.1:${ORIGIN}${req.url ?? '/'}`;
@@ -181,7 +185,7 @@ t.test('an origin that redirects blob downloads (to a CDN, as Docker Hub, ghcr.i
       res.writeHead(307, { location: target }).end();
       return;
     }
-    void request(target, { method: req.method as 'GET' | 'HEAD', headers: { accept: String(req.headers.accept ?? '*/*') } }).then(async (up) => {
+    void request(target, { method: req.method as 'GET' | 'HEAD', headers: { accept: req.headers.accept ?? '*/*' } }).then(async (up) => {
       res.writeHead(up.statusCode, up.headers as Record<string, string>);
       res.end(Buffer.from(await up.body.arrayBuffer()));
     });

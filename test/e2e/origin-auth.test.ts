@@ -24,7 +24,9 @@ let proxy: TestProxy;
 let bare: TestProxy;
 
 t.teardown(async () => {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when t.before() failed
   await proxy?.stop();
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when t.before() failed
   await bare?.stop();
   await lab.cleanup();
 });

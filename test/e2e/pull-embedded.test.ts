@@ -24,6 +24,7 @@ let multi: Image;
 let dock: Image;
 
 t.teardown(async () => {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when t.before() failed
   await proxy?.stop();
   await lab.cleanup();
 });

@@ -51,7 +51,10 @@ t.before(async () => {
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function fromCache(path: string): Promise<{ status: number; bytes: Buffer }> {
-  const res = await request(`${cacheUrl}${path}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json' } });
+  const res = await request(`${cacheUrl}${path}`, { headers: { accept:
+        'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, ' +
+        'application/vnd.docker.distribution.manifest.v2+json, ' +
+        'application/vnd.docker.distribution.manifest.list.v2+json' } });
   const bytes = Buffer.from(await res.body.arrayBuffer());
   return { status: res.statusCode, bytes };
 }

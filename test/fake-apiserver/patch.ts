@@ -13,6 +13,7 @@ export function mergePatch(target: Json, patch: Json): Json {
   const out: Record<string, Json> =
     typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, Json>) } : {};
   for (const [k, v] of Object.entries(patch as Record<string, Json>)) {
+    // eslint-disable-next-line @typescript-eslint/no-dynamic-delete -- a merge patch's null removes that key
     if (v === null) delete out[k];
     else out[k] = mergePatch(out[k], v);
   }
@@ -65,6 +66,7 @@ function remove(doc: Json, path: string): Json {
   }
   if (!(key in parent)) throw new PatchError(`path not found: ${path}`);
   const v = parent[key];
+  // eslint-disable-next-line @typescript-eslint/no-dynamic-delete -- a JSON patch remove names its key
   delete parent[key];
   return v;
 }
@@ -111,7 +113,7 @@ export function jsonPatch(target: Json, ops: Json): Json {
         break;
       }
       default:
-        throw new PatchError(`unknown JSON patch op ${String(raw.op)}`);
+        throw new PatchError(`unknown JSON patch op ${raw.op}`);
     }
   }
   return doc;

@@ -5,7 +5,9 @@
  * patch/delete, Status bodies on errors). The control methods let a test change the world
  * underneath a running client and look at what the client asked for.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+
+/* eslint-disable @typescript-eslint/no-confusing-void-expression --
+  `return this.send(...)` ends an async request handler, as the config allows in sync void functions */import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { jsonPatch, mergePatch, PatchError } from './patch.js';
 import { parsePath, resourceByKind, type ParsedPath, type ResourceType } from './resources.js';
@@ -39,6 +41,8 @@ interface OpenWatch {
   sent: number;
 }
 
+// The usual kinds, spelled out; any other is accepted too.
+// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents
 type Kind = 'Pod' | 'Secret' | 'ServiceAccount' | 'MutatingWebhookConfiguration' | string;
 
 export class FakeApiServer {
@@ -91,6 +95,7 @@ export class FakeApiServer {
     this.store.delete(this.type(kind), namespace, name);
   }
 
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names what it reads
   object<T extends KubeObject = KubeObject>(kind: Kind, namespace: string | undefined, name: string): T | undefined {
     return this.store.get(this.type(kind), namespace, name) as T | undefined;
   }
@@ -307,7 +312,8 @@ export class FakeApiServer {
     else if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') {
       patched = mergePatch(current, patch) as KubeObject;
     } else {
-      throw new ApiError(status(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`));
+      throw new ApiError(status(415, 'UnsupportedMediaType', 'the body of the request was in an unknown format - accepted media types include: ' +
+          'application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json'));
     }
     if (patched.metadata?.name !== name) throw new ApiError(status(422, 'Invalid', 'metadata.name: Invalid value: field is immutable'));
     return this.store.replace(target.type, patched, target.namespace);

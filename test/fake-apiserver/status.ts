@@ -24,7 +24,8 @@ export const conflict = (kind: string, name: string): StatusBody =>
   status(
     409,
     'Conflict',
-    `Operation cannot be fulfilled on ${kind.toLowerCase()}s "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+    `Operation cannot be fulfilled on ${kind.toLowerCase()}s "${name}": the object has been modified; ` +
+      'please apply your changes to the latest version and try again',
     { name, kind: kind.toLowerCase() + 's' },
   );
 

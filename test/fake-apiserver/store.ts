@@ -63,7 +63,7 @@ export class Store {
 
   private table(type: ResourceType): Map<string, KubeObject> {
     let t = this.objects.get(type.resource);
-    if (!t) this.objects.set(type.resource, (t = new Map()));
+    if (!t) this.objects.set(type.resource, (t = new Map<string, KubeObject>()));
     return t;
   }
 

@@ -2,7 +2,6 @@
 import t from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Credential } from '../../src/oci/credentials.js';
-import type { PodCredential } from '../../src/kube/index.js';
 import { basicAuth, dockercfgSecret, dockerConfigSecret, eventually, pod, serviceAccount, startHarness } from './helpers.js';
 
 const WEB = { namespace: 'team-a', name: 'web' };
@@ -153,7 +152,7 @@ t.test('the CredentialSource: every pod using the repository, a shared secret on
   api.addPod(pod('b1', { namespace: 'team-b', images: ['private.example.com/app@sha256:' + 'a'.repeat(64)], pullSecrets: ['own', 'shared'] }));
   api.addPod(pod('other', { images: ['private.example.com/other'], pullSecrets: ['shared'] }));
   await kube.informer.whenSynced();
-  const creds = (await kube.source.credentialsFor({ registry: 'private.example.com', repository: 'app' })) as readonly PodCredential[];
+  const creds = await kube.source.credentialsFor({ registry: 'private.example.com', repository: 'app' });
   t.same(
     creds.map((c) => [c.kind === 'basic' ? c.username : '', c.pods.map((p) => `${p.namespace}/${p.name}`)]),
     [

@@ -44,7 +44,7 @@ t.test('watch streams events from a resourceVersion, and 410 after compaction', 
   const finished = new Promise((r) => (done = r));
   const w = new k8s.Watch(kc);
   const ctl = await w.watch('/api/v1/pods', { resourceVersion: rv, fieldSelector: 'spec.nodeName=n1' }, (type, obj) => {
-    events.push(`${type} ${obj.metadata.name}`);
+    events.push(`${type} ${(obj as { metadata: { name: string } }).metadata.name}`);
     if (events.length === 2) api.closeWatches();
   }, done);
   await finished;
@@ -54,12 +54,12 @@ t.test('watch streams events from a resourceVersion, and 410 after compaction', 
   api.compact();
   const got: { type: string; code?: number }[] = [];
   const ended = new Promise((r) => (done = r));
-  await w.watch('/api/v1/pods', { resourceVersion: rv }, (type, obj) => got.push({ type, code: obj.code }), done);
+  await w.watch('/api/v1/pods', { resourceVersion: rv }, (type, obj) => got.push({ type, code: (obj as { code?: number }).code }), done);
   await ended;
   t.same(got, [{ type: 'ERROR', code: 410 }]);
 
   api.setExpiredWatchMode('http');
-  const err = await new Promise<unknown>((r) => void w.watch('/api/v1/pods', { resourceVersion: rv }, () => {}, r));
+  const err = await new Promise<unknown>((r) => void w.watch('/api/v1/pods', { resourceVersion: rv }, () => undefined, r));
   t.equal((err as { statusCode?: number }).statusCode, 410);
 });
 

@@ -44,7 +44,13 @@ export function pod(name: string, o: PodOptions = {}) {
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 
-export type AuthEntry = { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string };
+export interface AuthEntry {
+  auth?: string;
+  username?: string;
+  password?: string;
+  identitytoken?: string;
+  registrytoken?: string;
+}
 
 export function basicAuth(username: string, password: string): AuthEntry {
   return { auth: b64(`${username}:${password}`) };

@@ -49,10 +49,10 @@ t.test('captured logs and errors hold no secret value, plain or base64', async (
   await kube.credentials.lookup({ namespace: 'team-a', name: 'web' }, 'private.example.com', 'app');
   api.hang(false);
   // A failed webhook write carries only names and the status.
-  await createOrReplaceSecret(client, { metadata: { namespace: 'team-a', name: 'good' }, data: { k: b64('S3cret-password-1') } }).catch((e: Error) => errors.push(e.message));
+  await createOrReplaceSecret(client, { metadata: { namespace: 'team-a', name: 'good' }, data: { k: b64('S3cret-password-1') } }).catch((e: unknown) => errors.push((e as Error).message));
   await api.stop();
-  await createOrReplaceSecret(client, { metadata: { namespace: 'team-a', name: 'x' }, data: { k: b64('S3cret-password-1') } }).catch((e: Error) =>
-    errors.push(`${e.message} ${e.stack ?? ''}`),
+  await createOrReplaceSecret(client, { metadata: { namespace: 'team-a', name: 'x' }, data: { k: b64('S3cret-password-1') } }).catch((e: unknown) =>
+    errors.push(`${(e as Error).message} ${(e as Error).stack ?? ''}`),
   );
   await api.restart();
 

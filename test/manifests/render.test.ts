@@ -2,6 +2,10 @@
  * `kubectl kustomize` renders manifests/ and each overlay; every object validates against the
  * Kubernetes schema (kubernetes-models), and the properties the install depends on are there.
  */
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-member-access,
+  @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-call,
+  @typescript-eslint/no-unsafe-return --
+  the rendered YAML is walked as untyped JSON: a wrong path fails its assertion */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -26,7 +30,12 @@ function kubectl(): string | undefined {
 }
 const bin = kubectl();
 
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; annotations?: Record<string, string> }; [k: string]: any };
+interface Obj {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
+  [k: string]: any;
+}
 
 function render(target: string): Obj[] {
   const out = execFileSync(bin as string, ['kustomize', join(root, target)], { encoding: 'utf8' });
@@ -51,7 +60,7 @@ t.test('renders and validates', { skip: bin ? false : 'kubectl is not installed:
     const objs = render(target);
     t.ok(objs.length > 10, `${target}: ${objs.length} objects`);
     for (const o of objs) {
-      const id = `${target}: ${o.apiVersion} ${o.kind} ${o.metadata?.name}`;
+      const id = `${target}: ${o.apiVersion} ${o.kind} ${o.metadata.name}`;
       if ((foreign[target] ?? []).includes(`${o.apiVersion}/${o.kind}`)) {
         t.ok(o.metadata.name && o.spec, `${id} (CRD kind, not schema-checked)`);
         continue;
@@ -134,7 +143,10 @@ t.test('overlays change what they say', { skip: bin ? false : 'kubectl is not in
   t.equal(find(cmgr, 'Certificate', 'pullthrough-webhook').spec.secretName, wh.volumes[0].secret.secretName);
 });
 
-type Selector = { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values?: string[] }[] };
+interface Selector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: { key: string; operator: string; values?: string[] }[];
+}
 
 /** A label selector as the API server reads it (In, NotIn, Exists, DoesNotExist). */
 function selects(sel: Selector, labels: Record<string, string>): boolean {

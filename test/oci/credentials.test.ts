@@ -29,7 +29,10 @@ t.test('config.json and .dockercfg shapes', async (t) => {
 });
 
 t.test('malformed entries are skipped, never echoed', async (t) => {
-  for (const bad of [null, undefined, 1, 'str', [], true]) t.same(parseDockerConfig(bad, 'l'), [], JSON.stringify(bad) ?? 'undefined');
+  for (const bad of [null, undefined, 1, 'str', [], true]) {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- JSON.stringify(undefined) is undefined
+    t.same(parseDockerConfig(bad, 'l'), [], JSON.stringify(bad) ?? 'undefined');
+  }
   t.same(parseDockerConfig({ auths: null }, 'l'), [], 'auths: null');
   t.same(parseDockerConfig({ auths: {} }, 'l'), []);
   const entries = parseDockerConfig(

@@ -77,7 +77,7 @@ t.test('what cannot be encoded is reported as such', async (t) => {
     [`docker.io/x/${'a'.repeat(250)}`, /over 255/],
     [`localhost:5000/${Array.from({ length: 50 }, () => 'abcd').join('/')}`, /over 255/],
     // library/ is added before the repository's own 255-character limit applies.
-    [`${'a'.repeat(250)}`, /invalid repository name/],
+    ['a'.repeat(250), /invalid repository name/],
     ['', /invalid image reference/],
     ['UPPER/case', /no dot or port/],
     ['quay.io/UPPER/case', /invalid repository name/],
@@ -162,7 +162,7 @@ class Gen {
   chars(alphabet: string, lo: number, hi: number): string {
     let s = '';
     const n = this.int(lo, hi);
-    for (let i = 0; i < n; i++) s += alphabet[this.int(0, alphabet.length - 1)];
+    for (let i = 0; i < n; i++) s += alphabet.charAt(this.int(0, alphabet.length - 1));
     return s;
   }
 }
@@ -185,7 +185,7 @@ function hostLabel(g: Gen): string {
 }
 
 function randomCase(g: Gen, s: string): string {
-  return [...s].map((c) => (g.chance(0.5) ? c.toUpperCase() : c)).join('');
+  return Array.from(s).map((c) => (g.chance(0.5) ? c.toUpperCase() : c)).join('');
 }
 
 /** [as written, normalised]; undefined: no registry part at all (a Docker Hub short name). */
@@ -270,7 +270,9 @@ function sample(g: Gen): Sample {
   const form = g.int(0, 3);
   if (form === 1 || form === 3) tag = g.chance(0.02) ? g.chars(TAG_FIRST, 1, 1) + g.chars(TAG_REST, 127, 127) : g.chars(TAG_FIRST, 1, 1) + g.chars(TAG_REST, 0, 20);
   if (form === 2 || form === 3) digest = g.chance(0.8) ? `sha256:${g.chars(HEX, 64, 64)}` : `sha512:${g.chars(HEX, 128, 128)}`;
-  const input = `${reg ? `${reg[0]}/` : ''}${repo}${tag !== undefined ? `:${tag}` : ''}${digest !== undefined ? `@${digest}` : ''}`;
+  const input =
+    `${reg ? `${reg[0]}/` : ''}${repo}` +
+    `${tag !== undefined ? `:${tag}` : ''}${digest !== undefined ? `@${digest}` : ''}`;
   return { input, expected: { registry: normReg, repository: normRepo, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) } };
 }
 
@@ -304,7 +306,7 @@ t.test(`round trip over ${N} generated references`, async (t) => {
     const nameLength = `${parsed.registry.replace(':', '_')}/${parsed.repository}`.length;
     if (nameLength > 255) {
       tooLong++;
-      if (enc.ok || !/over 255/.test(enc.reason)) fail(s, `a ${nameLength}-character name should be reported as not encodable, got ${JSON.stringify(enc)}`);
+      if (enc.ok || !enc.reason.includes('over 255')) fail(s, `a ${nameLength}-character name should be reported as not encodable, got ${JSON.stringify(enc)}`);
       continue;
     }
     if (!enc.ok) {
@@ -325,7 +327,7 @@ t.test(`round trip over ${N} generated references`, async (t) => {
       else if (JSON.stringify(dec.value) !== JSON.stringify(withTag)) fail(s, `decoded ${JSON.stringify(dec.value)}, expected ${JSON.stringify(withTag)}`);
     }
     const dn = decodeName(name);
-    if (!dn || dn.registry !== parsed.registry || dn.repository !== parsed.repository) fail(s, `decodeName(${name}) = ${JSON.stringify(dn)}`);
+    if (dn?.registry !== parsed.registry || dn.repository !== parsed.repository) fail(s, `decodeName(${name}) = ${JSON.stringify(dn)}`);
     // Encoding is a function of the normalised reference: encoding the normal form gives the same.
     const again = encodeReference(withTag, proxy);
     if (!again.ok || again.value !== enc.value) fail(s, `encodeReference(normalised) = ${JSON.stringify(again)}, expected ${enc.value}`);

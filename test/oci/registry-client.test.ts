@@ -15,7 +15,8 @@ const seen: string[] = [];
 
 async function serve(handler: Handler): Promise<{ url: string; close: () => Promise<void> }> {
   const server: Server = createServer((req, res) => {
-    seen.push(`${req.headers.host} ${req.method} ${req.url} auth=${req.headers.authorization ? req.headers.authorization.split(' ')[0] : '-'}`);
+    const scheme = req.headers.authorization ? req.headers.authorization.split(' ')[0] : '-';
+    seen.push(`${req.headers.host} ${req.method} ${req.url} auth=${scheme}`);
     handler(req, res);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -48,7 +49,7 @@ t.test('a token realm that fails (503) is an outage, not a refused credential', 
   const url = await bearerRegistry(t, 503);
   const c = client(url, { username: 'u', password: 'p' });
   await t.rejects(c.request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' }), UpstreamError);
-  const err = await c.request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' }).catch((e: UpstreamError) => e);
+  const err = await c.request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' }).catch((e: unknown) => e);
   t.equal((err as UpstreamError).status, undefined, 'no status: the origin is unreachable, so a cached tag may be served');
 });
 
@@ -56,7 +57,7 @@ t.test('a realm that refuses (401) is a refused credential: the 401 is passed on
   const url = await bearerRegistry(t, 401);
   const err = await client(url, { username: 'u', password: 'wrong' })
     .request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' })
-    .then((res) => res.statusCode, (e: UpstreamError) => e.status);
+    .then((res) => res.statusCode, (e: unknown) => (e as UpstreamError).status);
   t.equal(err, 401);
 });
 
@@ -67,7 +68,7 @@ t.test('behind Basic auth, public repositories stay reachable anonymously after 
   });
   t.teardown(() => reg.close());
   const c = client(reg.url, undefined);
-  const refused = await c.request({ registry: 'r', repository: 'private/app', method: 'GET', path: '/v2/private/app/manifests/v1' }).catch((e: UpstreamError) => e);
+  const refused = await c.request({ registry: 'r', repository: 'private/app', method: 'GET', path: '/v2/private/app/manifests/v1' }).catch((e: unknown) => e);
   t.equal((refused as UpstreamError).status, 401, 'the private one: 401');
   const pub = await c.request({ registry: 'r', repository: 'pub/other', method: 'GET', path: '/v2/pub/other/manifests/v1' });
   await pub.body.dump();

@@ -5,7 +5,16 @@ import { createRewritePolicy } from '../../src/webhook/policy.js';
 import { namespaceSelector, objectSelector } from '../../src/webhook/selectors.js';
 import { MemoryKubeApi } from './memory-kube-api.js';
 import { restKubeApi } from './fake-apiserver-kube-api.js';
-import { FakeApiServer } from '../fake-apiserver/index.js';
+import { FakeApiServer, type KubeObject } from '../fake-apiserver/index.js';
+
+/** The parts of stored objects these tests read back. */
+interface StoredSecret extends KubeObject {
+  type?: string;
+  data: Record<string, string>;
+}
+interface StoredWebhookConfiguration extends KubeObject {
+  webhooks: { clientConfig: { caBundle?: string; service: { name: string } } }[];
+}
 
 const DAY = 86_400_000;
 const policy = createRewritePolicy({ proxyHost: 'localhost:7439', ownNamespace: 'pullthrough' });
@@ -68,7 +77,7 @@ t.test('creates, reuses, renews the certificate, then the CA (in memory)', async
   const bundle = pem(api.configs.get('pullthrough')!.webhooks![0]!.clientConfig?.caBundle);
   t.equal((bundle.match(/BEGIN CERTIFICATE/g) ?? []).length, 2, 'new CA plus the still valid old one');
   t.ok(bundle.includes(ca), 'old CA still trusted during the change');
-  t.ok(new X509Certificate(caEnd.serving.cert).verify(new X509Certificate(bundle.split('-----END CERTIFICATE-----')[0] + '-----END CERTIFICATE-----\n').publicKey));
+  t.ok(new X509Certificate(caEnd.serving.cert).verify(new X509Certificate(`${bundle.split('-----END CERTIFICATE-----')[0] ?? ''}-----END CERTIFICATE-----\n`).publicKey));
 });
 
 t.test('a new DNS name or a foreign certificate gets a fresh certificate', async (t) => {
@@ -110,19 +119,19 @@ t.test('against the fake API server over REST', async (t) => {
   const now = new Date();
   const first = await ensureCertificates(api, options(now));
   t.equal(first.secret, 'created');
-  const stored = server.object<any>('Secret', 'pullthrough', 'pullthrough-webhook-tls');
+  const stored = server.object<StoredSecret>('Secret', 'pullthrough', 'pullthrough-webhook-tls')!;
   t.equal(stored.type, 'kubernetes.io/tls');
   t.equal(pem(stored.data['tls.crt']), first.serving.cert);
-  const cfg = server.object<any>('MutatingWebhookConfiguration', undefined, 'pullthrough');
-  t.equal(pem(cfg.webhooks[0].clientConfig.caBundle), first.caBundle);
-  t.equal(cfg.webhooks[0].clientConfig.service.name, 'pullthrough-webhook', 'rest of clientConfig untouched');
+  const cfg = server.object<StoredWebhookConfiguration>('MutatingWebhookConfiguration', undefined, 'pullthrough')!;
+  t.equal(pem(cfg.webhooks[0]!.clientConfig.caBundle), first.caBundle);
+  t.equal(cfg.webhooks[0]!.clientConfig.service.name, 'pullthrough-webhook', 'rest of clientConfig untouched');
   const second = await ensureCertificates(api, options(now));
   t.equal(second.secret, 'kept');
   t.equal(second.serving.cert, first.serving.cert);
   // A stale resourceVersion is refused by the server with 409; the bootstrap re-reads and adopts.
   const later = new Date(now.getTime() + 340 * DAY);
   const racing = restKubeApi(server.url);
-  const origReplace = racing.replaceSecret;
+  const origReplace = racing.replaceSecret.bind(racing);
   let raced = false;
   racing.replaceSecret = async (ns, name, s) => {
     if (!raced) {
@@ -133,5 +142,5 @@ t.test('against the fake API server over REST', async (t) => {
   };
   const r = await ensureCertificates(racing, options(later));
   t.equal(r.secret, 'adopted');
-  t.equal(pem(server.object<any>('Secret', 'pullthrough', 'pullthrough-webhook-tls').data['tls.crt']), r.serving.cert);
+  t.equal(pem(server.object<StoredSecret>('Secret', 'pullthrough', 'pullthrough-webhook-tls')!.data['tls.crt']), r.serving.cert);
 });

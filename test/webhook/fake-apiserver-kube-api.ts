@@ -24,10 +24,15 @@ export function restKubeApi(base: string): WebhookKubeApi {
   const mwc = (name: string) => `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/${name}`;
   return {
     readSecret: (ns, name) => call<SecretObject>('GET', `/api/v1/namespaces/${ns}/secrets/${name}`),
-    createSecret: async (ns, s) => void (await call('POST', `/api/v1/namespaces/${ns}/secrets`, s)),
-    replaceSecret: async (ns, name, s) => void (await call('PUT', `/api/v1/namespaces/${ns}/secrets/${name}`, s)),
+    createSecret: async (ns, s) => {
+      await call('POST', `/api/v1/namespaces/${ns}/secrets`, s);
+    },
+    replaceSecret: async (ns, name, s) => {
+      await call('PUT', `/api/v1/namespaces/${ns}/secrets/${name}`, s);
+    },
     readMutatingWebhookConfiguration: (name) => call<WebhookConfigurationObject>('GET', mwc(name)),
-    patchMutatingWebhookConfiguration: async (name, ops: JsonPatchOperation[]) =>
-      void (await call('PATCH', mwc(name), ops, 'application/json-patch+json')),
+    patchMutatingWebhookConfiguration: async (name, ops: JsonPatchOperation[]) => {
+      await call('PATCH', mwc(name), ops, 'application/json-patch+json');
+    },
   };
 }

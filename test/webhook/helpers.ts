@@ -43,7 +43,7 @@ export function applyPatch<T>(doc: T, ops: { op: string; path: string; value?: u
   for (const o of ops) {
     const segs = o.path.split('/').slice(1).map(unescape);
     let parent: unknown = root;
-    let key: string = 'v';
+    let key = 'v';
     for (const s of segs) {
       parent = (parent as Record<string, unknown>)[key];
       key = s;
@@ -55,10 +55,11 @@ export function applyPatch<T>(doc: T, ops: { op: string; path: string; value?: u
     } else if (o.op === 'remove') {
       if (!(key in p)) throw new Error(`remove: ${o.path} missing`);
       if (Array.isArray(p)) p.splice(Number(key), 1);
+      // eslint-disable-next-line @typescript-eslint/no-dynamic-delete -- a JSON patch remove names its key
       else delete p[key];
     } else if (o.op === 'replace') {
       if (!(key in p)) throw new Error(`replace: ${o.path} missing`);
-      p[key as never] = structuredClone(o.value) as never;
+      p[key as never] = structuredClone(o.value as never);
     } else if (o.op === 'add') {
       if (Array.isArray(p)) p.splice(key === '-' ? p.length : Number(key), 0, structuredClone(o.value));
       else (p as Record<string, unknown>)[key] = structuredClone(o.value);
@@ -68,7 +69,8 @@ export function applyPatch<T>(doc: T, ops: { op: string; path: string; value?: u
 }
 
 export function decodePatch(response: { patch?: string }): { op: string; path: string; value?: unknown }[] {
-  return response.patch ? JSON.parse(Buffer.from(response.patch, 'base64').toString()) : [];
+  if (!response.patch) return [];
+  return JSON.parse(Buffer.from(response.patch, 'base64').toString()) as { op: string; path: string; value?: unknown }[];
 }
 
 /** POSTs over real HTTPS, trusting only `ca`. */

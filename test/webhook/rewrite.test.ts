@@ -1,3 +1,7 @@
+/** The image rewrite decisions and the pod mutation (JSON patch and annotations), without HTTP. */
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-member-access,
+  @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-call --
+  patched pods are walked as untyped JSON: a wrong path fails its assertion */
 import t from 'tap';
 import { decideImage } from '../../src/webhook/rewrite-image.js';
 import { mutatePod } from '../../src/webhook/mutate-pod.js';
@@ -45,7 +49,7 @@ t.test('pod mutation: patch gives the expected spec and annotations; re-invocati
     containers: [...containers('nginx', '[::1]:5000/x'), { name: 'side', image: 'myreg:5000/team/app:1' }],
   });
   const m = mutatePod(original, { namespace: 'default' }, policy);
-  const patched = applyPatch(original, m.patch) as any;
+  const patched = applyPatch<any>(original, m.patch);
   t.equal(patched.spec.initContainers[0].image, 'localhost:7439/docker.io/library/busybox:1.36');
   t.equal(patched.spec.containers[0].image, 'localhost:7439/docker.io/library/nginx:latest');
   t.equal(patched.spec.containers[1].image, '[::1]:5000/x');
@@ -62,7 +66,7 @@ t.test('pod mutation: patch gives the expected spec and annotations; re-invocati
   // Another webhook added a container between the two invocations: only it changes, originals merge.
   patched.spec.containers.push({ name: 'added', image: 'redis:7' });
   const third = mutatePod(patched, { namespace: 'default' }, policy);
-  const after = applyPatch(patched, third.patch) as any;
+  const after = applyPatch<any>(patched, third.patch);
   t.equal(after.spec.containers[3].image, 'localhost:7439/docker.io/library/redis:7');
   t.same(Object.keys(JSON.parse(after.metadata.annotations[ORIGINAL_IMAGES_ANNOTATION])).sort(), [
     'containers/added', 'containers/c0', 'containers/side', 'initContainers/c0',
@@ -79,7 +83,7 @@ t.test('pod-level skips', async (t) => {
     const m = mutatePod(p, { namespace: ns }, policy);
     t.same(m.rewritten, {});
     t.match(m.skipped, { 'containers/c0': reason });
-    const out = applyPatch(p, m.patch) as any;
+    const out = applyPatch<any>(p, m.patch);
     t.equal(out.spec.containers[0].image, 'nginx');
     t.match(out.metadata.annotations[SKIPPED_IMAGES_ANNOTATION], reason);
   }

@@ -2,6 +2,9 @@
  * Real AdmissionReview JSON over real HTTPS (a CA made by the webhook's own certificate code,
  * trusted by the client the way the API server trusts the caBundle).
  */
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-member-access,
+  @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-call --
+  AdmissionReview responses and patched pods are walked as untyped JSON: a wrong path fails its assertion */
 import t from 'tap';
 import { createWebhookServer } from '../../src/webhook/server.js';
 import { createCa, issueServingCert } from '../../src/webhook/certificates.js';
@@ -42,7 +45,7 @@ t.test('every rewrite case over HTTPS, then a re-invocation of the patched pod',
   t.equal(json.response.uid, review.request.uid);
   t.equal(json.response.allowed, true);
   t.equal(json.response.patchType, 'JSONPatch');
-  const patched = applyPatch(review.request.object, decodePatch(json.response)) as any;
+  const patched = applyPatch<any>(review.request.object, decodePatch(json.response));
   t.equal(patched.spec.initContainers[0].image, 'localhost:7439/docker.io/library/busybox:1.36');
   rewriteCases.forEach(([image, want], i) => t.equal(patched.spec.containers[i].image, want, image));
   const originals = JSON.parse(patched.metadata.annotations[ORIGINAL_IMAGES_ANNOTATION]);
@@ -64,7 +67,7 @@ t.test('every skip case is left alone with its reason in the annotation', async 
   const spec = { containers: images.map(([image, pp], i) => ({ name: `c${i}`, image, ...(pp ? { imagePullPolicy: pp } : {}) })) };
   const review = admissionReview(pod(spec, { annotations: { keep: 'me' } })) as any;
   const { json } = await send(review);
-  const patched = applyPatch(review.request.object, decodePatch(json.response)) as any;
+  const patched = applyPatch<any>(review.request.object, decodePatch(json.response));
   images.forEach(([image], i) => t.equal(patched.spec.containers[i].image, image, `${image} unchanged`));
   t.equal(patched.metadata.annotations.keep, 'me', 'existing annotations kept');
   const skipped = JSON.parse(patched.metadata.annotations[SKIPPED_IMAGES_ANNOTATION]);
@@ -78,7 +81,7 @@ t.test('every skip case is left alone with its reason in the annotation', async 
   ] as const) {
     const r = admissionReview(pod({ containers: containers('nginx') }, { namespace: ns, labels }), { namespace: ns }) as any;
     const res = await send(r);
-    const out = applyPatch(r.request.object, decodePatch(res.json.response)) as any;
+    const out = applyPatch<any>(r.request.object, decodePatch(res.json.response));
     t.equal(out.spec.containers[0].image, 'nginx', ns);
     t.match(JSON.parse(out.metadata.annotations[SKIPPED_IMAGES_ANNOTATION])['containers/c0'], reason);
   }
@@ -90,7 +93,7 @@ t.test('ephemeral containers through the pods/ephemeralcontainers subresource', 
   updated.spec.ephemeralContainers.push({ name: 'debugger', image: 'localhost:5000/tools/debug:1' });
   const review = admissionReview(updated, { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: old }) as any;
   const { json } = await send(review);
-  const out = applyPatch(updated, decodePatch(json.response)) as any;
+  const out = applyPatch<any>(updated, decodePatch(json.response));
   t.equal(out.spec.ephemeralContainers[0].image, 'busybox', 'existing ephemeral container is immutable: untouched');
   t.equal(out.spec.ephemeralContainers[1].image, 'localhost:7439/localhost_5000/tools/debug:1');
   t.same(out.metadata, updated.metadata, 'no metadata change on the subresource');
