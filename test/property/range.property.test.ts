@@ -35,8 +35,6 @@ const validSingle = fc
   .tuple(bytesUnit, ows, fc.array(fc.constantFrom(',', ' ,', ', '), { maxLength: 2 }), rangeSpec, ows, fc.array(fc.constantFrom(',', ' ,', ', '), { maxLength: 2 }))
   .map(([unit, lead, before, r, trail, after]) => ({ header: `${unit}=${before.join('')}${lead}${r.text}${trail}${after.join('')}`, spec: r.spec }));
 
-const MAX = BigInt(Number.MAX_SAFE_INTEGER);
-const asNumber = (v: bigint) => Number(v > MAX ? MAX : v);
 
 /** What RFC 9110 says the range means for a representation of `size` bytes: a range, the whole, or 416. */
 function model(spec: Spec, size: number): { start: number; end: number } | 'whole' | 416 {
