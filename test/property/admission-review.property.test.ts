@@ -161,6 +161,27 @@ t.test('a generated pod\'s patch applies and rewrites only images, as the policy
   t.ok(rewritten > 1000, `${rewritten} images rewritten in 3000 generated pods`);
 });
 
+t.test('an ephemeral-container update patches only the new ephemeral containers\' images', async (t) => {
+  fc.assert(
+    fc.property(typedPod, fc.nat(), (p0, keep) => {
+      const p = JSON.parse(JSON.stringify(p0)) as Json & { spec: Json };
+      const eph = (p.spec.ephemeralContainers ?? []) as Json[];
+      const old = { ...p, spec: { ...p.spec, ephemeralContainers: eph.slice(0, eph.length === 0 ? 0 : keep % (eph.length + 1)) } };
+      const oldNames = new Set((old.spec.ephemeralContainers as Json[]).map((c) => String(c.name)));
+      const out = reviewText(JSON.stringify(admissionReview(p, { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: old })), policy);
+      checkOutcome(out);
+      if (out.status !== 200) throw new Error('refused');
+      for (const op of decodePatch(out.body.response)) {
+        const m = /^\/spec\/ephemeralContainers\/(\d+)\/image$/.exec(op.path);
+        if (op.op !== 'replace' || !m) throw new Error(`op ${JSON.stringify(op)} outside new ephemeral containers`);
+        if (oldNames.has(String(eph[Number(m[1])]?.name))) throw new Error(`existing ephemeral container ${Number(m[1])} patched`);
+      }
+    }),
+    runs(2000),
+  );
+  t.pass('2000 generated updates');
+});
+
 t.test('any body gets an AdmissionReview answer or a clear 400, never an exception', async (t) => {
   const anyValue = fc.anything({ maxDepth: 3, withNullPrototype: false });
   const reviewish = fc
