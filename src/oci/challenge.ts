@@ -51,7 +51,8 @@ export function parseChallenges(header: string | undefined): Challenge[] {
         value = TOKEN.exec(s.slice(i))?.[0] ?? '';
         i += value.length;
       }
-      params[name] = value;
+      // Defined, not assigned: a parameter named `__proto__` is a parameter, not the prototype.
+      Object.defineProperty(params, name, { value, enumerable: true, writable: true, configurable: true });
       skip(' \t');
       if (s[i] !== ',') break;
       i++;

@@ -37,6 +37,8 @@ export interface DockerConfigEntry {
   readonly credential: Credential;
 }
 
+const strictBase64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
 interface RawAuth {
   auth?: unknown;
   username?: unknown;
@@ -59,7 +61,9 @@ export function parseDockerConfig(json: unknown, labelPrefix: string): DockerCon
     const raw = value as RawAuth;
     let username = typeof raw.username === 'string' ? raw.username : '';
     let password = typeof raw.password === 'string' ? raw.password : '';
-    if (typeof raw.auth === 'string' && raw.auth !== '') {
+    // Buffer.from decodes whatever base64 characters it finds, so garbage would become a
+    // credential; the strict form is what docker and the kubelet accept.
+    if (typeof raw.auth === 'string' && raw.auth !== '' && strictBase64.test(raw.auth)) {
       const decoded = Buffer.from(raw.auth, 'base64').toString('utf8');
       const i = decoded.indexOf(':');
       if (i > 0) {
@@ -107,9 +111,33 @@ function hostMatches(pattern: string, host: string): boolean {
   return p.every((label, i) => label === h[i] || (label.includes('*') && globLabel(label, h[i] ?? '')));
 }
 
+/**
+ * `*` matches any run of characters inside the label; everything else matches itself. Both sides
+ * come from users (a pull secret's key, a pod's image), so the match backtracks to the last `*`
+ * only: at worst pattern length times label length steps. (A regex with one `[^.]*` per `*` took
+ * seconds for six stars against a 60-character label, and grew exponentially with each star.)
+ */
 function globLabel(pattern: string, label: string): boolean {
-  const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^.]*')}$`);
-  return re.test(label);
+  let p = 0;
+  let l = 0;
+  let star = -1;
+  let resume = 0;
+  while (l < label.length) {
+    if (p < pattern.length && pattern[p] === '*') {
+      star = p++;
+      resume = l;
+    } else if (p < pattern.length && pattern[p] === label[l]) {
+      p++;
+      l++;
+    } else if (star >= 0) {
+      p = star + 1;
+      l = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (pattern[p] === '*') p++;
+  return p === pattern.length;
 }
 
 /**

@@ -58,3 +58,12 @@ t.test('garbage never throws', async (t) => {
   t.equal(Object.getPrototypeOf(p) === Object.prototype || Object.getPrototypeOf(p) === null, true);
   t.equal(({} as Record<string, unknown>).x, undefined);
 });
+
+t.test('a parameter named like a prototype property is a parameter', async (t) => {
+  // Found by test/property/challenge.property.test.ts: `params[name] = value` with `__proto__`
+  // set nothing, so the parameter was lost.
+  const [c] = parseChallenges('Bearer __proto__="x", constructor="y", realm="r"');
+  t.same(Object.entries(c?.params ?? {}), [['__proto__', 'x'], ['constructor', 'y'], ['realm', 'r']]);
+  t.equal(Object.getPrototypeOf(c?.params), Object.prototype);
+  t.equal(c?.params.realm, 'r');
+});

@@ -1,6 +1,6 @@
 /** parseDockerConfig only (matching is tested with the kube credential sources). */
 import t from 'tap';
-import { credentialIdentity, parseDockerConfig } from '../../src/oci/credentials.js';
+import { credentialIdentity, matchDockerConfig, parseDockerConfig } from '../../src/oci/credentials.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
@@ -63,4 +63,32 @@ t.test('malformed entries are skipped, never echoed', async (t) => {
   t.equal(credentialIdentity(undefined), 'anonymous');
   t.not(credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'x' }), credentialIdentity({ kind: 'basic', username: 'u', password: 'b', label: 'x' }));
   t.equal(credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'x' }), credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'y' }), 'labels do not change identity');
+});
+
+t.test('a glob key cannot make matching backtrack without end', async (t) => {
+  // Each `*` was a `[^.]*` in one regex (found while writing the credentials properties), and
+  // this key (a pull secret's, any namespace may write one) against this image's host took 207 s.
+  const credential = { kind: 'registry-token' as const, token: 'x', label: 'l' };
+  const started = Date.now();
+  t.same(matchDockerConfig([{ key: `${'*a'.repeat(16)}*b.io`, credential }], `${'a'.repeat(60)}.io`, 'r'), []);
+  t.same(matchDockerConfig([{ key: `${'*a'.repeat(16)}*.io`, credential }], `${'a'.repeat(60)}.io`, 'r'), [credential]);
+  t.ok(Date.now() - started < 1000, `matched in ${Date.now() - started} ms`);
+  // What the glob means is unchanged: `*` is any run inside one label, other characters are literal.
+  t.same(matchDockerConfig([{ key: 'r*g-?.ex(a)mple.com', credential }], 'reg-?.ex(a)mple.com', 'r'), [credential]);
+  t.same(matchDockerConfig([{ key: 'r*g-?.example.com', credential }], 'reg-x.example.com', 'r'), []);
+  t.same(matchDockerConfig([{ key: '*', credential }], 'a.b', 'r'), []);
+  t.same(matchDockerConfig([{ key: 'a**', credential }], 'a', 'r'), [credential]);
+});
+
+t.test('an auth that is not strict base64 is no credential', async (t) => {
+  // Found by test/property/credentials.property.test.ts: Buffer.from skips what is not base64, and
+  // read this as a user and a password made of its letters (`Kp\uFFFD\uFFFD` and `\u001a`).
+  t.same(parseDockerConfig({ auths: { q: { auth: '!!S3CR3Toa**!:$=%\\#/0*^' } } }, 'l'), []);
+  t.same(parseDockerConfig({ auths: { q: { auth: `${b64('u:p')}!` } } }, 'l'), []);
+  t.same(parseDockerConfig({ auths: { q: { auth: b64('u:pw').replace(/=+$/, '') } } }, 'l'), [], 'padding is part of the encoding');
+  // Then the separate fields still count, as with an auth that holds no colon.
+  t.same(parseDockerConfig({ auths: { q: { auth: '!!', username: 'u', password: 'p' } } }, 'l'), [
+    { key: 'q', credential: { kind: 'basic', username: 'u', password: 'p', label: 'l q' } },
+  ]);
+  t.same(parseDockerConfig({ auths: { q: { auth: b64('u:p:q') } } }, 'l'), [{ key: 'q', credential: { kind: 'basic', username: 'u', password: 'p:q', label: 'l q' } }]);
 });
