@@ -37,7 +37,11 @@ export interface PodDirectory {
     pod: PodRef,
     registry: string,
     repository: string,
-  ): Promise<{ readonly known: boolean; readonly credentials: readonly unknown[]; readonly skipped: readonly { readonly source: string; readonly reason: string }[] }>;
+  ): Promise<{
+    readonly known: boolean;
+    readonly credentials: readonly unknown[];
+    readonly skipped: readonly { readonly source: string; readonly reason: string }[];
+  }>;
 }
 
 export type ObjectKind = 'manifest' | 'blob';
@@ -87,7 +91,13 @@ export interface AccessGate {
   /** The origin answered 200 for this repository to `credential` (undefined: anonymously). */
   observe(t: AccessTarget, kind: ObjectKind, reference: string, credential: Credential | undefined): void;
   /** Before a copy from the cache (or another client's fetch) is served; throws an OciError to refuse. */
-  authorize(t: AccessTarget, kind: ObjectKind, reference: string, ctx: RequestScope, hint?: { originUnreachable?: string }): Promise<void>;
+  authorize(
+    t: AccessTarget,
+    kind: ObjectKind,
+    reference: string,
+    ctx: RequestScope,
+    hint?: { originUnreachable?: string },
+  ): Promise<void>;
 }
 
 export interface AccessControlOptions {
@@ -148,7 +158,13 @@ export class AccessControl implements AccessGate {
     void this.classifyInBackground(t, kind, reference);
   }
 
-  async authorize(t: AccessTarget, kind: ObjectKind, reference: string, ctx: RequestScope, hint: { originUnreachable?: string } = {}): Promise<void> {
+  async authorize(
+    t: AccessTarget,
+    kind: ObjectKind,
+    reference: string,
+    ctx: RequestScope,
+    hint: { originUnreachable?: string } = {},
+  ): Promise<void> {
     if (this.o.privacy.get(t.registry, t.repository) === 'public') return;
     const key = repoKey(t);
     const users = this.o.pods.podsUsing(t.registry, t.repository);
@@ -166,7 +182,11 @@ export class AccessControl implements AccessGate {
     let verdict = await check.verdict;
     // The other verdicts are about the repository, a 404 only about the object probed: a check
     // shared with a request for another tag or blob must not refuse this one as unknown.
-    if (verdict.kind === 'refuse' && verdict.reason === 'not-found' && (check.kind !== kind || check.reference !== reference)) {
+    if (
+      verdict.kind === 'refuse' &&
+      verdict.reason === 'not-found' &&
+      (check.kind !== kind || check.reference !== reference)
+    ) {
       verdict = await this.check(t, kind, reference);
     }
     if (verdict.kind === 'allow') return;
@@ -226,7 +246,11 @@ export class AccessControl implements AccessGate {
   }
 
   /** One anonymous HEAD: public, private, or the origin could not say. */
-  private async classify(t: AccessTarget, kind: ObjectKind, reference: string): Promise<{ kind: 'public' | 'private' } | { kind: 'unreachable'; why: string }> {
+  private async classify(
+    t: AccessTarget,
+    kind: ObjectKind,
+    reference: string,
+  ): Promise<{ kind: 'public' | 'private' } | { kind: 'unreachable'; why: string }> {
     let status: number;
     try {
       status = (await this.o.probe({ ...pick(t), kind, reference, anonymousOnly: true })).status;
@@ -310,7 +334,10 @@ export class AccessControl implements AccessGate {
       return;
     }
     this.o.metrics?.refused('origin-unreachable');
-    const policy = this.o.originDown === 'refuse' ? 'refuses private images while the origin cannot confirm access' : 'access was not confirmed recently';
+    const policy =
+      this.o.originDown === 'refuse'
+        ? 'refuses private images while the origin cannot confirm access'
+        : 'access was not confirmed recently';
     ctx.log.warn(
       { image: key, reason: why, policy: this.o.originDown, pods: users.map(podKey) },
       'private image refused: the origin cannot confirm access',
@@ -325,7 +352,14 @@ export class AccessControl implements AccessGate {
     );
   }
 
-  private async refuse(t: AccessTarget, kind: ObjectKind, reference: string, users: readonly PodRef[], reason: RefusalReason, ctx: RequestScope): Promise<never> {
+  private async refuse(
+    t: AccessTarget,
+    kind: ObjectKind,
+    reference: string,
+    users: readonly PodRef[],
+    reason: RefusalReason,
+    ctx: RequestScope,
+  ): Promise<never> {
     const image = repoKey(t);
     this.o.metrics?.refused(reason);
     const pods = await Promise.all(
@@ -334,7 +368,12 @@ export class AccessControl implements AccessGate {
           const l = await this.o.pods.lookup(p, t.registry, t.repository);
           const why = l.skipped.map((s) => `${s.source}: ${s.reason}`);
           if (!l.known) why.push('pod no longer on this node');
-          else if (l.credentials.length > 0) why.push(reason === 'not-found' ? 'credentials not confirmed (origin answered 404)' : 'credentials rejected by the origin');
+          else if (l.credentials.length > 0)
+            why.push(
+              reason === 'not-found'
+                ? 'credentials not confirmed (origin answered 404)'
+                : 'credentials rejected by the origin',
+            );
           else why.push('no credentials for this registry');
           return { pod: podKey(p), why };
         } catch {
@@ -350,13 +389,16 @@ export class AccessControl implements AccessGate {
           : 'private image refused: no pod on this node that uses it has credentials the origin accepts';
     ctx.log.warn({ image, [kind === 'manifest' ? 'reference' : 'digest']: reference, reason, pods }, msg);
     if (reason === 'not-found') {
-      throw new OciError(kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', `origin ${t.registry} has no ${kind} ${reference} for private repository ${image}`);
+      throw new OciError(
+        kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN',
+        `origin ${t.registry} has no ${kind} ${reference} for private repository ${image}`,
+      );
     }
     throw new OciError(
       'UNAUTHORIZED',
       reason === 'no-pod'
         ? `${image} is private and no pod on this node uses it: ` +
-          'cached private images are served only where a pod using them has credentials the origin accepts'
+            'cached private images are served only where a pod using them has credentials the origin accepts'
         : `${image} is private and no pod on this node that uses it has credentials the origin accepts`,
     );
   }

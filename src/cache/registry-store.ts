@@ -157,11 +157,7 @@ export class RegistryStore implements Store {
       headers: { accept: MANIFEST_ACCEPT },
     });
     if (await this.found(res, 'GET manifest')) {
-      return verified(
-        await readCappedBytes(res.body, MAX_MANIFEST_BYTES),
-        res.headers['content-type'] ?? '',
-        digest,
-      );
+      return verified(await readCappedBytes(res.body, MAX_MANIFEST_BYTES), res.headers['content-type'] ?? '', digest);
     }
     // An index stored as a blob because its children were not all cached.
     const blob = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`);

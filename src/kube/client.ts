@@ -45,7 +45,9 @@ export function createKubeClient(options: KubeClientOptions = {}): KubeClient {
   } else {
     const env = options.env ?? process.env;
     if (!env.KUBERNETES_SERVICE_HOST || !env.KUBERNETES_SERVICE_PORT) {
-      throw new KubeConfigError('not running in a cluster (KUBERNETES_SERVICE_HOST/PORT unset) and no --kubeconfig given');
+      throw new KubeConfigError(
+        'not running in a cluster (KUBERNETES_SERVICE_HOST/PORT unset) and no --kubeconfig given',
+      );
     }
     config.loadFromCluster();
   }

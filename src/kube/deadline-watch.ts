@@ -41,7 +41,12 @@ export class DeadlineWatch extends k8s.Watch {
     super(config);
   }
 
-  override async watch(path: string, queryParams: Params, callback: Callback, done: (err: unknown) => void): Promise<AbortController> {
+  override async watch(
+    path: string,
+    queryParams: Params,
+    callback: Callback,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
     if (this.closed) {
       // ListWatch can start a watch after stop() when a list was in flight; refuse quietly.
       const c = new AbortController();

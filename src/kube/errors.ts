@@ -46,12 +46,24 @@ export class DefinitiveError extends Error {}
 export function describeKubeError(err: unknown): KubeFailure {
   if (err instanceof DefinitiveError) return { reason: err.message, unreachable: false };
   if (typeof err === 'object' && err !== null) {
-    const e = err as { code?: unknown; statusCode?: unknown; name?: unknown; body?: unknown; errno?: unknown; type?: unknown };
+    const e = err as {
+      code?: unknown;
+      statusCode?: unknown;
+      name?: unknown;
+      body?: unknown;
+      errno?: unknown;
+      type?: unknown;
+    };
     const status = typeof e.statusCode === 'number' ? e.statusCode : typeof e.code === 'number' ? e.code : undefined;
     if (status !== undefined) {
-      return { code: status, reason: statusReason(e.body) ?? REASONS[status] ?? `HTTP ${status}`, unreachable: status >= 500 || status === 429 };
+      return {
+        code: status,
+        reason: statusReason(e.body) ?? REASONS[status] ?? `HTTP ${status}`,
+        unreachable: status >= 500 || status === 429,
+      };
     }
-    if (e.name === 'AbortError' || e.name === 'TimeoutError' || e.type === 'aborted') return { reason: 'timeout', unreachable: true };
+    if (e.name === 'AbortError' || e.name === 'TimeoutError' || e.type === 'aborted')
+      return { reason: 'timeout', unreachable: true };
     if (typeof e.code === 'string' && /^E[A-Z_]+$/.test(e.code)) return { reason: e.code, unreachable: true };
     // node-fetch's FetchError keeps the system error code in `errno` (a string) and `code`.
     if (typeof e.errno === 'string' && /^E[A-Z_]+$/.test(e.errno)) return { reason: e.errno, unreachable: true };

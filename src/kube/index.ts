@@ -17,14 +17,25 @@ import { PodCredentialSource } from './pod-credential-source.js';
 import { PodCredentials, type PodCredentialsOptions } from './pod-credentials.js';
 import { NodePodInformer, type PodInformerOptions } from './pod-informer.js';
 
-export { createKubeClient, resolveNodeName, KubeConfigError, type KubeClient, type KubeClientOptions } from './client.js';
+export {
+  createKubeClient,
+  resolveNodeName,
+  KubeConfigError,
+  type KubeClient,
+  type KubeClientOptions,
+} from './client.js';
 export { describeKubeError, type KubeFailure } from './errors.js';
 export type { KubeLogger } from './logger.js';
 export { silentLogger } from './logger.js';
 export { NodePodInformer, type PodInformerOptions } from './pod-informer.js';
 export { PodIndex } from './pod-index.js';
 export { podImages, isLoopbackRegistry, type ProxyRegistryTest } from './pod-images.js';
-export { PodCredentials, type PodCredentialLookup, type PodCredentialsOptions, type SkippedSource } from './pod-credentials.js';
+export {
+  PodCredentials,
+  type PodCredentialLookup,
+  type PodCredentialsOptions,
+  type SkippedSource,
+} from './pod-credentials.js';
 export { PodCredentialSource } from './pod-credential-source.js';
 export { parsePullSecret, PullSecretError, DOCKER_CFG, DOCKER_CONFIG_JSON } from './pull-secrets.js';
 export { getSecret, createOrReplaceSecret, patchWebhookCABundle, KubeRequestError } from './webhook-api.js';
@@ -56,7 +67,12 @@ export function startPodCredentials(options: NodeKubeOptions): NodeKube {
   const logger = options.logger ?? silentLogger;
   const client = options.client ?? createKubeClient(options);
   const informer = new NodePodInformer({ ...options.informer, client, nodeName: options.nodeName, logger });
-  const credentials = new PodCredentials({ client, index: informer.index, logger, ...(options.cache ? { cache: options.cache } : {}) });
+  const credentials = new PodCredentials({
+    client,
+    index: informer.index,
+    logger,
+    ...(options.cache ? { cache: options.cache } : {}),
+  });
   informer.start();
   logger.info({ node: options.nodeName, server: client.server }, 'watching pods on this node for image pull secrets');
   return {

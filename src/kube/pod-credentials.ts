@@ -86,7 +86,9 @@ export class PodCredentials {
     if (sa.ok) sa.value.forEach(add);
     else skipped.push(this.skip(pod, `serviceaccount ${pod.namespace}/${saName}`, sa));
 
-    const results = await Promise.all(names.map(async (name) => [name, await this.secrets.read(pod.namespace, name)] as const));
+    const results = await Promise.all(
+      names.map(async (name) => [name, await this.secrets.read(pod.namespace, name)] as const),
+    );
     const credentials: PodCredential[] = [];
     const seen = new Set<string>();
     for (const [name, r] of results) {
@@ -115,7 +117,12 @@ export class PodCredentials {
     const key = `${source}\0${reason}`;
     if (!this.warned.has(key)) {
       this.warned.set(key, true);
-      const fields = { pod: `${pod.namespace}/${pod.name}`, source, reason, ...(r.failure.code !== undefined ? { status: r.failure.code } : {}) };
+      const fields = {
+        pod: `${pod.namespace}/${pod.name}`,
+        source,
+        reason,
+        ...(r.failure.code !== undefined ? { status: r.failure.code } : {}),
+      };
       this.log.warn(fields, 'skipping an image pull secret source of a pod');
     }
     return { source, reason };

@@ -59,7 +59,11 @@ function annotatedOriginals(pod: k8s.V1Pod): string[] {
 export function podImages(pod: k8s.V1Pod, isProxy: ProxyRegistryTest = isLoopbackRegistry): ImageRepository[] {
   const out = new Map<string, ImageRepository>();
   const spec = pod.spec;
-  const containers = [...(spec?.containers ?? []), ...(spec?.initContainers ?? []), ...(spec?.ephemeralContainers ?? [])];
+  const containers = [
+    ...(spec?.containers ?? []),
+    ...(spec?.initContainers ?? []),
+    ...(spec?.ephemeralContainers ?? []),
+  ];
   for (const c of containers) if (typeof c.image === 'string') fromImage(c.image, isProxy, out);
   for (const image of annotatedOriginals(pod)) fromImage(image, isProxy, out);
   return [...out.values()];

@@ -120,7 +120,12 @@ export class NodePodInformer {
   private failed(err: unknown): void {
     if (!this.running) return;
     const f = describeKubeError(err);
-    const fields = { node: this.nodeName, reason: f.reason, ...(f.code !== undefined ? { status: f.code } : {}), retryInMs: this.delay };
+    const fields = {
+      node: this.nodeName,
+      reason: f.reason,
+      ...(f.code !== undefined ? { status: f.code } : {}),
+      retryInMs: this.delay,
+    };
     // One warning per outage, not one per retry.
     if (!this.failing) this.log.warn(fields, 'pod list/watch failed; pod credentials may be stale until it recovers');
     else this.log.debug(fields, 'pod list/watch still failing');

@@ -18,7 +18,9 @@ export function parsePullSecret(secret: k8s.V1Secret, labelPrefix: string): Dock
   const key = type === DOCKER_CONFIG_JSON ? '.dockerconfigjson' : type === DOCKER_CFG ? '.dockercfg' : undefined;
   if (key === undefined) {
     // The type is free text; name it only when it is one of the well-known ones.
-    const shown = /^(Opaque|kubernetes\.io\/[a-z-]{1,40}|bootstrap\.kubernetes\.io\/token)$/.test(type) ? type : 'unrecognised';
+    const shown = /^(Opaque|kubernetes\.io\/[a-z-]{1,40}|bootstrap\.kubernetes\.io\/token)$/.test(type)
+      ? type
+      : 'unrecognised';
     throw new PullSecretError(`type ${shown} is not an image pull secret type`);
   }
   const data = secret.data?.[key];

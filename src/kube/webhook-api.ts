@@ -18,10 +18,15 @@ export class KubeRequestError extends Error {
   }
 }
 
-const failed = (operation: string, err: unknown): KubeRequestError => new KubeRequestError(operation, describeKubeError(err));
+const failed = (operation: string, err: unknown): KubeRequestError =>
+  new KubeRequestError(operation, describeKubeError(err));
 
 /** The Secret, or undefined when it does not exist. */
-export async function getSecret(client: KubeClient, namespace: string, name: string): Promise<k8s.V1Secret | undefined> {
+export async function getSecret(
+  client: KubeClient,
+  namespace: string,
+  name: string,
+): Promise<k8s.V1Secret | undefined> {
   try {
     return await client.core.readNamespacedSecret({ namespace, name });
   } catch (err) {
@@ -35,11 +40,16 @@ export async function getSecret(client: KubeClient, namespace: string, name: str
  * resourceVersion, so two webhook replicas racing get a conflict and retry instead of silently
  * overwriting each other; after `attempts` the conflict is thrown.
  */
-export async function createOrReplaceSecret(client: KubeClient, secret: k8s.V1Secret, attempts = 3): Promise<k8s.V1Secret> {
+export async function createOrReplaceSecret(
+  client: KubeClient,
+  secret: k8s.V1Secret,
+  attempts = 3,
+): Promise<k8s.V1Secret> {
   const { metadata } = secret;
   const namespace = metadata?.namespace;
   const name = metadata?.name;
-  if (!metadata || !namespace || !name) throw new TypeError('createOrReplaceSecret: metadata.namespace and metadata.name are required');
+  if (!metadata || !namespace || !name)
+    throw new TypeError('createOrReplaceSecret: metadata.namespace and metadata.name are required');
   const op = `write secret ${namespace}/${name}`;
   for (let i = 1; ; i++) {
     try {
@@ -49,7 +59,10 @@ export async function createOrReplaceSecret(client: KubeClient, secret: k8s.V1Se
     }
     const current = await getSecret(client, namespace, name);
     if (!current) continue; // deleted between our create and get: create again
-    const body: k8s.V1Secret = { ...secret, metadata: { ...metadata, resourceVersion: current.metadata?.resourceVersion } };
+    const body: k8s.V1Secret = {
+      ...secret,
+      metadata: { ...metadata, resourceVersion: current.metadata?.resourceVersion },
+    };
     try {
       return await client.core.replaceNamespacedSecret({ namespace, name, body });
     } catch (err) {
@@ -64,7 +77,12 @@ export async function createOrReplaceSecret(client: KubeClient, secret: k8s.V1Se
  * name, so a configuration changed between read and patch fails (and is retried) rather than
  * being patched at the wrong index. Returns how many webhooks were changed (0: already current).
  */
-export async function patchWebhookCABundle(client: KubeClient, name: string, caPem: string, attempts = 3): Promise<number> {
+export async function patchWebhookCABundle(
+  client: KubeClient,
+  name: string,
+  caPem: string,
+  attempts = 3,
+): Promise<number> {
   const op = `patch caBundle of mutatingwebhookconfiguration ${name}`;
   const caBundle = Buffer.from(caPem, 'utf8').toString('base64');
   for (let i = 1; ; i++) {

@@ -49,7 +49,10 @@ export function createWebhookKubeApi(client: KubeClient): WebhookKubeApi {
     },
     async patchMutatingWebhookConfiguration(name, ops: JsonPatchOperation[]) {
       try {
-        await client.admission.patchMutatingWebhookConfiguration({ name, body: ops }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.JsonPatch));
+        await client.admission.patchMutatingWebhookConfiguration(
+          { name, body: ops },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.JsonPatch),
+        );
       } catch (err) {
         throw new KubeApiError(`patch mutatingwebhookconfiguration ${name}`, err);
       }

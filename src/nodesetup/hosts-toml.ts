@@ -11,7 +11,8 @@
  *   last resort is the origin registry itself. Covers images the webhook did not rewrite, and
  *   pulls when both proxies are down.
  */
-export const MARKER = '# Written by pullthrough node-setup; a replaced file is kept beside it as hosts.toml.pullthrough-backup.';
+export const MARKER =
+  '# Written by pullthrough node-setup; a replaced file is kept beside it as hosts.toml.pullthrough-backup.';
 
 export interface HostsPlan {
   /** Directory name under config_path, e.g. `localhost:7439` or `_default`. */
@@ -73,6 +74,10 @@ export function checkContainerdConfig(text: string, hostsDir: string): { ok: boo
     };
   }
   const paths = (m[1] as string).split(':');
-  if (!paths.includes(hostsDir)) return { ok: false, message: `containerd config_path is ${JSON.stringify(m[1])}, which does not include ${hostsDir}` };
+  if (!paths.includes(hostsDir))
+    return {
+      ok: false,
+      message: `containerd config_path is ${JSON.stringify(m[1])}, which does not include ${hostsDir}`,
+    };
   return { ok: true, message: `containerd config_path includes ${hostsDir}` };
 }

@@ -58,7 +58,9 @@ export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps 
     try {
       clusterProxyUrl = await resolveUrl(config.clusterProxyUrl, lookup);
     } catch (err) {
-      warn(`cluster proxy ${config.clusterProxyUrl} not resolvable (${(err as Error).message}): writing hosts.toml without it`);
+      warn(
+        `cluster proxy ${config.clusterProxyUrl} not resolvable (${(err as Error).message}): writing hosts.toml without it`,
+      );
     }
   }
   const plans = renderHostsFiles({

@@ -24,7 +24,10 @@ async function exists(path: string): Promise<boolean> {
   return (await readOrUndefined(path)) !== undefined;
 }
 
-export async function writeHostsFiles(hostsDir: string, plans: readonly HostsPlan[]): Promise<Record<string, WriteOutcome>> {
+export async function writeHostsFiles(
+  hostsDir: string,
+  plans: readonly HostsPlan[],
+): Promise<Record<string, WriteOutcome>> {
   const out: Record<string, WriteOutcome> = {};
   for (const p of plans) {
     const dir = join(hostsDir, p.dir);
@@ -49,7 +52,10 @@ export async function writeHostsFiles(hostsDir: string, plans: readonly HostsPla
 }
 
 /** Undoes writeHostsFiles for these directories: restores a backup, else removes our file. */
-export async function removeHostsFiles(hostsDir: string, dirs: readonly string[]): Promise<Record<string, 'restored' | 'removed' | 'foreign' | 'absent'>> {
+export async function removeHostsFiles(
+  hostsDir: string,
+  dirs: readonly string[],
+): Promise<Record<string, 'restored' | 'removed' | 'foreign' | 'absent'>> {
   const out: Record<string, 'restored' | 'removed' | 'foreign' | 'absent'> = {};
   for (const d of dirs) {
     const dir = join(hostsDir, d);

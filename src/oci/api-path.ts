@@ -17,10 +17,14 @@ const MAX_PATH = 4096;
 export function parseApiPath(path: string): ApiRequest {
   if (path === '/v2' || path === '/v2/') return { kind: 'base' };
   if (path.length > MAX_PATH) throw new OciError('NAME_INVALID', `request path longer than ${MAX_PATH} characters`);
-  if (/[%\\]/.test(path)) throw new OciError('NAME_INVALID', 'percent-encoded or backslash characters are not allowed in repository paths');
+  if (/[%\\]/.test(path))
+    throw new OciError('NAME_INVALID', 'percent-encoded or backslash characters are not allowed in repository paths');
   if (!path.startsWith('/v2/')) return { kind: 'unsupported', what: 'not a distribution API path' };
   // The spec's upload start is `POST /v2/<name>/blobs/uploads/`: its trailing slash is no empty segment.
-  const segments = path.slice(4).replace(/(\/blobs\/uploads)\/$/, '$1').split('/');
+  const segments = path
+    .slice(4)
+    .replace(/(\/blobs\/uploads)\/$/, '$1')
+    .split('/');
   if (segments.some((s) => s === '' || s === '.' || s === '..')) {
     throw new OciError('NAME_INVALID', 'empty, "." or ".." path segments are not allowed');
   }
@@ -33,8 +37,10 @@ export function parseApiPath(path: string): ApiRequest {
     return { kind: 'blob', name: segments.slice(0, n - 2).join('/'), digest: segments[n - 1] as string };
   }
   const uploads = segments.lastIndexOf('uploads');
-  if (uploads >= 2 && segments[uploads - 1] === 'blobs') return { kind: 'push', name: segments.slice(0, uploads - 1).join('/') };
-  if (n >= 3 && segments[n - 2] === 'tags' && segments[n - 1] === 'list') return { kind: 'unsupported', what: 'tag listing' };
+  if (uploads >= 2 && segments[uploads - 1] === 'blobs')
+    return { kind: 'push', name: segments.slice(0, uploads - 1).join('/') };
+  if (n >= 3 && segments[n - 2] === 'tags' && segments[n - 1] === 'list')
+    return { kind: 'unsupported', what: 'tag listing' };
   if (n >= 3 && segments[n - 2] === 'referrers') return { kind: 'unsupported', what: 'referrers' };
   return { kind: 'unsupported', what: 'unknown endpoint' };
 }

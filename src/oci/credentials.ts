@@ -27,7 +27,12 @@ export interface CredentialSource {
 /** A stable, non-secret key for a credential: different secrets never share a token cache entry. */
 export function credentialIdentity(c: Credential | undefined): string {
   if (!c) return 'anonymous';
-  const secret = c.kind === 'basic' ? `${c.username}\0${c.password}` : c.kind === 'identity-token' ? `${c.username}\0${c.token}` : c.token;
+  const secret =
+    c.kind === 'basic'
+      ? `${c.username}\0${c.password}`
+      : c.kind === 'identity-token'
+        ? `${c.username}\0${c.token}`
+        : c.token;
   return `${c.kind}:${createHash('sha256').update(secret).digest('hex').slice(0, 16)}`;
 }
 
@@ -92,7 +97,10 @@ interface ParsedKey {
 }
 
 function parseKey(key: string): ParsedKey | undefined {
-  let k = key.trim().toLowerCase().replace(/^[a-z][a-z0-9+.-]*:\/\//, '');
+  let k = key
+    .trim()
+    .toLowerCase()
+    .replace(/^[a-z][a-z0-9+.-]*:\/\//, '');
   // `https://index.docker.io/v1/` is Docker Hub itself, not a path prefix inside it.
   if (/^index\.docker\.io\/v[12]\/?$/.test(k)) k = 'docker.io';
   const slash = k.indexOf('/');
@@ -145,7 +153,11 @@ function globLabel(pattern: string, label: string): boolean {
  * image pull secrets: host (with `*` globs per label, Docker Hub aliases equal), the same port,
  * and a path that is a prefix of the repository.
  */
-export function matchDockerConfig(entries: readonly DockerConfigEntry[], registry: string, repository: string): Credential[] {
+export function matchDockerConfig(
+  entries: readonly DockerConfigEntry[],
+  registry: string,
+  repository: string,
+): Credential[] {
   const target = parseKey(registry);
   if (!target) return [];
   const scored: { score: number; credential: Credential }[] = [];
@@ -153,7 +165,10 @@ export function matchDockerConfig(entries: readonly DockerConfigEntry[], registr
     const k = parseKey(e.key);
     if (k?.port !== target.port || !hostMatches(k.host, target.host)) continue;
     if (k.path !== '' && repository !== k.path && !repository.startsWith(`${k.path}/`)) continue;
-    scored.push({ score: k.host.length + k.path.length * 2 + (k.host.includes('*') ? 0 : 1000), credential: e.credential });
+    scored.push({
+      score: k.host.length + k.path.length * 2 + (k.host.includes('*') ? 0 : 1000),
+      credential: e.credential,
+    });
   }
   return scored.sort((a, b) => b.score - a.score).map((s) => s.credential);
 }

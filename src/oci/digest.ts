@@ -21,7 +21,8 @@ export function looksLikeDigest(s: string): boolean {
 }
 
 export function parseDigest(s: string): Digest {
-  if (s.length > 200 || !grammar.test(s)) throw new OciError('DIGEST_INVALID', `invalid digest ${JSON.stringify(s.slice(0, 80))}`);
+  if (s.length > 200 || !grammar.test(s))
+    throw new OciError('DIGEST_INVALID', `invalid digest ${JSON.stringify(s.slice(0, 80))}`);
   const i = s.indexOf(':');
   const algorithm = s.slice(0, i);
   const hex = s.slice(i + 1);

@@ -43,9 +43,12 @@ export function createEgressPolicy(loopbackHosts: Iterable<string>): EgressPolic
     check(host, rawAddress) {
       const address = stripV4Mapped(rawAddress);
       const fam = family(address);
-      if (alwaysBlocked.check(address, fam)) throw new Error(`connections to ${address} (link-local or metadata) are not allowed`);
+      if (alwaysBlocked.check(address, fam))
+        throw new Error(`connections to ${address} (link-local or metadata) are not allowed`);
       if (loopback.check(address, fam) && !allowed.has(host.toLowerCase().replace(/^\[|\]$/g, ''))) {
-        throw new Error(`connections to loopback ${address} for ${host} are not allowed unless the registry is listed explicitly`);
+        throw new Error(
+          `connections to loopback ${address} for ${host} are not allowed unless the registry is listed explicitly`,
+        );
       }
     },
   };

@@ -41,7 +41,8 @@ export type EncodeResult = { ok: true; value: string } | { ok: false; reason: st
 export function encodeRegistry(registry: string): EncodeResult {
   const h = parseRegistryHost(registry);
   if (!h) return { ok: false, reason: `invalid registry host ${JSON.stringify(registry)}` };
-  if (h.kind === 'ipv6') return { ok: false, reason: `IPv6 registry address ${registry} cannot be written as a repository path component` };
+  if (h.kind === 'ipv6')
+    return { ok: false, reason: `IPv6 registry address ${registry} cannot be written as a repository path component` };
   const value = h.port === undefined ? h.host : `${h.host}_${h.port}`;
   if (!value.includes('.') && !value.includes('_') && value !== 'localhost') {
     // A bare dotless name: a domain only when written with upper case (`MyReg/app`), and then
@@ -81,7 +82,8 @@ export function encodeReference(ref: ImageReference, proxyHost: string): EncodeR
   const enc = encodeRegistry(ref.registry);
   if (!enc.ok) return enc;
   const name = `${enc.value}/${ref.repository}`;
-  if (name.length > MAX_NAME_LENGTH) return { ok: false, reason: `encoded name would be ${name.length} characters, over ${MAX_NAME_LENGTH}` };
+  if (name.length > MAX_NAME_LENGTH)
+    return { ok: false, reason: `encoded name would be ${name.length} characters, over ${MAX_NAME_LENGTH}` };
   return { ok: true, value: formatReference({ ...ref, registry: proxyHost, repository: name }) };
 }
 
@@ -110,7 +112,10 @@ export function decodeName(name: string): { registry: string; repository: string
  * The origin reference a rewritten reference stands for. `proxyHost`, when given, must match the
  * reference's own domain; without it any domain is accepted and dropped.
  */
-export function decodeImage(rewritten: string, proxyHost?: string): { ok: true; value: ImageReference } | { ok: false; reason: string } {
+export function decodeImage(
+  rewritten: string,
+  proxyHost?: string,
+): { ok: true; value: ImageReference } | { ok: false; reason: string } {
   let ref: ImageReference;
   try {
     ref = parseReference(rewritten);

@@ -24,9 +24,6 @@ export function parseHostList(patterns: readonly string[]): HostList {
   return {
     patterns: cleaned,
     matches: (registry) => regexes.some((r) => r.test(registry)),
-    literalHosts: () =>
-      cleaned
-        .map((p) => p.replace(/:(\d+|\*)$/, ''))
-        .filter((h) => !h.includes('*')),
+    literalHosts: () => cleaned.map((p) => p.replace(/:(\d+|\*)$/, '')).filter((h) => !h.includes('*')),
   };
 }

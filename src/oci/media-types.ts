@@ -16,7 +16,12 @@ const imageTypes = new Set<string>([MediaType.OciManifest, MediaType.DockerManif
 const indexTypes = new Set<string>([MediaType.OciIndex, MediaType.DockerManifestList]);
 
 /** What we ask origins for: every manifest kind we can store and serve verbatim. */
-export const MANIFEST_ACCEPT = [MediaType.DockerManifest, MediaType.DockerManifestList, MediaType.OciManifest, MediaType.OciIndex].join(', ');
+export const MANIFEST_ACCEPT = [
+  MediaType.DockerManifest,
+  MediaType.DockerManifestList,
+  MediaType.OciManifest,
+  MediaType.OciIndex,
+].join(', ');
 
 /** distribution's own cap on manifest size. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -35,7 +40,12 @@ export interface Platform {
 }
 
 export type ParsedManifest =
-  | { readonly kind: 'image'; readonly mediaType: string; readonly config: Descriptor; readonly layers: readonly Descriptor[] }
+  | {
+      readonly kind: 'image';
+      readonly mediaType: string;
+      readonly config: Descriptor;
+      readonly layers: readonly Descriptor[];
+    }
   | { readonly kind: 'index'; readonly mediaType: string; readonly manifests: readonly Descriptor[] };
 
 export function isManifestMediaType(mt: string): boolean {
@@ -56,7 +66,11 @@ function descriptor(v: unknown, where: string): Descriptor {
   };
   const p = d.platform as Record<string, unknown> | undefined;
   if (p && typeof p.os === 'string' && typeof p.architecture === 'string') {
-    out.platform = { os: p.os, architecture: p.architecture, ...(typeof p.variant === 'string' ? { variant: p.variant } : {}) };
+    out.platform = {
+      os: p.os,
+      architecture: p.architecture,
+      ...(typeof p.variant === 'string' ? { variant: p.variant } : {}),
+    };
   }
   return out;
 }
@@ -70,7 +84,8 @@ function invalid(message: string): OciError {
  * mediaType wins when present, and OCI documents without one are recognised by shape.
  */
 export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedManifest {
-  if (bytes.byteLength > MAX_MANIFEST_BYTES) throw invalid(`manifest is ${bytes.byteLength} bytes, over the ${MAX_MANIFEST_BYTES} byte cap`);
+  if (bytes.byteLength > MAX_MANIFEST_BYTES)
+    throw invalid(`manifest is ${bytes.byteLength} bytes, over the ${MAX_MANIFEST_BYTES} byte cap`);
   let doc: unknown;
   try {
     doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
@@ -80,7 +95,11 @@ export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedMa
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw invalid('manifest is not a JSON object');
   const m = doc as Record<string, unknown>;
   if (m.schemaVersion !== 2) {
-    throw new OciError('UNSUPPORTED', `manifest schemaVersion ${JSON.stringify(m.schemaVersion)} is not supported (only schema 2 / OCI)`, { status: 400 });
+    throw new OciError(
+      'UNSUPPORTED',
+      `manifest schemaVersion ${JSON.stringify(m.schemaVersion)} is not supported (only schema 2 / OCI)`,
+      { status: 400 },
+    );
   }
   const ct = contentType?.split(';')[0]?.trim();
   let mediaType = typeof m.mediaType === 'string' ? m.mediaType : undefined;
@@ -101,7 +120,9 @@ export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedMa
       layers: m.layers.map((d, i) => descriptor(d, `layers[${i}]`)),
     };
   }
-  throw new OciError('UNSUPPORTED', `manifest media type ${JSON.stringify(mediaType.slice(0, 100))} is not supported`, { status: 400 });
+  throw new OciError('UNSUPPORTED', `manifest media type ${JSON.stringify(mediaType.slice(0, 100))} is not supported`, {
+    status: 400,
+  });
 }
 
 export function formatPlatform(p: Platform): string {

@@ -129,7 +129,11 @@ export class RegistryClient {
   private async candidates(req: RegistryRequest): Promise<(Credential | undefined)[]> {
     const list: (Credential | undefined)[] = req.credentials
       ? [...req.credentials]
-      : [...((await this.opts.credentials?.credentialsFor({ registry: req.registry, repository: req.repository })) ?? []), undefined];
+      : [
+          ...((await this.opts.credentials?.credentialsFor({ registry: req.registry, repository: req.repository })) ??
+            []),
+          undefined,
+        ];
     const preferred = this.accepted.get<string>(`${req.registry}/${req.repository}`);
     if (preferred === undefined) return list;
     const i = list.findIndex((c) => credentialIdentity(c) === preferred);
@@ -149,7 +153,11 @@ export class RegistryClient {
     this.tokens.del(this.tokenKey(req, challenge, cred));
   }
 
-  private async authorization(req: RegistryRequest, challenge: Challenge, cred: Credential | undefined): Promise<string | undefined> {
+  private async authorization(
+    req: RegistryRequest,
+    challenge: Challenge,
+    cred: Credential | undefined,
+  ): Promise<string | undefined> {
     if (challenge.scheme === 'basic') {
       if (cred?.kind === 'basic') return `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
       if (cred?.kind === 'registry-token') return `Bearer ${cred.token}`;
@@ -164,7 +172,11 @@ export class RegistryClient {
     return `Bearer ${token}`;
   }
 
-  private async fetchToken(req: RegistryRequest, challenge: Challenge, cred: Credential | undefined): Promise<{ token: string; ttl: number }> {
+  private async fetchToken(
+    req: RegistryRequest,
+    challenge: Challenge,
+    cred: Credential | undefined,
+  ): Promise<{ token: string; ttl: number }> {
     const realm = challenge.params.realm;
     if (!realm || !/^https?:\/\//.test(realm)) throw new TokenError('bearer challenge without a usable realm');
     const url = new URL(realm);
@@ -208,13 +220,16 @@ export class RegistryClient {
         bodyTimeout: this.opts.bodyTimeoutMs,
       });
     } catch (err) {
-      throw new UpstreamError(req.registry, `token request to ${url.host} failed: ${(err as Error).message}`, { cause: err });
+      throw new UpstreamError(req.registry, `token request to ${url.host} failed: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     if (res.statusCode !== 200) {
       await res.body.dump();
       // Only a refusal says the credential is wrong; anything else means the realm is not serving,
       // which is an outage of the origin (stale tags may be served), not a denial.
-      if (res.statusCode === 400 || res.statusCode === 401 || res.statusCode === 403) throw new TokenError(`token endpoint answered ${res.statusCode}`);
+      if (res.statusCode === 400 || res.statusCode === 401 || res.statusCode === 403)
+        throw new TokenError(`token endpoint answered ${res.statusCode}`);
       throw new UpstreamError(req.registry, `token endpoint ${url.host} answered ${res.statusCode}`);
     }
     const text = await readCapped(res.body, 1 << 20);
@@ -224,13 +239,21 @@ export class RegistryClient {
     } catch {
       throw new TokenError('token endpoint answered with something that is not JSON');
     }
-    const token = typeof json.token === 'string' ? json.token : typeof json.access_token === 'string' ? json.access_token : undefined;
+    const token =
+      typeof json.token === 'string'
+        ? json.token
+        : typeof json.access_token === 'string'
+          ? json.access_token
+          : undefined;
     if (!token) throw new TokenError('token endpoint answered without a token');
     const expiresIn = typeof json.expires_in === 'number' && json.expires_in > 0 ? json.expires_in : 60;
     return { token, ttl: Math.max(5, expiresIn - 10) };
   }
 
-  private async send(req: RegistryRequest, authorization: string | undefined): Promise<Omit<RegistryResponse, 'credential'>> {
+  private async send(
+    req: RegistryRequest,
+    authorization: string | undefined,
+  ): Promise<Omit<RegistryResponse, 'credential'>> {
     const url = this.urlFor(req.registry, req.path);
     const headers: Record<string, string> = { 'user-agent': this.opts.userAgent, ...req.headers };
     if (authorization) headers.authorization = authorization;
@@ -250,7 +273,13 @@ export class RegistryClient {
       });
       // The redirect interceptor records every URL it requested, the last one included.
       const history = (res.context as { history?: readonly URL[] } | undefined)?.history;
-      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url, redirected: (history?.length ?? 0) > 1 };
+      return {
+        statusCode: res.statusCode,
+        headers: res.headers,
+        body: res.body,
+        url,
+        redirected: (history?.length ?? 0) > 1,
+      };
     } catch (err) {
       throw new UpstreamError(req.registry, `${req.method} ${redactUrl(url)}: ${describe(err)}`, { cause: err });
     }
@@ -280,7 +309,10 @@ export async function readCapped(body: AsyncIterable<Uint8Array>, max: number): 
   return (await readCappedBytes(body, max)).toString('utf8');
 }
 
-export async function readCappedBytes(body: AsyncIterable<Uint8Array> & { destroy?: (e?: Error) => void }, max: number): Promise<Buffer> {
+export async function readCappedBytes(
+  body: AsyncIterable<Uint8Array> & { destroy?: (e?: Error) => void },
+  max: number,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const chunk of body) {

@@ -9,14 +9,17 @@ export function reportResponseBytes(report: (bytes: number) => void): Dispatcher
     dispatch(opts, {
       // compose() hands interceptors handlers of undici's current interface (onRequestStart ...).
       onRequestStart: (controller, context) => handler.onRequestStart?.(controller, context),
-      onRequestUpgrade: (controller, status, headers, socket) => handler.onRequestUpgrade?.(controller, status, headers, socket),
-      onResponseStart: (controller, status, headers, message) => handler.onResponseStart?.(controller, status, headers, message),
+      onRequestUpgrade: (controller, status, headers, socket) =>
+        handler.onRequestUpgrade?.(controller, status, headers, socket),
+      onResponseStart: (controller, status, headers, message) =>
+        handler.onResponseStart?.(controller, status, headers, message),
       onResponseData: (controller, chunk) => {
         report(chunk.length);
         handler.onResponseData?.(controller, chunk);
       },
       onResponseEnd: (controller, trailers) => handler.onResponseEnd?.(controller, trailers),
       // Not optional: a handler without it would lose the error (undici itself throws then).
-      onResponseError: (controller, err) => (handler.onResponseError as NonNullable<typeof handler.onResponseError>)(controller, err),
+      onResponseError: (controller, err) =>
+        (handler.onResponseError as NonNullable<typeof handler.onResponseError>)(controller, err),
     });
 }

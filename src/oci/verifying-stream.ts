@@ -19,7 +19,8 @@ export function verifyingStream(digest: string, size: number | undefined): Trans
     flush(cb: TransformCallback): void {
       const seen = verifier.finish();
       if (seen !== digest) return cb(new Error(`blob digest is ${seen}, not ${digest}`));
-      if (size !== undefined && verifier.size !== size) return cb(new Error(`blob has ${verifier.size} bytes, not ${size}`));
+      if (size !== undefined && verifier.size !== size)
+        return cb(new Error(`blob has ${verifier.size} bytes, not ${size}`));
       cb(null, held);
     },
   });

@@ -12,7 +12,9 @@ export interface ByteRange {
   readonly end: number;
 }
 
-export type RangeRequest = { readonly kind: 'none' } | { readonly kind: 'single'; readonly first?: number; readonly last?: number; readonly suffix?: number };
+export type RangeRequest =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'single'; readonly first?: number; readonly last?: number; readonly suffix?: number };
 
 const NONE: RangeRequest = { kind: 'none' };
 // Longer headers are no range a blob client sends; they are ignored without being scanned.
@@ -64,7 +66,9 @@ export function parseRangeHeader(header: string | undefined): RangeRequest {
 export function resolveRange(req: RangeRequest, size: number): ByteRange | undefined {
   if (req.kind === 'none') return undefined;
   const unsatisfiable = () =>
-    new OciError('RANGE_INVALID', `range not satisfiable for a blob of ${size} bytes`, { headers: { 'content-range': `bytes */${size}` } });
+    new OciError('RANGE_INVALID', `range not satisfiable for a blob of ${size} bytes`, {
+      headers: { 'content-range': `bytes */${size}` },
+    });
   if (req.suffix !== undefined) {
     if (req.suffix === 0) throw unsatisfiable();
     // RFC 9110 counts a non-zero suffix of an empty blob as satisfiable, yet no Content-Range

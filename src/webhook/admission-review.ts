@@ -23,8 +23,7 @@ export interface AdmissionReviewResponse {
 }
 
 export type ReviewOutcome =
-  | { status: 200; body: AdmissionReviewResponse; mutation?: PodMutation }
-  | { status: 400; error: string };
+  { status: 200; body: AdmissionReviewResponse; mutation?: PodMutation } | { status: 400; error: string };
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -48,9 +47,13 @@ export function reviewText(text: string, policy: RewritePolicy): ReviewOutcome {
 
 export function review(body: unknown, policy: RewritePolicy): ReviewOutcome {
   if (!isObject(body)) return { status: 400, error: 'body is not a JSON object' };
-  if (body.kind !== 'AdmissionReview') return { status: 400, error: `kind is ${JSON.stringify(body.kind)}, not AdmissionReview` };
+  if (body.kind !== 'AdmissionReview')
+    return { status: 400, error: `kind is ${JSON.stringify(body.kind)}, not AdmissionReview` };
   if (body.apiVersion !== ADMISSION_API_VERSION) {
-    return { status: 400, error: `apiVersion ${JSON.stringify(body.apiVersion)} is not supported, only ${ADMISSION_API_VERSION}` };
+    return {
+      status: 400,
+      error: `apiVersion ${JSON.stringify(body.apiVersion)} is not supported, only ${ADMISSION_API_VERSION}`,
+    };
   }
   const request = body.request;
   if (!isObject(request)) return { status: 400, error: 'request is missing' };
@@ -66,10 +69,19 @@ export function review(body: unknown, policy: RewritePolicy): ReviewOutcome {
   const ephemeral = op === 'UPDATE' && sub === 'ephemeralcontainers';
   if (!(op === 'CREATE' && sub === undefined) && !ephemeral) return allow(uid);
   const pod = request.object;
-  if (!isObject(pod) || !isObject(pod.spec)) return allow(uid, 'request.object is not a pod with a spec; nothing rewritten');
+  if (!isObject(pod) || !isObject(pod.spec))
+    return allow(uid, 'request.object is not a pod with a spec; nothing rewritten');
   const namespace =
-    typeof request.namespace === 'string' ? request.namespace : isObject(pod.metadata) && typeof pod.metadata.namespace === 'string' ? pod.metadata.namespace : '';
-  const mutation = mutatePod(pod, { namespace, ...(sub ? { subresource: sub } : {}), oldPod: request.oldObject }, policy);
+    typeof request.namespace === 'string'
+      ? request.namespace
+      : isObject(pod.metadata) && typeof pod.metadata.namespace === 'string'
+        ? pod.metadata.namespace
+        : '';
+  const mutation = mutatePod(
+    pod,
+    { namespace, ...(sub ? { subresource: sub } : {}), oldPod: request.oldObject },
+    policy,
+  );
   const out = allow(uid);
   if (out.status === 200) {
     out.mutation = mutation;

@@ -97,7 +97,12 @@ function toSecret(m: Material, o: CertBootstrapOptions, resourceVersion?: string
   return {
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: { name: o.secretName, namespace: o.namespace, labels: o.labels ?? {}, ...(resourceVersion ? { resourceVersion } : {}) },
+    metadata: {
+      name: o.secretName,
+      namespace: o.namespace,
+      labels: o.labels ?? {},
+      ...(resourceVersion ? { resourceVersion } : {}),
+    },
     type: 'kubernetes.io/tls',
     data: {
       'tls.crt': b64(m.serving.cert),
@@ -109,7 +114,11 @@ function toSecret(m: Material, o: CertBootstrapOptions, resourceVersion?: string
   };
 }
 
-async function ensureSecret(api: WebhookKubeApi, o: CertBootstrapOptions, now: Date): Promise<{ m: Material; outcome: BootstrapResult['secret'] }> {
+async function ensureSecret(
+  api: WebhookKubeApi,
+  o: CertBootstrapOptions,
+  now: Date,
+): Promise<{ m: Material; outcome: BootstrapResult['secret'] }> {
   let raced = false;
   for (let attempt = 0; attempt < 5; attempt++) {
     const secret = await api.readSecret(o.namespace, o.secretName);
@@ -140,7 +149,11 @@ function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-async function ensureWebhookConfiguration(api: WebhookKubeApi, o: CertBootstrapOptions, bundle: string): Promise<boolean> {
+async function ensureWebhookConfiguration(
+  api: WebhookKubeApi,
+  o: CertBootstrapOptions,
+  bundle: string,
+): Promise<boolean> {
   const cfg = await api.readMutatingWebhookConfiguration(o.webhookConfigurationName);
   if (!cfg) throw new Error(`MutatingWebhookConfiguration ${o.webhookConfigurationName} not found`);
   const want = b64(bundle);
@@ -148,13 +161,17 @@ async function ensureWebhookConfiguration(api: WebhookKubeApi, o: CertBootstrapO
   (cfg.webhooks ?? []).forEach((w, i) => {
     const changes: JsonPatchOperation[] = [];
     if (w.clientConfig?.caBundle !== want) {
-      changes.push(w.clientConfig
-        ? { op: 'add', path: `/webhooks/${i}/clientConfig/caBundle`, value: want }
-        : { op: 'add', path: `/webhooks/${i}/clientConfig`, value: { caBundle: want } });
+      changes.push(
+        w.clientConfig
+          ? { op: 'add', path: `/webhooks/${i}/clientConfig/caBundle`, value: want }
+          : { op: 'add', path: `/webhooks/${i}/clientConfig`, value: { caBundle: want } },
+      );
     }
     if (o.selectors) {
-      if (!sameJson(w.namespaceSelector, o.selectors.namespaceSelector)) changes.push({ op: 'add', path: `/webhooks/${i}/namespaceSelector`, value: o.selectors.namespaceSelector });
-      if (!sameJson(w.objectSelector, o.selectors.objectSelector)) changes.push({ op: 'add', path: `/webhooks/${i}/objectSelector`, value: o.selectors.objectSelector });
+      if (!sameJson(w.namespaceSelector, o.selectors.namespaceSelector))
+        changes.push({ op: 'add', path: `/webhooks/${i}/namespaceSelector`, value: o.selectors.namespaceSelector });
+      if (!sameJson(w.objectSelector, o.selectors.objectSelector))
+        changes.push({ op: 'add', path: `/webhooks/${i}/objectSelector`, value: o.selectors.objectSelector });
     }
     // Guard the index: if the list changed since we read it, the patch fails instead of hitting the wrong entry.
     if (changes.length > 0) ops.push({ op: 'test', path: `/webhooks/${i}/name`, value: w.name }, ...changes);
@@ -174,5 +191,10 @@ export async function ensureCertificates(api: WebhookKubeApi, o: CertBootstrapOp
 
 /** The SANs the API server may use for `<service>` in `<namespace>`. */
 export function serviceDnsNames(service: string, namespace: string): string[] {
-  return [`${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`, `${service}.${namespace}`, service];
+  return [
+    `${service}.${namespace}.svc`,
+    `${service}.${namespace}.svc.cluster.local`,
+    `${service}.${namespace}`,
+    service,
+  ];
 }

@@ -57,7 +57,11 @@ export function createCa(commonName: string, o: CertOptions): KeyAndCert {
 }
 
 /** A serving certificate for `dnsNames` (the first is also the CN) and `ipAddresses`, signed by `ca`. */
-export function issueServingCert(ca: KeyAndCert, dnsNames: readonly string[], o: CertOptions & { ipAddresses?: readonly string[] }): KeyAndCert {
+export function issueServingCert(
+  ca: KeyAndCert,
+  dnsNames: readonly string[],
+  o: CertOptions & { ipAddresses?: readonly string[] },
+): KeyAndCert {
   if (dnsNames.length === 0) throw new Error('a serving certificate needs at least one DNS name');
   const caCert = forge.pki.certificateFromPem(ca.cert);
   const caKey = forge.pki.privateKeyFromPem(ca.key);
@@ -71,7 +75,10 @@ export function issueServingCert(ca: KeyAndCert, dnsNames: readonly string[], o:
     { name: 'extKeyUsage', serverAuth: true },
     {
       name: 'subjectAltName',
-      altNames: [...dnsNames.map((value) => ({ type: 2, value })), ...(o.ipAddresses ?? []).map((ip) => ({ type: 7, ip }))],
+      altNames: [
+        ...dnsNames.map((value) => ({ type: 2, value })),
+        ...(o.ipAddresses ?? []).map((ip) => ({ type: 7, ip })),
+      ],
     },
   ]);
   cert.sign(caKey, forge.md.sha256.create());

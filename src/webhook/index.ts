@@ -1,5 +1,11 @@
 /** The admission webhook's public surface, for src/main.ts and src/kube. */
-export { createWebhookServer, MUTATE_PATH, type WebhookServer, type WebhookServerOptions, type TlsMaterial } from './server.js';
+export {
+  createWebhookServer,
+  MUTATE_PATH,
+  type WebhookServer,
+  type WebhookServerOptions,
+  type TlsMaterial,
+} from './server.js';
 export { runWebhook, type RunningWebhook, type WebhookDeps } from './run.js';
 export type { WebhookKubeApi, SecretObject, WebhookConfigurationObject, JsonPatchOperation } from './kube-api.js';
 export { isConflict } from './kube-api.js';

@@ -21,7 +21,13 @@ export interface WebhookConfigurationObject {
   apiVersion?: string;
   kind?: string;
   metadata?: { name?: string; resourceVersion?: string };
-  webhooks?: { name: string; clientConfig?: { caBundle?: string; [field: string]: unknown }; namespaceSelector?: unknown; objectSelector?: unknown; [field: string]: unknown }[];
+  webhooks?: {
+    name: string;
+    clientConfig?: { caBundle?: string; [field: string]: unknown };
+    namespaceSelector?: unknown;
+    objectSelector?: unknown;
+    [field: string]: unknown;
+  }[];
 }
 
 export interface JsonPatchOperation {

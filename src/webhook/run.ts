@@ -46,7 +46,8 @@ export async function runWebhook(config: WebhookConfig, deps: WebhookDeps = {}):
     refresh = async () => ({ cert: await readFile(certFile, 'utf8'), key: await readFile(keyFile, 'utf8') });
   } else {
     const api = deps.kubeApi;
-    if (!api) throw new Error('webhook: without --tls-cert/--tls-key a Kubernetes API client is needed to manage certificates');
+    if (!api)
+      throw new Error('webhook: without --tls-cert/--tls-key a Kubernetes API client is needed to manage certificates');
     const options = {
       namespace: config.namespace,
       secretName: config.tlsSecretName,

@@ -12,7 +12,9 @@ export interface LabelSelector {
 
 export function namespaceSelector(policy: RewritePolicy): LabelSelector {
   return {
-    matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: [...policy.excludedNamespaces].sort() }],
+    matchExpressions: [
+      { key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: [...policy.excludedNamespaces].sort() },
+    ],
   };
 }
 

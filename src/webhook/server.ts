@@ -63,7 +63,10 @@ export function createWebhookServer(opts: WebhookServerOptions): WebhookServer {
     }
     const m = outcome.mutation;
     if (m && (Object.keys(m.rewritten).length > 0 || Object.keys(m.skipped).length > 0)) {
-      req.log.info({ uid: outcome.body.response.uid, rewritten: m.rewritten, skipped: m.skipped }, 'pod images reviewed');
+      req.log.info(
+        { uid: outcome.body.response.uid, rewritten: m.rewritten, skipped: m.skipped },
+        'pod images reviewed',
+      );
     }
     return reply.code(200).send(outcome.body);
   });

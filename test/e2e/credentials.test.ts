@@ -66,15 +66,26 @@ async function pull(ref: string): Promise<{ image_ref?: string; error?: string; 
 }
 
 const refusals = () => proxy.logs().filter((l) => String(l.msg).startsWith('private image refused'));
-const users = (host: string, repo: string) => proxy.kube.credentials.podsUsing(host, repo).map((p) => `${p.namespace}/${p.name}`);
+const users = (host: string, repo: string) =>
+  proxy.kube.credentials.podsUsing(host, repo).map((p) => `${p.namespace}/${p.name}`);
 async function waitUsers(host: string, repo: string, want: string[]): Promise<void> {
-  await eventually(() => JSON.stringify(users(host, repo)) === JSON.stringify(want), `pods using ${repo}: ${want.join(',')}`);
+  await eventually(
+    () => JSON.stringify(users(host, repo)) === JSON.stringify(want),
+    `pods using ${repo}: ${want.join(',')}`,
+  );
 }
 
 t.before(async () => {
   api = await FakeApiServer.start();
   const [t1, b1, p1] = await Promise.all([
-    lab.registry('tok', TOKEN_PORT, ['--token', '--no-anon', '--htpasswd', `alice:${TOK_PW}`, '--token-port', String(TOKEN_PORT + 1)]),
+    lab.registry('tok', TOKEN_PORT, [
+      '--token',
+      '--no-anon',
+      '--htpasswd',
+      `alice:${TOK_PW}`,
+      '--token-port',
+      String(TOKEN_PORT + 1),
+    ]),
     lab.registry('basic', BASIC_PORT, ['--htpasswd', `bob:${BASIC_PW}`]),
     lab.registry('pub', PUBLIC_PORT),
   ]);
@@ -89,10 +100,21 @@ t.before(async () => {
     lab.image(pub, 'library/pub2', 'v1', ['--layers', '1']),
   ]);
   await lab.containerd('node', CRI_PORT);
-  proxy = await startKubeProxy(api, ['--data-dir', dataDir, '--auth-ttl', `${AUTH_TTL_MS}ms`, '--insecure-registries', `${tok},127.0.0.1:${TOKEN_PORT + 1},${basic},${pub}`], {
-    port: PROXY_PORT,
-    secretTtlSeconds: 1,
-  });
+  proxy = await startKubeProxy(
+    api,
+    [
+      '--data-dir',
+      dataDir,
+      '--auth-ttl',
+      `${AUTH_TTL_MS}ms`,
+      '--insecure-registries',
+      `${tok},127.0.0.1:${TOKEN_PORT + 1},${basic},${pub}`,
+    ],
+    {
+      port: PROXY_PORT,
+      secretTtlSeconds: 1,
+    },
+  );
 });
 
 t.test('pod A on this node with a valid secret: the pull succeeds and fills the cache', async (t) => {
@@ -104,7 +126,8 @@ t.test('pod A on this node with a valid secret: the pull succeeds and fills the 
   t.ok(r.image_ref, `pulled: ${JSON.stringify(r)}`);
   await proxy.settle();
   t.ok(await proxy.store.inner.getManifest(`${enc(tok)}/team/app`, app.digest), 'the manifest is cached');
-  for (const d of app.layers) t.ok(await proxy.store.inner.statBlob(`${enc(tok)}/team/app`, d), `layer ${d.slice(7, 19)} is cached`);
+  for (const d of app.layers)
+    t.ok(await proxy.store.inner.statBlob(`${enc(tok)}/team/app`, d), `layer ${d.slice(7, 19)} is cached`);
 });
 
 t.test('pod B in another namespace, without a secret, same image: refused from the cache', async (t) => {
@@ -118,8 +141,16 @@ t.test('pod B in another namespace, without a secret, same image: refused from t
   const line = refusals().find((l) => JSON.stringify(l.pods).includes('team-b/b'));
   t.ok(line, 'a log line names pod B');
   t.match(JSON.stringify(line?.pods), /no credentials for this registry/, 'and why');
-  t.equal(registryRequests(tokDir).filter((q) => q.path.includes('/blobs/')).length, blobsBefore, 'nothing was fetched from the origin');
-  t.match(await proxy.metrics.registry.getSingleMetricAsString('pullthrough_access_refusals_total'), /reason="rejected"} [1-9]/, 'counted');
+  t.equal(
+    registryRequests(tokDir).filter((q) => q.path.includes('/blobs/')).length,
+    blobsBefore,
+    'nothing was fetched from the origin',
+  );
+  t.match(
+    await proxy.metrics.registry.getSingleMetricAsString('pullthrough_access_refusals_total'),
+    /reason="rejected"} [1-9]/,
+    'counted',
+  );
 
   // The model is per node: with A back on the node, the cached image is served (to whichever pod).
   api.addPod(pod('a', { namespace: 'team-a', images: [proxied(tok, 'team/app')], pullSecrets: ['regcred'] }));
@@ -172,13 +203,22 @@ t.test('the secret rotated: pulls work with the new one', async (t) => {
 t.test('a secret on the ServiceAccount only: works', async (t) => {
   api.putSecret(dockerConfigSecret('team-e', 'sa-cred', { [tok]: basicAuth('alice', TOK_PW) }));
   api.putServiceAccount(serviceAccount('team-e', 'builder', ['sa-cred']));
-  api.addPod(pod('e', { namespace: 'team-e', serviceAccount: 'builder', images: [`${tok}/team/sa-app:v1`, `${tok}/team/app:v1`] }));
+  api.addPod(
+    pod('e', {
+      namespace: 'team-e',
+      serviceAccount: 'builder',
+      images: [`${tok}/team/sa-app:v1`, `${tok}/team/app:v1`],
+    }),
+  );
   await waitUsers(tok, 'team/sa-app', ['team-e/e']);
   await waitUsers(tok, 'team/app', ['team-e/e']);
   const cold = await pull(proxied(tok, 'team/sa-app'));
   t.ok(cold.image_ref, `from the origin: ${JSON.stringify(cold)}`);
   const cached = await pull(proxied(tok, 'team/app'));
-  t.ok(cached.image_ref, `from the cache, access confirmed with the ServiceAccount's secret: ${JSON.stringify(cached)}`);
+  t.ok(
+    cached.image_ref,
+    `from the cache, access confirmed with the ServiceAccount's secret: ${JSON.stringify(cached)}`,
+  );
   await proxy.settle();
   t.ok(await proxy.store.inner.getManifest(`${enc(tok)}/team/sa-app`, saApp.digest), 'cached');
 });
@@ -197,7 +237,10 @@ t.test('the API server stopped: public images still pulled; the proxy starts wit
   t.ok(fresh.image_ref, `public, from the origin: ${JSON.stringify(fresh)}`);
   await new Promise((r) => setTimeout(r, AUTH_TTL_MS + 100));
   const priv = await pull(proxied(tok, 'team/sa-app'));
-  t.ok(priv.image_ref, `private: the origin accepts pod E's last known ServiceAccount secret again: ${JSON.stringify(priv)}`);
+  t.ok(
+    priv.image_ref,
+    `private: the origin accepts pod E's last known ServiceAccount secret again: ${JSON.stringify(priv)}`,
+  );
 
   const started = Date.now();
   cold = await startKubeProxy(api, ['--data-dir', coldDir, '--insecure-registries', pub], { port: COLD_PROXY_PORT });
@@ -213,11 +256,15 @@ t.test('the log of the whole suite contains no credential', async (t) => {
   const text = [proxy.logText(), cold?.logText() ?? '', ...seen, await proxy.metrics.registry.metrics()].join('\n');
   if (process.env.CREDENTIALS_TEST_LOG) (await import('node:fs')).writeFileSync(process.env.CREDENTIALS_TEST_LOG, text);
   t.ok(text.length > 10_000, `${text.length} characters of log`);
-  t.ok(proxy.logs().some((l) => l.component === 'kube'), 'the kube module logged into it');
+  t.ok(
+    proxy.logs().some((l) => l.component === 'kube'),
+    'the kube module logged into it',
+  );
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   for (const s of SECRETS) {
     t.notOk(text.includes(s), `no ${s.slice(0, 5)}...`);
-    for (const user of ['alice', 'bob']) t.notOk(text.includes(b64(`${user}:${s}`)), `no base64 ${user}:${s.slice(0, 5)}...`);
+    for (const user of ['alice', 'bob'])
+      t.notOk(text.includes(b64(`${user}:${s}`)), `no base64 ${user}:${s.slice(0, 5)}...`);
   }
   t.notOk(/authorization/i.test(text), 'no Authorization header');
   t.notOk(/\b(basic|bearer) [A-Za-z0-9+/=._-]{8,}/i.test(text), 'no Basic or Bearer value');

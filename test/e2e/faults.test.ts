@@ -44,17 +44,24 @@ t.before(async () => {
   ]);
   const hosts = [HANG, STALL, SLOW, LOGGED, REDIRECTING].map((p) => `127.0.0.1:${p}`).join(',');
   proxy = await startProxy([
-    '--data-dir', dataDir,
-    '--insecure-registries', hosts,
-    '--origin-timeout', '2s',
-    '--origin-idle-timeout', '2s',
+    '--data-dir',
+    dataDir,
+    '--insecure-registries',
+    hosts,
+    '--origin-timeout',
+    '2s',
+    '--origin-idle-timeout',
+    '2s',
   ]);
 });
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const spoolFiles = () => readdirSync(join(dataDir, 'tmp'));
 
-for (const [name, port, criPort] of [['hangs', HANG, 15026], ['stalls after its headers', STALL, 15027]] as const) {
+for (const [name, port, criPort] of [
+  ['hangs', HANG, 15026],
+  ['stalls after its headers', STALL, 15027],
+] as const) {
   t.test(`an origin that ${name}: a fast error, and containerd completes the pull from its next host`, async (t) => {
     const started = Date.now();
     const res = await request(`${proxy.url}/v2/library/app/manifests/v1?ns=127.0.0.1%3A${port}`);
@@ -85,45 +92,56 @@ t.test('20 concurrent requests for one cold blob: one origin GET, all get the ve
   );
   t.same(new Set(bodies.map((b) => b.status)), new Set([200]), 'all 200');
   t.same(new Set(bodies.map((b) => b.digest)), new Set([layer]), 'all bytes verified');
-  const gets = accessLog(join(lab.dir, 'slow', 'access.log')).filter((e) => e.method === 'GET' && e.uri.includes(layer));
+  const gets = accessLog(join(lab.dir, 'slow', 'access.log')).filter(
+    (e) => e.method === 'GET' && e.uri.includes(layer),
+  );
   t.equal(gets.length, 1, 'the origin saw one GET for the blob');
-  const sources = proxy.logs().filter((l) => l.msg === 'request' && String(l.path).includes(layer)).map((l) => l.source);
+  const sources = proxy
+    .logs()
+    .filter((l) => l.msg === 'request' && String(l.path).includes(layer))
+    .map((l) => l.source);
   t.ok(sources.filter((s) => s === 'shared-fetch').length >= 1, 'later requests joined the running fetch');
   await proxy.settle();
   t.ok(await proxy.store.statBlob(`127.0.0.1_${SLOW}/library/big`, layer), 'and the blob is in the cache');
   await lab.down('slow');
 });
 
-t.test('the origin drops the connection mid-blob: the client is cut, nothing partial is cached, the next pull succeeds', async (t) => {
-  const layer = image.layers[0] as string;
-  await lab.logproxy('slow', SLOW, `http://127.0.0.1:${ORIGIN}`, ['--rate', '200000']);
-  const url = `${proxy.url}/v2/127.0.0.1_${SLOW}/library/app/blobs/${layer}`;
-  const res = await request(url);
-  t.equal(res.statusCode, 200, 'the transfer starts');
-  let received = 0;
-  const outcome = (async () => {
-    for await (const c of res.body) received += (c as Buffer).length;
-  })().then(
-    () => 'clean end',
-    (err: unknown) => err,
-  );
-  await new Promise((r) => setTimeout(r, 1000));
-  await lab.down('slow'); // the origin link dies
-  t.type(await outcome, Error, 'the client sees the transfer break instead of a clean end');
-  t.ok(received > 0 && received < Number(res.headers['content-length']), `client got a partial body (${received} bytes)`);
-  await proxy.settle();
-  t.equal(await proxy.store.statBlob(`127.0.0.1_${SLOW}/library/app`, layer), undefined, 'nothing was cached');
-  t.same(spoolFiles(), [], 'no spool file is left');
+t.test(
+  'the origin drops the connection mid-blob: the client is cut, nothing partial is cached, the next pull succeeds',
+  async (t) => {
+    const layer = image.layers[0] as string;
+    await lab.logproxy('slow', SLOW, `http://127.0.0.1:${ORIGIN}`, ['--rate', '200000']);
+    const url = `${proxy.url}/v2/127.0.0.1_${SLOW}/library/app/blobs/${layer}`;
+    const res = await request(url);
+    t.equal(res.statusCode, 200, 'the transfer starts');
+    let received = 0;
+    const outcome = (async () => {
+      for await (const c of res.body) received += (c as Buffer).length;
+    })().then(
+      () => 'clean end',
+      (err: unknown) => err,
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    await lab.down('slow'); // the origin link dies
+    t.type(await outcome, Error, 'the client sees the transfer break instead of a clean end');
+    t.ok(
+      received > 0 && received < Number(res.headers['content-length']),
+      `client got a partial body (${received} bytes)`,
+    );
+    await proxy.settle();
+    t.equal(await proxy.store.statBlob(`127.0.0.1_${SLOW}/library/app`, layer), undefined, 'nothing was cached');
+    t.same(spoolFiles(), [], 'no spool file is left');
 
-  await lab.logproxy('slow', SLOW, `http://127.0.0.1:${ORIGIN}`);
-  const again = await request(url);
-  const chunks: Buffer[] = [];
-  for await (const c of again.body) chunks.push(c as Buffer);
-  t.equal(sha(Buffer.concat(chunks)), layer, 'the next request gets the whole verified blob');
-  await proxy.settle();
-  t.ok(await proxy.store.statBlob(`127.0.0.1_${SLOW}/library/app`, layer), 'which is now cached');
-  await lab.down('slow');
-});
+    await lab.logproxy('slow', SLOW, `http://127.0.0.1:${ORIGIN}`);
+    const again = await request(url);
+    const chunks: Buffer[] = [];
+    for await (const c of again.body) chunks.push(c as Buffer);
+    t.equal(sha(Buffer.concat(chunks)), layer, 'the next request gets the whole verified blob');
+    await proxy.settle();
+    t.ok(await proxy.store.statBlob(`127.0.0.1_${SLOW}/library/app`, layer), 'which is now cached');
+    await lab.down('slow');
+  },
+);
 
 t.test('a client that aborts cancels the origin fetch; nothing is committed', async (t) => {
   const layer = image.layers[1] as string;
@@ -146,56 +164,77 @@ t.test('a client that aborts cancels the origin fetch; nothing is committed', as
   // nginx logs the upstream side as closed by the client (499) once we cancel.
   await new Promise((r) => setTimeout(r, 300));
   const entry = accessLog(join(lab.dir, 'slow', 'access.log')).find((e) => e.uri.includes(layer));
-  t.ok(entry && entry.bytes < 1048576, `the origin transfer stopped early (${entry?.bytes} bytes sent, status ${entry?.status})`);
+  t.ok(
+    entry && entry.bytes < 1048576,
+    `the origin transfer stopped early (${entry?.bytes} bytes sent, status ${entry?.status})`,
+  );
   await lab.down('slow');
 });
 
-t.test('the spool directory cannot be written (disk full, read-only): blobs are served from the origin, verified, uncached', async (t) => {
-  const layer = big.layers[0] as string;
-  const repo = `127.0.0.1_${LOGGED}/library/big`;
-  const spool = join(dataDir, 'tmp');
-  rmSync(spool, { recursive: true, force: true });
-  writeFileSync(spool, 'not a directory'); // root ignores permissions; a file in the way fails for anyone
-  try {
-    for (const attempt of ['the failing fill', 'while the spool cools down']) {
-      const res = await request(`${proxy.url}/v2/${repo}/blobs/${layer}`);
-      t.equal(res.statusCode, 200, `${attempt}: 200`);
-      const chunks: Buffer[] = [];
-      for await (const c of res.body) chunks.push(c as Buffer);
-      t.equal(sha(Buffer.concat(chunks)), layer, `${attempt}: the verified bytes`);
+t.test(
+  'the spool directory cannot be written (disk full, read-only): blobs are served from the origin, verified, uncached',
+  async (t) => {
+    const layer = big.layers[0] as string;
+    const repo = `127.0.0.1_${LOGGED}/library/big`;
+    const spool = join(dataDir, 'tmp');
+    rmSync(spool, { recursive: true, force: true });
+    writeFileSync(spool, 'not a directory'); // root ignores permissions; a file in the way fails for anyone
+    try {
+      for (const attempt of ['the failing fill', 'while the spool cools down']) {
+        const res = await request(`${proxy.url}/v2/${repo}/blobs/${layer}`);
+        t.equal(res.statusCode, 200, `${attempt}: 200`);
+        const chunks: Buffer[] = [];
+        for await (const c of res.body) chunks.push(c as Buffer);
+        t.equal(sha(Buffer.concat(chunks)), layer, `${attempt}: the verified bytes`);
+      }
+      await proxy.settle();
+      t.equal(await proxy.store.statBlob(repo, layer), undefined, 'nothing was cached');
+      t.ok(
+        proxy.logs().some((l) => String(l.err ?? '').includes('spool')),
+        'the log says why',
+      );
+      t.match(
+        await proxy.metrics.registry.getSingleMetricAsString('pullthrough_store_failures_total'),
+        /op="spool"\} 1/,
+        'and it is counted',
+      );
+    } finally {
+      rmSync(spool, { force: true });
+      mkdirSync(spool);
     }
-    await proxy.settle();
-    t.equal(await proxy.store.statBlob(repo, layer), undefined, 'nothing was cached');
-    t.ok(proxy.logs().some((l) => String(l.err ?? '').includes('spool')), 'the log says why');
-    t.match(await proxy.metrics.registry.getSingleMetricAsString('pullthrough_store_failures_total'), /op="spool"\} 1/, 'and it is counted');
-  } finally {
-    rmSync(spool, { force: true });
-    mkdirSync(spool);
-  }
-});
+  },
+);
 
 t.test(
   'an origin that redirects blob downloads (to a CDN, as Docker Hub, ghcr.io and quay.io do): ' +
     'followed, verified, cached',
   async (t) => {
-  // The registry itself stands in for the CDN: another origin, so no Authorization may follow.
-  const redirector = createServer((req, res) => {
-    const target = `http://127.0.0.1:${ORIGIN}${req.url ?? '/'}`;
-    if (req.method === 'GET' && req.url?.includes('/blobs/')) {
-      res.writeHead(307, { location: target }).end();
-      return;
-    }
-    void request(target, { method: req.method as 'GET' | 'HEAD', headers: { accept: req.headers.accept ?? '*/*' } }).then(async (up) => {
-      res.writeHead(up.statusCode, up.headers as Record<string, string>);
-      res.end(Buffer.from(await up.body.arrayBuffer()));
+    // The registry itself stands in for the CDN: another origin, so no Authorization may follow.
+    const redirector = createServer((req, res) => {
+      const target = `http://127.0.0.1:${ORIGIN}${req.url ?? '/'}`;
+      if (req.method === 'GET' && req.url?.includes('/blobs/')) {
+        res.writeHead(307, { location: target }).end();
+        return;
+      }
+      void request(target, {
+        method: req.method as 'GET' | 'HEAD',
+        headers: { accept: req.headers.accept ?? '*/*' },
+      }).then(async (up) => {
+        res.writeHead(up.statusCode, up.headers as Record<string, string>);
+        res.end(Buffer.from(await up.body.arrayBuffer()));
+      });
     });
-  });
-  await new Promise<void>((r) => redirector.listen(REDIRECTING, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => redirector.close(() => r())));
-  await lab.containerd('node-redirect', 15029);
-  const pulled = await lab.criPull('node-redirect', `${proxy.host}/127.0.0.1_${REDIRECTING}/library/app:v1`);
-  t.ok(pulled.image_ref, `pulled through the redirecting origin: ${JSON.stringify(pulled)}`);
-  await proxy.settle();
-  for (const layer of image.layers) t.ok(await proxy.store.statBlob(`127.0.0.1_${REDIRECTING}/library/app`, layer), `layer ${layer.slice(7, 19)} cached`);
-  redirector.closeAllConnections();
-});
+    await new Promise<void>((r) => redirector.listen(REDIRECTING, '127.0.0.1', r));
+    t.teardown(() => new Promise<void>((r) => redirector.close(() => r())));
+    await lab.containerd('node-redirect', 15029);
+    const pulled = await lab.criPull('node-redirect', `${proxy.host}/127.0.0.1_${REDIRECTING}/library/app:v1`);
+    t.ok(pulled.image_ref, `pulled through the redirecting origin: ${JSON.stringify(pulled)}`);
+    await proxy.settle();
+    for (const layer of image.layers)
+      t.ok(
+        await proxy.store.statBlob(`127.0.0.1_${REDIRECTING}/library/app`, layer),
+        `layer ${layer.slice(7, 19)} cached`,
+      );
+    redirector.closeAllConnections();
+  },
+);

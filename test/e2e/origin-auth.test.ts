@@ -36,11 +36,26 @@ const hosts = [BASIC, TOKEN_PRIVATE, TOKEN_PUBLIC].map((p) => `127.0.0.1:${p}`).
 t.before(async () => {
   await Promise.all([
     lab.registry('basic', BASIC, ['--htpasswd', `${USER}:${PASSWORD}`]),
-    lab.registry('token-private', TOKEN_PRIVATE, ['--token', '--htpasswd', `${USER}:${PASSWORD}`, '--no-anon', '--token-port', '15052']),
-    lab.registry('token-public', TOKEN_PUBLIC, ['--token', '--htpasswd', `${USER}:${PASSWORD}`, '--token-port', '15054']),
+    lab.registry('token-private', TOKEN_PRIVATE, [
+      '--token',
+      '--htpasswd',
+      `${USER}:${PASSWORD}`,
+      '--no-anon',
+      '--token-port',
+      '15052',
+    ]),
+    lab.registry('token-public', TOKEN_PUBLIC, [
+      '--token',
+      '--htpasswd',
+      `${USER}:${PASSWORD}`,
+      '--token-port',
+      '15054',
+    ]),
   ]);
   await Promise.all(
-    [BASIC, TOKEN_PRIVATE, TOKEN_PUBLIC].map((p) => lab.image(`127.0.0.1:${p}`, 'team/app', 'v1', ['--layers', '2', '--creds', `${USER}:${PASSWORD}`])),
+    [BASIC, TOKEN_PRIVATE, TOKEN_PUBLIC].map((p) =>
+      lab.image(`127.0.0.1:${p}`, 'team/app', 'v1', ['--layers', '2', '--creds', `${USER}:${PASSWORD}`]),
+    ),
   );
   writeFileSync(
     credsFile,
@@ -51,7 +66,14 @@ t.before(async () => {
       },
     }),
   );
-  proxy = await startProxy(['--data-dir', dataDir, '--insecure-registries', hosts, '--registry-credentials', credsFile]);
+  proxy = await startProxy([
+    '--data-dir',
+    dataDir,
+    '--insecure-registries',
+    hosts,
+    '--registry-credentials',
+    credsFile,
+  ]);
   bare = await startProxy(['--data-dir', bareDir, '--insecure-registries', hosts]);
   await lab.containerd('node', 15035);
 });
@@ -75,24 +97,41 @@ t.test('without credentials the private origins refuse, the public one serves', 
   t.ok(pub.image_ref, `token origin with anonymous pull (Docker Hub public): ${JSON.stringify(pub)}`);
 });
 
-t.test('a proxy with no pods to check (the cluster proxy) refuses a cached private image without node-wide credentials', async (t) => {
-  // Same embedded store as the proxy that cached the image with --registry-credentials.
-  const cluster = await startProxy(['--data-dir', dataDir, '--insecure-registries', hosts, '--private-images', 'node-credentials']);
-  try {
-    const r = await lab.criPull('node-bare', `${cluster.host}/127.0.0.1_${BASIC}/team/app:v1`);
-    t.ok(r.error, `refused: ${r.details ?? ''}`);
-    const pub = await lab.criPull('node-bare', `${cluster.host}/127.0.0.1_${TOKEN_PUBLIC}/team/app:v1`);
-    t.ok(pub.image_ref, 'a public image is still served');
-    t.notOk(cluster.logText().includes(PASSWORD), 'and nothing leaks into its log');
-  } finally {
-    await cluster.stop();
-  }
-});
+t.test(
+  'a proxy with no pods to check (the cluster proxy) refuses a cached private image without node-wide credentials',
+  async (t) => {
+    // Same embedded store as the proxy that cached the image with --registry-credentials.
+    const cluster = await startProxy([
+      '--data-dir',
+      dataDir,
+      '--insecure-registries',
+      hosts,
+      '--private-images',
+      'node-credentials',
+    ]);
+    try {
+      const r = await lab.criPull('node-bare', `${cluster.host}/127.0.0.1_${BASIC}/team/app:v1`);
+      t.ok(r.error, `refused: ${r.details ?? ''}`);
+      const pub = await lab.criPull('node-bare', `${cluster.host}/127.0.0.1_${TOKEN_PUBLIC}/team/app:v1`);
+      t.ok(pub.image_ref, 'a public image is still served');
+      t.notOk(cluster.logText().includes(PASSWORD), 'and nothing leaks into its log');
+    } finally {
+      await cluster.stop();
+    }
+  },
+);
 
 t.test('one token per repository and identity, reused for every request', async (t) => {
-  const tokenLog = readFileSync(join(lab.dir, 'token-private', 'token.log'), 'utf8').split('\n').filter((l) => l.startsWith('{'));
+  const tokenLog = readFileSync(join(lab.dir, 'token-private', 'token.log'), 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'));
   // Lines for the proxy: pull scope (the image push before asked for pull,push) and our user.
-  const forRepo = tokenLog.filter((l) => l.includes('team%2Fapp%3Apull&') || l.endsWith('team%2Fapp%3Apull", "status": 200') || /team%2Fapp%3Apull(?!%2C)/.test(l));
+  const forRepo = tokenLog.filter(
+    (l) =>
+      l.includes('team%2Fapp%3Apull&') ||
+      l.endsWith('team%2Fapp%3Apull", "status": 200') ||
+      /team%2Fapp%3Apull(?!%2C)/.test(l),
+  );
   const proxyTokens = forRepo.filter((l) => l.includes(`"user": "${USER}"`));
   t.equal(proxyTokens.length, 1, `the private origin issued the proxy one token for team/app (${proxyTokens.length})`);
 });

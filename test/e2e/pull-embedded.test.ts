@@ -39,7 +39,8 @@ t.before(async () => {
   proxy = await startProxy(['--data-dir', dataDir, '--insecure-registries', originHost, '--tag-ttl', '1s']);
 });
 
-const originBlobGets = () => registryRequests(originDir).filter((r) => r.method === 'GET' && r.path.includes('/blobs/'));
+const originBlobGets = () =>
+  registryRequests(originDir).filter((r) => r.method === 'GET' && r.path.includes('/blobs/'));
 
 async function storedBytes(store: Store, repo: string, digest: string): Promise<Buffer | undefined> {
   const m = await store.getManifest(repo, digest);
@@ -101,14 +102,22 @@ t.test('the cache holds each pulled platform byte-identical, each blob fetched o
   const counts = new Map<string, number>();
   for (const r of originBlobGets()) counts.set(r.path, (counts.get(r.path) ?? 0) + 1);
   t.ok(counts.size > 0, 'the origin served blobs');
-  t.same([...counts.entries()].filter(([, n]) => n !== 1), [], 'no blob was fetched from the origin twice');
+  t.same(
+    [...counts.entries()].filter(([, n]) => n !== 1),
+    [],
+    'no blob was fetched from the origin twice',
+  );
 });
 
 t.test('a fresh node pulls from the cache with no origin blob request', async (t) => {
   const before = originBlobGets().length;
   const node = await lab.containerd('node2', 15002);
   await lab.hostsToml(node.hostsDir, originHost, `http://${originHost}`, [proxy.url]);
-  for (const ref of [`${proxy.host}/${enc}/library/app:v1`, `${proxy.host}/${enc}/team/multi@${multi.digest}`, `${originHost}/library/dock:v1`]) {
+  for (const ref of [
+    `${proxy.host}/${enc}/library/app:v1`,
+    `${proxy.host}/${enc}/team/multi@${multi.digest}`,
+    `${originHost}/library/dock:v1`,
+  ]) {
     const r = await lab.criPull('node2', ref);
     t.ok(r.image_ref, `pulled ${ref}`);
   }

@@ -14,7 +14,12 @@ import { startProxy, type StartOptions, type TestProxy } from '../helpers/proxy.
 const ORIGIN = 15030;
 const CACHE = 15031;
 const lab = new Lab('pull-shared');
-const dirs = [lab.tempDir('pt-shared-a'), lab.tempDir('pt-shared-b'), lab.tempDir('pt-shared-gc'), lab.tempDir('pt-shared-stop')];
+const dirs = [
+  lab.tempDir('pt-shared-a'),
+  lab.tempDir('pt-shared-b'),
+  lab.tempDir('pt-shared-gc'),
+  lab.tempDir('pt-shared-stop'),
+];
 const originHost = `127.0.0.1:${ORIGIN}`;
 const enc = `127.0.0.1_${ORIGIN}`;
 const cacheUrl = `http://127.0.0.1:${CACHE}`;
@@ -24,14 +29,27 @@ let multi: Image;
 let big: Image;
 let leaving: Image;
 
-
 t.teardown(async () => {
   for (const p of proxies) await p.stop();
   await lab.cleanup();
 });
 
 const proxyFor = async (dataDir: string, extraDeps?: StartOptions['extraDeps']) => {
-  const p = await startProxy(['--data-dir', dataDir, '--cache-registry', cacheUrl, '--insecure-registries', originHost, '--cache-timeout', '2s', '--cache-cooldown', '3s'], extraDeps ? { extraDeps } : {});
+  const p = await startProxy(
+    [
+      '--data-dir',
+      dataDir,
+      '--cache-registry',
+      cacheUrl,
+      '--insecure-registries',
+      originHost,
+      '--cache-timeout',
+      '2s',
+      '--cache-cooldown',
+      '3s',
+    ],
+    extraDeps ? { extraDeps } : {},
+  );
   proxies.push(p);
   return p;
 };
@@ -51,10 +69,14 @@ t.before(async () => {
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function fromCache(path: string): Promise<{ status: number; bytes: Buffer }> {
-  const res = await request(`${cacheUrl}${path}`, { headers: { accept:
+  const res = await request(`${cacheUrl}${path}`, {
+    headers: {
+      accept:
         'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, ' +
         'application/vnd.docker.distribution.manifest.v2+json, ' +
-        'application/vnd.docker.distribution.manifest.list.v2+json' } });
+        'application/vnd.docker.distribution.manifest.list.v2+json',
+    },
+  });
   const bytes = Buffer.from(await res.body.arrayBuffer());
   return { status: res.statusCode, bytes };
 }
@@ -114,7 +136,11 @@ t.test('a proxy told to stop uploads the blob still waiting for its client first
   t.equal(res.statusCode, 200);
   const fill = p.fills.get(`${enc}/library/leaving`, layer);
   t.equal(await fill?.fetched, true, 'the proxy has the whole blob, verified');
-  t.equal((await fromCache(`/v2/${enc}/library/leaving/blobs/${layer}`)).status, 404, 'not uploaded while its client reads');
+  t.equal(
+    (await fromCache(`/v2/${enc}/library/leaving/blobs/${layer}`)).status,
+    404,
+    'not uploaded while its client reads',
+  );
   const stopping = p.stop(4_000);
   const until = Date.now() + 2_000;
   let status = 404;
@@ -139,7 +165,10 @@ t.test('the cache registry stopped: pulls go on from the origin, promptly', asyn
   const warm = await lab.criPull('node-a2', `${a.host}/${enc}/library/app:v1`, ['--timeout', '60']);
   t.ok(warm.image_ref, `an image cached before: ${JSON.stringify(warm)}`);
   t.ok(cold.seconds < 30 && warm.seconds < 30, 'no pull waited out its deadline');
-  t.ok(a.logs().some((l) => String(l.msg).startsWith('cache store failed')), 'the log says the cache failed');
+  t.ok(
+    a.logs().some((l) => String(l.msg).startsWith('cache store failed')),
+    'the log says the cache failed',
+  );
   const ready = await request(`${a.url}/readyz`);
   await ready.body.dump();
   t.equal(ready.statusCode, 503, '/readyz says the store is unreachable');
@@ -155,7 +184,12 @@ t.test('node B pulls from the cache registry with the origin stopped, by tag and
   await lab.stop('origin');
   const b = await proxyFor(dirs[1] as string);
   await lab.containerd('node-b', 15034);
-  for (const ref of [`${b.host}/${enc}/library/app:v1`, `${b.host}/${enc}/library/multi:v1`, `${b.host}/${enc}/library/multi@${multi.digest}`, `${b.host}/${enc}/library/app@${app.digest}`]) {
+  for (const ref of [
+    `${b.host}/${enc}/library/app:v1`,
+    `${b.host}/${enc}/library/multi:v1`,
+    `${b.host}/${enc}/library/multi@${multi.digest}`,
+    `${b.host}/${enc}/library/app@${app.digest}`,
+  ]) {
     const r = await lab.criPull('node-b', ref, ['--timeout', '60']);
     t.ok(r.image_ref, `pulled ${ref}: ${JSON.stringify(r)}`);
   }

@@ -20,7 +20,9 @@ export function kubeconfigText(server: string, options: KubeconfigOptions = {}):
       // client-node refuses http:// servers unless TLS verification is skipped.
       clusters: [{ name: 'fake', cluster: { server, 'insecure-skip-tls-verify': true } }],
       users: [{ name: 'fake', user: options.token !== undefined ? { token: options.token } : {} }],
-      contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'fake', namespace: options.namespace ?? 'default' } }],
+      contexts: [
+        { name: 'fake', context: { cluster: 'fake', user: 'fake', namespace: options.namespace ?? 'default' } },
+      ],
       'current-context': 'fake',
     },
     null,
@@ -29,7 +31,10 @@ export function kubeconfigText(server: string, options: KubeconfigOptions = {}):
 }
 
 /** Returns the path of the written file. */
-export async function writeKubeconfig(server: { url: string } | string, options: KubeconfigOptions = {}): Promise<string> {
+export async function writeKubeconfig(
+  server: { url: string } | string,
+  options: KubeconfigOptions = {},
+): Promise<string> {
   const dir = options.dir ?? testTempDir('kubeconfig-');
   const path = join(dir, 'kubeconfig');
   await writeFile(path, kubeconfigText(typeof server === 'string' ? server : server.url, options), { mode: 0o600 });

@@ -11,7 +11,9 @@ function clone<T>(v: T): T {
 export function mergePatch(target: Json, patch: Json): Json {
   if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return clone(patch);
   const out: Record<string, Json> =
-    typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, Json>) } : {};
+    typeof target === 'object' && target !== null && !Array.isArray(target)
+      ? { ...(target as Record<string, Json>) }
+      : {};
   for (const [k, v] of Object.entries(patch as Record<string, Json>)) {
     // eslint-disable-next-line @typescript-eslint/no-dynamic-delete -- a merge patch's null removes that key
     if (v === null) delete out[k];
@@ -77,7 +79,8 @@ function add(doc: Json, path: string, value: Json, replace: boolean): Json {
   const { parent, key } = parentOf(doc, tokens);
   if (Array.isArray(parent)) {
     const i = key === '-' ? parent.length : Number(key);
-    if (!(i >= 0 && i <= parent.length) || (replace && i >= parent.length)) throw new PatchError(`path not found: ${path}`);
+    if (!(i >= 0 && i <= parent.length) || (replace && i >= parent.length))
+      throw new PatchError(`path not found: ${path}`);
     if (replace) parent[i] = clone(value);
     else parent.splice(i, 0, clone(value));
   } else {
@@ -102,7 +105,8 @@ export function jsonPatch(target: Json, ops: Json): Json {
         remove(doc, raw.path);
         break;
       case 'test':
-        if (JSON.stringify(get(doc, raw.path)) !== JSON.stringify(raw.value)) throw new PatchError(`test failed at ${raw.path}`);
+        if (JSON.stringify(get(doc, raw.path)) !== JSON.stringify(raw.value))
+          throw new PatchError(`test failed at ${raw.path}`);
         break;
       case 'copy':
         doc = add(doc, raw.path, get(doc, raw.from ?? ''), false);

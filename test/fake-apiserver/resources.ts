@@ -39,7 +39,10 @@ export interface ParsedPath {
  * `/apis/{group}/{version}[/namespaces/{ns}]/{resource}[/{name}]`.
  */
 export function parsePath(pathname: string): ParsedPath | undefined {
-  const parts = pathname.split('/').filter((p) => p !== '').map(decodeURIComponent);
+  const parts = pathname
+    .split('/')
+    .filter((p) => p !== '')
+    .map(decodeURIComponent);
   let apiVersion: string;
   let rest: string[];
   if (parts[0] === 'api' && parts[1] === 'v1') {

@@ -7,7 +7,12 @@
  */
 
 /* eslint-disable @typescript-eslint/no-confusing-void-expression --
-  `return this.send(...)` ends an async request handler, as the config allows in sync void functions */import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+  `return this.send(...)` ends an async request handler, as the config allows in sync void functions */ import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { jsonPatch, mergePatch, PatchError } from './patch.js';
 import { parsePath, resourceByKind, type ParsedPath, type ResourceType } from './resources.js';
@@ -255,7 +260,8 @@ export class FakeApiServer {
         return this.send(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
       }
       const target = parsePath(url.pathname);
-      if (!target) return this.send(res, 404, status(404, 'NotFound', 'the server could not find the requested resource'));
+      if (!target)
+        return this.send(res, 404, status(404, 'NotFound', 'the server could not find the requested resource'));
       const fields = parseSelector(query.fieldSelector);
       const labels = parseSelector(query.labelSelector);
       if (!fields || !labels) return this.send(res, 400, status(400, 'BadRequest', 'unable to parse requirement'));
@@ -276,7 +282,11 @@ export class FakeApiServer {
         case 'PUT': {
           const body = (await this.body(req)) as KubeObject;
           if (body.metadata?.name !== target.name) {
-            return this.send(res, 400, status(400, 'BadRequest', 'the name of the object does not match the name on the URL'));
+            return this.send(
+              res,
+              400,
+              status(400, 'BadRequest', 'the name of the object does not match the name on the URL'),
+            );
           }
           return this.send(res, 200, this.store.replace(target.type, body, target.namespace));
         }
@@ -290,7 +300,8 @@ export class FakeApiServer {
     } catch (err) {
       if (err instanceof ApiError) return this.send(res, err.body.code, err.body);
       if (err instanceof PatchError) return this.send(res, 422, status(422, 'Invalid', err.message));
-      if (err instanceof SyntaxError) return this.send(res, 400, status(400, 'BadRequest', `invalid JSON body: ${err.message}`));
+      if (err instanceof SyntaxError)
+        return this.send(res, 400, status(400, 'BadRequest', `invalid JSON body: ${err.message}`));
       return this.send(res, 500, status(500, 'InternalError', String(err)));
     }
   }
@@ -312,19 +323,36 @@ export class FakeApiServer {
     else if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') {
       patched = mergePatch(current, patch) as KubeObject;
     } else {
-      throw new ApiError(status(415, 'UnsupportedMediaType', 'the body of the request was in an unknown format - accepted media types include: ' +
-          'application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json'));
+      throw new ApiError(
+        status(
+          415,
+          'UnsupportedMediaType',
+          'the body of the request was in an unknown format - accepted media types include: ' +
+            'application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json',
+        ),
+      );
     }
-    if (patched.metadata?.name !== name) throw new ApiError(status(422, 'Invalid', 'metadata.name: Invalid value: field is immutable'));
+    if (patched.metadata?.name !== name)
+      throw new ApiError(status(422, 'Invalid', 'metadata.name: Invalid value: field is immutable'));
     return this.store.replace(target.type, patched, target.namespace);
   }
 
-  private selected(o: KubeObject, target: ParsedPath, fields: readonly Requirement[], labels: readonly Requirement[]): boolean {
+  private selected(
+    o: KubeObject,
+    target: ParsedPath,
+    fields: readonly Requirement[],
+    labels: readonly Requirement[],
+  ): boolean {
     if (target.namespace !== undefined && o.metadata?.namespace !== target.namespace) return false;
     return matchesFields(o, fields) && matchesLabels(o.metadata?.labels, labels);
   }
 
-  private list(res: ServerResponse, target: ParsedPath, fields: readonly Requirement[], labels: readonly Requirement[]): void {
+  private list(
+    res: ServerResponse,
+    target: ParsedPath,
+    fields: readonly Requirement[],
+    labels: readonly Requirement[],
+  ): void {
     // Items of a list carry no kind or apiVersion: the list does.
     const items = this.store
       .list(target.type, target.namespace)

@@ -10,15 +10,32 @@ export interface StatusBody {
   details?: { name?: string; kind?: string };
 }
 
-export function status(code: number, reason: string, message: string, details?: { name?: string; kind?: string }): StatusBody {
-  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code, ...(details ? { details } : {}) };
+export function status(
+  code: number,
+  reason: string,
+  message: string,
+  details?: { name?: string; kind?: string },
+): StatusBody {
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    reason,
+    code,
+    ...(details ? { details } : {}),
+  };
 }
 
 export const notFound = (kind: string, name: string): StatusBody =>
   status(404, 'NotFound', `${kind.toLowerCase()}s "${name}" not found`, { name, kind: kind.toLowerCase() + 's' });
 
 export const alreadyExists = (kind: string, name: string): StatusBody =>
-  status(409, 'AlreadyExists', `${kind.toLowerCase()}s "${name}" already exists`, { name, kind: kind.toLowerCase() + 's' });
+  status(409, 'AlreadyExists', `${kind.toLowerCase()}s "${name}" already exists`, {
+    name,
+    kind: kind.toLowerCase() + 's',
+  });
 
 export const conflict = (kind: string, name: string): StatusBody =>
   status(

@@ -82,7 +82,8 @@ export class Store {
     const obj = this.normalise(type, input, namespace);
     const meta = obj.metadata as ObjectMeta;
     if (!meta.name && meta.generateName) meta.name = `${meta.generateName}${randomUUID().slice(0, 5)}`;
-    if (!meta.name) throw new ApiError(status(422, 'Invalid', `${type.kind} is invalid: metadata.name: Required value`));
+    if (!meta.name)
+      throw new ApiError(status(422, 'Invalid', `${type.kind} is invalid: metadata.name: Required value`));
     const k = key(meta.namespace, meta.name);
     if (this.table(type).has(k)) throw new ApiError(alreadyExists(type.kind, meta.name));
     meta.uid = meta.uid ?? randomUUID();
@@ -158,7 +159,13 @@ export class Store {
     if (type.namespaced) meta.namespace = meta.namespace ?? namespace ?? 'default';
     else delete meta.namespace;
     if (type.namespaced && namespace !== undefined && meta.namespace !== namespace) {
-      throw new ApiError(status(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request'));
+      throw new ApiError(
+        status(
+          400,
+          'BadRequest',
+          'the namespace of the provided object does not match the namespace sent on the request',
+        ),
+      );
     }
     obj.metadata = meta;
     return obj;
@@ -169,7 +176,13 @@ export class Store {
     const meta = obj.metadata as ObjectMeta;
     meta.resourceVersion = String(this.rv);
     this.table(type).set(key(meta.namespace, meta.name ?? ''), obj);
-    this.emit({ rv: this.rv, resource: type.resource, type: eventType, object: structuredClone(obj), ...(previous ? { previous } : {}) });
+    this.emit({
+      rv: this.rv,
+      resource: type.resource,
+      type: eventType,
+      object: structuredClone(obj),
+      ...(previous ? { previous } : {}),
+    });
     return structuredClone(obj);
   }
 

@@ -20,8 +20,15 @@ export interface KubeProxyOptions {
   readonly requestTimeoutMs?: number;
 }
 
-export async function startKubeProxy(api: FakeApiServer | string, flags: string[], opts: KubeProxyOptions): Promise<KubeProxy> {
-  const client = createKubeClient({ kubeconfig: await writeKubeconfig(api), requestTimeoutMs: opts.requestTimeoutMs ?? 1000 });
+export async function startKubeProxy(
+  api: FakeApiServer | string,
+  flags: string[],
+  opts: KubeProxyOptions,
+): Promise<KubeProxy> {
+  const client = createKubeClient({
+    kubeconfig: await writeKubeconfig(api),
+    requestTimeoutMs: opts.requestTimeoutMs ?? 1000,
+  });
   let kube: NodeKube | undefined;
   const proxy = await startProxy(['--node-name', NODE, ...flags], {
     port: opts.port,

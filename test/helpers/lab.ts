@@ -14,7 +14,9 @@ const run = promisify(execFile);
 export const LAB = process.env.OCI_LAB ?? resolve(import.meta.dirname, '../../../shared/oci-lab');
 
 export function labAvailable(): boolean {
-  return existsSync(`${LAB}/registry-up.sh`) && existsSync('/usr/bin/docker-registry') && existsSync('/usr/bin/containerd');
+  return (
+    existsSync(`${LAB}/registry-up.sh`) && existsSync('/usr/bin/docker-registry') && existsSync('/usr/bin/containerd')
+  );
 }
 
 function parseVars(out: string): Record<string, string> {
@@ -50,7 +52,11 @@ export class Lab {
     }
   }
 
-  async registry(name: string, port: number, flags: string[] = []): Promise<{ url: string; dir: string; host: string }> {
+  async registry(
+    name: string,
+    port: number,
+    flags: string[] = [],
+  ): Promise<{ url: string; dir: string; host: string }> {
     const v = parseVars(await this.script('registry-up.sh', [name, String(port), ...flags]));
     this.cleanups.push(() => this.down(name));
     return { url: v.URL as string, dir: v.DIR as string, host: `127.0.0.1:${port}` };
@@ -97,11 +103,21 @@ export class Lab {
   }
 
   async hostsToml(hostsDir: string, registryHost: string, server: string, mirrors: string[] = []): Promise<void> {
-    await this.script('hosts-toml.sh', [hostsDir, registryHost, '--server', server, ...mirrors.flatMap((m) => ['--mirror', m])]);
+    await this.script('hosts-toml.sh', [
+      hostsDir,
+      registryHost,
+      '--server',
+      server,
+      ...mirrors.flatMap((m) => ['--mirror', m]),
+    ]);
   }
 
   /** The kubelet's pull. Resolves with the parsed JSON line, whether it succeeded or not. */
-  async criPull(node: string, ref: string, flags: string[] = []): Promise<{ image_ref?: string; error?: string; details?: string; seconds: number }> {
+  async criPull(
+    node: string,
+    ref: string,
+    flags: string[] = [],
+  ): Promise<{ image_ref?: string; error?: string; details?: string; seconds: number }> {
     try {
       const out = await this.script('cri-pull.sh', [node, ref, ...flags], { timeoutMs: 300_000 });
       return JSON.parse(out.trim().split('\n').pop() as string) as { image_ref: string; seconds: number };
@@ -114,10 +130,17 @@ export class Lab {
   }
 
   async removeImage(node: string, ref: string): Promise<void> {
-    await run('/usr/bin/python3', [`${LAB}/cri.py`, `${this.dir}/${node}/containerd.sock`, 'rmi', ref]).catch(() => undefined);
+    await run('/usr/bin/python3', [`${LAB}/cri.py`, `${this.dir}/${node}/containerd.sock`, 'rmi', ref]).catch(
+      () => undefined,
+    );
   }
 
-  async logproxy(name: string, port: number, upstream: string, flags: string[] = []): Promise<{ url: string; log: string }> {
+  async logproxy(
+    name: string,
+    port: number,
+    upstream: string,
+    flags: string[] = [],
+  ): Promise<{ url: string; log: string }> {
     const v = parseVars(await this.script('logproxy-up.sh', [name, String(port), upstream, ...flags]));
     this.cleanups.push(() => this.down(name));
     return { url: v.URL as string, log: v.LOG as string };
@@ -182,11 +205,17 @@ export async function restartRegistry(lab: Lab, name: string, port: number): Pro
   const { openSync, writeFileSync } = await import('node:fs');
   const dir = join(lab.dir, name);
   const log = openSync(join(dir, 'registry.log'), 'a');
-  const child = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { detached: true, stdio: ['ignore', log, log] });
+  const child = spawn('docker-registry', ['serve', join(dir, 'config.yml')], {
+    detached: true,
+    stdio: ['ignore', log, log],
+  });
   child.unref();
   writeFileSync(join(dir, 'registry.pid'), String(child.pid));
   for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/v2/`).then((r) => r.status === 200 || r.status === 401, () => false);
+    const ok = await fetch(`http://127.0.0.1:${port}/v2/`).then(
+      (r) => r.status === 200 || r.status === 401,
+      () => false,
+    );
     if (ok) return;
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -28,7 +28,10 @@ t.test('bearer tokens from the kubeconfig are sent', async (t) => {
 
 t.test('configuration errors are clear and carry no file content', async (t) => {
   t.throws(() => createKubeClient({ env: {} }), { name: 'KubeConfigError', message: /KUBERNETES_SERVICE_HOST/ });
-  t.throws(() => createKubeClient({ kubeconfig: '/nonexistent/kubeconfig' }), { name: 'KubeConfigError', message: /cannot load kubeconfig \/nonexistent\/kubeconfig: ENOENT/ });
+  t.throws(() => createKubeClient({ kubeconfig: '/nonexistent/kubeconfig' }), {
+    name: 'KubeConfigError',
+    message: /cannot load kubeconfig \/nonexistent\/kubeconfig: ENOENT/,
+  });
 });
 
 t.test('node name from the flag, else NODE_NAME', async (t) => {

@@ -2,11 +2,23 @@
 import t from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Credential } from '../../src/oci/credentials.js';
-import { basicAuth, dockercfgSecret, dockerConfigSecret, eventually, pod, serviceAccount, startHarness } from './helpers.js';
+import {
+  basicAuth,
+  dockercfgSecret,
+  dockerConfigSecret,
+  eventually,
+  pod,
+  serviceAccount,
+  startHarness,
+} from './helpers.js';
 
 const WEB = { namespace: 'team-a', name: 'web' };
 const secretOf = (c: Credential): string =>
-  c.kind === 'basic' ? `basic ${c.username}:${c.password}` : c.kind === 'identity-token' ? `identity ${c.username}:${c.token}` : `registry ${c.token}`;
+  c.kind === 'basic'
+    ? `basic ${c.username}:${c.password}`
+    : c.kind === 'identity-token'
+      ? `identity ${c.username}:${c.token}`
+      : `registry ${c.token}`;
 
 t.test('dockerconfigjson and dockercfg; auth, username/password, identitytoken, registrytoken', async (t) => {
   const { api, kube } = await startHarness(t);
@@ -21,7 +33,13 @@ t.test('dockerconfigjson and dockercfg; auth, username/password, identitytoken, 
   api.putSecret(dockercfgSecret('team-a', 'legacy', { 'https://legacy.example.com': basicAuth('carol', 'pw-c') }));
   api.addPod(
     pod('web', {
-      images: ['private.example.com/app', 'tokens.example.com/t', 'bearer.example.com/b', 'plain.example.com/p', 'legacy.example.com/l'],
+      images: [
+        'private.example.com/app',
+        'tokens.example.com/t',
+        'bearer.example.com/b',
+        'plain.example.com/p',
+        'legacy.example.com/l',
+      ],
       pullSecrets: ['json', 'legacy'],
     }),
   );
@@ -61,7 +79,8 @@ t.test('kubelet-style matching through a secret: wildcards, path prefixes, ports
   t.same(await users('reg.example.com', 'team-ab/app'), ['host'], 'a prefix ends at a path component');
   t.same(await users('ports.example.com:5000', 'x'), ['port']);
   t.same(await users('ports.example.com', 'x'), [], 'the port must match');
-  for (const hub of ['docker.io', 'index.docker.io', 'registry-1.docker.io']) t.same(await users(hub, 'library/nginx'), ['hub'], hub);
+  for (const hub of ['docker.io', 'index.docker.io', 'registry-1.docker.io'])
+    t.same(await users(hub, 'library/nginx'), ['hub'], hub);
 });
 
 t.test("a ServiceAccount's imagePullSecrets count, after the pod's own", async (t) => {
@@ -75,7 +94,9 @@ t.test("a ServiceAccount's imagePullSecrets count, after the pod's own", async (
   api.addPod(pod('plain', {}));
   await kube.informer.whenSynced();
   const users = async (p: { namespace: string; name: string }) =>
-    (await kube.credentials.credentialsFor(p, 'private.example.com', 'x')).map((c) => (c.kind === 'basic' ? c.username : ''));
+    (await kube.credentials.credentialsFor(p, 'private.example.com', 'x')).map((c) =>
+      c.kind === 'basic' ? c.username : '',
+    );
   t.same(await users(WEB), ['own', 'sa'], 'the pod first, the SA after, each secret once');
   t.same(await users({ namespace: 'team-a', name: 'plain' }), ['default'], 'no serviceAccountName means "default"');
 });
@@ -105,7 +126,11 @@ t.test('secrets are cached briefly: reads within the TTL make no request', async
   await kube.credentials.credentialsFor({ namespace: 'team-a', name: 'web2' }, 'private.example.com', 'x');
   t.equal(api.count('/api/v1/namespaces/team-a/secrets/regcred'), 1);
   t.equal(api.count('/api/v1/namespaces/team-a/serviceaccounts/default'), 1);
-  t.equal(api.count((r) => r.path.includes('/secrets') && !r.path.includes('/namespaces/')), 0, 'never a cluster-wide secret list or watch');
+  t.equal(
+    api.count((r) => r.path.includes('/secrets') && !r.path.includes('/namespaces/')),
+    0,
+    'never a cluster-wide secret list or watch',
+  );
 });
 
 t.test('cross-namespace isolation: a pod never gets a secret from another namespace', async (t) => {
@@ -116,15 +141,30 @@ t.test('cross-namespace isolation: a pod never gets a secret from another namesp
   await kube.informer.whenSynced();
   const lookup = await kube.credentials.lookup(WEB, 'private.example.com', 'x');
   t.same(lookup.credentials, []);
-  t.match(lookup.skipped, [{ source: 'serviceaccount team-a/default', reason: 'NotFound' }, { source: 'secret team-a/regcred', reason: 'NotFound' }]);
-  t.equal(api.count((r) => r.path.includes('/namespaces/team-b/')), 0, 'team-b was never read');
+  t.match(lookup.skipped, [
+    { source: 'serviceaccount team-a/default', reason: 'NotFound' },
+    { source: 'secret team-a/regcred', reason: 'NotFound' },
+  ]);
+  t.equal(
+    api.count((r) => r.path.includes('/namespaces/team-b/')),
+    0,
+    'team-b was never read',
+  );
 });
 
 t.test('missing, wrong-type and garbled secrets are skipped with a reason; the rest still works', async (t) => {
   const { api, kube } = await startHarness(t);
   api.putSecret(dockerConfigSecret('team-a', 'good', { 'private.example.com': basicAuth('u', 'p') }));
-  api.putSecret({ metadata: { namespace: 'team-a', name: 'opaque' }, type: 'Opaque', data: { '.dockerconfigjson': 'e30=' } });
-  api.putSecret({ metadata: { namespace: 'team-a', name: 'garbled' }, type: 'kubernetes.io/dockerconfigjson', data: { '.dockerconfigjson': Buffer.from('{not json: hunter2').toString('base64') } });
+  api.putSecret({
+    metadata: { namespace: 'team-a', name: 'opaque' },
+    type: 'Opaque',
+    data: { '.dockerconfigjson': 'e30=' },
+  });
+  api.putSecret({
+    metadata: { namespace: 'team-a', name: 'garbled' },
+    type: 'kubernetes.io/dockerconfigjson',
+    data: { '.dockerconfigjson': Buffer.from('{not json: hunter2').toString('base64') },
+  });
   api.putSecret({ metadata: { namespace: 'team-a', name: 'empty' }, type: 'kubernetes.io/dockerconfigjson', data: {} });
   api.addPod(pod('web', { pullSecrets: ['missing', 'opaque', 'garbled', 'empty', 'good'] }));
   await kube.informer.whenSynced();
@@ -149,7 +189,13 @@ t.test('the CredentialSource: every pod using the repository, a shared secret on
   api.putSecret(dockerConfigSecret('team-b', 'shared', { 'private.example.com': basicAuth('shared', 's') }));
   api.putSecret(dockerConfigSecret('team-b', 'own', { 'private.example.com': basicAuth('b', 'b') }));
   api.addPod(pod('a1', { images: ['private.example.com/app:1'], pullSecrets: ['shared'] }));
-  api.addPod(pod('b1', { namespace: 'team-b', images: ['private.example.com/app@sha256:' + 'a'.repeat(64)], pullSecrets: ['own', 'shared'] }));
+  api.addPod(
+    pod('b1', {
+      namespace: 'team-b',
+      images: ['private.example.com/app@sha256:' + 'a'.repeat(64)],
+      pullSecrets: ['own', 'shared'],
+    }),
+  );
   api.addPod(pod('other', { images: ['private.example.com/other'], pullSecrets: ['shared'] }));
   await kube.informer.whenSynced();
   const creds = await kube.source.credentialsFor({ registry: 'private.example.com', repository: 'app' });
@@ -173,14 +219,35 @@ t.test('rewritten images and the original-images annotation are both indexed', a
   api.addPod(
     pod('web', {
       images: ['localhost:7439/myreg_5000/team/app:1', 'localhost:7439/docker.io/library/nginx:1.25'],
-      annotations: { 'pullthrough.dev/original-images': JSON.stringify({ c0: 'myreg:5000/team/app:1', c9: 'ghcr.io/acme/sidecar:2' }) },
+      annotations: {
+        'pullthrough.dev/original-images': JSON.stringify({
+          c0: 'myreg:5000/team/app:1',
+          c9: 'ghcr.io/acme/sidecar:2',
+        }),
+      },
     }),
   );
-  api.addPod(pod('garbled', { images: ['quay.io/x/y'], annotations: { 'pullthrough.dev/original-images': '{"c0": ' } }));
+  api.addPod(
+    pod('garbled', { images: ['quay.io/x/y'], annotations: { 'pullthrough.dev/original-images': '{"c0": ' } }),
+  );
   await kube.informer.whenSynced();
   const c = kube.credentials;
-  t.same(c.podsUsing('myreg:5000', 'team/app').map((p) => p.name), ['web']);
-  t.same(c.podsUsing('docker.io', 'library/nginx').map((p) => p.name), ['web']);
-  t.same(c.podsUsing('ghcr.io', 'acme/sidecar').map((p) => p.name), ['web'], 'from the annotation');
-  t.same(c.podsUsing('quay.io', 'x/y').map((p) => p.name), ['garbled'], 'a garbled annotation is ignored, the images still count');
+  t.same(
+    c.podsUsing('myreg:5000', 'team/app').map((p) => p.name),
+    ['web'],
+  );
+  t.same(
+    c.podsUsing('docker.io', 'library/nginx').map((p) => p.name),
+    ['web'],
+  );
+  t.same(
+    c.podsUsing('ghcr.io', 'acme/sidecar').map((p) => p.name),
+    ['web'],
+    'from the annotation',
+  );
+  t.same(
+    c.podsUsing('quay.io', 'x/y').map((p) => p.name),
+    ['garbled'],
+    'a garbled annotation is ignored, the images still count',
+  );
 });

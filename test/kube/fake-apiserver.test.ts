@@ -25,7 +25,10 @@ t.test('list honours field selectors and carries a resourceVersion', async (t) =
   t.same(all.items.map((p) => p.metadata?.name).sort(), ['a', 'c']);
   t.match(all.metadata?.resourceVersion, /^\d+$/);
   const ns = await core.listPodForAllNamespaces({ fieldSelector: 'spec.nodeName=n1,metadata.namespace=other' });
-  t.same(ns.items.map((p) => p.metadata?.name), ['c']);
+  t.same(
+    ns.items.map((p) => p.metadata?.name),
+    ['c'],
+  );
   const inNs = await core.listNamespacedPod({ namespace: 'default' });
   t.same(inNs.items.map((p) => p.metadata?.name).sort(), ['a', 'b']);
 });
@@ -43,10 +46,15 @@ t.test('watch streams events from a resourceVersion, and 410 after compaction', 
   let done!: (err: unknown) => void;
   const finished = new Promise((r) => (done = r));
   const w = new k8s.Watch(kc);
-  const ctl = await w.watch('/api/v1/pods', { resourceVersion: rv, fieldSelector: 'spec.nodeName=n1' }, (type, obj) => {
-    events.push(`${type} ${(obj as { metadata: { name: string } }).metadata.name}`);
-    if (events.length === 2) api.closeWatches();
-  }, done);
+  const ctl = await w.watch(
+    '/api/v1/pods',
+    { resourceVersion: rv, fieldSelector: 'spec.nodeName=n1' },
+    (type, obj) => {
+      events.push(`${type} ${(obj as { metadata: { name: string } }).metadata.name}`);
+      if (events.length === 2) api.closeWatches();
+    },
+    done,
+  );
   await finished;
   ctl.abort();
   t.same(events, ['ADDED b', 'DELETED a']);
@@ -54,12 +62,19 @@ t.test('watch streams events from a resourceVersion, and 410 after compaction', 
   api.compact();
   const got: { type: string; code?: number }[] = [];
   const ended = new Promise((r) => (done = r));
-  await w.watch('/api/v1/pods', { resourceVersion: rv }, (type, obj) => got.push({ type, code: (obj as { code?: number }).code }), done);
+  await w.watch(
+    '/api/v1/pods',
+    { resourceVersion: rv },
+    (type, obj) => got.push({ type, code: (obj as { code?: number }).code }),
+    done,
+  );
   await ended;
   t.same(got, [{ type: 'ERROR', code: 410 }]);
 
   api.setExpiredWatchMode('http');
-  const err = await new Promise<unknown>((r) => void w.watch('/api/v1/pods', { resourceVersion: rv }, () => undefined, r));
+  const err = await new Promise<unknown>(
+    (r) => void w.watch('/api/v1/pods', { resourceVersion: rv }, () => undefined, r),
+  );
   t.equal((err as { statusCode?: number }).statusCode, 410);
 });
 
@@ -99,13 +114,19 @@ t.test('mutatingwebhookconfigurations: get, json-patch, merge-patch', async (t) 
     name: 'pullthrough',
     body: [{ op: 'add', path: '/webhooks/0/clientConfig/caBundle', value: 'Q0E=' }],
   });
-  t.equal((await adm.readMutatingWebhookConfiguration({ name: 'pullthrough' })).webhooks?.[0]?.clientConfig.caBundle, 'Q0E=');
+  t.equal(
+    (await adm.readMutatingWebhookConfiguration({ name: 'pullthrough' })).webhooks?.[0]?.clientConfig.caBundle,
+    'Q0E=',
+  );
   await adm.patchMutatingWebhookConfiguration(
     { name: 'pullthrough', body: { metadata: { labels: { a: 'b' } } } },
     k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
   );
   t.same(api.object('MutatingWebhookConfiguration', undefined, 'pullthrough')?.metadata?.labels, { a: 'b' });
-  const failed = adm.patchMutatingWebhookConfiguration({ name: 'pullthrough', body: [{ op: 'test', path: '/webhooks/0/name', value: 'other' }] });
+  const failed = adm.patchMutatingWebhookConfiguration({
+    name: 'pullthrough',
+    body: [{ op: 'test', path: '/webhooks/0/name', value: 'other' }],
+  });
   await t.rejects(failed, { code: 422 });
   t.equal(api.count('/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/pullthrough', 'PATCH'), 3);
 });

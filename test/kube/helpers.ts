@@ -35,7 +35,9 @@ export function pod(name: string, o: PodOptions = {}) {
       ...(o.serviceAccount ? { serviceAccountName: o.serviceAccount } : {}),
       containers: (o.images ?? ['nginx']).map((image, i) => ({ name: `c${i}`, image })),
       ...(o.initImages ? { initContainers: o.initImages.map((image, i) => ({ name: `i${i}`, image })) } : {}),
-      ...(o.ephemeralImages ? { ephemeralContainers: o.ephemeralImages.map((image, i) => ({ name: `e${i}`, image })) } : {}),
+      ...(o.ephemeralImages
+        ? { ephemeralContainers: o.ephemeralImages.map((image, i) => ({ name: `e${i}`, image })) }
+        : {}),
       ...(o.pullSecrets ? { imagePullSecrets: o.pullSecrets.map((name) => ({ name })) } : {}),
     },
     status: { phase: o.phase ?? 'Running' },
@@ -65,7 +67,11 @@ export function dockerConfigSecret(namespace: string, name: string, auths: Recor
 }
 
 export function dockercfgSecret(namespace: string, name: string, auths: Record<string, AuthEntry>) {
-  return { metadata: { namespace, name }, type: 'kubernetes.io/dockercfg', data: { '.dockercfg': b64(JSON.stringify(auths)) } };
+  return {
+    metadata: { namespace, name },
+    type: 'kubernetes.io/dockercfg',
+    data: { '.dockercfg': b64(JSON.stringify(auths)) },
+  };
 }
 
 export function serviceAccount(namespace: string, name: string, pullSecrets: string[]) {
@@ -76,7 +82,11 @@ export function serviceAccount(namespace: string, name: string, pullSecrets: str
 export function captureLogger(): { logger: KubeLogger; lines: string[] } {
   const lines: string[] = [];
   const at = (level: string) => (obj: object, msg: string) => {
-    lines.push(JSON.stringify({ level, ...obj, msg }, (_k, v: unknown) => (v instanceof Error ? { message: v.message, stack: v.stack } : v)));
+    lines.push(
+      JSON.stringify({ level, ...obj, msg }, (_k, v: unknown) =>
+        v instanceof Error ? { message: v.message, stack: v.stack } : v,
+      ),
+    );
   };
   return { logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }, lines };
 }
@@ -91,10 +101,16 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
-export async function startHarness(t: Teardown, opts: { cacheTtlSeconds?: number; requestTimeoutMs?: number; api?: FakeApiServer } = {}): Promise<Harness> {
+export async function startHarness(
+  t: Teardown,
+  opts: { cacheTtlSeconds?: number; requestTimeoutMs?: number; api?: FakeApiServer } = {},
+): Promise<Harness> {
   const api = opts.api ?? (await FakeApiServer.start());
   const { logger, lines } = captureLogger();
-  const client = createKubeClient({ kubeconfig: await writeKubeconfig(api), requestTimeoutMs: opts.requestTimeoutMs ?? 2000 });
+  const client = createKubeClient({
+    kubeconfig: await writeKubeconfig(api),
+    requestTimeoutMs: opts.requestTimeoutMs ?? 2000,
+  });
   const kube = startPodCredentials({
     client,
     nodeName: NODE,
@@ -109,4 +125,5 @@ export async function startHarness(t: Teardown, opts: { cacheTtlSeconds?: number
   return { api, kube, lines };
 }
 
-export const names = (refs: readonly { namespace: string; name: string }[]): string[] => refs.map((r) => `${r.namespace}/${r.name}`);
+export const names = (refs: readonly { namespace: string; name: string }[]): string[] =>
+  refs.map((r) => `${r.namespace}/${r.name}`);

@@ -13,7 +13,9 @@ t.test('list + watch keep the index current: add, modify image, delete', async (
   // Docker Hub spellings all find it.
   t.same(names(creds.podsUsing('index.docker.io', 'nginx')), ['team-a/web']);
 
-  api.addPod(pod('api', { images: ['ghcr.io/acme/api:2'], initImages: ['busybox'], ephemeralImages: ['quay.io/debug/tools'] }));
+  api.addPod(
+    pod('api', { images: ['ghcr.io/acme/api:2'], initImages: ['busybox'], ephemeralImages: ['quay.io/debug/tools'] }),
+  );
   await eventually(() => creds.podsUsing('ghcr.io', 'acme/api').length === 1, 'added pod');
   t.same(names(creds.podsUsing('docker.io', 'library/busybox')), ['team-a/api'], 'init containers count');
   t.same(names(creds.podsUsing('quay.io', 'debug/tools')), ['team-a/api'], 'ephemeral containers count');
@@ -50,7 +52,10 @@ t.test('finished pods are left out of the index', async (t) => {
   await kube.informer.whenSynced();
   t.equal(kube.credentials.podsUsing('private.example.com', 'batch').length, 1);
   api.updatePod(pod('job', { images: ['private.example.com/batch'], phase: 'Succeeded' }));
-  await eventually(() => kube.credentials.podsUsing('private.example.com', 'batch').length === 0, 'finished pod dropped');
+  await eventually(
+    () => kube.credentials.podsUsing('private.example.com', 'batch').length === 0,
+    'finished pod dropped',
+  );
 });
 
 for (const mode of ['event', 'http'] as const) {
@@ -106,8 +111,14 @@ t.test('API server stopped then restarted: calls fail fast, the informer recover
   t.same(names(kube.credentials.podsUsing('private.example.com', 'web')), ['team-a/web']);
   const lookup = await kube.credentials.lookup({ namespace: 'team-a', name: 'web' }, 'private.example.com', 'web');
   t.same(lookup.credentials, []);
-  t.match(lookup.skipped, [{ source: 'serviceaccount team-a/default', reason: 'ECONNREFUSED' }, { source: 'secret team-a/regcred', reason: 'ECONNREFUSED' }]);
-  t.ok(lines.some((l) => l.includes('pod list/watch failed')), 'the outage is logged once');
+  t.match(lookup.skipped, [
+    { source: 'serviceaccount team-a/default', reason: 'ECONNREFUSED' },
+    { source: 'secret team-a/regcred', reason: 'ECONNREFUSED' },
+  ]);
+  t.ok(
+    lines.some((l) => l.includes('pod list/watch failed')),
+    'the outage is logged once',
+  );
 
   api.addPod(pod('late', { images: ['late.example.com/app'] }));
   await api.restart();

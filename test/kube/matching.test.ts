@@ -4,7 +4,9 @@ import { matchDockerConfig, parseDockerConfig } from '../../src/oci/credentials.
 
 function users(keys: string[], registry: string, repository: string): string[] {
   const auths = Object.fromEntries(keys.map((k) => [k, { username: k, password: 'p' }]));
-  return matchDockerConfig(parseDockerConfig({ auths }, 'test'), registry, repository).map((c) => (c.kind === 'basic' ? c.username : ''));
+  return matchDockerConfig(parseDockerConfig({ auths }, 'test'), registry, repository).map((c) =>
+    c.kind === 'basic' ? c.username : '',
+  );
 }
 
 t.test('hosts, schemes and case', async (t) => {
@@ -26,7 +28,11 @@ t.test('globs, one label at a time', async (t) => {
   t.same(users(['reg-*.example.com'], 'reg-eu.example.com', 'a'), ['reg-*.example.com']);
   t.same(users(['*.example.com:5000'], 'reg.example.com:5000', 'a'), ['*.example.com:5000']);
   t.same(users(['*.example.com:5000'], 'reg.example.com', 'a'), []);
-  t.same(users(['*.example.com', 'reg.example.com'], 'reg.example.com', 'a'), ['reg.example.com', '*.example.com'], 'exact before glob');
+  t.same(
+    users(['*.example.com', 'reg.example.com'], 'reg.example.com', 'a'),
+    ['reg.example.com', '*.example.com'],
+    'exact before glob',
+  );
 });
 
 t.test('ports must be equal', async (t) => {
@@ -48,7 +54,13 @@ t.test('path prefixes', async (t) => {
 });
 
 t.test('Docker Hub aliases', async (t) => {
-  for (const key of ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'https://index.docker.io/v1/', 'https://index.docker.io/v1']) {
+  for (const key of [
+    'docker.io',
+    'index.docker.io',
+    'registry-1.docker.io',
+    'https://index.docker.io/v1/',
+    'https://index.docker.io/v1',
+  ]) {
     for (const registry of ['docker.io', 'index.docker.io', 'registry-1.docker.io']) {
       t.same(users([key], registry, 'library/nginx'), [key], `${key} for ${registry}`);
     }

@@ -17,7 +17,11 @@ import { runNodeSetup } from '../../src/nodesetup/index.js';
 
 const LAB = process.env.OCI_LAB_SCRIPTS ?? fileURLToPath(new URL('../../../shared/oci-lab/', import.meta.url));
 const LAB_DIR = '/tmp/lab-webhook-chain';
-const ORIGIN = 15064, CACHE = 15065, NODE_PROXY = 15066, CLUSTER_PROXY = 15067, CRI_PORT = 15068;
+const ORIGIN = 15064,
+  CACHE = 15065,
+  NODE_PROXY = 15066,
+  CLUSTER_PROXY = 15067,
+  CRI_PORT = 15068;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 function missing(): string | undefined {
@@ -37,7 +41,12 @@ const skip = missing();
 const env = { ...process.env, OCI_LAB_DIR: LAB_DIR };
 function lab(script: string, ...args: string[]): Record<string, string> {
   const out = execFileSync(join(LAB, script), args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  return Object.fromEntries(out.split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]));
+  return Object.fromEntries(
+    out
+      .split('\n')
+      .filter((l) => /^[A-Z_]+=/.test(l))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]),
+  );
 }
 /** containerd-up.sh's plugin check can lose a race with the daemon's start: try again from scratch. */
 function containerdUp(): Record<string, string> {
@@ -56,7 +65,11 @@ function containerdUp(): Record<string, string> {
 }
 function criPull(ref: string): { ok: boolean; line: string } {
   try {
-    const line = execFileSync(join(LAB, 'cri-pull.sh'), ['node', ref, '--fresh', '--timeout', '60'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const line = execFileSync(join(LAB, 'cri-pull.sh'), ['node', ref, '--fresh', '--timeout', '60'], {
+      env,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     return { ok: true, line: line.trim() };
   } catch (err) {
     return { ok: false, line: String((err as { stdout?: string }).stdout ?? err) };
@@ -67,23 +80,39 @@ function startProxy(name: string, port: number): ChildProcess {
   const dir = join(LAB_DIR, name);
   mkdirSync(dir, { recursive: true });
   const log = openSync(join(dir, 'proxy.log'), 'a');
-  return spawn(process.execPath, [
-    '--import', 'tsx', join(ROOT, 'src/main.ts'), 'proxy',
-    '--listen', `127.0.0.1:${port}`,
-    '--data-dir', join(dir, 'data'),
-    '--cache-registry', `http://127.0.0.1:${CACHE}`,
-    '--insecure-registries', `127.0.0.1:${ORIGIN},127.0.0.1:${CACHE}`,
-    '--allowed-registries', `127.0.0.1:${ORIGIN},127.0.0.1:${CACHE}`,
-    // What the webhook's --proxy-host would be; the cluster proxy sees it as ?ns= on fallback.
-    '--proxy-hosts', `127.0.0.1:${NODE_PROXY}`,
-  ], { cwd: ROOT, stdio: ['ignore', log, log] });
+  return spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(ROOT, 'src/main.ts'),
+      'proxy',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      join(dir, 'data'),
+      '--cache-registry',
+      `http://127.0.0.1:${CACHE}`,
+      '--insecure-registries',
+      `127.0.0.1:${ORIGIN},127.0.0.1:${CACHE}`,
+      '--allowed-registries',
+      `127.0.0.1:${ORIGIN},127.0.0.1:${CACHE}`,
+      // What the webhook's --proxy-host would be; the cluster proxy sees it as ?ns= on fallback.
+      '--proxy-hosts',
+      `127.0.0.1:${NODE_PROXY}`,
+    ],
+    { cwd: ROOT, stdio: ['ignore', log, log] },
+  );
 }
 
 async function ready(port: number, child: ChildProcess): Promise<void> {
   // Generous: tsx compiles the proxy on start, and the machine may be busy with other suites.
   for (let i = 0; i < 900; i++) {
     if (child.exitCode !== null) throw new Error(`proxy on ${port} exited with ${child.exitCode}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -105,13 +134,22 @@ async function kill(child: ChildProcess | undefined): Promise<void> {
  */
 async function uploaded(repo: string, tag: string, digest: string): Promise<void> {
   const registry = `http://127.0.0.1:${CACHE}/v2`;
-  const ok = (url: string) => fetch(url, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } }).then((r) => r.ok, () => false);
+  const ok = (url: string) =>
+    fetch(url, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } }).then(
+      (r) => r.ok,
+      () => false,
+    );
   for (let i = 0; i < 600; i++) {
-    const m = await fetch(`${registry}/${repo}/manifests/${digest}`, { headers: { accept: MANIFEST_ACCEPT } }).catch(() => undefined);
+    const m = await fetch(`${registry}/${repo}/manifests/${digest}`, { headers: { accept: MANIFEST_ACCEPT } }).catch(
+      () => undefined,
+    );
     if (m?.ok) {
       const doc = (await m.json()) as { config?: { digest: string }; layers?: { digest: string }[] };
       const blobs = [doc.config, ...(doc.layers ?? [])].filter((b): b is { digest: string } => b !== undefined);
-      const present = await Promise.all([...blobs.map((b) => ok(`${registry}/${repo}/blobs/${b.digest}`)), ok(`${registry}/pullthrough-tags/${repo}/manifests/${tag}`)]);
+      const present = await Promise.all([
+        ...blobs.map((b) => ok(`${registry}/${repo}/blobs/${b.digest}`)),
+        ok(`${registry}/pullthrough-tags/${repo}/manifests/${tag}`),
+      ]);
       if (present.every(Boolean)) return;
     }
     await new Promise((r) => setTimeout(r, 100));
@@ -124,7 +162,11 @@ t.test('fallback chain with a real containerd', { skip: skip ?? false, timeout: 
   const procs: ChildProcess[] = [];
   t.teardown(async () => {
     for (const p of procs) await kill(p);
-    for (const [s, n] of [['containerd-down.sh', 'node'], ['registry-down.sh', 'origin'], ['registry-down.sh', 'cache']] as const) {
+    for (const [s, n] of [
+      ['containerd-down.sh', 'node'],
+      ['registry-down.sh', 'origin'],
+      ['registry-down.sh', 'cache'],
+    ] as const) {
       try {
         execFileSync(join(LAB, s), [n], { env, stdio: 'ignore' });
       } catch {
@@ -145,7 +187,14 @@ t.test('fallback chain with a real containerd', { skip: skip ?? false, timeout: 
 
   // The init container's work, with the test's addresses standing in for localhost:7439 and the Service IP.
   const setup = await runNodeSetup(
-    { hostsDir, proxyHost: `127.0.0.1:${NODE_PROXY}`, nodeProxyUrl: `http://127.0.0.1:${NODE_PROXY}`, clusterProxyUrl: `http://127.0.0.1:${CLUSTER_PROXY}`, mirrorAll: true, remove: false },
+    {
+      hostsDir,
+      proxyHost: `127.0.0.1:${NODE_PROXY}`,
+      nodeProxyUrl: `http://127.0.0.1:${NODE_PROXY}`,
+      clusterProxyUrl: `http://127.0.0.1:${CLUSTER_PROXY}`,
+      mirrorAll: true,
+      remove: false,
+    },
     { log: () => {} },
   );
   t.same(setup.files, { [`127.0.0.1:${NODE_PROXY}`]: 'written', _default: 'written' });

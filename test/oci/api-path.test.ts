@@ -7,14 +7,26 @@ const D = `sha256:${'c'.repeat(64)}`;
 t.test('the endpoints of the read API', async (t) => {
   t.same(parseApiPath('/v2'), { kind: 'base' });
   t.same(parseApiPath('/v2/'), { kind: 'base' });
-  t.same(parseApiPath('/v2/docker.io/library/nginx/manifests/latest'), { kind: 'manifest', name: 'docker.io/library/nginx', reference: 'latest' });
+  t.same(parseApiPath('/v2/docker.io/library/nginx/manifests/latest'), {
+    kind: 'manifest',
+    name: 'docker.io/library/nginx',
+    reference: 'latest',
+  });
   t.same(parseApiPath(`/v2/a/manifests/${D}`), { kind: 'manifest', name: 'a', reference: D });
   t.same(parseApiPath(`/v2/quay.io/o/a/blobs/${D}`), { kind: 'blob', name: 'quay.io/o/a', digest: D });
   // A repository may itself have components named like endpoints.
-  t.same(parseApiPath('/v2/q.io/manifests/blobs/manifests/x'), { kind: 'manifest', name: 'q.io/manifests/blobs', reference: 'x' });
+  t.same(parseApiPath('/v2/q.io/manifests/blobs/manifests/x'), {
+    kind: 'manifest',
+    name: 'q.io/manifests/blobs',
+    reference: 'x',
+  });
   t.same(parseApiPath('/v2/q.io/a/blobs/uploads'), { kind: 'push', name: 'q.io/a' });
   t.same(parseApiPath('/v2/q.io/a/blobs/uploads/0b8c-uuid'), { kind: 'push', name: 'q.io/a' });
-  t.same(parseApiPath('/v2/q.io/a/blobs/uploads/'), { kind: 'push', name: 'q.io/a' }, 'the spec\'s POST /v2/<name>/blobs/uploads/');
+  t.same(
+    parseApiPath('/v2/q.io/a/blobs/uploads/'),
+    { kind: 'push', name: 'q.io/a' },
+    "the spec's POST /v2/<name>/blobs/uploads/",
+  );
   t.same(parseApiPath('/v2/_catalog'), { kind: 'unsupported', what: 'catalog' });
   t.same(parseApiPath('/v2/q.io/a/tags/list'), { kind: 'unsupported', what: 'tag listing' });
   t.same(parseApiPath(`/v2/q.io/a/referrers/${D}`), { kind: 'unsupported', what: 'referrers' });
@@ -56,6 +68,9 @@ t.test('traversal and encoded characters are NAME_INVALID before anything is dec
     } catch (e) {
       err = e;
     }
-    t.ok(err instanceof OciError && err.code === 'NAME_INVALID' && err.status === 400, `${p.slice(0, 60)}: ${(err as Error | undefined)?.message}`);
+    t.ok(
+      err instanceof OciError && err.code === 'NAME_INVALID' && err.status === 400,
+      `${p.slice(0, 60)}: ${(err as Error | undefined)?.message}`,
+    );
   }
 });

@@ -16,11 +16,28 @@ t.test('config.json and .dockercfg shapes', async (t) => {
     credsStore: 'desktop',
   };
   t.same(parseDockerConfig(config, 'secret ns/x'), [
-    { key: 'https://index.docker.io/v1/', credential: { kind: 'basic', username: 'hub', password: 'pa:ss', label: 'secret ns/x https://index.docker.io/v1/' } },
+    {
+      key: 'https://index.docker.io/v1/',
+      credential: {
+        kind: 'basic',
+        username: 'hub',
+        password: 'pa:ss',
+        label: 'secret ns/x https://index.docker.io/v1/',
+      },
+    },
     { key: 'quay.io', credential: { kind: 'basic', username: 'u', password: 'p', label: 'secret ns/x quay.io' } },
-    { key: 'ghcr.io', credential: { kind: 'identity-token', username: 'ignored', token: 'refresh', label: 'secret ns/x ghcr.io' } },
-    { key: 'reg.example.com', credential: { kind: 'registry-token', token: 'bearer-token', label: 'secret ns/x reg.example.com' } },
-    { key: 'both.example.com', credential: { kind: 'basic', username: 'from-auth', password: 'pw', label: 'secret ns/x both.example.com' } },
+    {
+      key: 'ghcr.io',
+      credential: { kind: 'identity-token', username: 'ignored', token: 'refresh', label: 'secret ns/x ghcr.io' },
+    },
+    {
+      key: 'reg.example.com',
+      credential: { kind: 'registry-token', token: 'bearer-token', label: 'secret ns/x reg.example.com' },
+    },
+    {
+      key: 'both.example.com',
+      credential: { kind: 'basic', username: 'from-auth', password: 'pw', label: 'secret ns/x both.example.com' },
+    },
   ]);
   // Legacy .dockercfg: the map itself.
   t.same(parseDockerConfig({ 'myreg:5000': { auth: b64('a:b'), email: 'x@y' } }, 'l'), [
@@ -61,8 +78,15 @@ t.test('malformed entries are skipped, never echoed', async (t) => {
   t.notMatch(id, /hunter2/);
   t.match(id, /^basic:[0-9a-f]{16}$/);
   t.equal(credentialIdentity(undefined), 'anonymous');
-  t.not(credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'x' }), credentialIdentity({ kind: 'basic', username: 'u', password: 'b', label: 'x' }));
-  t.equal(credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'x' }), credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'y' }), 'labels do not change identity');
+  t.not(
+    credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'x' }),
+    credentialIdentity({ kind: 'basic', username: 'u', password: 'b', label: 'x' }),
+  );
+  t.equal(
+    credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'x' }),
+    credentialIdentity({ kind: 'basic', username: 'u', password: 'a', label: 'y' }),
+    'labels do not change identity',
+  );
 });
 
 t.test('a glob key cannot make matching backtrack without end', async (t) => {
@@ -85,10 +109,16 @@ t.test('an auth that is not strict base64 is no credential', async (t) => {
   // read this as a user and a password made of its letters (`Kp\uFFFD\uFFFD` and `\u001a`).
   t.same(parseDockerConfig({ auths: { q: { auth: '!!S3CR3Toa**!:$=%\\#/0*^' } } }, 'l'), []);
   t.same(parseDockerConfig({ auths: { q: { auth: `${b64('u:p')}!` } } }, 'l'), []);
-  t.same(parseDockerConfig({ auths: { q: { auth: b64('u:pw').replace(/=+$/, '') } } }, 'l'), [], 'padding is part of the encoding');
+  t.same(
+    parseDockerConfig({ auths: { q: { auth: b64('u:pw').replace(/=+$/, '') } } }, 'l'),
+    [],
+    'padding is part of the encoding',
+  );
   // Then the separate fields still count, as with an auth that holds no colon.
   t.same(parseDockerConfig({ auths: { q: { auth: '!!', username: 'u', password: 'p' } } }, 'l'), [
     { key: 'q', credential: { kind: 'basic', username: 'u', password: 'p', label: 'l q' } },
   ]);
-  t.same(parseDockerConfig({ auths: { q: { auth: b64('u:p:q') } } }, 'l'), [{ key: 'q', credential: { kind: 'basic', username: 'u', password: 'p:q', label: 'l q' } }]);
+  t.same(parseDockerConfig({ auths: { q: { auth: b64('u:p:q') } } }, 'l'), [
+    { key: 'q', credential: { kind: 'basic', username: 'u', password: 'p:q', label: 'l q' } },
+  ]);
 });

@@ -41,7 +41,13 @@ t.test('malformed digests are DIGEST_INVALID, unknown algorithms UNSUPPORTED', a
   ]) {
     t.equal(code(t, s), 'DIGEST_INVALID', JSON.stringify(s.slice(0, 80)));
   }
-  for (const s of ['sha1:da39a3ee5e6b4b0d3255bfef95601890afd80709', 'md5:d41d8cd98f00b204e9800998ecf8427e', `sha384:${'a'.repeat(96)}`, 'blake3:abc', `sha256+b64u:${hex64}`]) {
+  for (const s of [
+    'sha1:da39a3ee5e6b4b0d3255bfef95601890afd80709',
+    'md5:d41d8cd98f00b204e9800998ecf8427e',
+    `sha384:${'a'.repeat(96)}`,
+    'blake3:abc',
+    `sha256+b64u:${hex64}`,
+  ]) {
     t.equal(code(t, s), 'UNSUPPORTED', s);
   }
   // UNSUPPORTED for an algorithm is a client error, not 405.
@@ -54,7 +60,9 @@ t.test('malformed digests are DIGEST_INVALID, unknown algorithms UNSUPPORTED', a
     parseDigest('sha256:abc');
   } catch (e) {
     t.equal((e as OciError).status, 400);
-    t.same((e as OciError).toJSON(), { errors: [{ code: 'DIGEST_INVALID', message: 'invalid sha256 digest "sha256:abc"' }] });
+    t.same((e as OciError).toJSON(), {
+      errors: [{ code: 'DIGEST_INVALID', message: 'invalid sha256 digest "sha256:abc"' }],
+    });
   }
 });
 

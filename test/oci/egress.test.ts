@@ -11,13 +11,33 @@ import { parseHostList } from '../../src/oci/host-pattern.js';
 
 const PORT = 15056;
 
-function refused(t: Test, policy: ReturnType<typeof createEgressPolicy>, host: string, address: string, why: RegExp): void {
+function refused(
+  t: Test,
+  policy: ReturnType<typeof createEgressPolicy>,
+  host: string,
+  address: string,
+  why: RegExp,
+): void {
   t.throws(() => policy.check(host, address), why, `${host} -> ${address} refused`);
 }
 
 t.test('policy: link-local and metadata addresses are never reached', async (t) => {
   const p = createEgressPolicy(['169.254.169.254', 'metadata.google.internal', 'fe80::1', '[fe80::1]']);
-  for (const a of ['169.254.169.254', '169.254.0.1', '169.254.255.255', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe', '0:0:0:0:0:ffff:a9fe:a9fe', 'fe80::1', 'FE80::abcd', 'febf:ffff::1', 'fd00:ec2::254', '0.0.0.0', '0.1.2.3', '::']) {
+  for (const a of [
+    '169.254.169.254',
+    '169.254.0.1',
+    '169.254.255.255',
+    '::ffff:169.254.169.254',
+    '::ffff:a9fe:a9fe',
+    '0:0:0:0:0:ffff:a9fe:a9fe',
+    'fe80::1',
+    'FE80::abcd',
+    'febf:ffff::1',
+    'fd00:ec2::254',
+    '0.0.0.0',
+    '0.1.2.3',
+    '::',
+  ]) {
     refused(t, p, 'metadata.google.internal', a, /link-local or metadata/);
     refused(t, p, a, a, /link-local or metadata/);
   }
@@ -36,7 +56,8 @@ t.test('policy: loopback only for hosts named explicitly', async (t) => {
   t.doesNotThrow(() => p.check('[::1]', '::1'));
   refused(t, p, '127.0.0.2', '127.0.0.2', /loopback/);
   // Ordinary addresses pass.
-  for (const a of ['10.0.0.5', '192.168.1.1', '8.8.8.8', '2001:db8::1', 'fec0::1']) t.doesNotThrow(() => p.check('x', a), a);
+  for (const a of ['10.0.0.5', '192.168.1.1', '8.8.8.8', '2001:db8::1', 'fec0::1'])
+    t.doesNotThrow(() => p.check('x', a), a);
   // What main.ts passes: the literal hosts of --allowed-registries and --insecure-registries.
   const hosts = [...parseHostList(['*', '*.example.com', 'quay.io', '127.0.0.1:15059', '[::1]:5000']).literalHosts()];
   const q = createEgressPolicy(hosts);
@@ -68,9 +89,20 @@ t.test('guardedConnector with an undici Agent', async (t) => {
   };
 
   // Not named: refused before any connection is made.
-  await t.rejects(get(`http://127.0.0.1:${PORT}/`, agent([])), /loopback 127\.0\.0\.1 for 127\.0\.0\.1 are not allowed/);
-  await t.rejects(get(`http://localhost:${PORT}/`, agent(['127.0.0.1'])), /loopback .* for localhost are not allowed/, 'the DNS answer is checked');
-  await t.rejects(get(`http://127.0.0.1:${PORT}/`, agent(['localhost'])), /not allowed/, 'naming localhost does not allow 127.0.0.1');
+  await t.rejects(
+    get(`http://127.0.0.1:${PORT}/`, agent([])),
+    /loopback 127\.0\.0\.1 for 127\.0\.0\.1 are not allowed/,
+  );
+  await t.rejects(
+    get(`http://localhost:${PORT}/`, agent(['127.0.0.1'])),
+    /loopback .* for localhost are not allowed/,
+    'the DNS answer is checked',
+  );
+  await t.rejects(
+    get(`http://127.0.0.1:${PORT}/`, agent(['localhost'])),
+    /not allowed/,
+    'naming localhost does not allow 127.0.0.1',
+  );
   await t.rejects(get(`http://[::ffff:127.0.0.1]:${PORT}/`, agent([])), /loopback/);
   await t.rejects(get(`http://0x7f000001:${PORT}/`, agent([])), /loopback/, 'hex spelling of 127.0.0.1');
   t.equal(connections, 0, 'the server saw no connection');
@@ -82,7 +114,10 @@ t.test('guardedConnector with an undici Agent', async (t) => {
 
   // Link-local and metadata: refused at once, whatever is named (the point: no connect attempt, no hang).
   const started = Date.now();
-  await t.rejects(get('http://169.254.169.254/latest/meta-data/', agent(['169.254.169.254'])), /link-local or metadata/);
+  await t.rejects(
+    get('http://169.254.169.254/latest/meta-data/', agent(['169.254.169.254'])),
+    /link-local or metadata/,
+  );
   await t.rejects(get('http://[fe80::1]/', agent(['fe80::1'])), /link-local or metadata/);
   await t.rejects(get('http://[::ffff:169.254.169.254]/', agent([])), /link-local or metadata/);
   await t.rejects(get('http://0xa9fea9fe/', agent([])), /link-local or metadata/);

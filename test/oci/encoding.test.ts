@@ -43,7 +43,11 @@ t.test('the table in the module header', async (t) => {
     const d = decodeImage(`${PROXY}/${encoded}`, PROXY);
     t.ok(d.ok, `decodes ${encoded}`);
     const expected = parseReference(image);
-    t.same(d.ok && d.value, expected.tag === undefined && expected.digest === undefined ? { ...expected, tag: 'latest' } : expected, `round trip ${image}`);
+    t.same(
+      d.ok && d.value,
+      expected.tag === undefined && expected.digest === undefined ? { ...expected, tag: 'latest' } : expected,
+      `round trip ${image}`,
+    );
   }
   const v6 = encodeImage('[::1]:5000/app', PROXY);
   t.equal(v6.ok, false, 'IPv6 literal registry is not encodable');
@@ -59,10 +63,19 @@ t.test('the other Docker Hub spellings and host forms', async (t) => {
   same('Quay.IO/org/app:1', 'quay.io/org/app:1');
   same('LOCALHOST:5000/foo', 'localhost:5000/foo');
   t.same(encodeImage('myuser/app:2', PROXY), { ok: true, value: `${PROXY}/docker.io/myuser/app:2` });
-  t.same(encodeImage(`nginx:1.27@${D512}`, PROXY), { ok: true, value: `${PROXY}/docker.io/library/nginx:1.27@${D512}` });
+  t.same(encodeImage(`nginx:1.27@${D512}`, PROXY), {
+    ok: true,
+    value: `${PROXY}/docker.io/library/nginx:1.27@${D512}`,
+  });
   t.same(encodeImage('10.0.0.5/app', PROXY), { ok: true, value: `${PROXY}/10.0.0.5/app:latest` });
-  t.same(encodeImage('reg.example.com:443/a/b/c/d:x', PROXY), { ok: true, value: `${PROXY}/reg.example.com_443/a/b/c/d:x` });
-  t.same(encodeImage('xn--bcher-kva.example:65535/a', PROXY), { ok: true, value: `${PROXY}/xn--bcher-kva.example_65535/a:latest` });
+  t.same(encodeImage('reg.example.com:443/a/b/c/d:x', PROXY), {
+    ok: true,
+    value: `${PROXY}/reg.example.com_443/a/b/c/d:x`,
+  });
+  t.same(encodeImage('xn--bcher-kva.example:65535/a', PROXY), {
+    ok: true,
+    value: `${PROXY}/xn--bcher-kva.example_65535/a:latest`,
+  });
   // Docker Hub on an explicit port is another registry, not an alias.
   t.same(encodeImage('docker.io:443/x', PROXY), { ok: true, value: `${PROXY}/docker.io_443/x:latest` });
 });
@@ -102,7 +115,10 @@ t.test('what cannot be encoded is reported as such', async (t) => {
   t.equal(fits.length, 255);
   t.ok(encodeImage(fits, PROXY).ok, 'a 255-character encoded name is accepted');
   t.throws(() => cacheRepositoryName('[::1]:5000', 'app'), /IPv6/);
-  t.same(encodeRegistry('myreg'), { ok: false, reason: 'registry myreg has no dot or port and would read as a repository' });
+  t.same(encodeRegistry('myreg'), {
+    ok: false,
+    reason: 'registry myreg has no dot or port and would read as a repository',
+  });
 });
 
 t.test('decodeImage refuses what the encoder did not write', async (t) => {
@@ -122,8 +138,14 @@ t.test('decodeImage refuses what the encoder did not write', async (t) => {
   ];
   for (const r of refused) t.equal(decodeImage(r, PROXY).ok, false, r);
   t.match(decodeImage('other:7439/quay.io/a', PROXY), { ok: false, reason: /does not point at the proxy/ });
-  t.match(decodeImage('LOCALHOST:7439/quay.io/a', PROXY), { ok: true, value: { registry: 'quay.io', repository: 'a' } });
-  t.same(decodeImage(`${PROXY}/quay.io/a:1@${D256}`), { ok: true, value: { registry: 'quay.io', repository: 'a', tag: '1', digest: D256 } });
+  t.match(decodeImage('LOCALHOST:7439/quay.io/a', PROXY), {
+    ok: true,
+    value: { registry: 'quay.io', repository: 'a' },
+  });
+  t.same(decodeImage(`${PROXY}/quay.io/a:1@${D256}`), {
+    ok: true,
+    value: { registry: 'quay.io', repository: 'a', tag: '1', digest: D256 },
+  });
   t.equal(decodeName('library/nginx'), undefined);
   t.equal(decodeName('nginx'), undefined);
   t.equal(decodeName('quay.io/'), undefined);
@@ -185,7 +207,9 @@ function hostLabel(g: Gen): string {
 }
 
 function randomCase(g: Gen, s: string): string {
-  return Array.from(s).map((c) => (g.chance(0.5) ? c.toUpperCase() : c)).join('');
+  return Array.from(s)
+    .map((c) => (g.chance(0.5) ? c.toUpperCase() : c))
+    .join('');
 }
 
 /** [as written, normalised]; undefined: no registry part at all (a Docker Hub short name). */
@@ -195,7 +219,12 @@ function registry(g: Gen): [string, string] | undefined {
     case 0:
       return undefined;
     case 1:
-      return g.pick([['docker.io', 'docker.io'], ['index.docker.io', 'docker.io'], ['Docker.IO', 'docker.io'], ['INDEX.docker.io', 'docker.io']] as [string, string][]);
+      return g.pick([
+        ['docker.io', 'docker.io'],
+        ['index.docker.io', 'docker.io'],
+        ['Docker.IO', 'docker.io'],
+        ['INDEX.docker.io', 'docker.io'],
+      ] as [string, string][]);
     case 2: {
       const labels = Array.from({ length: g.int(1, 3) }, () => hostLabel(g));
       labels.push(g.chars(LOWER, 2, 6)); // a TLD with a letter
@@ -268,12 +297,24 @@ function sample(g: Gen): Sample {
   let tag: string | undefined;
   let digest: string | undefined;
   const form = g.int(0, 3);
-  if (form === 1 || form === 3) tag = g.chance(0.02) ? g.chars(TAG_FIRST, 1, 1) + g.chars(TAG_REST, 127, 127) : g.chars(TAG_FIRST, 1, 1) + g.chars(TAG_REST, 0, 20);
-  if (form === 2 || form === 3) digest = g.chance(0.8) ? `sha256:${g.chars(HEX, 64, 64)}` : `sha512:${g.chars(HEX, 128, 128)}`;
+  if (form === 1 || form === 3)
+    tag = g.chance(0.02)
+      ? g.chars(TAG_FIRST, 1, 1) + g.chars(TAG_REST, 127, 127)
+      : g.chars(TAG_FIRST, 1, 1) + g.chars(TAG_REST, 0, 20);
+  if (form === 2 || form === 3)
+    digest = g.chance(0.8) ? `sha256:${g.chars(HEX, 64, 64)}` : `sha512:${g.chars(HEX, 128, 128)}`;
   const input =
     `${reg ? `${reg[0]}/` : ''}${repo}` +
     `${tag !== undefined ? `:${tag}` : ''}${digest !== undefined ? `@${digest}` : ''}`;
-  return { input, expected: { registry: normReg, repository: normRepo, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) } };
+  return {
+    input,
+    expected: {
+      registry: normReg,
+      repository: normRepo,
+      ...(tag !== undefined ? { tag } : {}),
+      ...(digest !== undefined ? { digest } : {}),
+    },
+  };
 }
 
 const N = 6000;
@@ -299,14 +340,17 @@ t.test(`round trip over ${N} generated references`, async (t) => {
       fail(s, `parseReference threw ${(err as Error).message}`);
       continue;
     }
-    if (JSON.stringify(parsed) !== JSON.stringify(s.expected)) fail(s, `parsed as ${JSON.stringify(parsed)}, expected ${JSON.stringify(s.expected)}`);
-    const withTag: ImageReference = parsed.tag === undefined && parsed.digest === undefined ? { ...parsed, tag: 'latest' } : parsed;
+    if (JSON.stringify(parsed) !== JSON.stringify(s.expected))
+      fail(s, `parsed as ${JSON.stringify(parsed)}, expected ${JSON.stringify(s.expected)}`);
+    const withTag: ImageReference =
+      parsed.tag === undefined && parsed.digest === undefined ? { ...parsed, tag: 'latest' } : parsed;
     const proxy = encoded % 3 === 0 ? PROXY : encoded % 3 === 1 ? '127.0.0.1:7439' : 'pullthrough.kube-system.svc:5000';
     const enc = encodeImage(s.input, proxy);
     const nameLength = `${parsed.registry.replace(':', '_')}/${parsed.repository}`.length;
     if (nameLength > 255) {
       tooLong++;
-      if (enc.ok || !enc.reason.includes('over 255')) fail(s, `a ${nameLength}-character name should be reported as not encodable, got ${JSON.stringify(enc)}`);
+      if (enc.ok || !enc.reason.includes('over 255'))
+        fail(s, `a ${nameLength}-character name should be reported as not encodable, got ${JSON.stringify(enc)}`);
       continue;
     }
     if (!enc.ok) {
@@ -318,21 +362,27 @@ t.test(`round trip over ${N} generated references`, async (t) => {
     const rewritten = parseReference(enc.value);
     if (rewritten.registry !== proxy) fail(s, `rewritten ${enc.value} has registry ${rewritten.registry}`);
     const name = encodedName(enc.value);
-    if (!DISTRIBUTION_NAME.test(name) || name.length > 255 || !isValidRepository(name)) fail(s, `encoded name ${name} is not a valid repository name`);
-    if (name !== cacheRepositoryName(parsed.registry, parsed.repository)) fail(s, `encoded name ${name} differs from the cache repository name`);
+    if (!DISTRIBUTION_NAME.test(name) || name.length > 255 || !isValidRepository(name))
+      fail(s, `encoded name ${name} is not a valid repository name`);
+    if (name !== cacheRepositoryName(parsed.registry, parsed.repository))
+      fail(s, `encoded name ${name} differs from the cache repository name`);
     // Decoding gives the parsed reference back (with :latest where there was neither).
     for (const host of [proxy, undefined]) {
       const dec = decodeImage(enc.value, host);
       if (!dec.ok) fail(s, `decodeImage(${enc.value}, ${host}) failed: ${dec.reason}`);
-      else if (JSON.stringify(dec.value) !== JSON.stringify(withTag)) fail(s, `decoded ${JSON.stringify(dec.value)}, expected ${JSON.stringify(withTag)}`);
+      else if (JSON.stringify(dec.value) !== JSON.stringify(withTag))
+        fail(s, `decoded ${JSON.stringify(dec.value)}, expected ${JSON.stringify(withTag)}`);
     }
     const dn = decodeName(name);
-    if (dn?.registry !== parsed.registry || dn.repository !== parsed.repository) fail(s, `decodeName(${name}) = ${JSON.stringify(dn)}`);
+    if (dn?.registry !== parsed.registry || dn.repository !== parsed.repository)
+      fail(s, `decodeName(${name}) = ${JSON.stringify(dn)}`);
     // Encoding is a function of the normalised reference: encoding the normal form gives the same.
     const again = encodeReference(withTag, proxy);
-    if (!again.ok || again.value !== enc.value) fail(s, `encodeReference(normalised) = ${JSON.stringify(again)}, expected ${enc.value}`);
+    if (!again.ok || again.value !== enc.value)
+      fail(s, `encodeReference(normalised) = ${JSON.stringify(again)}, expected ${enc.value}`);
     const canonical = encodeImage(formatReference(parsed), proxy);
-    if (!canonical.ok || canonical.value !== enc.value) fail(s, `the canonical spelling encodes to ${JSON.stringify(canonical)}`);
+    if (!canonical.ok || canonical.value !== enc.value)
+      fail(s, `the canonical spelling encodes to ${JSON.stringify(canonical)}`);
     // Injective: distinct normalised references never share an encoding.
     const key = `${proxy} ${enc.value}`;
     const normal = formatReference(withTag);
@@ -345,13 +395,36 @@ t.test(`round trip over ${N} generated references`, async (t) => {
   t.ok(tooLong > 0, 'the sample reaches the length cap');
   // The sample covers every registry form.
   const regs = new Set(samples.map((s) => s.expected.registry));
-  for (const re of [/^docker\.io$/, /^localhost$/, /^localhost:\d+$/, /^\d+\.\d+\.\d+\.\d+$/, /^\d+\.\d+\.\d+\.\d+:\d+$/, /^[a-z][a-z0-9]*:\d+$/, /\..*:\d+$/]) {
-    t.ok([...regs].some((r) => re.test(r)), `sample has a registry like ${re}`);
+  for (const re of [
+    /^docker\.io$/,
+    /^localhost$/,
+    /^localhost:\d+$/,
+    /^\d+\.\d+\.\d+\.\d+$/,
+    /^\d+\.\d+\.\d+\.\d+:\d+$/,
+    /^[a-z][a-z0-9]*:\d+$/,
+    /\..*:\d+$/,
+  ]) {
+    t.ok(
+      [...regs].some((r) => re.test(r)),
+      `sample has a registry like ${re}`,
+    );
   }
-  t.ok(samples.some((s) => s.input.startsWith('index.docker.io/')), 'sample has index.docker.io');
-  t.ok(samples.some((s) => /^[^/]*[A-Z][^/]*\//.test(s.input)), 'sample has upper-case hosts');
-  t.ok(samples.some((s) => !s.input.split('/')[0]!.includes('.') && !s.input.includes('/')), 'sample has short names');
-  t.ok(samples.some((s) => s.expected.tag !== undefined && s.expected.digest !== undefined), 'sample has tag+digest');
+  t.ok(
+    samples.some((s) => s.input.startsWith('index.docker.io/')),
+    'sample has index.docker.io',
+  );
+  t.ok(
+    samples.some((s) => /^[^/]*[A-Z][^/]*\//.test(s.input)),
+    'sample has upper-case hosts',
+  );
+  t.ok(
+    samples.some((s) => !s.input.split('/')[0]!.includes('.') && !s.input.includes('/')),
+    'sample has short names',
+  );
+  t.ok(
+    samples.some((s) => s.expected.tag !== undefined && s.expected.digest !== undefined),
+    'sample has tag+digest',
+  );
 });
 
 t.test('distinct registries never share an encoded first component', async (t) => {
@@ -393,8 +466,27 @@ t.test('decodeRegistry accepts only what encodeRegistry writes', async (t) => {
   // registry gives the component back (so no two spellings name the same origin), apart from the
   // documented Docker Hub alias.
   const g = new Gen(prng(99));
-  const extra = ['localhost', 'localhost_1', 'a_1', '1.2.3.4', '1.2.3.4_80', 'a.b_0', 'a.b_01', 'a.b_65536', 'a__1', 'a.0', '0.a', 'a_b', 'index.docker.io'];
-  const comps = [...extra, ...Array.from({ length: 5000 }, () => (g.chance(0.5) ? pathComponent(g) : `${pathComponent(g)}_${g.int(0, 70000)}`))];
+  const extra = [
+    'localhost',
+    'localhost_1',
+    'a_1',
+    '1.2.3.4',
+    '1.2.3.4_80',
+    'a.b_0',
+    'a.b_01',
+    'a.b_65536',
+    'a__1',
+    'a.0',
+    '0.a',
+    'a_b',
+    'index.docker.io',
+  ];
+  const comps = [
+    ...extra,
+    ...Array.from({ length: 5000 }, () =>
+      g.chance(0.5) ? pathComponent(g) : `${pathComponent(g)}_${g.int(0, 70000)}`,
+    ),
+  ];
   const failures: string[] = [];
   let decoded = 0;
   for (const c of comps) {
@@ -406,9 +498,11 @@ t.test('decodeRegistry accepts only what encodeRegistry writes', async (t) => {
       continue;
     }
     decoded++;
-    if (!(c.includes('.') || /_\d+$/.test(c) || c === 'localhost')) failures.push(`${c} decodes to ${r} without a dot, port or localhost`);
+    if (!(c.includes('.') || /_\d+$/.test(c) || c === 'localhost'))
+      failures.push(`${c} decodes to ${r} without a dot, port or localhost`);
     const back = encodeRegistry(r);
-    if (!back.ok || (back.value !== c && c !== 'index.docker.io')) failures.push(`${c} -> ${r} -> ${JSON.stringify(back)}`);
+    if (!back.ok || (back.value !== c && c !== 'index.docker.io'))
+      failures.push(`${c} -> ${r} -> ${JSON.stringify(back)}`);
   }
   t.same(failures, []);
   t.ok(decoded > 100, `${decoded} components decoded`);

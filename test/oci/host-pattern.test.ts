@@ -2,10 +2,51 @@ import t from 'tap';
 import { parseHostList } from '../../src/oci/host-pattern.js';
 
 t.test('host lists as operators write them', async (t) => {
-  const l = parseHostList(['quay.io', ' MyReg:5000 ', '*.example.com', '127.0.0.1:*', 'index.docker.io', '', 'localhost', '[::1]:5000']);
-  t.same(l.patterns, ['quay.io', 'myreg:5000', '*.example.com', '127.0.0.1:*', 'index.docker.io', 'localhost', '[::1]:5000']);
-  const yes = ['quay.io', 'myreg:5000', 'a.example.com', 'x-1.example.com', '127.0.0.1:1', '127.0.0.1:65535', 'docker.io', 'localhost', '[::1]:5000'];
-  const no = ['quay.io:443', 'myreg', 'myreg:5001', 'a.b.example.com', 'example.com', 'a.example.com:5000', 'aexample.com', 'quayxio', 'localhost:5000', 'ghcr.io', 'evil.com/quay.io', 'quay.io.evil.com', '[::1]'];
+  const l = parseHostList([
+    'quay.io',
+    ' MyReg:5000 ',
+    '*.example.com',
+    '127.0.0.1:*',
+    'index.docker.io',
+    '',
+    'localhost',
+    '[::1]:5000',
+  ]);
+  t.same(l.patterns, [
+    'quay.io',
+    'myreg:5000',
+    '*.example.com',
+    '127.0.0.1:*',
+    'index.docker.io',
+    'localhost',
+    '[::1]:5000',
+  ]);
+  const yes = [
+    'quay.io',
+    'myreg:5000',
+    'a.example.com',
+    'x-1.example.com',
+    '127.0.0.1:1',
+    '127.0.0.1:65535',
+    'docker.io',
+    'localhost',
+    '[::1]:5000',
+  ];
+  const no = [
+    'quay.io:443',
+    'myreg',
+    'myreg:5001',
+    'a.b.example.com',
+    'example.com',
+    'a.example.com:5000',
+    'aexample.com',
+    'quayxio',
+    'localhost:5000',
+    'ghcr.io',
+    'evil.com/quay.io',
+    'quay.io.evil.com',
+    '[::1]',
+  ];
   for (const r of yes) t.ok(l.matches(r), `${r} matches`);
   for (const r of no) t.notOk(l.matches(r), `${r} does not match`);
   t.same(l.literalHosts(), ['quay.io', 'myreg', '127.0.0.1', 'index.docker.io', 'localhost', '[::1]']);

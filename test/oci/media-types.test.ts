@@ -1,12 +1,29 @@
 import t, { type Test } from 'tap';
 import { OciError } from '../../src/oci/errors.js';
-import { formatPlatform, isManifestMediaType, MAX_MANIFEST_BYTES, MediaType, parseManifest } from '../../src/oci/media-types.js';
+import {
+  formatPlatform,
+  isManifestMediaType,
+  MAX_MANIFEST_BYTES,
+  MediaType,
+  parseManifest,
+} from '../../src/oci/media-types.js';
 
 const D1 = `sha256:${'1'.repeat(64)}`;
 const D2 = `sha256:${'2'.repeat(64)}`;
 const bytes = (o: unknown) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o));
-const desc = (digest = D1, extra: object = {}) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: 10, ...extra });
-const image = (extra: object = {}) => ({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: desc(D1), layers: [desc(D2)], ...extra });
+const desc = (digest = D1, extra: object = {}) => ({
+  mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+  digest,
+  size: 10,
+  ...extra,
+});
+const image = (extra: object = {}) => ({
+  schemaVersion: 2,
+  mediaType: MediaType.OciManifest,
+  config: desc(D1),
+  layers: [desc(D2)],
+  ...extra,
+});
 
 function code(t: Test, b: Uint8Array, ct?: string): [string, number] | undefined {
   try {
@@ -19,15 +36,36 @@ function code(t: Test, b: Uint8Array, ct?: string): [string, number] | undefined
 }
 
 t.test('the four manifest kinds', async (t) => {
-  t.match(parseManifest(bytes(image())), { kind: 'image', mediaType: MediaType.OciManifest, config: { digest: D1, size: 10 }, layers: [{ digest: D2 }] });
-  t.match(parseManifest(bytes(image({ mediaType: MediaType.DockerManifest }))), { kind: 'image', mediaType: MediaType.DockerManifest });
-  const index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [desc(D1, { platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }), desc(D2, { platform: { os: 'linux' } })] };
+  t.match(parseManifest(bytes(image())), {
+    kind: 'image',
+    mediaType: MediaType.OciManifest,
+    config: { digest: D1, size: 10 },
+    layers: [{ digest: D2 }],
+  });
+  t.match(parseManifest(bytes(image({ mediaType: MediaType.DockerManifest }))), {
+    kind: 'image',
+    mediaType: MediaType.DockerManifest,
+  });
+  const index = {
+    schemaVersion: 2,
+    mediaType: MediaType.OciIndex,
+    manifests: [
+      desc(D1, { platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }),
+      desc(D2, { platform: { os: 'linux' } }),
+    ],
+  };
   const parsed = parseManifest(bytes(index));
   t.match(parsed, { kind: 'index', mediaType: MediaType.OciIndex });
-  t.same(parsed.kind === 'index' && parsed.manifests.map((m) => m.platform), [{ os: 'linux', architecture: 'arm64', variant: 'v8' }, undefined]);
+  t.same(parsed.kind === 'index' && parsed.manifests.map((m) => m.platform), [
+    { os: 'linux', architecture: 'arm64', variant: 'v8' },
+    undefined,
+  ]);
   t.equal(formatPlatform({ os: 'linux', architecture: 'arm64', variant: 'v8' }), 'linux/arm64/v8');
   t.equal(formatPlatform({ os: 'linux', architecture: 'amd64' }), 'linux/amd64');
-  t.match(parseManifest(bytes({ ...index, mediaType: MediaType.DockerManifestList })), { kind: 'index', mediaType: MediaType.DockerManifestList });
+  t.match(parseManifest(bytes({ ...index, mediaType: MediaType.DockerManifestList })), {
+    kind: 'index',
+    mediaType: MediaType.DockerManifestList,
+  });
   t.ok(isManifestMediaType(MediaType.DockerManifestList));
   t.notOk(isManifestMediaType('application/vnd.docker.distribution.manifest.v1+prettyjws'));
 });
@@ -47,7 +85,10 @@ t.test('without a mediaType field: the Content-Type, then the shape', async (t) 
 
 t.test('unknown media types and schema 1 are UNSUPPORTED', async (t) => {
   t.same(code(t, bytes(image({ mediaType: 'application/vnd.example.thing+json' }))), ['UNSUPPORTED', 400]);
-  t.same(code(t, bytes(image({ mediaType: 'application/vnd.docker.distribution.manifest.v1+prettyjws' }))), ['UNSUPPORTED', 400]);
+  t.same(code(t, bytes(image({ mediaType: 'application/vnd.docker.distribution.manifest.v1+prettyjws' }))), [
+    'UNSUPPORTED',
+    400,
+  ]);
   t.same(code(t, bytes({ schemaVersion: 1, name: 'x', fsLayers: [] })), ['UNSUPPORTED', 400]);
   t.same(code(t, bytes({ mediaType: MediaType.OciManifest, config: desc(), layers: [] })), ['UNSUPPORTED', 400]);
   t.same(code(t, bytes(image({ schemaVersion: '2' }))), ['UNSUPPORTED', 400]);

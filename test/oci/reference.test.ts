@@ -111,7 +111,11 @@ t.test('malformed references are NAME_INVALID / DIGEST_INVALID / UNSUPPORTED', a
       err = e;
     }
     t.ok(err instanceof OciError, `${JSON.stringify(input.slice(0, 60))} throws an OciError`);
-    t.equal((err as OciError | undefined)?.code, code, `${JSON.stringify(input.slice(0, 60))}: ${(err as Error | undefined)?.message.slice(0, 100)}`);
+    t.equal(
+      (err as OciError | undefined)?.code,
+      code,
+      `${JSON.stringify(input.slice(0, 60))}: ${(err as Error | undefined)?.message.slice(0, 100)}`,
+    );
   }
   // Messages quote at most a bounded slice of the input.
   try {
@@ -126,7 +130,25 @@ t.test('registry hosts', async (t) => {
   t.same(parseRegistryHost('10.0.0.1'), { host: '10.0.0.1', port: undefined, kind: 'ipv4' });
   t.same(parseRegistryHost('[::1]:1'), { host: '[::1]', port: 1, kind: 'ipv6' });
   t.same(parseRegistryHost('localhost'), { host: 'localhost', port: undefined, kind: 'name' });
-  for (const bad of ['', ':5000', 'a:', 'a:0', 'a:65536', 'a:-1', 'a:1:2', '[::1]:', '[::1]5000', '[]', '[::g]', 'a b', 'a/b', '01.2.3.4', '1.2.3', 'a'.repeat(254), `${'a.'.repeat(140)}com`]) {
+  for (const bad of [
+    '',
+    ':5000',
+    'a:',
+    'a:0',
+    'a:65536',
+    'a:-1',
+    'a:1:2',
+    '[::1]:',
+    '[::1]5000',
+    '[]',
+    '[::g]',
+    'a b',
+    'a/b',
+    '01.2.3.4',
+    '1.2.3',
+    'a'.repeat(254),
+    `${'a.'.repeat(140)}com`,
+  ]) {
     t.equal(parseRegistryHost(bad), undefined, JSON.stringify(bad.slice(0, 40)));
   }
   t.equal(normalizeRegistry('INDEX.DOCKER.IO'), 'docker.io');
@@ -148,7 +170,10 @@ t.test('tags, repositories and formatting', async (t) => {
   t.notOk(isValidRepository(''));
   t.notOk(isValidRepository('a//b'));
   t.equal(formatReference({ registry: 'docker.io', repository: 'library/nginx' }), 'docker.io/library/nginx:latest');
-  t.equal(formatReference({ registry: 'docker.io', repository: 'library/nginx' }, { defaultTag: false }), 'docker.io/library/nginx');
+  t.equal(
+    formatReference({ registry: 'docker.io', repository: 'library/nginx' }, { defaultTag: false }),
+    'docker.io/library/nginx',
+  );
   t.equal(formatReference({ registry: 'q.io', repository: 'a', digest: D256 }), `q.io/a@${D256}`);
   t.equal(formatReference({ registry: 'q.io', repository: 'a', tag: 't', digest: D256 }), `q.io/a:t@${D256}`);
   // format(parse(x)) is a fixed point of parse.

@@ -44,7 +44,10 @@ t.test('every body byte is reported, and the body arrives whole', async (t) => {
 
 t.test('a consumer that reads slowly is not overrun: the socket pauses', async (t) => {
   let reported = 0;
-  const res = await request(url('/'), { dispatcher: agent.compose(reportResponseBytes((n) => (reported += n))), highWaterMark: 64 * 1024 });
+  const res = await request(url('/'), {
+    dispatcher: agent.compose(reportResponseBytes((n) => (reported += n))),
+    highWaterMark: 64 * 1024,
+  });
   await sleep(200);
   // Without backpressure the whole body would be in memory by now.
   t.ok(reported < body.length, `only ${reported} of ${body.length} bytes were taken while nobody read`);

@@ -8,7 +8,6 @@ const bytes = Buffer.from('a'.repeat(100_000) + 'b'.repeat(50_000));
 const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 const chunks = [bytes.subarray(0, 70_000), bytes.subarray(70_000, 120_000), bytes.subarray(120_000)];
 
-
 t.test('bytes that match pass through whole', async (t) => {
   const { bytes: out, err } = await drain(Readable.from(chunks).pipe(verifyingStream(digest, bytes.length)));
   t.notOk(err);

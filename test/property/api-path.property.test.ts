@@ -12,21 +12,50 @@ import { runs } from './settings.js';
 const alnum = fc.stringMatching(/^[a-z0-9]{1,6}$/);
 const separator = fc.constantFrom('.', '_', '__', '-', '--');
 const component = fc.oneof(
-  { weight: 8, arbitrary: fc.tuple(alnum, fc.array(fc.tuple(separator, alnum), { maxLength: 2 })).map(([a, r]) => a + r.map(([s, b]) => s + b).join('')) },
+  {
+    weight: 8,
+    arbitrary: fc
+      .tuple(alnum, fc.array(fc.tuple(separator, alnum), { maxLength: 2 }))
+      .map(([a, r]) => a + r.map(([s, b]) => s + b).join('')),
+  },
   // Components that are also endpoint words, and encoded registries.
-  { weight: 2, arbitrary: fc.constantFrom('manifests', 'blobs', 'uploads', 'tags', 'list', 'referrers', 'v2', 'quay.io', 'localhost_5000', '10.0.0.5_5000') },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom(
+      'manifests',
+      'blobs',
+      'uploads',
+      'tags',
+      'list',
+      'referrers',
+      'v2',
+      'quay.io',
+      'localhost_5000',
+      '10.0.0.5_5000',
+    ),
+  },
 );
 const name = fc.array(component, { minLength: 1, maxLength: 5 }).map((c) => c.join('/'));
-const tag = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}$/), fc.constantFrom('manifests', 'blobs', 'uploads', 'list', 'latest'));
+const tag = fc.oneof(
+  fc.stringMatching(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}$/),
+  fc.constantFrom('manifests', 'blobs', 'uploads', 'list', 'latest'),
+);
 const digest = fc.oneof(
   fc.stringMatching(/^[a-f0-9]{64}$/).map((h) => `sha256:${h}`),
   fc.stringMatching(/^[a-f0-9]{128}$/).map((h) => `sha512:${h}`),
 );
 
-type Want = { kind: 'manifest'; name: string; reference: string } | { kind: 'blob'; name: string; digest: string } | { kind: 'push'; name: string };
+type Want =
+  | { kind: 'manifest'; name: string; reference: string }
+  | { kind: 'blob'; name: string; digest: string }
+  | { kind: 'push'; name: string };
 const request: fc.Arbitrary<{ path: string; want: Want }> = fc.oneof(
-  fc.tuple(name, fc.oneof(tag, digest)).map(([n, r]) => ({ path: `/v2/${n}/manifests/${r}`, want: { kind: 'manifest' as const, name: n, reference: r } })),
-  fc.tuple(name, digest).map(([n, d]) => ({ path: `/v2/${n}/blobs/${d}`, want: { kind: 'blob' as const, name: n, digest: d } })),
+  fc
+    .tuple(name, fc.oneof(tag, digest))
+    .map(([n, r]) => ({ path: `/v2/${n}/manifests/${r}`, want: { kind: 'manifest' as const, name: n, reference: r } })),
+  fc
+    .tuple(name, digest)
+    .map(([n, d]) => ({ path: `/v2/${n}/blobs/${d}`, want: { kind: 'blob' as const, name: n, digest: d } })),
   fc
     .tuple(name, fc.constantFrom('', '/', '/0b8c-uuid', '/c0ffee'))
     .map(([n, tail]) => ({ path: `/v2/${n}/blobs/uploads${tail}`, want: { kind: 'push' as const, name: n } })),
@@ -51,20 +80,31 @@ function checkRouted(path: string): void {
   try {
     got = parseApiPath(path);
   } catch (err) {
-    if (!(err instanceof OciError) || err.code !== 'NAME_INVALID' || err.status !== 400) throw new Error(`${JSON.stringify(path)}: untyped ${String(err)}`);
+    if (!(err instanceof OciError) || err.code !== 'NAME_INVALID' || err.status !== 400)
+      throw new Error(`${JSON.stringify(path)}: untyped ${String(err)}`);
     if (err.message.length > 200) throw new Error('unbounded message');
     return;
   }
   if (got.kind === 'base' || got.kind === 'unsupported') return;
-  const parts = [...got.name.split('/'), ...(got.kind === 'manifest' ? [got.reference] : got.kind === 'blob' ? [got.digest] : [])];
-  if (parts.some((p) => p === '' || p === '.' || p === '..' || /[%\\/]/.test(p))) throw new Error(`${JSON.stringify(path)} routed to ${JSON.stringify(got)}`);
+  const parts = [
+    ...got.name.split('/'),
+    ...(got.kind === 'manifest' ? [got.reference] : got.kind === 'blob' ? [got.digest] : []),
+  ];
+  if (parts.some((p) => p === '' || p === '.' || p === '..' || /[%\\/]/.test(p)))
+    throw new Error(`${JSON.stringify(path)} routed to ${JSON.stringify(got)}`);
 }
 
 t.test('mangled and arbitrary paths route safely or fail with NAME_INVALID', async (t) => {
   const mangled = fc
     .tuple(
       request,
-      fc.array(fc.tuple(fc.nat(), fc.constantFrom('', '/', '//', '.', '..', '/../', '%2e', '%2F', '\\', '%', '?', '#', ' ', '\u0000', 'é')), { minLength: 1, maxLength: 3 }),
+      fc.array(
+        fc.tuple(
+          fc.nat(),
+          fc.constantFrom('', '/', '//', '.', '..', '/../', '%2e', '%2F', '\\', '%', '?', '#', ' ', '\u0000', 'é'),
+        ),
+        { minLength: 1, maxLength: 3 },
+      ),
     )
     .map(([r, edits]) => {
       let s = r.path;
@@ -78,7 +118,11 @@ t.test('mangled and arbitrary paths route safely or fail with NAME_INVALID', asy
     mangled,
     fc.string({ maxLength: 80 }).map((s) => `/v2/${s}`),
     fc.string({ unit: 'binary', maxLength: 80 }),
-    fc.array(fc.constantFrom('a', '.', '..', '', 'manifests', 'blobs', 'uploads', 'sha256:x', '_catalog'), { maxLength: 8 }).map((segs) => `/v2/${segs.join('/')}`),
+    fc
+      .array(fc.constantFrom('a', '.', '..', '', 'manifests', 'blobs', 'uploads', 'sha256:x', '_catalog'), {
+        maxLength: 8,
+      })
+      .map((segs) => `/v2/${segs.join('/')}`),
   );
   fc.assert(fc.property(arbitrary, checkRouted), runs(5000));
   t.pass('5000 generated paths');

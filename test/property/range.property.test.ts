@@ -14,7 +14,8 @@ type Spec = { kind: 'int'; first: bigint; last?: bigint } | { kind: 'suffix'; le
 
 const ows = fc.constantFrom('', '', ' ', '\t', '  ');
 /** 1*DIGIT with optional leading zeros; mostly small, sometimes past 2^53. */
-const digits = (n: fc.Arbitrary<bigint>) => fc.tuple(fc.constantFrom('', '', '0', '00'), n).map(([zeros, v]) => ({ text: `${zeros}${v}`, value: v }));
+const digits = (n: fc.Arbitrary<bigint>) =>
+  fc.tuple(fc.constantFrom('', '', '0', '00'), n).map(([zeros, v]) => ({ text: `${zeros}${v}`, value: v }));
 const position = fc.oneof(
   { weight: 6, arbitrary: fc.bigInt({ min: 0n, max: 200n }) },
   { weight: 2, arbitrary: fc.bigInt({ min: 0n, max: 1n << 40n }) },
@@ -27,14 +28,26 @@ const intRange = fc.tuple(digits(position), fc.option(digits(position), { nil: u
   const [lo, hi] = a.value <= b.value ? [a, b] : [b, a];
   return { text: `${lo.text}-${hi.text}`, spec: { kind: 'int', first: lo.value, last: hi.value } as Spec };
 });
-const suffixRange = digits(position).map((d) => ({ text: `-${d.text}`, spec: { kind: 'suffix', length: d.value } as Spec }));
+const suffixRange = digits(position).map((d) => ({
+  text: `-${d.text}`,
+  spec: { kind: 'suffix', length: d.value } as Spec,
+}));
 const rangeSpec = fc.oneof(intRange, suffixRange);
 
 /** A valid header holding one range-spec, with the list's empty elements and OWS around it. */
 const validSingle = fc
-  .tuple(bytesUnit, ows, fc.array(fc.constantFrom(',', ' ,', ', '), { maxLength: 2 }), rangeSpec, ows, fc.array(fc.constantFrom(',', ' ,', ', '), { maxLength: 2 }))
-  .map(([unit, lead, before, r, trail, after]) => ({ header: `${unit}=${before.join('')}${lead}${r.text}${trail}${after.join('')}`, spec: r.spec }));
-
+  .tuple(
+    bytesUnit,
+    ows,
+    fc.array(fc.constantFrom(',', ' ,', ', '), { maxLength: 2 }),
+    rangeSpec,
+    ows,
+    fc.array(fc.constantFrom(',', ' ,', ', '), { maxLength: 2 }),
+  )
+  .map(([unit, lead, before, r, trail, after]) => ({
+    header: `${unit}=${before.join('')}${lead}${r.text}${trail}${after.join('')}`,
+    spec: r.spec,
+  }));
 
 /** What RFC 9110 says the range means for a representation of `size` bytes: a range, the whole, or 416. */
 function model(spec: Spec, size: number): { start: number; end: number } | 'whole' | 416 {
@@ -55,7 +68,8 @@ function outcome(req: RangeRequest, size: number): { start: number; end: number 
     return resolveRange(req, size) ?? 'whole';
   } catch (err) {
     if (!(err instanceof OciError) || err.code !== 'RANGE_INVALID' || err.status !== 416) throw err;
-    if (err.headers['content-range'] !== `bytes */${size}`) throw new Error(`416 without Content-Range bytes */${size}`);
+    if (err.headers['content-range'] !== `bytes */${size}`)
+      throw new Error(`416 without Content-Range bytes */${size}`);
     return 416;
   }
 }
@@ -69,8 +83,10 @@ t.test('a valid single byte range means what RFC 9110 says, for any blob size', 
       if (req.kind !== 'single') throw new Error(`${JSON.stringify(header)} was ignored`);
       const got = outcome(req, n);
       const want = model(spec, n);
-      if (JSON.stringify(got) !== JSON.stringify(want)) throw new Error(`${header} on ${n} bytes: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
-      if (typeof got === 'object' && !(got.start >= 0 && got.start <= got.end && got.end < n)) throw new Error('range outside the blob');
+      if (JSON.stringify(got) !== JSON.stringify(want))
+        throw new Error(`${header} on ${n} bytes: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+      if (typeof got === 'object' && !(got.start >= 0 && got.start <= got.end && got.end < n))
+        throw new Error('range outside the blob');
     }),
     runs(5000),
   );
@@ -85,7 +101,8 @@ t.test('a parsed range prints back as a Range header that parses the same', asyn
       if (req.kind !== 'single') throw new Error(`${header} ignored`);
       const printed = req.suffix !== undefined ? `bytes=-${req.suffix}` : `bytes=${req.first ?? 0}-${req.last ?? ''}`;
       if (!/^bytes=\d*-\d*$/.test(printed)) throw new Error(`${printed} is not a Range header`);
-      if (JSON.stringify(parseRangeHeader(printed)) !== JSON.stringify(req)) throw new Error(`${printed} parses differently`);
+      if (JSON.stringify(parseRangeHeader(printed)) !== JSON.stringify(req))
+        throw new Error(`${printed} parses differently`);
     }),
     runs(3000),
   );
@@ -124,14 +141,20 @@ t.test('no string makes the parser throw; resolving only ever says 416', async (
     fc.string({ maxLength: 40 }),
     fc.string({ unit: 'binary', maxLength: 40 }),
     fc.stringMatching(/^[ \t]*[bByYtTeEsS]{0,6}[ \t]*=?[ \t,0-9-]{0,20}$/),
-    fc.tuple(bytesUnit, fc.string({ unit: fc.constantFrom('0', '9', '-', ',', ' ', '\t', 'a', ';', '='), maxLength: 24 })).map(([u, r]) => `${u}=${r}`),
+    fc
+      .tuple(
+        bytesUnit,
+        fc.string({ unit: fc.constantFrom('0', '9', '-', ',', ' ', '\t', 'a', ';', '='), maxLength: 24 }),
+      )
+      .map(([u, r]) => `${u}=${r}`),
   );
   fc.assert(
     fc.property(noise, size, (header, n) => {
       const req = parseRangeHeader(header);
       if (req.kind === 'single') {
         const values = [req.first, req.last, req.suffix].filter((v) => v !== undefined);
-        if (!values.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new Error(`${JSON.stringify(header)} gave ${JSON.stringify(req)}`);
+        if (!values.every((v) => Number.isSafeInteger(v) && v >= 0))
+          throw new Error(`${JSON.stringify(header)} gave ${JSON.stringify(req)}`);
       }
       outcome(req, n);
     }),

@@ -19,7 +19,9 @@ const pathComponent = fc
   .map(([first, rest]) => first + rest.map(([s, a]) => s + a).join(''));
 const repository = fc.array(pathComponent, { minLength: 1, maxLength: 4 }).map((c) => c.join('/'));
 // Names around the 255-character cap, on both sides of it.
-const longRepository = fc.array(fc.stringMatching(/^[a-z0-9]{40,60}$/), { minLength: 4, maxLength: 5 }).map((c) => c.join('/'));
+const longRepository = fc
+  .array(fc.stringMatching(/^[a-z0-9]{40,60}$/), { minLength: 4, maxLength: 5 })
+  .map((c) => c.join('/'));
 const tag = fc.oneof(
   { weight: 9, arbitrary: fc.stringMatching(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}$/) },
   { weight: 1, arbitrary: fc.stringMatching(/^[A-Za-z0-9_][A-Za-z0-9_.-]{127}$/) },
@@ -40,7 +42,9 @@ const host = fc.oneof(
   fc.stringMatching(/^[A-Z][a-zA-Z0-9]{0,6}$/),
   fc.constantFrom('[::1]', '[fe80::1]', '[2001:DB8::5]'),
 );
-const domain = fc.tuple(host, fc.option(fc.integer({ min: 1, max: 65535 }), { nil: undefined })).map(([h, p]) => (p === undefined ? h : `${h}:${p}`));
+const domain = fc
+  .tuple(host, fc.option(fc.integer({ min: 1, max: 65535 }), { nil: undefined }))
+  .map(([h, p]) => (p === undefined ? h : `${h}:${p}`));
 
 interface Generated {
   readonly input: string;
@@ -74,23 +78,38 @@ function model(g: Generated): ImageReference | undefined {
   let repo = g.domain !== undefined ? `${g.domain}/${g.repository}` : g.repository;
   const slash = repo.indexOf('/');
   const first = slash < 0 ? '' : repo.slice(0, slash);
-  if (slash >= 0 && (first.includes('.') || first.includes(':') || first === 'localhost' || first !== first.toLowerCase())) {
+  if (
+    slash >= 0 &&
+    (first.includes('.') || first.includes(':') || first === 'localhost' || first !== first.toLowerCase())
+  ) {
     registry = first.toLowerCase();
     repo = repo.slice(slash + 1);
     // A path component read as a domain must be a host name: no `_`, and (on purpose, stricter
     // than distribution) a last label that is not digits only.
     const labels = g.domain === undefined ? registry.split('.') : [];
-    if (labels.some((l) => !/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/.test(l)) || /^\d+$/.test(labels.at(-1) ?? 'x')) return undefined;
+    if (labels.some((l) => !/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/.test(l)) || /^\d+$/.test(labels.at(-1) ?? 'x'))
+      return undefined;
   }
   if (registry === 'index.docker.io') registry = 'docker.io';
   if (registry === 'docker.io' && !repo.includes('/')) repo = `library/${repo}`;
   if (repo.length > 255) return undefined;
-  return { registry, repository: repo, ...(g.tag !== undefined ? { tag: g.tag } : {}), ...(g.digest !== undefined ? { digest: g.digest } : {}) };
+  return {
+    registry,
+    repository: repo,
+    ...(g.tag !== undefined ? { tag: g.tag } : {}),
+    ...(g.digest !== undefined ? { digest: g.digest } : {}),
+  };
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-const withDefaultTag = (r: ImageReference): ImageReference => (r.tag === undefined && r.digest === undefined ? { ...r, tag: 'latest' } : r);
-const proxyHost = fc.constantFrom('localhost:7439', '127.0.0.1:7439', 'pullthrough.kube-system.svc:5000', 'Mirror.Example.com');
+const withDefaultTag = (r: ImageReference): ImageReference =>
+  r.tag === undefined && r.digest === undefined ? { ...r, tag: 'latest' } : r;
+const proxyHost = fc.constantFrom(
+  'localhost:7439',
+  '127.0.0.1:7439',
+  'pullthrough.kube-system.svc:5000',
+  'Mirror.Example.com',
+);
 
 /** Runs f; anything thrown that is not an OciError fails the property. */
 function onlyTyped(f: () => unknown): void {
@@ -112,7 +131,8 @@ t.test('generated references parse to the normalised form', async (t) => {
       } catch (err) {
         if (want !== undefined || !(err instanceof OciError) || err.code !== 'NAME_INVALID') throw err;
       }
-      if (want === undefined && got !== undefined) throw new Error(`${g.input} should be refused, got ${JSON.stringify(got)}`);
+      if (want === undefined && got !== undefined)
+        throw new Error(`${g.input} should be refused, got ${JSON.stringify(got)}`);
       if (!same(got, want)) throw new Error(`${g.input}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
     }),
     runs(4000),
@@ -129,12 +149,15 @@ const printsAmbiguously = (r: ImageReference) => /^[a-z0-9-]+$/.test(r.registry)
 
 t.test('the normal form parses back to itself', async (t) => {
   fc.assert(
-    fc.property(reference.filter((g) => model(g) !== undefined && !printsAmbiguously(model(g) as ImageReference)), (g) => {
-      const ref = parseReference(g.input);
-      const text = formatReference(ref);
-      const again = parseReference(text);
-      if (!same(again, withDefaultTag(ref))) throw new Error(`${g.input} -> ${text} -> ${JSON.stringify(again)}`);
-    }),
+    fc.property(
+      reference.filter((g) => model(g) !== undefined && !printsAmbiguously(model(g) as ImageReference)),
+      (g) => {
+        const ref = parseReference(g.input);
+        const text = formatReference(ref);
+        const again = parseReference(text);
+        if (!same(again, withDefaultTag(ref))) throw new Error(`${g.input} -> ${text} -> ${JSON.stringify(again)}`);
+      },
+    ),
     runs(4000),
   );
   t.pass('4000 generated references');
@@ -143,23 +166,29 @@ t.test('the normal form parses back to itself', async (t) => {
 t.test('encode then decode gives back the normalised reference', async (t) => {
   let encoded = 0;
   fc.assert(
-    fc.property(reference.filter((g) => model(g) !== undefined), proxyHost, (g, proxy) => {
-      const ref = parseReference(g.input);
-      const enc = encodeImage(g.input, proxy);
-      if (!enc.ok) {
-        // Only three things have no encoded form: IPv6 hosts, a dotless name without a port, a name over 255.
-        const why = encodeRegistry(ref.registry);
-        const long = why.ok && `${why.value}/${ref.repository}`.length > 255;
-        if (!(ref.registry.startsWith('[') || /^[a-z0-9-]+$/.test(ref.registry) || long)) throw new Error(`${g.input} not encoded: ${enc.reason}`);
-        return;
-      }
-      encoded++;
-      for (const host of [proxy, undefined]) {
-        const dec = decodeImage(enc.value, host);
-        if (!dec.ok) throw new Error(`${enc.value} does not decode: ${dec.reason}`);
-        if (!same(dec.value, withDefaultTag(ref))) throw new Error(`${g.input} -> ${enc.value} -> ${JSON.stringify(dec.value)}`);
-      }
-    }),
+    fc.property(
+      reference.filter((g) => model(g) !== undefined),
+      proxyHost,
+      (g, proxy) => {
+        const ref = parseReference(g.input);
+        const enc = encodeImage(g.input, proxy);
+        if (!enc.ok) {
+          // Only three things have no encoded form: IPv6 hosts, a dotless name without a port, a name over 255.
+          const why = encodeRegistry(ref.registry);
+          const long = why.ok && `${why.value}/${ref.repository}`.length > 255;
+          if (!(ref.registry.startsWith('[') || /^[a-z0-9-]+$/.test(ref.registry) || long))
+            throw new Error(`${g.input} not encoded: ${enc.reason}`);
+          return;
+        }
+        encoded++;
+        for (const host of [proxy, undefined]) {
+          const dec = decodeImage(enc.value, host);
+          if (!dec.ok) throw new Error(`${enc.value} does not decode: ${dec.reason}`);
+          if (!same(dec.value, withDefaultTag(ref)))
+            throw new Error(`${g.input} -> ${enc.value} -> ${JSON.stringify(dec.value)}`);
+        }
+      },
+    ),
     runs(5000),
   );
   t.ok(encoded > 3500, `${encoded} of 5000 generated references encoded and decoded back`);
@@ -169,10 +198,36 @@ t.test('encode then decode gives back the normalised reference', async (t) => {
 const mangled = fc
   .tuple(
     reference,
-    fc.array(fc.tuple(fc.nat(), fc.constantFrom('', ':', '/', '@', '.', '_', '-', '__', 'A', '[', ']', '%2f', '\\', ' ', '\u0000', '..', 'é', '0', 'sha256:')), {
-      minLength: 1,
-      maxLength: 3,
-    }),
+    fc.array(
+      fc.tuple(
+        fc.nat(),
+        fc.constantFrom(
+          '',
+          ':',
+          '/',
+          '@',
+          '.',
+          '_',
+          '-',
+          '__',
+          'A',
+          '[',
+          ']',
+          '%2f',
+          '\\',
+          ' ',
+          '\u0000',
+          '..',
+          'é',
+          '0',
+          'sha256:',
+        ),
+      ),
+      {
+        minLength: 1,
+        maxLength: 3,
+      },
+    ),
   )
   .map(([g, edits]) => {
     let s = g.input;
@@ -182,7 +237,12 @@ const mangled = fc
     }
     return s;
   });
-const anyString = fc.oneof(mangled, fc.string({ maxLength: 60 }), fc.string({ unit: 'binary', maxLength: 60 }), fc.string({ minLength: 1000, maxLength: 1100 }));
+const anyString = fc.oneof(
+  mangled,
+  fc.string({ maxLength: 60 }),
+  fc.string({ unit: 'binary', maxLength: 60 }),
+  fc.string({ minLength: 1000, maxLength: 1100 }),
+);
 
 t.test('mangled and arbitrary strings fail only with the typed error, and decode never throws', async (t) => {
   fc.assert(
@@ -190,7 +250,8 @@ t.test('mangled and arbitrary strings fail only with the typed error, and decode
       onlyTyped(() => parseReference(s));
       // The result types carry the failure; nothing may be thrown at all.
       const enc = encodeImage(s, proxy);
-      if (enc.ok && !decodeImage(enc.value, proxy).ok) throw new Error(`${s} encodes to ${enc.value}, which does not decode`);
+      if (enc.ok && !decodeImage(enc.value, proxy).ok)
+        throw new Error(`${s} encodes to ${enc.value}, which does not decode`);
       decodeImage(s, proxy);
       decodeImage(s);
       decodeName(s);
@@ -211,7 +272,8 @@ t.test('whatever parses has the normal form of a valid reference', async (t) => 
       }
       if (printsAmbiguously(ref)) return;
       const again = parseReference(formatReference(ref));
-      if (!same(again, withDefaultTag(ref))) throw new Error(`${s} -> ${formatReference(ref)} -> ${JSON.stringify(again)}`);
+      if (!same(again, withDefaultTag(ref)))
+        throw new Error(`${s} -> ${formatReference(ref)} -> ${JSON.stringify(again)}`);
     }),
     runs(5000),
   );

@@ -8,15 +8,35 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AccessControl, PrivacyBook, type OriginDownPolicy, type PodDirectory, type PodRef, type ProbeAnswer, type ProbeRequest } from '../../src/access/index.js';
+import {
+  AccessControl,
+  PrivacyBook,
+  type OriginDownPolicy,
+  type PodDirectory,
+  type PodRef,
+  type ProbeAnswer,
+  type ProbeRequest,
+} from '../../src/access/index.js';
 import type { Credential } from '../../src/oci/credentials.js';
 import { OciError, UpstreamError } from '../../src/oci/errors.js';
 
 const T = { registry: 'reg.example.com', repository: 'team/app' };
 const A: PodRef = { namespace: 'team-a', name: 'a' };
 const B: PodRef = { namespace: 'team-b', name: 'b' };
-const credA = { kind: 'basic', username: 'alice', password: 'S3cret-A', label: 'secret team-a/regcred reg.example.com', pod: A, pods: [A] } as Credential;
-const nodeWide: Credential = { kind: 'basic', username: 'ops', password: 'S3cret-N', label: '--registry-credentials reg.example.com' };
+const credA = {
+  kind: 'basic',
+  username: 'alice',
+  password: 'S3cret-A',
+  label: 'secret team-a/regcred reg.example.com',
+  pod: A,
+  pods: [A],
+} as Credential;
+const nodeWide: Credential = {
+  kind: 'basic',
+  username: 'ops',
+  password: 'S3cret-N',
+  label: '--registry-credentials reg.example.com',
+};
 
 function world(opts: { policy?: OriginDownPolicy; file?: string } = {}) {
   let now = 1_000_000;
@@ -34,7 +54,8 @@ function world(opts: { policy?: OriginDownPolicy; file?: string } = {}) {
   const probes: ProbeRequest[] = [];
   let answer: (req: ProbeRequest) => ProbeAnswer | Error = () => new Error('no origin');
   const lines: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
-  const at = (level: string) => (obj: object, msg?: string) => void lines.push({ level, obj: obj as Record<string, unknown>, msg: msg ?? '' });
+  const at = (level: string) => (obj: object, msg?: string) =>
+    void lines.push({ level, obj: obj as Record<string, unknown>, msg: msg ?? '' });
   const log = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } as never;
   const counts: Record<string, number> = {};
   const privacy = new PrivacyBook(opts.file ? { file: opts.file, saveDelayMs: 1 } : {});
@@ -106,26 +127,29 @@ t.test('unknown (e.g. cached before, or by another node): one anonymous HEAD dec
   t.equal(w.privacy.get(T.registry, T.repository), 'public');
 });
 
-t.test('private: a confirmation for a pod using the repository lasts --auth-ttl, then the origin is asked again', async (t) => {
-  const w = world();
-  w.users.push(A);
-  w.privacy.set(T.registry, T.repository, 'private', 0);
-  // A cache miss fetched with pod A's credential: that is a confirmation, no probe needed.
-  w.access.observe(T, 'manifest', 'v1', credA);
-  await w.authorize();
-  t.equal(w.probes.length, 0, 'confirmed by the fetch itself');
-  w.advance(61_000);
-  w.answer(() => ({ status: 200, credential: credA }));
-  await w.authorize();
-  t.same(
-    w.probes.map((p) => [p.anonymousOnly, p.reference]),
-    [[false, 'v1']],
-    'after --auth-ttl: one HEAD with the pods’ credentials',
-  );
-  await w.authorize();
-  t.equal(w.probes.length, 1, 'and the new confirmation is used');
-  t.equal(w.counts['probed granted'], 1);
-});
+t.test(
+  'private: a confirmation for a pod using the repository lasts --auth-ttl, then the origin is asked again',
+  async (t) => {
+    const w = world();
+    w.users.push(A);
+    w.privacy.set(T.registry, T.repository, 'private', 0);
+    // A cache miss fetched with pod A's credential: that is a confirmation, no probe needed.
+    w.access.observe(T, 'manifest', 'v1', credA);
+    await w.authorize();
+    t.equal(w.probes.length, 0, 'confirmed by the fetch itself');
+    w.advance(61_000);
+    w.answer(() => ({ status: 200, credential: credA }));
+    await w.authorize();
+    t.same(
+      w.probes.map((p) => [p.anonymousOnly, p.reference]),
+      [[false, 'v1']],
+      'after --auth-ttl: one HEAD with the pods’ credentials',
+    );
+    await w.authorize();
+    t.equal(w.probes.length, 1, 'and the new confirmation is used');
+    t.equal(w.counts['probed granted'], 1);
+  },
+);
 
 t.test('a confirmation belongs to its pod: when only pod B (no secret) uses the image, it is refused', async (t) => {
   const w = world();
@@ -134,14 +158,20 @@ t.test('a confirmation belongs to its pod: when only pod B (no secret) uses the 
   w.access.observe(T, 'manifest', 'v1', credA);
   w.users.splice(0, 1, B);
   w.skipped.set('b', [{ source: 'serviceaccount team-b/default', reason: 'NotFound' }]);
-  w.answer(() => new UpstreamError(T.registry, 'no credential could be used for the registry challenge', { status: 401 }));
+  w.answer(
+    () => new UpstreamError(T.registry, 'no credential could be used for the registry challenge', { status: 401 }),
+  );
   const err = await refusedWith(w.authorize());
   t.equal(err.status, 401);
   t.equal(err.code, 'UNAUTHORIZED');
   t.match(err.message, /private and no pod on this node that uses it has credentials the origin accepts/);
   const line = w.lines.find((l) => l.msg.startsWith('private image refused'));
   t.ok(line, 'a log line');
-  t.same(line?.obj.pods, [{ pod: 'team-b/b', why: ['serviceaccount team-b/default: NotFound', 'no credentials for this registry'] }], 'names the pod and why');
+  t.same(
+    line?.obj.pods,
+    [{ pod: 'team-b/b', why: ['serviceaccount team-b/default: NotFound', 'no credentials for this registry'] }],
+    'names the pod and why',
+  );
   t.equal(line?.obj.reason, 'rejected');
   t.equal(w.counts['refused rejected'], 1);
 });
@@ -150,7 +180,16 @@ t.test('a wrong password: refused, "credentials rejected by the origin"; no secr
   const w = world();
   w.privacy.set(T.registry, T.repository, 'private', 0);
   w.users.push(B);
-  w.creds.set('b', [{ kind: 'basic', username: 'alice', password: 'S3cret-wrong', label: 'secret team-b/regcred reg.example.com', pod: B, pods: [B] } as Credential]);
+  w.creds.set('b', [
+    {
+      kind: 'basic',
+      username: 'alice',
+      password: 'S3cret-wrong',
+      label: 'secret team-b/regcred reg.example.com',
+      pod: B,
+      pods: [B],
+    } as Credential,
+  ]);
   w.answer(() => ({ status: 401, credential: credA }));
   const err = await refusedWith(w.authorize());
   t.equal(err.status, 401);
@@ -159,19 +198,22 @@ t.test('a wrong password: refused, "credentials rejected by the origin"; no secr
   for (const s of ['S3cret', 'alice']) t.notOk(text.includes(s), `no ${s}`);
 });
 
-t.test('no pod uses the repository: refused as no-pod; a node-wide credential the origin accepts serves it', async (t) => {
-  const w = world();
-  w.privacy.set(T.registry, T.repository, 'private', 0);
-  w.answer(() => ({ status: 401, credential: undefined }));
-  const err = await refusedWith(w.authorize());
-  t.equal(err.status, 401);
-  t.match(err.message, /no pod on this node uses it/);
-  t.equal(w.counts['refused no-pod'], 1);
-  w.answer(() => ({ status: 200, credential: nodeWide }));
-  await w.authorize();
-  await w.authorize();
-  t.equal(w.probes.length, 2, 'the node-wide confirmation is remembered');
-});
+t.test(
+  'no pod uses the repository: refused as no-pod; a node-wide credential the origin accepts serves it',
+  async (t) => {
+    const w = world();
+    w.privacy.set(T.registry, T.repository, 'private', 0);
+    w.answer(() => ({ status: 401, credential: undefined }));
+    const err = await refusedWith(w.authorize());
+    t.equal(err.status, 401);
+    t.match(err.message, /no pod on this node uses it/);
+    t.equal(w.counts['refused no-pod'], 1);
+    w.answer(() => ({ status: 200, credential: nodeWide }));
+    await w.authorize();
+    await w.authorize();
+    t.equal(w.probes.length, 2, 'the node-wide confirmation is remembered');
+  },
+);
 
 t.test('404 at the origin: not confirmed, 404', async (t) => {
   const w = world();
@@ -192,20 +234,26 @@ t.test('concurrent requests share one check', async (t) => {
   t.equal(w.probes.length, 1);
 });
 
-t.test('a shared check that found its object missing does not refuse a concurrent request for another one', async (t) => {
-  const w = world();
-  w.privacy.set(T.registry, T.repository, 'private', 0);
-  w.users.push(A);
-  w.answer((req) => ({ status: req.reference === 'gone' ? 404 : 200, credential: credA }));
-  const [gone, blob] = await Promise.allSettled([
-    w.access.authorize(T, 'manifest', 'gone', { log: w.log }),
-    w.access.authorize(T, 'blob', 'sha256:' + 'a'.repeat(64), { log: w.log }),
-  ]);
-  t.equal(gone.status, 'rejected', 'the missing tag: refused');
-  t.equal((gone as PromiseRejectedResult).reason.status, 404);
-  t.equal(blob.status, 'fulfilled', 'the blob: its own check, allowed');
-  t.same(w.probes.map((p) => p.reference), ['gone', 'sha256:' + 'a'.repeat(64)]);
-});
+t.test(
+  'a shared check that found its object missing does not refuse a concurrent request for another one',
+  async (t) => {
+    const w = world();
+    w.privacy.set(T.registry, T.repository, 'private', 0);
+    w.users.push(A);
+    w.answer((req) => ({ status: req.reference === 'gone' ? 404 : 200, credential: credA }));
+    const [gone, blob] = await Promise.allSettled([
+      w.access.authorize(T, 'manifest', 'gone', { log: w.log }),
+      w.access.authorize(T, 'blob', 'sha256:' + 'a'.repeat(64), { log: w.log }),
+    ]);
+    t.equal(gone.status, 'rejected', 'the missing tag: refused');
+    t.equal((gone as PromiseRejectedResult).reason.status, 404);
+    t.equal(blob.status, 'fulfilled', 'the blob: its own check, allowed');
+    t.same(
+      w.probes.map((p) => p.reference),
+      ['gone', 'sha256:' + 'a'.repeat(64)],
+    );
+  },
+);
 
 t.test('origin down, serve-confirmed: recently confirmed pods keep access; never-confirmed ones do not', async (t) => {
   const w = world();
@@ -219,7 +267,10 @@ t.test('origin down, serve-confirmed: recently confirmed pods keep access; never
   w.advance(120_000);
   await w.authorize();
   t.equal(w.counts.servedDown, 1, 'confirmed 2 minutes ago, within the grace: served');
-  t.ok(w.lines.some((l) => l.msg.includes('serving it to this node')), 'and logged');
+  t.ok(
+    w.lines.some((l) => l.msg.includes('serving it to this node')),
+    'and logged',
+  );
   // A hint from the pull path (the revalidation just failed) skips the probe.
   const before = w.probes.length;
   await w.authorize({ originUnreachable: 'origin timed out' });

@@ -46,7 +46,10 @@ interface Proxy {
 
 async function startProxy(t: Test, flags: string[]): Promise<Proxy> {
   const dir = await mkdtemp(join(tmpdir(), 'pt-bad-input-'));
-  const { config } = readProxyConfig(['--data-dir', dir, '--metrics-listen', '', '--origin-connect-timeout', '2s', '--origin-timeout', '5s', ...flags], {});
+  const { config } = readProxyConfig(
+    ['--data-dir', dir, '--metrics-listen', '', '--origin-connect-timeout', '2s', '--origin-timeout', '5s', ...flags],
+    {},
+  );
   const lines: LogLine[] = [];
   const stream = new PassThrough();
   let pending = '';
@@ -117,10 +120,20 @@ async function expectError(t: Test, p: Proxy, c: Case): Promise<void> {
 }
 
 t.test('a proxy allowing quay.io and 127.0.0.1:15059 only', async (t) => {
-  const p = await startProxy(t, ['--allowed-registries', `quay.io,127.0.0.1:${ORIGIN_PORT}`, '--insecure-registries', `127.0.0.1:${ORIGIN_PORT}`]);
+  const p = await startProxy(t, [
+    '--allowed-registries',
+    `quay.io,127.0.0.1:${ORIGIN_PORT}`,
+    '--insecure-registries',
+    `127.0.0.1:${ORIGIN_PORT}`,
+  ]);
   const cases: Case[] = [
     // Hosts outside --allowed-registries.
-    { url: '/v2/docker.io/library/nginx/manifests/latest', status: 403, code: 'DENIED', message: /docker\.io is not in --allowed-registries/ },
+    {
+      url: '/v2/docker.io/library/nginx/manifests/latest',
+      status: 403,
+      code: 'DENIED',
+      message: /docker\.io is not in --allowed-registries/,
+    },
     { url: `/v2/docker.io/library/nginx/blobs/${D}`, status: 403, code: 'DENIED' },
     { method: 'HEAD', url: '/v2/docker.io/library/nginx/manifests/latest', status: 403, code: 'DENIED' },
     { url: '/v2/library/nginx/manifests/latest?ns=docker.io', status: 403, code: 'DENIED' },
@@ -154,7 +167,12 @@ t.test('a proxy allowing quay.io and 127.0.0.1:15059 only', async (t) => {
     { url: '/v2/library/nginx/manifests/latest?ns=quay.io%00', status: 400, code: 'NAME_INVALID' },
     { url: '/v2/library/nginx/manifests/latest?ns=..%2F..', status: 400, code: 'NAME_INVALID' },
     { url: `/v2/library/nginx/manifests/latest?ns=${'q'.repeat(5000)}`, status: 400, code: 'NAME_INVALID' },
-    { url: '/v2/library/nginx/manifests/latest?ns=quay.io&ns=quay.io', status: 400, code: 'NAME_INVALID', message: /more than one ns/ },
+    {
+      url: '/v2/library/nginx/manifests/latest?ns=quay.io&ns=quay.io',
+      status: 400,
+      code: 'NAME_INVALID',
+      message: /more than one ns/,
+    },
     { url: '/v2/library/nginx/manifests/latest?ns=quay.io&ns=docker.io', status: 400, code: 'NAME_INVALID' },
     { url: '/v2/Library/nginx/manifests/latest?ns=quay.io', status: 400, code: 'NAME_INVALID' },
     // Digests.
@@ -166,13 +184,39 @@ t.test('a proxy allowing quay.io and 127.0.0.1:15059 only', async (t) => {
     { url: '/v2/quay.io/a/blobs/sha1:da39a3ee5e6b4b0d3255bfef95601890afd80709', status: 400, code: 'UNSUPPORTED' },
     { url: '/v2/quay.io/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e', status: 400, code: 'UNSUPPORTED' },
     { url: '/v2/quay.io/a/manifests/sha1:da39a3ee5e6b4b0d3255bfef95601890afd80709', status: 400, code: 'UNSUPPORTED' },
-    { method: 'HEAD', url: '/v2/quay.io/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e', status: 400, code: 'UNSUPPORTED' },
+    {
+      method: 'HEAD',
+      url: '/v2/quay.io/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e',
+      status: 400,
+      code: 'UNSUPPORTED',
+    },
     // Writes: refused before the body is read.
-    { method: 'PUT', url: '/v2/quay.io/a/manifests/v1', payload: '{"schemaVersion":2}', headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, status: 405, code: 'UNSUPPORTED' },
+    {
+      method: 'PUT',
+      url: '/v2/quay.io/a/manifests/v1',
+      payload: '{"schemaVersion":2}',
+      headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+      status: 405,
+      code: 'UNSUPPORTED',
+    },
     { method: 'POST', url: '/v2/quay.io/a/blobs/uploads/', status: 405, code: 'UNSUPPORTED' },
-    { method: 'PATCH', url: '/v2/quay.io/a/blobs/uploads/uuid', payload: Buffer.alloc(64 * 1024), headers: { 'content-type': 'application/octet-stream' }, status: 405, code: 'UNSUPPORTED' },
+    {
+      method: 'PATCH',
+      url: '/v2/quay.io/a/blobs/uploads/uuid',
+      payload: Buffer.alloc(64 * 1024),
+      headers: { 'content-type': 'application/octet-stream' },
+      status: 405,
+      code: 'UNSUPPORTED',
+    },
     { method: 'DELETE', url: `/v2/quay.io/a/manifests/${D}`, status: 405, code: 'UNSUPPORTED' },
-    { method: 'POST', url: '/v2/', payload: '{', headers: { 'content-type': 'application/json' }, status: 405, code: 'UNSUPPORTED' },
+    {
+      method: 'POST',
+      url: '/v2/',
+      payload: '{',
+      headers: { 'content-type': 'application/json' },
+      status: 405,
+      code: 'UNSUPPORTED',
+    },
     // Endpoints that are not served.
     { url: '/v2/_catalog', status: 404, code: 'UNSUPPORTED' },
     { url: '/v2/quay.io/a/tags/list', status: 404, code: 'UNSUPPORTED' },
@@ -182,9 +226,24 @@ t.test('a proxy allowing quay.io and 127.0.0.1:15059 only', async (t) => {
     // Hostile headers.
     { url: `/v2/quay.io/a/blobs/${D}`, headers: { range: 'garbage' }, status: 416, code: 'RANGE_INVALID' },
     { url: `/v2/quay.io/a/blobs/${D}`, headers: { range: 'bytes=9-5' }, status: 416, code: 'RANGE_INVALID' },
-    { url: `/v2/quay.io/a/blobs/${D}`, headers: { range: `bytes=${'9'.repeat(60_000)}` }, status: 416, code: 'RANGE_INVALID' },
-    { url: '/v2/docker.io/library/nginx/manifests/latest', headers: { 'x-junk': 'j'.repeat(256 * 1024), accept: 'a'.repeat(64 * 1024) }, status: 403, code: 'DENIED' },
-    { url: '/v2/library/nginx/manifests/latest', headers: { host: '169.254.169.254', 'x-forwarded-host': 'quay.io' }, status: 404, code: 'NAME_UNKNOWN' },
+    {
+      url: `/v2/quay.io/a/blobs/${D}`,
+      headers: { range: `bytes=${'9'.repeat(60_000)}` },
+      status: 416,
+      code: 'RANGE_INVALID',
+    },
+    {
+      url: '/v2/docker.io/library/nginx/manifests/latest',
+      headers: { 'x-junk': 'j'.repeat(256 * 1024), accept: 'a'.repeat(64 * 1024) },
+      status: 403,
+      code: 'DENIED',
+    },
+    {
+      url: '/v2/library/nginx/manifests/latest',
+      headers: { host: '169.254.169.254', 'x-forwarded-host': 'quay.io' },
+      status: 404,
+      code: 'NAME_UNKNOWN',
+    },
   ];
   for (const c of cases) await expectError(t, p, c);
 
@@ -207,14 +266,44 @@ t.test('a proxy allowing quay.io and 127.0.0.1:15059 only', async (t) => {
 t.test('allowed-registries *: the egress guard refuses link-local, metadata and unnamed loopback', async (t) => {
   const p = await startProxy(t, ['--allowed-registries', '*']);
   const cases: Case[] = [
-    { url: '/v2/169.254.169.254/latest/manifests/latest', status: 502, code: 'UNAVAILABLE', message: /link-local or metadata/ },
-    { url: `/v2/169.254.169.254_80/latest/blobs/${D}`, status: 502, code: 'UNAVAILABLE', message: /link-local or metadata/ },
+    {
+      url: '/v2/169.254.169.254/latest/manifests/latest',
+      status: 502,
+      code: 'UNAVAILABLE',
+      message: /link-local or metadata/,
+    },
+    {
+      url: `/v2/169.254.169.254_80/latest/blobs/${D}`,
+      status: 502,
+      code: 'UNAVAILABLE',
+      message: /link-local or metadata/,
+    },
     { method: 'HEAD', url: `/v2/169.254.169.254/latest/blobs/${D}`, status: 502, code: 'UNAVAILABLE' },
-    { url: '/v2/latest/manifests/latest?ns=169.254.169.254', status: 502, code: 'UNAVAILABLE', message: /link-local or metadata/ },
-    { url: '/v2/latest/manifests/latest?ns=169.254.0.1:8080', status: 502, code: 'UNAVAILABLE', message: /link-local or metadata/ },
+    {
+      url: '/v2/latest/manifests/latest?ns=169.254.169.254',
+      status: 502,
+      code: 'UNAVAILABLE',
+      message: /link-local or metadata/,
+    },
+    {
+      url: '/v2/latest/manifests/latest?ns=169.254.0.1:8080',
+      status: 502,
+      code: 'UNAVAILABLE',
+      message: /link-local or metadata/,
+    },
     // A hex spelling resolved through DNS (getaddrinfo reads it as an address).
-    { url: '/v2/0xa9fea9fe_80/latest/manifests/latest', status: 502, code: 'UNAVAILABLE', message: /link-local or metadata/ },
-    { url: '/v2/0.0.0.0_15058/a/manifests/latest', status: 502, code: 'UNAVAILABLE', message: /link-local or metadata/ },
+    {
+      url: '/v2/0xa9fea9fe_80/latest/manifests/latest',
+      status: 502,
+      code: 'UNAVAILABLE',
+      message: /link-local or metadata/,
+    },
+    {
+      url: '/v2/0.0.0.0_15058/a/manifests/latest',
+      status: 502,
+      code: 'UNAVAILABLE',
+      message: /link-local or metadata/,
+    },
     // Loopback that is not named explicitly.
     { url: '/v2/127.0.0.1_15058/a/manifests/latest', status: 502, code: 'UNAVAILABLE', message: /loopback/ },
     { url: '/v2/localhost_15058/a/manifests/latest', status: 502, code: 'UNAVAILABLE', message: /loopback/ },
@@ -238,13 +327,18 @@ function origin(req: IncomingMessage, res: ServerResponse): void {
   const path = req.url ?? '/';
   const json = (status: number, body: unknown, headers: Record<string, string> = {}) => {
     const b = Buffer.from(JSON.stringify(body));
-    res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(b.length), ...headers }).end(b);
+    res
+      .writeHead(status, { 'content-type': 'application/json', 'content-length': String(b.length), ...headers })
+      .end(b);
   };
   const manifest = (doc: unknown, type: string) => json(200, doc, { 'content-type': type });
   switch (path) {
     case '/v2/big/manifests/latest': {
       // Declared too large: refused on the header.
-      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': String(BIG) });
+      res.writeHead(200, {
+        'content-type': 'application/vnd.oci.image.manifest.v1+json',
+        'content-length': String(BIG),
+      });
       res.end(Buffer.alloc(BIG, 0x20));
       return;
     }
@@ -267,23 +361,40 @@ function origin(req: IncomingMessage, res: ServerResponse): void {
       return;
     }
     case '/v2/unknown-type/manifests/latest':
-      return manifest({ schemaVersion: 2, mediaType: 'application/vnd.example.thing.v1+json', layers: [] }, 'application/vnd.example.thing.v1+json');
+      return manifest(
+        { schemaVersion: 2, mediaType: 'application/vnd.example.thing.v1+json', layers: [] },
+        'application/vnd.example.thing.v1+json',
+      );
     case '/v2/schema1/manifests/latest':
-      return manifest({ schemaVersion: 1, name: 'schema1', tag: 'latest', fsLayers: [] }, 'application/vnd.docker.distribution.manifest.v1+prettyjws');
+      return manifest(
+        { schemaVersion: 1, name: 'schema1', tag: 'latest', fsLayers: [] },
+        'application/vnd.docker.distribution.manifest.v1+prettyjws',
+      );
     case '/v2/missing/manifests/latest':
       return json(404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'no' }] });
     case `/v2/missing/blobs/${D}`:
       return json(404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'no' }] });
     case `/v2/wrong-digest/manifests/${D}`:
-      return manifest({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }, 'application/vnd.oci.image.index.v1+json');
+      return manifest(
+        { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] },
+        'application/vnd.oci.image.index.v1+json',
+      );
     case '/v2/rate-limited/manifests/latest':
       return json(429, { errors: [{ code: 'TOOMANYREQUESTS', message: 'slow down' }] });
     case '/v2/garbage-challenge/manifests/latest':
       return json(401, { errors: [{ code: 'UNAUTHORIZED', message: 'who?' }] }, { 'www-authenticate': '"=,,=\u00ff' });
     case '/v2/metadata-realm/manifests/latest':
-      return json(401, { errors: [] }, { 'www-authenticate': 'Bearer realm="http://169.254.169.254/latest/meta-data/iam",service="x"' });
+      return json(
+        401,
+        { errors: [] },
+        { 'www-authenticate': 'Bearer realm="http://169.254.169.254/latest/meta-data/iam",service="x"' },
+      );
     case '/v2/loopback-realm/manifests/latest':
-      return json(401, { errors: [] }, { 'www-authenticate': `Bearer realm="http://127.0.0.2:${ORIGIN_PORT}/token",service="x"` });
+      return json(
+        401,
+        { errors: [] },
+        { 'www-authenticate': `Bearer realm="http://127.0.0.2:${ORIGIN_PORT}/token",service="x"` },
+      );
     default:
       return json(404, { errors: [{ code: 'NAME_UNKNOWN', message: path }] });
   }
@@ -294,11 +405,31 @@ t.test('an origin serving what registries would not store', async (t) => {
   await new Promise<void>((resolve) => server.listen(ORIGIN_PORT, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   server.on('connection', (s) => t.teardown(() => s.destroy()));
-  const p = await startProxy(t, ['--allowed-registries', `127.0.0.1:${ORIGIN_PORT},localhost:${ORIGIN_PORT}`, '--insecure-registries', `127.0.0.1:${ORIGIN_PORT},localhost:${ORIGIN_PORT}`]);
+  const p = await startProxy(t, [
+    '--allowed-registries',
+    `127.0.0.1:${ORIGIN_PORT},localhost:${ORIGIN_PORT}`,
+    '--insecure-registries',
+    `127.0.0.1:${ORIGIN_PORT},localhost:${ORIGIN_PORT}`,
+  ]);
   const cases: Case[] = [
-    { url: `/v2/${ORIGIN}/big/manifests/latest`, status: 502, code: 'MANIFEST_INVALID', message: /over the 4194304 byte cap/ },
-    { url: `/v2/${ORIGIN}/chunked/manifests/latest`, status: 502, code: 'MANIFEST_INVALID', message: /over 4194304 bytes/ },
-    { url: `/v2/${ORIGIN}/unknown-type/manifests/latest`, status: 502, code: 'UNSUPPORTED', message: /media type "application\/vnd\.example\.thing\.v1\+json" is not supported/ },
+    {
+      url: `/v2/${ORIGIN}/big/manifests/latest`,
+      status: 502,
+      code: 'MANIFEST_INVALID',
+      message: /over the 4194304 byte cap/,
+    },
+    {
+      url: `/v2/${ORIGIN}/chunked/manifests/latest`,
+      status: 502,
+      code: 'MANIFEST_INVALID',
+      message: /over 4194304 bytes/,
+    },
+    {
+      url: `/v2/${ORIGIN}/unknown-type/manifests/latest`,
+      status: 502,
+      code: 'UNSUPPORTED',
+      message: /media type "application\/vnd\.example\.thing\.v1\+json" is not supported/,
+    },
     { url: `/v2/${ORIGIN}/schema1/manifests/latest`, status: 502, code: 'UNSUPPORTED', message: /schemaVersion 1/ },
     { url: `/v2/${ORIGIN}/missing/manifests/latest`, status: 404, code: 'MANIFEST_UNKNOWN' },
     { url: `/v2/${ORIGIN}/missing/blobs/${D}`, status: 404, code: 'BLOB_UNKNOWN' },
@@ -312,8 +443,18 @@ t.test('an origin serving what registries would not store', async (t) => {
   await expectError(t, p, cases[2] as Case);
   // A token realm the origin hands us is an address like any other. (Last: the client keeps a
   // registry's challenge, so each realm gets its own registry name for the same origin.)
-  await expectError(t, p, { url: `/v2/${ORIGIN}/metadata-realm/manifests/latest`, status: 502, code: 'UNAVAILABLE', message: /token request to 169\.254\.169\.254 failed.*link-local or metadata/ });
-  await expectError(t, p, { url: `/v2/localhost_${ORIGIN_PORT}/loopback-realm/manifests/latest`, status: 502, code: 'UNAVAILABLE', message: /token request to 127\.0\.0\.2.*loopback/ });
+  await expectError(t, p, {
+    url: `/v2/${ORIGIN}/metadata-realm/manifests/latest`,
+    status: 502,
+    code: 'UNAVAILABLE',
+    message: /token request to 169\.254\.169\.254 failed.*link-local or metadata/,
+  });
+  await expectError(t, p, {
+    url: `/v2/localhost_${ORIGIN_PORT}/loopback-realm/manifests/latest`,
+    status: 502,
+    code: 'UNAVAILABLE',
+    message: /token request to 127\.0\.0\.2.*loopback/,
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -346,7 +487,12 @@ function raw(request: string | Buffer): Promise<RawResponse> {
       }
       const body = buf.subarray(end + 4);
       const len = headers['content-length'] === undefined ? undefined : Number(headers['content-length']);
-      if (len !== undefined && body.length >= len) return finish({ status: Number(statusLine?.split(' ')[1]), headers, body: body.subarray(0, len).toString('utf8') });
+      if (len !== undefined && body.length >= len)
+        return finish({
+          status: Number(statusLine?.split(' ')[1]),
+          headers,
+          body: body.subarray(0, len).toString('utf8'),
+        });
       if (ended) return finish({ status: Number(statusLine?.split(' ')[1]), headers, body: body.toString('utf8') });
       return undefined;
     };
@@ -387,7 +533,8 @@ t.test('raw requests on a socket', async (t) => {
   const p = await startProxy(t, ['--allowed-registries', 'quay.io,docker.io']);
   await p.proxy.app.listen({ host: '127.0.0.1', port: PROXY_PORT });
   t.equal((p.proxy.app.server.address() as AddressInfo).port, PROXY_PORT);
-  const get = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: localhost:${PROXY_PORT}\r\n${extra}Connection: close\r\n\r\n`;
+  const get = (path: string, extra = '') =>
+    `GET ${path} HTTP/1.1\r\nHost: localhost:${PROXY_PORT}\r\n${extra}Connection: close\r\n\r\n`;
 
   for (const path of [
     '/v2/docker.io/../x/manifests/v1',
@@ -412,13 +559,17 @@ t.test('raw requests on a socket', async (t) => {
   // A write with a body that is never sent: answered at once, without reading it.
   {
     const before = p.lines.length;
-    const r = await raw(`PUT /v2/quay.io/a/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 1000000000\r\n\r\n{"schemaVersion":`);
+    const r = await raw(
+      `PUT /v2/quay.io/a/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 1000000000\r\n\r\n{"schemaVersion":`,
+    );
     t.equal(r.status, 405);
     ociBody(t, r, 'UNSUPPORTED', 'PUT with an unsent body');
     t.ok(await until(() => p.lines.slice(before).find((l) => l.msg === 'request' && l.status === 405)), 'logged');
   }
   {
-    const r = await raw(`POST /v2/quay.io/a/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffff\r\nabc`);
+    const r = await raw(
+      `POST /v2/quay.io/a/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffff\r\nabc`,
+    );
     t.equal(r.status, 405);
     ociBody(t, r, 'UNSUPPORTED', 'POST with a chunked body never finished');
   }
@@ -441,7 +592,11 @@ t.test('raw requests the HTTP parser refuses', async (t) => {
   const cases: [string, string | Buffer, number][] = [
     ['a header over 16 KiB', `GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Junk: ${'j'.repeat(64 * 1024)}\r\n\r\n`, 431],
     ['a control character in a header', `GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n`, 400],
-    ['a Range with control characters', `GET /v2/quay.io/a/blobs/${D} HTTP/1.1\r\nHost: x\r\nRange: bytes=\x01\x02-\r\n\r\n`, 400],
+    [
+      'a Range with control characters',
+      `GET /v2/quay.io/a/blobs/${D} HTTP/1.1\r\nHost: x\r\nRange: bytes=\x01\x02-\r\n\r\n`,
+      400,
+    ],
     ['not HTTP at all', '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS hello\r\n\r\n', 400],
     ['a bad request line', 'GET /v2/ HTX/1.1\r\nHost: x\r\n\r\n', 400],
   ];
@@ -450,7 +605,11 @@ t.test('raw requests the HTTP parser refuses', async (t) => {
     const r = await raw(req);
     t.equal(r.status, status, `${what}: ${status}`);
     // Which code is a choice for server.ts; the shape is not.
-    t.match(JSON.parse(r.body || 'null'), { errors: [{ code: String, message: String }] }, `${what}: {"errors":[...]}: ${r.body.slice(0, 120)}`);
+    t.match(
+      JSON.parse(r.body || 'null'),
+      { errors: [{ code: String, message: String }] },
+      `${what}: {"errors":[...]}: ${r.body.slice(0, 120)}`,
+    );
     t.ok(await until(() => p.lines.slice(before).find((l) => l.status === status), 500), `${what}: logged`);
   }
 });
@@ -459,5 +618,8 @@ t.test('no unhandled rejection during the file', async (t) => {
   // Give stray promises of the closed proxies a moment to settle.
   await new Promise((r) => setTimeout(r, 50));
   process.off('unhandledRejection', onUnhandled);
-  t.same(unhandled.map((r) => String((r as Error)?.stack ?? r)), []);
+  t.same(
+    unhandled.map((r) => String((r as Error)?.stack ?? r)),
+    [],
+  );
 });

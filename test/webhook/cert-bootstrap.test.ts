@@ -23,7 +23,10 @@ const webhookConfig = () => ({
   kind: 'MutatingWebhookConfiguration',
   metadata: { name: 'pullthrough' },
   webhooks: [
-    { name: 'pods.pullthrough.dev', clientConfig: { service: { name: 'pullthrough-webhook', namespace: 'pullthrough', path: '/mutate' } } },
+    {
+      name: 'pods.pullthrough.dev',
+      clientConfig: { service: { name: 'pullthrough-webhook', namespace: 'pullthrough', path: '/mutate' } },
+    },
   ],
 });
 function options(now: Date, extra: Partial<CertBootstrapOptions> = {}): CertBootstrapOptions {
@@ -77,7 +80,11 @@ t.test('creates, reuses, renews the certificate, then the CA (in memory)', async
   const bundle = pem(api.configs.get('pullthrough')!.webhooks![0]!.clientConfig?.caBundle);
   t.equal((bundle.match(/BEGIN CERTIFICATE/g) ?? []).length, 2, 'new CA plus the still valid old one');
   t.ok(bundle.includes(ca), 'old CA still trusted during the change');
-  t.ok(new X509Certificate(caEnd.serving.cert).verify(new X509Certificate(`${bundle.split('-----END CERTIFICATE-----')[0] ?? ''}-----END CERTIFICATE-----\n`).publicKey));
+  t.ok(
+    new X509Certificate(caEnd.serving.cert).verify(
+      new X509Certificate(`${bundle.split('-----END CERTIFICATE-----')[0] ?? ''}-----END CERTIFICATE-----\n`).publicKey,
+    ),
+  );
 });
 
 t.test('a new DNS name or a foreign certificate gets a fresh certificate', async (t) => {
@@ -93,7 +100,7 @@ t.test('a new DNS name or a foreign certificate gets a fresh certificate', async
   t.equal(fixed.secret, 'renewed-cert');
 });
 
-t.test('two replicas racing: the loser adopts the winner\'s certificates', async (t) => {
+t.test("two replicas racing: the loser adopts the winner's certificates", async (t) => {
   const api = new MemoryKubeApi();
   api.configs.set('pullthrough', webhookConfig());
   const now = new Date('2030-01-01T00:00:00Z');
@@ -142,5 +149,8 @@ t.test('against the fake API server over REST', async (t) => {
   };
   const r = await ensureCertificates(racing, options(later));
   t.equal(r.secret, 'adopted');
-  t.equal(pem(server.object<StoredSecret>('Secret', 'pullthrough', 'pullthrough-webhook-tls')!.data['tls.crt']), r.serving.cert);
+  t.equal(
+    pem(server.object<StoredSecret>('Secret', 'pullthrough', 'pullthrough-webhook-tls')!.data['tls.crt']),
+    r.serving.cert,
+  );
 });

@@ -2,16 +2,29 @@
  * WebhookKubeApi over the fake API server's REST API with plain fetch: the same requests the
  * kube-backed adapter in src/kube must make.
  */
-import type { JsonPatchOperation, SecretObject, WebhookConfigurationObject, WebhookKubeApi } from '../../src/webhook/kube-api.js';
+import type {
+  JsonPatchOperation,
+  SecretObject,
+  WebhookConfigurationObject,
+  WebhookKubeApi,
+} from '../../src/webhook/kube-api.js';
 
 class HttpError extends Error {
-  constructor(readonly code: number, message: string) {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
     super(message);
   }
 }
 
 export function restKubeApi(base: string): WebhookKubeApi {
-  async function call<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T | undefined> {
+  async function call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    contentType = 'application/json',
+  ): Promise<T | undefined> {
     const res = await fetch(base + path, {
       method,
       headers: body === undefined ? {} : { 'content-type': contentType },

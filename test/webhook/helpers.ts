@@ -12,7 +12,10 @@ export function containers(...images: string[]): Json[] {
   return images.map((image, i) => ({ name: `c${i}`, image }));
 }
 
-export function admissionReview(object: unknown, opts: { namespace?: string; operation?: string; subResource?: string; oldObject?: unknown } = {}): Json {
+export function admissionReview(
+  object: unknown,
+  opts: { namespace?: string; operation?: string; subResource?: string; oldObject?: unknown } = {},
+): Json {
   return {
     apiVersion: 'admission.k8s.io/v1',
     kind: 'AdmissionReview',
@@ -70,11 +73,20 @@ export function applyPatch<T>(doc: T, ops: { op: string; path: string; value?: u
 
 export function decodePatch(response: { patch?: string }): { op: string; path: string; value?: unknown }[] {
   if (!response.patch) return [];
-  return JSON.parse(Buffer.from(response.patch, 'base64').toString()) as { op: string; path: string; value?: unknown }[];
+  return JSON.parse(Buffer.from(response.patch, 'base64').toString()) as {
+    op: string;
+    path: string;
+    value?: unknown;
+  }[];
 }
 
 /** POSTs over real HTTPS, trusting only `ca`. */
-export function httpsPost(url: string, body: string | Buffer, ca: string, headers: Record<string, string> = { 'content-type': 'application/json' }): Promise<{ status: number; body: string }> {
+export function httpsPost(
+  url: string,
+  body: string | Buffer,
+  ca: string,
+  headers: Record<string, string> = { 'content-type': 'application/json' },
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: 'POST', ca, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];

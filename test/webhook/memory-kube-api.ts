@@ -1,5 +1,10 @@
 /** An in-memory WebhookKubeApi with resourceVersion checks, for the certificate bootstrap tests. */
-import type { JsonPatchOperation, SecretObject, WebhookConfigurationObject, WebhookKubeApi } from '../../src/webhook/kube-api.js';
+import type {
+  JsonPatchOperation,
+  SecretObject,
+  WebhookConfigurationObject,
+  WebhookKubeApi,
+} from '../../src/webhook/kube-api.js';
 import { applyPatch } from './helpers.js';
 
 class Conflict extends Error {
@@ -15,7 +20,10 @@ export class MemoryKubeApi implements WebhookKubeApi {
   beforeWrite?: () => void;
 
   putSecret(ns: string, s: SecretObject): void {
-    this.secrets.set(`${ns}/${s.metadata?.name}`, { ...structuredClone(s), metadata: { ...s.metadata, resourceVersion: String(this.rv++) } });
+    this.secrets.set(`${ns}/${s.metadata?.name}`, {
+      ...structuredClone(s),
+      metadata: { ...s.metadata, resourceVersion: String(this.rv++) },
+    });
   }
 
   async readSecret(ns: string, name: string) {

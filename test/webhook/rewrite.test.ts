@@ -5,7 +5,11 @@
 import t from 'tap';
 import { decideImage } from '../../src/webhook/rewrite-image.js';
 import { mutatePod } from '../../src/webhook/mutate-pod.js';
-import { createRewritePolicy, ORIGINAL_IMAGES_ANNOTATION, SKIPPED_IMAGES_ANNOTATION } from '../../src/webhook/policy.js';
+import {
+  createRewritePolicy,
+  ORIGINAL_IMAGES_ANNOTATION,
+  SKIPPED_IMAGES_ANNOTATION,
+} from '../../src/webhook/policy.js';
 import { applyPatch, containers, pod } from './helpers.js';
 import { PROXY, rewriteCases, unencodable } from './cases.js';
 
@@ -69,7 +73,10 @@ t.test('pod mutation: patch gives the expected spec and annotations; re-invocati
   const after = applyPatch<any>(patched, third.patch);
   t.equal(after.spec.containers[3].image, 'localhost:7439/docker.io/library/redis:7');
   t.same(Object.keys(JSON.parse(after.metadata.annotations[ORIGINAL_IMAGES_ANNOTATION])).sort(), [
-    'containers/added', 'containers/c0', 'containers/side', 'initContainers/c0',
+    'containers/added',
+    'containers/c0',
+    'containers/side',
+    'initContainers/c0',
   ]);
 });
 
@@ -90,15 +97,29 @@ t.test('pod-level skips', async (t) => {
 });
 
 t.test('ephemeral containers subresource: only new ephemeral containers, no metadata change', async (t) => {
-  const old = pod({ containers: containers('localhost:7439/docker.io/library/nginx:latest'), ephemeralContainers: [{ name: 'e0', image: 'busybox' }] });
+  const old = pod({
+    containers: containers('localhost:7439/docker.io/library/nginx:latest'),
+    ephemeralContainers: [{ name: 'e0', image: 'busybox' }],
+  });
   const updated = structuredClone(old) as any;
   updated.spec.ephemeralContainers.push({ name: 'debugger', image: 'alpine:3' });
   const m = mutatePod(updated, { namespace: 'default', subresource: 'ephemeralcontainers', oldPod: old }, policy);
-  t.same(m.patch, [{ op: 'replace', path: '/spec/ephemeralContainers/1/image', value: 'localhost:7439/docker.io/library/alpine:3' }]);
+  t.same(m.patch, [
+    { op: 'replace', path: '/spec/ephemeralContainers/1/image', value: 'localhost:7439/docker.io/library/alpine:3' },
+  ]);
 });
 
 t.test('malformed pods do not throw', async (t) => {
-  for (const p of [null, 1, 'x', {}, { spec: null }, { spec: { containers: 'x' } }, { spec: { containers: [null, 1, { name: 'a' }] } }, { metadata: { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: '{bad' } }, spec: { containers: containers('nginx') } }]) {
+  for (const p of [
+    null,
+    1,
+    'x',
+    {},
+    { spec: null },
+    { spec: { containers: 'x' } },
+    { spec: { containers: [null, 1, { name: 'a' }] } },
+    { metadata: { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: '{bad' } }, spec: { containers: containers('nginx') } },
+  ]) {
     t.doesNotThrow(() => {
       const m = mutatePod(p, { namespace: 'default' }, policy);
       applyPatch(p, m.patch);

@@ -8,13 +8,20 @@
 import t from 'tap';
 import { createWebhookServer } from '../../src/webhook/server.js';
 import { createCa, issueServingCert } from '../../src/webhook/certificates.js';
-import { createRewritePolicy, ORIGINAL_IMAGES_ANNOTATION, SKIPPED_IMAGES_ANNOTATION } from '../../src/webhook/policy.js';
+import {
+  createRewritePolicy,
+  ORIGINAL_IMAGES_ANNOTATION,
+  SKIPPED_IMAGES_ANNOTATION,
+} from '../../src/webhook/policy.js';
 import { admissionReview, applyPatch, containers, decodePatch, httpsPost, pod } from './helpers.js';
 import { PROXY, rewriteCases, unencodable } from './cases.js';
 
 const PORT = 15060;
 const ca = createCa('pullthrough-test-ca', { validityDays: 1 });
-const serving = issueServingCert(ca, ['pullthrough-webhook.pullthrough.svc', 'localhost'], { validityDays: 1, ipAddresses: ['127.0.0.1'] });
+const serving = issueServingCert(ca, ['pullthrough-webhook.pullthrough.svc', 'localhost'], {
+  validityDays: 1,
+  ipAddresses: ['127.0.0.1'],
+});
 const policy = createRewritePolicy({
   proxyHost: PROXY,
   ownNamespace: 'pullthrough',
@@ -64,7 +71,9 @@ t.test('every skip case is left alone with its reason in the annotation', async 
     ['ignored:1', undefined, /--ignore-images/],
     ['nginx:1', 'Never', /imagePullPolicy Never/],
   ];
-  const spec = { containers: images.map(([image, pp], i) => ({ name: `c${i}`, image, ...(pp ? { imagePullPolicy: pp } : {}) })) };
+  const spec = {
+    containers: images.map(([image, pp], i) => ({ name: `c${i}`, image, ...(pp ? { imagePullPolicy: pp } : {}) })),
+  };
   const review = admissionReview(pod(spec, { annotations: { keep: 'me' } })) as any;
   const { json } = await send(review);
   const patched = applyPatch<any>(review.request.object, decodePatch(json.response));
@@ -77,9 +86,15 @@ t.test('every skip case is left alone with its reason in the annotation', async 
   for (const [ns, labels, reason] of [
     ['kube-system', {}, /namespace kube-system is excluded/],
     ['pullthrough', {}, /namespace pullthrough is excluded/],
-    ['default', { 'pullthrough.dev/image-caching-policy': 'ignore' }, /labelled pullthrough.dev\/image-caching-policy=ignore/],
+    [
+      'default',
+      { 'pullthrough.dev/image-caching-policy': 'ignore' },
+      /labelled pullthrough.dev\/image-caching-policy=ignore/,
+    ],
   ] as const) {
-    const r = admissionReview(pod({ containers: containers('nginx') }, { namespace: ns, labels }), { namespace: ns }) as any;
+    const r = admissionReview(pod({ containers: containers('nginx') }, { namespace: ns, labels }), {
+      namespace: ns,
+    }) as any;
     const res = await send(r);
     const out = applyPatch<any>(r.request.object, decodePatch(res.json.response));
     t.equal(out.spec.containers[0].image, 'nginx', ns);
@@ -88,10 +103,17 @@ t.test('every skip case is left alone with its reason in the annotation', async 
 });
 
 t.test('ephemeral containers through the pods/ephemeralcontainers subresource', async (t) => {
-  const old = pod({ containers: containers('localhost:7439/docker.io/library/nginx:latest'), ephemeralContainers: [{ name: 'old', image: 'busybox' }] });
+  const old = pod({
+    containers: containers('localhost:7439/docker.io/library/nginx:latest'),
+    ephemeralContainers: [{ name: 'old', image: 'busybox' }],
+  });
   const updated = structuredClone(old) as any;
   updated.spec.ephemeralContainers.push({ name: 'debugger', image: 'localhost:5000/tools/debug:1' });
-  const review = admissionReview(updated, { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: old }) as any;
+  const review = admissionReview(updated, {
+    operation: 'UPDATE',
+    subResource: 'ephemeralcontainers',
+    oldObject: old,
+  }) as any;
   const { json } = await send(review);
   const out = applyPatch<any>(updated, decodePatch(json.response));
   t.equal(out.spec.ephemeralContainers[0].image, 'busybox', 'existing ephemeral container is immutable: untouched');
@@ -109,7 +131,10 @@ t.test('bad AdmissionReviews: 400 or allowed with a warning, never a crash', asy
     ['empty', ''],
     ['array', '[]'],
     ['wrong kind', JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'Pod' })],
-    ['v1beta1', JSON.stringify({ apiVersion: 'admission.k8s.io/v1beta1', kind: 'AdmissionReview', request: { uid: 'x' } })],
+    [
+      'v1beta1',
+      JSON.stringify({ apiVersion: 'admission.k8s.io/v1beta1', kind: 'AdmissionReview', request: { uid: 'x' } }),
+    ],
     ['no request', JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview' })],
     ['no uid', JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: {} })],
   ] as const) {
@@ -120,7 +145,9 @@ t.test('bad AdmissionReviews: 400 or allowed with a warning, never a crash', asy
   const huge = await bad(Buffer.alloc(200 * 1024, 'a'));
   t.equal(huge.status, 400, 'huge body');
   t.match(JSON.parse(huge.body).error, /larger than/);
-  const odd = await bad(JSON.stringify(admissionReview(pod({ containers: containers('nginx') }))), { 'content-type': 'text/plain' });
+  const odd = await bad(JSON.stringify(admissionReview(pod({ containers: containers('nginx') }))), {
+    'content-type': 'text/plain',
+  });
   t.equal(odd.status, 200, 'content type is not held against the request');
 
   const deployment = admissionReview({ spec: {} }) as any;
