@@ -59,7 +59,8 @@ export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps 
       clusterProxyUrl = await resolveUrl(config.clusterProxyUrl, lookup);
     } catch (err) {
       warn(
-        `cluster proxy ${config.clusterProxyUrl} not resolvable (${(err as Error).message}): writing hosts.toml without it`,
+        `cluster proxy ${config.clusterProxyUrl} not resolvable (${(err as Error).message}): ` +
+          'writing hosts.toml without it',
       );
     }
   }

@@ -308,7 +308,8 @@ t.test('shutdown: a verified blob still waiting for its commit is dropped, its s
 });
 
 t.test(
-  'shutdown with a flush: a verified blob waiting for its commit is committed at once, a fill still fetching is cancelled',
+  'shutdown with a flush: a verified blob waiting for its commit is committed at once, ' +
+    'a fill still fetching is cancelled',
   async (t) => {
     const fills = newFills({ commitDeferMs: 60_000 });
     const a = stalledFill(fills);

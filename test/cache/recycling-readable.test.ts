@@ -130,7 +130,15 @@ t.test('through fastify to a client that stalls: intact, with reuse', async (t) 
 t.test('piped into a Writable of our own that keeps chunks: every chunk has its own buffer', async (t) => {
   const stream = await fileStream();
   const kept: Buffer[] = [];
-  await pipeline(stream, new Writable({ write: (c: Buffer, _e, cb) => (kept.push(c), cb()) }));
+  await pipeline(
+    stream,
+    new Writable({
+      write: (c: Buffer, _e, cb) => {
+        kept.push(c);
+        cb();
+      },
+    }),
+  );
   t.equal(sha(Buffer.concat(kept)), want);
   t.equal(stream.buffers.size, kept.length);
 });
@@ -156,7 +164,7 @@ t.test('piped into a response, with a one-off peek at the first chunk: the peeke
   );
   const [got] = await stallingGet(port);
   t.equal(got?.digest, want);
-  t.ok(peek && peek.equals(data.subarray(0, peek.length)), 'the peeked chunk still holds the first bytes');
+  t.ok(peek?.equals(data.subarray(0, peek.length)), 'the peeked chunk still holds the first bytes');
 });
 
 t.test('a fill reader piped into a response while the fill grows: intact, with reuse', async (t) => {

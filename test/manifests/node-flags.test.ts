@@ -10,7 +10,8 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const flags = (args: string[]) => args.filter((a) => a.startsWith('--'));
 
 t.test("the Dockerfile's ENTRYPOINT passes the same Node flags as npm start", async (t) => {
-  const start = (JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ');
+  const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { scripts: { start: string } };
+  const start = pkg.scripts.start.split(' ');
   const entry = /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync(`${root}Dockerfile`, 'utf8'))?.[1];
   t.ok(entry, 'the Dockerfile has an exec-form ENTRYPOINT');
   const entrypoint = JSON.parse(entry ?? '[]') as string[];

@@ -120,7 +120,7 @@ async function ready(port: number, child: ChildProcess): Promise<void> {
 }
 
 async function kill(child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  if (child?.exitCode !== null || child.signalCode !== null) return;
   const gone = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
   await gone;
@@ -195,7 +195,7 @@ t.test('fallback chain with a real containerd', { skip: skip ?? false, timeout: 
       mirrorAll: true,
       remove: false,
     },
-    { log: () => {} },
+    { log: () => undefined },
   );
   t.same(setup.files, { [`127.0.0.1:${NODE_PROXY}`]: 'written', _default: 'written' });
   t.comment(readFileSync(join(hostsDir, `127.0.0.1:${NODE_PROXY}`, 'hosts.toml'), 'utf8'));

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { parseNodeSetupConfig, type NodeSetupConfig } from '../../src/config/node-setup.js';
 import { checkContainerdConfig, renderHostsFiles, runNodeSetup } from '../../src/nodesetup/index.js';
 
-const quiet = () => {};
+const quiet = () => undefined;
 function config(argv: string[], env: NodeJS.ProcessEnv = {}): NodeSetupConfig {
   const p = parseNodeSetupConfig(argv, env);
   if (p.help) throw new Error('help');
@@ -21,7 +21,7 @@ t.test('rendered hosts.toml: node proxy first, cluster proxy as server; _default
   });
   t.equal(own!.dir, 'localhost:7439');
   t.match(own!.content, /^server = "http:\/\/10\.96\.0\.20:7439"$/m);
-  t.match(own!.content, /\[host\."http:\/\/127\.0\.0\.1:7439"\]\n  capabilities = \["pull", "resolve"\]/);
+  t.match(own!.content, /\[host\."http:\/\/127\.0\.0\.1:7439"\]\n {2}capabilities = \["pull", "resolve"\]/);
   t.equal(def!.dir, '_default');
   t.notMatch(def!.content, /^server\s*=/m);
   t.ok(

@@ -37,13 +37,11 @@ const entry: fc.Arbitrary<Entry> = fc.oneof(
   fc
     .tuple(user, secret)
     .map(([u, tok]) => ({ raw: { username: u, identitytoken: tok }, want: 'identity-token' as const, secrets: [tok] })),
-  fc
-    .tuple(secret, secret)
-    .map(([tok, p]) => ({
-      raw: { registrytoken: tok, auth: b64(`u:${p}`) },
-      want: 'registry-token' as const,
-      secrets: [tok, p],
-    })),
+  fc.tuple(secret, secret).map(([tok, p]) => ({
+    raw: { registrytoken: tok, auth: b64(`u:${p}`) },
+    want: 'registry-token' as const,
+    secrets: [tok, p],
+  })),
   // Malformed: skipped.
   secret.map((p) => ({ raw: { auth: b64(`:${p}`) }, secrets: [p] })),
   secret.map((p) => ({ raw: { password: p }, secrets: [p] })),

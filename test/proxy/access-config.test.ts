@@ -1,4 +1,7 @@
-/** The access flags: node name from --node-name, PULLTHROUGH_NODE_NAME or NODE_NAME (an empty flag turns it off), durations, policy. */
+/**
+ * The access flags: node name from --node-name, PULLTHROUGH_NODE_NAME or NODE_NAME (an empty flag turns it
+ * off), durations, policy.
+ */
 import t from 'tap';
 import { readProxyConfig } from '../../src/config/proxy.js';
 

@@ -246,7 +246,7 @@ t.test(
       w.access.authorize(T, 'blob', 'sha256:' + 'a'.repeat(64), { log: w.log }),
     ]);
     t.equal(gone.status, 'rejected', 'the missing tag: refused');
-    t.equal((gone as PromiseRejectedResult).reason.status, 404);
+    t.equal(((gone as PromiseRejectedResult).reason as { status?: number }).status, 404);
     t.equal(blob.status, 'fulfilled', 'the blob: its own check, allowed');
     t.same(
       w.probes.map((p) => p.reference),

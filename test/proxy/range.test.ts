@@ -91,6 +91,7 @@ t.test('resolving against a blob size', async (t) => {
     t.equal(e?.status, 416);
     t.same(e?.headers, { 'content-range': `bytes */${size}` });
   }
-  // A non-zero suffix of an empty blob is satisfiable (RFC 9110 14.1.1) but has no Content-Range: the whole, empty blob.
+  // A non-zero suffix of an empty blob is satisfiable (RFC 9110 14.1.1) but has no Content-Range: the whole,
+  // empty blob.
   t.equal(resolveRange(parseRangeHeader('bytes=-5'), 0), undefined);
 });

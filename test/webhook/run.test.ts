@@ -80,7 +80,7 @@ t.test('outside a cluster: --tls-cert/--tls-key files, no API server, reloaded w
   const review = JSON.stringify(admissionReview(pod({ containers: containers('nginx') })));
   const res = await httpsPost('https://localhost:15070/mutate', review, ca.cert);
   t.equal(res.status, 200);
-  t.match(decodePatch(JSON.parse(res.body).response), [
+  t.match(decodePatch((JSON.parse(res.body) as { response: { patch?: string } }).response), [
     { op: 'replace', value: 'localhost:7439/docker.io/library/nginx:latest' },
   ]);
 
