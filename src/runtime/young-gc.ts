@@ -4,9 +4,9 @@
  * Every socket read is a fresh 64 KiB buffer outside V8's heap, held by a small object inside
  * it. V8 frees the buffer only when it collects that object, and relaying a blob allocates so
  * little JS per chunk that, even with a 1 MiB young generation, tens of MiB of dead buffers
- * pile up between collections: that garbage, not any buffering, was 10-15 MiB of the peak RSS
- * while streaming a blob (docs/performance.md). A young-generation collection every few MiB
- * received frees them; with a 1 MiB young generation one costs well under a millisecond.
+ * pile up between collections, and that garbage, not any buffering, is what raises the peak RSS
+ * while streaming a blob (docs/performance.md has the figures). A young-generation collection
+ * every few MiB received frees them, for little CPU with a 1 MiB young generation.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
