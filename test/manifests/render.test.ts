@@ -18,7 +18,9 @@ import { namespaceSelector, objectSelector } from '../../src/webhook/selectors.j
 const root = fileURLToPath(new URL('../../manifests/', import.meta.url));
 const targets = ['.', ...readdirSync(join(root, 'overlays')).map((o) => `overlays/${o}`)];
 /** Kinds from CRDs kubernetes-models does not know, allowed only in the named overlay. */
-const foreign: Record<string, string[]> = { 'overlays/cert-manager': ['cert-manager.io/v1/Issuer', 'cert-manager.io/v1/Certificate'] };
+const foreign: Record<string, string[]> = {
+  'overlays/cert-manager': ['cert-manager.io/v1/Issuer', 'cert-manager.io/v1/Certificate'],
+};
 
 function kubectl(): string | undefined {
   try {
@@ -39,11 +41,14 @@ interface Obj {
 
 function render(target: string): Obj[] {
   const out = execFileSync(bin as string, ['kustomize', join(root, target)], { encoding: 'utf8' });
-  return parseAllDocuments(out).map((d) => d.toJS() as Obj).filter(Boolean);
+  return parseAllDocuments(out)
+    .map((d) => d.toJS() as Obj)
+    .filter(Boolean);
 }
 
 async function validate(o: Obj): Promise<void> {
-  const mod = (await import(`kubernetes-models/${o.apiVersion}/${o.kind}`)) as Record<string, new (d: unknown) => { validate(): void }>;
+  type Models = Record<string, new (d: unknown) => { validate(): void }>;
+  const mod = (await import(`kubernetes-models/${o.apiVersion}/${o.kind}`)) as Models;
   const Model = mod[o.kind];
   if (!Model) throw new Error(`no model for ${o.apiVersion} ${o.kind}`);
   new Model(o).validate();
@@ -55,7 +60,8 @@ const find = (objs: Obj[], kind: string, name: string) => {
   return o;
 };
 
-t.test('renders and validates', { skip: bin ? false : 'kubectl is not installed: nothing here renders kustomize (Debian 12 has no kubectl package)' }, async (t) => {
+const noKubectl = 'kubectl is not installed: nothing here renders kustomize (Debian 12 has no kubectl package)';
+t.test('renders and validates', { skip: bin ? false : noKubectl }, async (t) => {
   for (const target of targets) {
     const objs = render(target);
     t.ok(objs.length > 10, `${target}: ${objs.length} objects`);
@@ -66,7 +72,12 @@ t.test('renders and validates', { skip: bin ? false : 'kubectl is not installed:
         continue;
       }
       await t.resolves(validate(o), id);
-      if (o.kind !== 'Namespace' && !o.kind.startsWith('Cluster') && o.kind !== 'MutatingWebhookConfiguration' && o.kind !== 'CustomResourceDefinition') {
+      const clusterScoped =
+        o.kind === 'Namespace' ||
+        o.kind.startsWith('Cluster') ||
+        o.kind === 'MutatingWebhookConfiguration' ||
+        o.kind === 'CustomResourceDefinition';
+      if (!clusterScoped) {
         t.equal(o.metadata.namespace, 'pullthrough', `${id} namespaced`);
       }
     }
@@ -83,14 +94,27 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   t.match(proxy.env, [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }]);
   t.equal(proxy.readinessProbe.httpGet.path, '/readyz');
   t.equal(proxy.livenessProbe.httpGet.path, '/healthz');
-  t.match(proxy.securityContext, { runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
+  t.match(proxy.securityContext, {
+    runAsNonRoot: true,
+    readOnlyRootFilesystem: true,
+    allowPrivilegeEscalation: false,
+  });
   const setup = ds.initContainers.find((c: any) => c.name === 'node-setup');
   t.same(setup.args, ['node-setup']);
   const env = Object.fromEntries(setup.env.map((e: any) => [e.name, e.value]));
   const svc = find(objs, 'Service', 'pullthrough-cluster-proxy');
-  t.equal(env.PULLTHROUGH_CLUSTER_PROXY, `http://${svc.metadata.name}.${svc.metadata.namespace}.svc.cluster.local:${svc.spec.ports[0].port}`, 'node setup points at the cluster proxy Service');
+  t.equal(
+    env.PULLTHROUGH_CLUSTER_PROXY,
+    `http://${svc.metadata.name}.${svc.metadata.namespace}.svc.cluster.local:${svc.spec.ports[0].port}`,
+    'node setup points at the cluster proxy Service',
+  );
   t.equal(env.PULLTHROUGH_PROXY_HOST, 'localhost:7439');
-  t.equal(find(objs, 'Deployment', 'pullthrough-webhook').spec.template.spec.containers[0].env.find((e: any) => e.name === 'PULLTHROUGH_PROXY_HOST').value, 'localhost:7439', 'webhook rewrites to the host node setup configures');
+  const webhookEnv = find(objs, 'Deployment', 'pullthrough-webhook').spec.template.spec.containers[0].env;
+  t.equal(
+    webhookEnv.find((e: any) => e.name === 'PULLTHROUGH_PROXY_HOST').value,
+    'localhost:7439',
+    'webhook rewrites to the host node setup configures',
+  );
 
   for (const o of objs.filter((x) => x.kind === 'Deployment' || x.kind === 'DaemonSet')) {
     for (const c of [...(o.spec.template.spec.initContainers ?? []), ...o.spec.template.spec.containers]) {
@@ -100,34 +124,72 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   }
   const reg = find(objs, 'Deployment', 'pullthrough-registry').spec.template.spec;
   t.match(reg.containers[0].image, /^registry:(3|2\.8)/);
-  t.match(reg.containers[0].env, [{ name: 'REGISTRY_HTTP_ADDR' }, { name: 'REGISTRY_STORAGE_DELETE_ENABLED', value: 'true' }]);
+  t.match(reg.containers[0].env, [
+    { name: 'REGISTRY_HTTP_ADDR' },
+    { name: 'REGISTRY_STORAGE_DELETE_ENABLED', value: 'true' },
+  ]);
   t.ok(find(objs, 'PersistentVolumeClaim', 'pullthrough-registry'));
   t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-webhook'));
   t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-cluster-proxy'));
   const cluster = find(objs, 'Deployment', 'pullthrough-cluster-proxy').spec.template.spec;
   t.equal(cluster.automountServiceAccountToken, false, 'the cluster proxy never talks to the API server');
-  t.match(cluster.containers[0].args, ['proxy', /--listen=/, /--data-dir=/, /--cache-registry=/, '--node-name=', '--private-images=node-credentials'], 'no pods to check: private images only with node-wide credentials');
-  t.equal(cluster.containers[0].readinessProbe.httpGet.path, '/healthz', 'stays in the Service when the cache registry is down');
+  t.match(
+    cluster.containers[0].args,
+    ['proxy', /--listen=/, /--data-dir=/, /--cache-registry=/, '--node-name=', '--private-images=node-credentials'],
+    'no pods to check: private images only with node-wide credentials',
+  );
+  t.equal(
+    cluster.containers[0].readinessProbe.httpGet.path,
+    '/healthz',
+    'stays in the Service when the cache registry is down',
+  );
 
   const mwc = find(objs, 'MutatingWebhookConfiguration', 'pullthrough').webhooks[0];
-  t.match(mwc, { failurePolicy: 'Ignore', sideEffects: 'None', reinvocationPolicy: 'IfNeeded', admissionReviewVersions: ['v1'] });
+  t.match(mwc, {
+    failurePolicy: 'Ignore',
+    sideEffects: 'None',
+    reinvocationPolicy: 'IfNeeded',
+    admissionReviewVersions: ['v1'],
+  });
   t.ok(mwc.timeoutSeconds <= 5, 'short timeout');
   t.match(mwc.clientConfig.service, { name: 'pullthrough-webhook', namespace: 'pullthrough', path: '/mutate' });
-  t.same(mwc.rules.map((r: any) => [r.operations, r.resources]), [[['CREATE'], ['pods']], [['UPDATE'], ['pods/ephemeralcontainers']]]);
+  t.same(
+    mwc.rules.map((r: any) => [r.operations, r.resources]),
+    [
+      [['CREATE'], ['pods']],
+      [['UPDATE'], ['pods/ephemeralcontainers']],
+    ],
+  );
   const policy = createRewritePolicy({ proxyHost: 'localhost:7439', ownNamespace: 'pullthrough' });
-  t.same(mwc.namespaceSelector, namespaceSelector(policy), 'namespaceSelector is what the webhook renders from its default settings');
+  t.same(
+    mwc.namespaceSelector,
+    namespaceSelector(policy),
+    'namespaceSelector is what the webhook renders from its default settings',
+  );
   t.same(mwc.objectSelector, objectSelector());
 
   const webhookRole = find(objs, 'ClusterRole', 'pullthrough-webhook');
-  t.same(webhookRole.rules, [{ apiGroups: ['admissionregistration.k8s.io'], resources: ['mutatingwebhookconfigurations'], resourceNames: ['pullthrough'], verbs: ['get', 'patch'] }]);
+  t.same(webhookRole.rules, [
+    {
+      apiGroups: ['admissionregistration.k8s.io'],
+      resources: ['mutatingwebhookconfigurations'],
+      resourceNames: ['pullthrough'],
+      verbs: ['get', 'patch'],
+    },
+  ]);
   for (const r of objs.filter((x) => x.kind === 'Role' || x.kind === 'ClusterRole')) {
-    for (const rule of r.rules) t.notOk(rule.verbs.includes('*') || rule.resources.includes('*'), `${r.metadata.name}: no wildcards`);
+    for (const rule of r.rules) {
+      t.notOk(rule.verbs.includes('*') || rule.resources.includes('*'), `${r.metadata.name}: no wildcards`);
+    }
   }
 });
 
 t.test('overlays change what they say', { skip: bin ? false : 'kubectl is not installed' }, async (t) => {
   const s3 = render('overlays/s3-registry');
-  t.notOk(s3.find((o) => o.kind === 'PersistentVolumeClaim'), 'no volume');
+  t.notOk(
+    s3.find((o) => o.kind === 'PersistentVolumeClaim'),
+    'no volume',
+  );
   const reg = find(s3, 'Deployment', 'pullthrough-registry');
   t.ok(reg.spec.replicas > 1, 'several registry replicas');
   t.match(reg.spec.template.spec.volumes, [{ name: 'config', configMap: { name: /^pullthrough-registry-config-/ } }]);
@@ -139,7 +201,8 @@ t.test('overlays change what they say', { skip: bin ? false : 'kubectl is not in
   const cmgr = render('overlays/cert-manager');
   const wh = find(cmgr, 'Deployment', 'pullthrough-webhook').spec.template.spec;
   t.ok(wh.containers[0].args.includes('--tls-cert=/etc/pullthrough/tls/tls.crt'));
-  t.equal(find(cmgr, 'MutatingWebhookConfiguration', 'pullthrough').metadata.annotations?.['cert-manager.io/inject-ca-from'], 'pullthrough/pullthrough-webhook');
+  const cmgrMwc = find(cmgr, 'MutatingWebhookConfiguration', 'pullthrough');
+  t.equal(cmgrMwc.metadata.annotations?.['cert-manager.io/inject-ca-from'], 'pullthrough/pullthrough-webhook');
   t.equal(find(cmgr, 'Certificate', 'pullthrough-webhook').spec.secretName, wh.volumes[0].secret.secretName);
 });
 
@@ -154,11 +217,15 @@ function selects(sel: Selector, labels: Record<string, string>): boolean {
   for (const e of sel.matchExpressions ?? []) {
     const has = Object.hasOwn(labels, e.key);
     const ok =
-      e.operator === 'In' ? has && (e.values ?? []).includes(labels[e.key] as string)
-      : e.operator === 'NotIn' ? !has || !(e.values ?? []).includes(labels[e.key] as string)
-      : e.operator === 'Exists' ? has
-      : e.operator === 'DoesNotExist' ? !has
-      : false;
+      e.operator === 'In'
+        ? has && (e.values ?? []).includes(labels[e.key] as string)
+        : e.operator === 'NotIn'
+          ? !has || !(e.values ?? []).includes(labels[e.key] as string)
+          : e.operator === 'Exists'
+            ? has
+            : e.operator === 'DoesNotExist'
+              ? !has
+              : false;
     if (!ok) return false;
   }
   return true;
@@ -180,13 +247,27 @@ t.test('only the proxies reach the cache registry', { skip: bin ? false : 'kubec
     t.same(policy.policyTypes, ['Ingress']);
     t.equal(policy.ingress.length, 1, 'one rule');
     const [rule] = policy.ingress;
-    t.ok(rule.from.every((peer: any) => peer.podSelector && !peer.namespaceSelector && !peer.ipBlock), `${target}: peers are pods of this namespace only`);
+    t.ok(
+      rule.from.every((peer: any) => peer.podSelector && !peer.namespaceSelector && !peer.ipBlock),
+      `${target}: peers are pods of this namespace only`,
+    );
     const admitted = (o: Obj) => rule.from.some((peer: any) => selects(peer.podSelector, labelsOf(o)));
     // Whatever is configured with the cache registry's URL must be let in, and nothing else.
-    const clients = workloads.filter((o) => o.spec.template.spec.containers.some((c: any) => (c.args ?? []).some((a: string) => a.startsWith('--cache-registry='))));
-    t.same(clients.map((o) => o.metadata.name).sort(), ['pullthrough-cluster-proxy', 'pullthrough-node-proxy'], `${target}: the registry's clients`);
-    t.same(workloads.filter(admitted).map((o) => o.metadata.name).sort(), ['pullthrough-cluster-proxy', 'pullthrough-node-proxy'], `${target}: only they are admitted`);
-    const portNames = registry.spec.template.spec.containers.flatMap((c: any) => (c.ports ?? []).map((p: any) => p.name));
+    const usesCache = (c: any) => (c.args ?? []).some((a: string) => a.startsWith('--cache-registry='));
+    const clients = workloads.filter((o) => o.spec.template.spec.containers.some(usesCache));
+    const proxies = ['pullthrough-cluster-proxy', 'pullthrough-node-proxy'];
+    t.same(clients.map((o) => o.metadata.name).sort(), proxies, `${target}: the registry's clients`);
+    t.same(
+      workloads
+        .filter(admitted)
+        .map((o) => o.metadata.name)
+        .sort(),
+      proxies,
+      `${target}: only they are admitted`,
+    );
+    const portNames = registry.spec.template.spec.containers.flatMap((c: any) =>
+      (c.ports ?? []).map((p: any) => p.name),
+    );
     t.same(rule.ports, [{ protocol: 'TCP', port: 'registry' }]);
     t.ok(portNames.includes('registry'), `${target}: the policy's named port is the registry container's`);
   }

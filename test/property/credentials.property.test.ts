@@ -30,7 +30,11 @@ const key = fc.oneof(
   fc.string({ maxLength: 20 }),
 );
 
-type Entry = { raw: Record<string, unknown>; want?: Credential['kind']; secrets: string[] };
+interface Entry {
+  raw: Record<string, unknown>;
+  want?: Credential['kind'];
+  secrets: string[];
+}
 const entry: fc.Arbitrary<Entry> = fc.oneof(
   fc.tuple(user, secret).map(([u, p]) => ({ raw: { auth: b64(`${u}:${p}`) }, want: 'basic' as const, secrets: [p] })),
   fc.tuple(user, secret).map(([u, p]) => ({ raw: { username: u, password: p }, want: 'basic' as const, secrets: [p] })),

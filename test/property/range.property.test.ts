@@ -11,6 +11,11 @@ import { parseRangeHeader, resolveRange, type RangeRequest } from '../../src/pro
 import { runs } from './settings.js';
 
 type Spec = { kind: 'int'; first: bigint; last?: bigint } | { kind: 'suffix'; length: bigint };
+/** A range-spec as header text, with what it means. */
+interface SpecText {
+  text: string;
+  spec: Spec;
+}
 
 const ows = fc.constantFrom('', '', ' ', '\t', '  ');
 /** 1*DIGIT with optional leading zeros; mostly small, sometimes past 2^53. */
@@ -23,14 +28,14 @@ const position = fc.oneof(
 );
 const bytesUnit = fc.constantFrom('bytes', 'BYTES', 'Bytes', 'bYtEs');
 
-const intRange = fc.tuple(digits(position), fc.option(digits(position), { nil: undefined })).map(([a, b]) => {
-  if (b === undefined) return { text: `${a.text}-`, spec: { kind: 'int', first: a.value } as Spec };
+const intRange = fc.tuple(digits(position), fc.option(digits(position), { nil: undefined })).map(([a, b]): SpecText => {
+  if (b === undefined) return { text: `${a.text}-`, spec: { kind: 'int', first: a.value } };
   const [lo, hi] = a.value <= b.value ? [a, b] : [b, a];
-  return { text: `${lo.text}-${hi.text}`, spec: { kind: 'int', first: lo.value, last: hi.value } as Spec };
+  return { text: `${lo.text}-${hi.text}`, spec: { kind: 'int', first: lo.value, last: hi.value } };
 });
-const suffixRange = digits(position).map((d) => ({
+const suffixRange = digits(position).map((d): SpecText => ({
   text: `-${d.text}`,
-  spec: { kind: 'suffix', length: d.value } as Spec,
+  spec: { kind: 'suffix', length: d.value },
 }));
 const rangeSpec = fc.oneof(intRange, suffixRange);
 

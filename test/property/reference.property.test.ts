@@ -66,7 +66,11 @@ const reference: fc.Arbitrary<Generated> = fc
   )
   .map((r) => ({
     ...r,
-    input: `${r.domain !== undefined ? `${r.domain}/` : ''}${r.repository}${r.tag !== undefined ? `:${r.tag}` : ''}${r.digest !== undefined ? `@${r.digest}` : ''}`,
+    input:
+      (r.domain !== undefined ? `${r.domain}/` : '') +
+      r.repository +
+      (r.tag !== undefined ? `:${r.tag}` : '') +
+      (r.digest !== undefined ? `@${r.digest}` : ''),
   }));
 
 /**
