@@ -67,9 +67,11 @@ export function parseDockerConfig(json: unknown, labelPrefix: string): DockerCon
     let username = typeof raw.username === 'string' ? raw.username : '';
     let password = typeof raw.password === 'string' ? raw.password : '';
     // Buffer.from decodes whatever base64 characters it finds, so garbage would become a
-    // credential; the strict form is what docker and the kubelet accept.
-    if (typeof raw.auth === 'string' && raw.auth !== '' && strictBase64.test(raw.auth)) {
-      const decoded = Buffer.from(raw.auth, 'base64').toString('utf8');
+    // credential; docker and the kubelet accept padded standard base64, line breaks skipped
+    // (as `base64` writes a long key).
+    const auth = typeof raw.auth === 'string' ? raw.auth.replace(/[\r\n]/g, '') : '';
+    if (auth !== '' && strictBase64.test(auth)) {
+      const decoded = Buffer.from(auth, 'base64').toString('utf8');
       const i = decoded.indexOf(':');
       if (i > 0) {
         username = decoded.slice(0, i);

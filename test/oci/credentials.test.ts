@@ -121,4 +121,21 @@ t.test('an auth that is not strict base64 is no credential', async (t) => {
   t.same(parseDockerConfig({ auths: { q: { auth: b64('u:p:q') } } }, 'l'), [
     { key: 'q', credential: { kind: 'basic', username: 'u', password: 'p:q', label: 'l q' } },
   ]);
+  // Line breaks are skipped, as Go's decoder skips them: `base64` wraps a long key at 76 columns.
+  const long = b64(`_json_key:${'k'.repeat(100)}`);
+  t.same(
+    parseDockerConfig(
+      {
+        auths: {
+          q: {
+            auth: `${long.slice(0, 76)}
+${long.slice(76)}
+`,
+          },
+        },
+      },
+      'l',
+    ),
+    [{ key: 'q', credential: { kind: 'basic', username: '_json_key', password: 'k'.repeat(100), label: 'l q' } }],
+  );
 });
