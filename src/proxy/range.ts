@@ -21,7 +21,7 @@ const NONE: RangeRequest = { kind: 'none' };
 const MAX_HEADER = 1024;
 // RFC 9110 token characters (range-unit = token).
 const unitSpec = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*=(.*)$/s;
-// Spaces around `=` and `-` are not in the grammar; they are tolerated as nginx does.
+// Spaces around `=` and `-` are not in the grammar; they are tolerated, as lenient servers do.
 const intRange = /^(\d+)[ \t]*-[ \t]*(\d*)$/;
 const suffixRange = /^-[ \t]*(\d+)$/;
 
