@@ -68,9 +68,6 @@ export interface ProbeAnswer {
 /** A HEAD at the origin; throws when the origin cannot be reached. */
 export type OriginProbe = (req: ProbeRequest) => Promise<ProbeAnswer>;
 
-// The configuration owns the policy names it validates; access imports them from there.
-export { ORIGIN_DOWN_POLICIES, type OriginDownPolicy } from '../config/proxy.js';
-
 /** Bounded label values of the refusal counter. */
 export type RefusalReason = 'no-pod' | 'rejected' | 'not-found' | 'origin-unreachable';
 /** Bounded label values of the probe counter. */

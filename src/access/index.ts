@@ -1,13 +1,11 @@
 /** Access control for private images in the cache: see access-control.ts and docs/credentials.md. */
 export {
   AccessControl,
-  ORIGIN_DOWN_POLICIES,
   type AccessControlOptions,
   type AccessGate,
   type AccessMetrics,
   type AccessTarget,
   type ObjectKind,
-  type OriginDownPolicy,
   type OriginProbe,
   type PodDirectory,
   type PodRef,

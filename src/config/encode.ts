@@ -2,7 +2,7 @@
  * `pullthrough encode` and `pullthrough decode` arguments: one image or reference, and for encode
  * the proxy host the rewritten reference names.
  */
-import { helpText, parseFlags, type FlagSpec } from './flags.js';
+import { helpText, parseFlags, valueOf, type FlagSpec } from './flags.js';
 
 export const encodeFlags: readonly FlagSpec[] = [
   {
@@ -37,7 +37,7 @@ export function parseEncodeArgs(
   const { values, positionals, help } = parseFlags(encodeFlags, argv, env, options);
   const [image] = positionals;
   if (help || positionals.length !== 1 || image === undefined) return { help: true, misuse: !help };
-  return { help: false, image, proxyHost: values['proxy-host'] ?? 'localhost:7439' };
+  return { help: false, image, proxyHost: valueOf(values, 'proxy-host') };
 }
 
 export function parseDecodeArgs(

@@ -103,6 +103,13 @@ export function parseFlags(
   return { values, repeated, positionals, help };
 }
 
+/** The value of a flag declared with a default: never undefined, so no caller repeats the default. */
+export function valueOf(values: ParsedFlags['values'], name: string): string {
+  const v = values[name];
+  if (v === undefined) throw new Error(`--${name} is read as if it had a default, and it has none`);
+  return v;
+}
+
 function booleanFlag(name: string, inline: string | undefined): string {
   if (inline === undefined || /^(true|1)$/i.test(inline)) return 'true';
   if (/^(false|0)$/i.test(inline)) return 'false';

@@ -2,7 +2,7 @@
  * `pullthrough node-setup` settings (the DaemonSet's init container). Flags win over their
  * PULLTHROUGH_* variables.
  */
-import { ConfigError, helpText, parseFlags, type FlagSpec } from './flags.js';
+import { ConfigError, helpText, parseFlags, valueOf, type FlagSpec } from './flags.js';
 
 export interface NodeSetupConfig {
   hostsDir: string;
@@ -75,7 +75,7 @@ export function parseNodeSetupConfig(
   if (help) return { help: true };
   const cluster = v['cluster-proxy'];
   const containerdConfig = v['containerd-config'];
-  const proxyHost = v['proxy-host'] ?? 'localhost:7439';
+  const proxyHost = valueOf(v, 'proxy-host');
   // The name of a directory under --hosts-dir, as containerd looks it up.
   if (!/^[a-z0-9.-]+:\d{1,5}$/i.test(proxyHost)) {
     throw new ConfigError(`--proxy-host: ${JSON.stringify(proxyHost)} is not HOST:PORT`);
@@ -83,9 +83,9 @@ export function parseNodeSetupConfig(
   return {
     help: false,
     config: {
-      hostsDir: v['hosts-dir'] ?? '/etc/containerd/certs.d',
+      hostsDir: valueOf(v, 'hosts-dir'),
       proxyHost,
-      nodeProxyUrl: httpUrl('node-proxy', v['node-proxy'] ?? 'http://127.0.0.1:7439'),
+      nodeProxyUrl: httpUrl('node-proxy', valueOf(v, 'node-proxy')),
       ...(cluster ? { clusterProxyUrl: httpUrl('cluster-proxy', cluster) } : {}),
       mirrorAll: isTrue(v['mirror-all']),
       ...(containerdConfig ? { containerdConfig } : {}),

@@ -4,7 +4,16 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseDockerConfig, type DockerConfigEntry } from '../oci/credentials.js';
-import { ConfigError, helpText, parseDuration, parseFlags, parseHostPort, parseList, type FlagSpec } from './flags.js';
+import {
+  ConfigError,
+  helpText,
+  parseDuration,
+  parseFlags,
+  parseHostPort,
+  parseList,
+  valueOf,
+  type FlagSpec,
+} from './flags.js';
 
 export const proxyFlags: readonly FlagSpec[] = [
   {
@@ -79,8 +88,7 @@ export const proxyFlags: readonly FlagSpec[] = [
     name: 'origin-timeout',
     kind: 'duration',
     default: '20s',
-    help:
-      'Time an origin has to answer with headers; past it the client gets 504 and containerd tries its next ' + 'host.',
+    help: 'Time an origin has to answer with headers; past it the client gets 504 and containerd tries its next host.',
   },
   {
     name: 'origin-idle-timeout',
@@ -220,20 +228,22 @@ export function readProxyConfig(
   }
   const credentials = v['registry-credentials'] ? readCredentials(v['registry-credentials']) : [];
   const platformList = parseList(v.platforms);
-  const level = v['log-level'] ?? 'info';
+  const level = valueOf(v, 'log-level');
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
     throw new ConfigError(`--log-level: unknown level ${JSON.stringify(level)}`);
   }
+  const listen = parseHostPort('listen', v.listen);
+  const nodeName = (v['node-name'] ?? env.NODE_NAME ?? '').trim();
   return {
     help,
     config: {
-      listen: parseHostPort('listen', v.listen),
+      listen,
       cacheRegistry,
-      dataDir: resolve(v['data-dir'] ?? './data'),
+      dataDir: resolve(valueOf(v, 'data-dir')),
       credentials,
       insecureRegistries: parseList(v['insecure-registries']),
       allowedRegistries: parseList(v['allowed-registries']),
-      proxyHosts: [...parseList(v['proxy-hosts']), ...listenNames(parseHostPort('listen', v.listen))],
+      proxyHosts: [...parseList(v['proxy-hosts']), ...listenNames(listen)],
       tagTtlMs: parseDuration('tag-ttl', v['tag-ttl']),
       platforms: platformList.includes('all') ? 'all' : platformList,
       originConnectTimeoutMs: parseDuration('origin-connect-timeout', v['origin-connect-timeout']),
@@ -241,11 +251,11 @@ export function readProxyConfig(
       originIdleTimeoutMs: parseDuration('origin-idle-timeout', v['origin-idle-timeout']),
       cacheTimeoutMs: parseDuration('cache-timeout', v['cache-timeout']),
       cacheCooldownMs: parseDuration('cache-cooldown', v['cache-cooldown']),
-      nodeName: (v['node-name'] ?? env.NODE_NAME ?? '').trim(),
+      nodeName,
       kubeconfig: v.kubeconfig ? resolve(v.kubeconfig) : undefined,
       authTtlMs: parseDuration('auth-ttl', v['auth-ttl']),
       privateWhenOriginDown: originDownPolicy(v['private-when-origin-down']),
-      privateImages: privateImagesMode(v['private-images'], (v['node-name'] ?? env.NODE_NAME ?? '').trim()),
+      privateImages: privateImagesMode(v['private-images'], nodeName),
       originDownGraceMs: parseDuration('origin-down-grace', v['origin-down-grace']),
       logLevel: level,
       metricsListen: v['metrics-listen'] ? parseHostPort('metrics-listen', v['metrics-listen']) : undefined,

@@ -3,7 +3,7 @@
  * so the Deployment can set them either way. The configuration owns the values it validates (the
  * pull policy names); the webhook imports them from here.
  */
-import { ConfigError, helpText, parseFlags, parseHostPort, parseList, type FlagSpec } from './flags.js';
+import { ConfigError, helpText, parseFlags, parseHostPort, parseList, valueOf, type FlagSpec } from './flags.js';
 
 /** A container's imagePullPolicy values, as --skip-pull-policies accepts them. */
 export const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
@@ -161,7 +161,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
     if (!policy) throw new ConfigError(`--skip-pull-policies: unknown policy ${p}`);
     return policy;
   });
-  const proxyHost = v['proxy-host'] ?? 'localhost:7439';
+  const proxyHost = valueOf(v, 'proxy-host');
   hostPort('proxy-host', proxyHost);
   const renewBeforeDays = positiveInt(v, 'renew-before-days');
   const certValidityDays = positiveInt(v, 'cert-validity-days');
@@ -180,15 +180,15 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       ignoreImages: [...(repeated['ignore-images'] ?? [])],
       acceptImages: [...(repeated['accept-images'] ?? [])],
       skipPullPolicies,
-      serviceName: v['service-name'] ?? 'pullthrough-webhook',
-      tlsSecretName: v['tls-secret'] ?? 'pullthrough-webhook-tls',
-      webhookConfigurationName: v['webhook-configuration'] ?? 'pullthrough',
+      serviceName: valueOf(v, 'service-name'),
+      tlsSecretName: valueOf(v, 'tls-secret'),
+      webhookConfigurationName: valueOf(v, 'webhook-configuration'),
       caValidityDays: positiveInt(v, 'ca-validity-days'),
       certValidityDays,
       renewBeforeDays,
       certCheckIntervalSeconds: positiveInt(v, 'cert-check-interval'),
       maxBodyBytes: positiveInt(v, 'max-body-bytes'),
-      logLevel: v['log-level'] ?? 'info',
+      logLevel: valueOf(v, 'log-level'),
     },
   };
 }

@@ -12,9 +12,6 @@ export const SKIPPED_IMAGES_ANNOTATION = 'pullthrough.dev/skipped-images';
 /** Namespaces never touched: the webhook's own (its pods must start without it) and kube-system. */
 export const ALWAYS_EXCLUDED_NAMESPACES = ['kube-system'] as const;
 
-// The configuration owns the pull policy names it validates (--skip-pull-policies).
-export type { PullPolicy } from '../config/webhook.js';
-
 export interface RewritePolicy {
   /** host:port the rewritten images point at (containerd on every node resolves it to its proxy). */
   readonly proxyHost: string;

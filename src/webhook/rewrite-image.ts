@@ -3,7 +3,8 @@
  */
 import { decodeImage, encodeImage } from '../oci/encoding.js';
 import { formatReference, normalizeRegistry, parseReference } from '../oci/reference.js';
-import type { PullPolicy, RewritePolicy } from './policy.js';
+import type { PullPolicy } from '../config/webhook.js';
+import type { RewritePolicy } from './policy.js';
 
 export type ImageDecision =
   | { action: 'rewrite'; image: string }

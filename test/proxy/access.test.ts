@@ -11,12 +11,12 @@ import { join } from 'node:path';
 import {
   AccessControl,
   PrivacyBook,
-  type OriginDownPolicy,
   type PodDirectory,
   type PodRef,
   type ProbeAnswer,
   type ProbeRequest,
 } from '../../src/access/index.js';
+import type { OriginDownPolicy } from '../../src/config/proxy.js';
 import type { Credential } from '../../src/oci/credentials.js';
 import { OciError, UpstreamError } from '../../src/oci/errors.js';
 
