@@ -29,10 +29,8 @@ export interface OriginBlobRequest {
   open(signal: AbortSignal): Promise<OriginBlob>;
 }
 
-/** What bounds one fill: its size and how long it may take. */
-export interface FillLimits {
-  /** The size the manifest declares, when the fill is for a descriptor (a background fill). */
-  readonly declaredSize?: number;
+/** What bounds every fill: its size when none is known, and how long it may take. */
+export interface FillBounds {
   /** Without a declared or announced size: the most bytes a fill may take. */
   readonly maxBytes: number;
   /** The deadline of a fill of known size: `baseMs` plus its size at `minBytesPerSecond`. */
@@ -100,8 +98,11 @@ export class BlobFill extends EventEmitter implements FollowedFill {
     return this.state === 'verified' ? this.written : Math.max(0, this.written - 1);
   }
 
-  /** Fetches the blob into the spool file and verifies it; never throws (the state says how it went). */
-  async run(request: OriginBlobRequest, events: FillEvents, limits: FillLimits): Promise<void> {
+  /**
+   * Fetches the blob into the spool file and verifies it; never throws (the state says how it
+   * went). `declaredSize`: what the manifest declares, when the fill is for one of its descriptors.
+   */
+  async run(request: OriginBlobRequest, events: FillEvents, bounds: FillBounds, declaredSize?: number): Promise<void> {
     const expected = parseDigest(this.digest);
     let deadline: NodeJS.Timeout | undefined;
     try {
@@ -112,16 +113,15 @@ export class BlobFill extends EventEmitter implements FollowedFill {
         throw new SpoolError(`cannot open a spool file in ${this.file.replace(/\/[^/]*$/, '')}: ${why}`, err);
       }
       const origin = await request.open(this.abort.signal);
-      const { declaredSize } = limits;
       if (declaredSize !== undefined && origin.size !== undefined && origin.size !== declaredSize) {
         origin.stream.destroy();
         throw new Error(`origin announced ${origin.size} bytes for a blob the manifest declares as ${declaredSize}`);
       }
       this.size = origin.size ?? declaredSize;
       // An origin that sends more than the size, or trickles, must not hold the spool or a slot.
-      const limit = this.size ?? limits.maxBytes;
+      const limit = this.size ?? bounds.maxBytes;
       if (this.size !== undefined) {
-        const ms = limits.baseMs + (this.size / limits.minBytesPerSecond) * 1000;
+        const ms = bounds.baseMs + (this.size / bounds.minBytesPerSecond) * 1000;
         deadline = setTimeout(
           () => {
             this.abort.abort(new Error(`origin took over ${Math.round(ms / 1000)} s for ${this.size} bytes`));
@@ -129,7 +129,6 @@ export class BlobFill extends EventEmitter implements FollowedFill {
           Math.min(ms, 2 ** 31 - 1),
         );
       }
-      let received = 0;
       this.state = 'streaming';
       this.resolveStarted();
       this.emit('change');
@@ -140,8 +139,7 @@ export class BlobFill extends EventEmitter implements FollowedFill {
         // chunks held through a large write outlive the young generation and inflate the RSS.
         maxPending: () => (this.activity.streamingLittle() ? BIG_WRITE : READ_CHUNK),
         onChunk: (chunk) => {
-          received += chunk.byteLength;
-          if (received > limit) {
+          if (verifier.size + chunk.byteLength > limit) {
             this.abort.abort(new Error(`origin sent more than the ${limit} bytes of ${this.digest}`));
             return;
           }

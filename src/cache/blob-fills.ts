@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BlobFill, type FillEvents, type FillLimits, type OriginBlobRequest } from './blob-fill.js';
+import { BlobFill, type FillBounds, type FillEvents, type OriginBlobRequest } from './blob-fill.js';
 import { CommitGate, type CommitGateOptions } from './commit-gate.js';
 import { FillActivity } from './fill-activity.js';
 import { SpoolError } from './spool-writer.js';
@@ -23,8 +23,8 @@ export interface BlobFillsOptions extends CommitGateOptions {
   readonly events?: FillEvents;
   /** After a spool failure, how long new fills are not attempted (callers stream straight through). */
   readonly spoolCooldownMs?: number;
-  /** Bounds of every fill (FillLimits); defaults below. */
-  readonly limits?: Partial<Omit<FillLimits, 'declaredSize'>>;
+  /** Bounds of every fill; defaults below. */
+  readonly bounds?: Partial<FillBounds>;
 }
 
 /**
@@ -32,7 +32,7 @@ export interface BlobFillsOptions extends CommitGateOptions {
  * a 1 GiB layer gets 69 minutes, a config blob about one (the origin's idle timeout cuts silence
  * sooner).
  */
-const DEFAULT_LIMITS: Omit<FillLimits, 'declaredSize'> = {
+const DEFAULT_BOUNDS: FillBounds = {
   maxBytes: 64 * 2 ** 30,
   baseMs: 60_000,
   minBytesPerSecond: 256 * 1024,
@@ -42,11 +42,13 @@ export class BlobFills {
   private readonly opts: BlobFillsOptions;
   private readonly activity = new FillActivity<BlobFill>();
   private readonly gate: CommitGate;
+  private readonly bounds: FillBounds;
   private spoolFailedUntil = 0;
 
   constructor(opts: BlobFillsOptions) {
     this.opts = opts;
     this.gate = new CommitGate(opts, this.activity);
+    this.bounds = { ...DEFAULT_BOUNDS, ...opts.bounds };
   }
 
   /** True while the spool directory is failing: serve blobs straight from the origin, uncached. */
@@ -83,19 +85,18 @@ export class BlobFills {
     const file = join(this.opts.tmpDir, `fill-${randomBytes(8).toString('hex')}`);
     const fill = new BlobFill(key, repo, digest, file, this.activity);
     this.activity.active.set(key, fill);
-    const limits = { ...DEFAULT_LIMITS, ...this.opts.limits, ...(declaredSize === undefined ? {} : { declaredSize }) };
-    void this.complete(fill, request, limits);
+    void this.complete(fill, request, declaredSize);
     return { fill, joined: false };
   }
 
   /** Runs the fill, commits it once verified, and removes it and its spool file. Never throws. */
-  private async complete(fill: BlobFill, request: OriginBlobRequest, limits: FillLimits): Promise<void> {
+  private async complete(fill: BlobFill, request: OriginBlobRequest, declaredSize?: number): Promise<void> {
     const hold = fill.retain();
     this.activity.fetching++;
     let ok = false;
     try {
       try {
-        await fill.run(request, this.opts.events ?? {}, limits);
+        await fill.run(request, this.opts.events ?? {}, this.bounds, declaredSize);
       } finally {
         this.activity.fetching--;
         this.activity.wake();

@@ -115,7 +115,7 @@ export class BlobSource {
     const res = await this.o.origin.request(t, 'GET', 'blob', digest, {
       headers,
       ok: [200, 206],
-      ...(ctx.signal ? { signal: ctx.signal } : {}),
+      signal: ctx.signal,
     });
     ctx.log.debug(
       { image: `${t.registry}/${t.repository}@${digest}` },
@@ -150,7 +150,7 @@ export class BlobSource {
       await this.o.access?.authorize(t, 'blob', digest, ctx, {});
       return { size: inflight.size, source: 'shared-fetch' };
     }
-    const res = await this.o.origin.request(t, 'HEAD', 'blob', digest, ctx.signal ? { signal: ctx.signal } : {});
+    const res = await this.o.origin.request(t, 'HEAD', 'blob', digest, { signal: ctx.signal });
     try {
       await res.body.dump();
     } catch (err) {

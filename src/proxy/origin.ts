@@ -16,7 +16,8 @@ import type { Target } from './target.js';
 
 export interface OriginRequestOptions {
   readonly headers?: Record<string, string>;
-  readonly signal?: AbortSignal;
+  /** The client's, where only it waits for the answer; undefined: none. */
+  readonly signal?: AbortSignal | undefined;
   /** Statuses that are an answer; any other becomes its typed error. Default: 200. */
   readonly ok?: readonly number[];
 }

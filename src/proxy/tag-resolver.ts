@@ -103,7 +103,7 @@ export class TagResolver {
     try {
       const res = await this.o.origin.request(t, 'HEAD', 'manifest', tag, {
         headers: { accept: MANIFEST_ACCEPT },
-        ...(ctx.signal ? { signal: ctx.signal } : {}),
+        signal: ctx.signal,
       });
       await res.body.dump();
       digest = headerString(res.headers['docker-content-digest']);

@@ -34,9 +34,15 @@ function newFills(opts: Omit<BlobFillsOptions, 'tmpDir' | 'store'> = {}): BlobFi
 }
 
 /** Starts a fill of `d` whose origin answers `origin()`, committed by `commit`. */
-function startFill(fills: BlobFills, d: string, origin: () => Promise<OriginBlob>, commit?: () => Promise<boolean>) {
+function startFill(
+  fills: BlobFills,
+  d: string,
+  origin: () => Promise<OriginBlob>,
+  commit?: () => Promise<boolean>,
+  declaredSize?: number,
+) {
   if (commit) commitsOf.get(fills)?.set(d, commit);
-  return fills.getOrStart('r/app', d, { open: origin });
+  return fills.getOrStart('r/app', d, { open: origin }, declaredSize);
 }
 
 /** A fill whose origin has sent `first` and then waits for the test to write the rest. */
@@ -362,13 +368,13 @@ t.test('a fill stops at the declared size: an origin that sends more fails it, n
     },
   });
   const commits: string[] = [];
-  const { fill } = fills.getOrStart(
-    'r/app',
+  const { fill } = startFill(
+    fills,
     digest,
-    { open: async () => ({ size: undefined, stream: endless }) },
+    async () => ({ size: undefined, stream: endless }),
+    async () => (commits.push(digest), true),
     1000,
   );
-  commitsOf.get(fills)?.set(digest, async () => (commits.push(digest), true));
   t.equal(await fill.committed, false);
   t.match(fill.error?.message, /more than the 1000 bytes/);
   t.ok(sent < 1024 * 1024, `the origin stream was stopped early (${sent} bytes read)`);
@@ -380,10 +386,11 @@ t.test('a fill stops at the declared size: an origin that sends more fails it, n
 t.test('an origin that announces another size than the manifest declares is refused at once', async (t) => {
   const fills = newFills();
   const origin = new PassThrough();
-  const { fill } = fills.getOrStart(
-    'r/app',
+  const { fill } = startFill(
+    fills,
     digest,
-    { open: async () => ({ size: blob.length + 1, stream: origin }) },
+    async () => ({ size: blob.length + 1, stream: origin }),
+    undefined,
     blob.length,
   );
   t.equal(await fill.committed, false);
@@ -392,17 +399,12 @@ t.test('an origin that announces another size than the manifest declares is refu
 });
 
 t.test('a fill of known size has a deadline: a trickling origin is cut, nothing is stored', async (t) => {
-  const fills = newFills({ limits: { baseMs: 200, minBytesPerSecond: 1_000_000 } });
+  const fills = newFills({ bounds: { baseMs: 200, minBytesPerSecond: 1_000_000 } });
   const trickle = new PassThrough();
   const timer = setInterval(() => trickle.write(blob.subarray(0, 1)), 20);
   t.teardown(() => clearInterval(timer));
   const started = Date.now();
-  const { fill } = fills.getOrStart(
-    'r/app',
-    digest,
-    { open: async () => ({ size: undefined, stream: trickle }) },
-    blob.length,
-  );
+  const { fill } = startFill(fills, digest, async () => ({ size: undefined, stream: trickle }), undefined, blob.length);
   t.equal(await fill.committed, false);
   t.match(fill.error?.message, /took over/);
   const took = Date.now() - started;
