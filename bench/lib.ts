@@ -2,8 +2,9 @@
  * Benchmark helpers: process accounting from /proc, the origin registry's access log, clients
  * (curl for raw blob throughput, a containerd-like TS client, a HEAD load generator) and stats.
  */
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Agent, Pool, request } from 'undici';
 
@@ -475,4 +476,29 @@ export function startChild(cmd: string, args: string[], logFile: string, env: No
   const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env });
   closeSync(fd);
   return child;
+}
+
+/**
+ * nginx in the foreground, for the bench's own relays: one worker, no access log, every file in
+ * `dir`; `http` is the body of its http block (upstreams and servers). Returns the master.
+ */
+export function startNginx(dir: string, http: string): ChildProcess {
+  mkdirSync(join(dir, 'tmp'), { recursive: true });
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/tmp/body; proxy_temp_path ${dir}/tmp/proxy; fastcgi_temp_path ${dir}/tmp/fcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;
+${http}
+}
+`,
+  );
+  return startChild('nginx', ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], join(dir, 'nginx.out'));
 }

@@ -5,10 +5,9 @@
  * the bytes from memory buffers, with no temporary file: the link itself should cost the two
  * cores as little as possible, since what it models, a network, costs them nothing.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { startChild } from './lib.js';
+import { startChild, startNginx } from './lib.js';
 
 /** Starts the link; returns the delay responder and nginx's master (the worker is its child). */
 export function startSlowLink(o: {
@@ -20,20 +19,9 @@ export function startSlowLink(o: {
   delayMs: number;
   root: string;
 }): ChildProcess[] {
-  mkdirSync(join(o.dir, 'tmp'), { recursive: true });
-  const conf = join(o.dir, 'nginx.conf');
-  writeFileSync(
-    conf,
-    `daemon off;
-worker_processes 1;
-pid ${o.dir}/nginx.pid;
-error_log ${o.dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${o.dir}/tmp/body; proxy_temp_path ${o.dir}/tmp/proxy; fastcgi_temp_path ${o.dir}/tmp/fcgi;
-  uwsgi_temp_path ${o.dir}/tmp/uwsgi; scgi_temp_path ${o.dir}/tmp/scgi;
-  # Idle upstream connections close before the responder's 60 s keep-alive timeout does.
+  const nginx = startNginx(
+    o.dir,
+    `  # Idle upstream connections close before the responder's 60 s keep-alive timeout does.
   upstream delay { server 127.0.0.1:${o.delayPort}; keepalive 64; keepalive_timeout 30s; }
   upstream origin { server ${o.upstream}; keepalive 64; keepalive_timeout 30s; }
   server {
@@ -61,19 +49,13 @@ http {
       proxy_buffers 8 64k;
       limit_rate ${o.rate};
     }
-  }
-}
-`,
+  }`,
   );
+  // After nginx, which makes the folder; nginx asks the responder only once requests come.
   const responder = startChild(
     process.execPath,
     ['--import', 'tsx', join(o.root, 'bench/delay-responder.ts'), String(o.delayPort), String(o.delayMs)],
     join(o.dir, 'delay-responder.log'),
-  );
-  const nginx = startChild(
-    'nginx',
-    ['-p', o.dir, '-c', conf, '-e', join(o.dir, 'error.log')],
-    join(o.dir, 'nginx.out'),
   );
   return [responder, nginx];
 }
