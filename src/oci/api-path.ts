@@ -3,7 +3,9 @@
  * encoding, so any `%`, backslash, empty or dot segment is refused outright: that closes the
  * door on traversal (`..`, `%2e%2e`, `%2f`) before anything is decoded or joined to a path.
  */
+import { looksLikeDigest, parseDigest } from './digest.js';
 import { OciError } from './errors.js';
+import { isValidTag } from './reference.js';
 
 export type ApiRequest =
   | { readonly kind: 'base' }
@@ -43,4 +45,25 @@ export function parseApiPath(path: string): ApiRequest {
     return { kind: 'unsupported', what: 'tag listing' };
   if (n >= 3 && segments[n - 2] === 'referrers') return { kind: 'unsupported', what: 'referrers' };
   return { kind: 'unsupported', what: 'unknown endpoint' };
+}
+
+export type ManifestReference =
+  { readonly kind: 'tag'; readonly tag: string } | { readonly kind: 'digest'; readonly digest: string };
+
+/**
+ * The `<reference>` of a manifest path: a tag or a digest, nothing else (the spec: it "MUST NOT
+ * be in any other format"). With a colon it is read as a digest, so a malformed one is
+ * DIGEST_INVALID (or UNSUPPORTED for an algorithm we cannot verify). Anything else that is no
+ * valid tag names no manifest: 404 MANIFEST_UNKNOWN, as the spec requires for a manifest that
+ * does not exist and as distribution answers.
+ */
+export function parseManifestReference(reference: string): ManifestReference {
+  if (looksLikeDigest(reference)) return { kind: 'digest', digest: parseDigest(reference).value };
+  if (!isValidTag(reference)) {
+    throw new OciError(
+      'MANIFEST_UNKNOWN',
+      `manifest unknown: ${JSON.stringify(reference.slice(0, 140))} is neither a valid tag nor a digest`,
+    );
+  }
+  return { kind: 'tag', tag: reference };
 }

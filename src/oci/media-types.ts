@@ -125,6 +125,56 @@ export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedMa
   });
 }
 
+/**
+ * The media types a client's Accept header names, lower-cased, parameters (q included) dropped:
+ * distribution ignores q values, and a proxy answering as the origin would does the same.
+ * Node joins repeated Accept lines with commas.
+ */
+export function acceptedMediaTypes(accept: string | undefined): ReadonlySet<string> {
+  const out = new Set<string>();
+  for (const item of (accept ?? '').slice(0, 8192).split(',')) {
+    const type = item.split(';')[0]?.trim().toLowerCase();
+    if (type) out.add(type);
+  }
+  return out;
+}
+
+/** What a request for a stored manifest gets, given the media types its client accepts. */
+export type ManifestChoice =
+  | { readonly kind: 'serve' }
+  | { readonly kind: 'refuse'; readonly message: string }
+  /** By tag, a Docker manifest list for a client that does not accept lists: its linux/amd64 image. */
+  | { readonly kind: 'platform'; readonly digest: string };
+
+/**
+ * Distribution's content negotiation, without its schema 1 conversions (bytes are never
+ * rewritten): an OCI manifest or index is served only to a client that names its media type
+ * (wildcards and a missing Accept do not count), otherwise 404 MANIFEST_UNKNOWN; a Docker manifest list
+ * asked for by tag by a client that does not accept lists is answered with its linux/amd64
+ * image manifest (404 when it has none); a Docker image manifest is served whatever the Accept
+ * (distribution 2.8 would convert it to schema 1 for a tag; 3.x serves it as stored).
+ */
+export function negotiateManifest(
+  m: { readonly mediaType: string; readonly bytes: Uint8Array },
+  accepted: ReadonlySet<string>,
+  byTag: boolean,
+): ManifestChoice {
+  if (m.mediaType === MediaType.OciManifest && !accepted.has(MediaType.OciManifest))
+    return { kind: 'refuse', message: 'OCI manifest found, but accept header does not support OCI manifests' };
+  if (m.mediaType === MediaType.OciIndex && !accepted.has(MediaType.OciIndex))
+    return { kind: 'refuse', message: 'OCI index found, but accept header does not support OCI indexes' };
+  if (byTag && m.mediaType === MediaType.DockerManifestList && !accepted.has(MediaType.DockerManifestList)) {
+    const parsed = parseManifest(m.bytes, m.mediaType);
+    const child =
+      parsed.kind === 'index'
+        ? parsed.manifests.find((d) => d.platform?.os === 'linux' && d.platform.architecture === 'amd64')
+        : undefined;
+    if (!child) return { kind: 'refuse', message: 'manifest unknown: the manifest list has no linux/amd64 image' };
+    return { kind: 'platform', digest: child.digest };
+  }
+  return { kind: 'serve' };
+}
+
 export function formatPlatform(p: Platform): string {
   return p.variant ? `${p.os}/${p.architecture}/${p.variant}` : `${p.os}/${p.architecture}`;
 }

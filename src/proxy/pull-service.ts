@@ -15,9 +15,9 @@ import type { BlobFills } from '../cache/blob-fills.js';
 import type { ResilientStore } from '../cache/resilient-store.js';
 import type { StoredManifest } from '../cache/store.js';
 import type { Log as Logger } from '../observability/logger.js';
-import { looksLikeDigest, parseDigest } from '../oci/digest.js';
+import { parseManifestReference } from '../oci/api-path.js';
 import { OciError } from '../oci/errors.js';
-import { isValidTag } from '../oci/reference.js';
+import { negotiateManifest } from '../oci/media-types.js';
 import type { RegistryClient } from '../oci/registry-client.js';
 import { BlobSource, type BlobAnswer } from './blob-source.js';
 import { ManifestSource } from './manifest-source.js';
@@ -78,16 +78,33 @@ export class PullService {
     });
   }
 
-  async manifest(t: Target, reference: string, ctx: RequestContext): Promise<ManifestAnswer> {
-    if (looksLikeDigest(reference)) return this.manifestByDigest(t, parseDigest(reference).value, ctx);
-    if (!isValidTag(reference)) {
-      throw new OciError('NAME_INVALID', `invalid tag ${JSON.stringify(reference.slice(0, 140))}`, { status: 400 });
+  /**
+   * A manifest by tag or digest. With `accept` (the media types the client's Accept names) the
+   * answer is negotiated as distribution does (oci/media-types.ts): a refusal is 404
+   * MANIFEST_UNKNOWN, a Docker list asked for by tag may be answered with its linux/amd64 image.
+   */
+  async manifest(
+    t: Target,
+    reference: string,
+    ctx: RequestContext,
+    accept?: ReadonlySet<string>,
+  ): Promise<ManifestAnswer> {
+    const ref = parseManifestReference(reference);
+    let answer: ManifestAnswer;
+    if (ref.kind === 'digest') {
+      answer = await this.manifestByDigest(t, ref.digest, ctx);
+    } else {
+      const resolved = await this.tags.resolve(t, ref.tag, ctx);
+      if (resolved.fetchedAt !== undefined) {
+        void this.persister.persist(t, resolved.manifest, { name: ref.tag, confirmedAt: resolved.fetchedAt });
+      }
+      answer = { manifest: resolved.manifest, source: resolved.source };
     }
-    const answer = await this.tags.resolve(t, reference, ctx);
-    if (answer.fetchedAt !== undefined) {
-      void this.persister.persist(t, answer.manifest, { name: reference, confirmedAt: answer.fetchedAt });
-    }
-    return { manifest: answer.manifest, source: answer.source };
+    if (accept === undefined) return answer;
+    const choice = negotiateManifest(answer.manifest, accept, ref.kind === 'tag');
+    if (choice.kind === 'refuse') throw new OciError('MANIFEST_UNKNOWN', choice.message);
+    if (choice.kind === 'platform') return this.manifestByDigest(t, choice.digest, ctx);
+    return answer;
   }
 
   blob(

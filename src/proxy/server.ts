@@ -5,14 +5,16 @@
  */
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { parseApiPath } from '../oci/api-path.js';
+import { parseApiPath, parseManifestReference } from '../oci/api-path.js';
+import { parseDigest } from '../oci/digest.js';
+import { acceptedMediaTypes } from '../oci/media-types.js';
 import { SpoolError } from '../cache/spool-writer.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import type { HostList } from '../oci/host-pattern.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
 import type { PullService } from './pull-service.js';
 import type { Source } from './request-context.js';
-import { parseRangeHeader } from './range.js';
+import { parseRangeHeader, type RangeRequest } from './range.js';
 import { resolveTarget } from './target.js';
 
 export interface ProxyServerDeps {
@@ -39,6 +41,7 @@ declare module 'fastify' {
   }
 }
 
+const NO_RANGE: RangeRequest = { kind: 'none' };
 const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
 
 export function createProxyServer(deps: ProxyServerDeps) {
@@ -101,11 +104,7 @@ export function createProxyServer(deps: ProxyServerDeps) {
       // An async hook: fastify sends what it throws as the error.
       // eslint-disable-next-line @typescript-eslint/require-await
       onRequest: async (req) => {
-        if (req.method !== 'GET' && req.method !== 'HEAD') {
-          throw new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', {
-            status: 405,
-          });
-        }
+        if (req.method !== 'GET' && req.method !== 'HEAD') throw writeRefusal(req.raw.url ?? '/');
       },
       handler: (req, reply) => distribution(deps, req, reply),
     });
@@ -141,7 +140,8 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
     req.outcome.kind = 'manifest';
     const at = api.reference.includes(':') ? '@' : ':';
     req.outcome.image = `${target.registry}/${target.repository}${at}${api.reference}`;
-    const { manifest, source } = await deps.pull.manifest(target, api.reference, ctx);
+    const accept = acceptedMediaTypes(headerValue(req.headers.accept));
+    const { manifest, source } = await deps.pull.manifest(target, api.reference, ctx, accept);
     req.outcome.source = source;
     req.outcome.bytes = method === 'GET' ? manifest.bytes.byteLength : 0;
     return reply
@@ -157,7 +157,8 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
   }
   req.outcome.kind = 'blob';
   req.outcome.image = `${target.registry}/${target.repository}@${api.digest}`;
-  const range = parseRangeHeader(headerValue(req.headers.range));
+  // RFC 9110: a server ignores Range on anything but GET; a HEAD describes the whole blob.
+  const range = method === 'GET' ? parseRangeHeader(headerValue(req.headers.range)) : NO_RANGE;
   const answer = await deps.pull.blob(target, api.digest, method, range, ctx);
   req.outcome.source = answer.source;
   const headers: Record<string, string> = {
@@ -178,6 +179,22 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
     .code(answer.range ? 206 : 200)
     .headers(headers)
     .send(answer.stream);
+}
+
+/**
+ * The answer to a write. pullthrough is a read-only cache, yet the spec's error table comes
+ * first, as for a read: a malformed path is NAME_INVALID, a manifest reference that is neither
+ * a tag nor a digest names no manifest (404 MANIFEST_UNKNOWN), a malformed digest is
+ * DIGEST_INVALID; only a well-formed write is 405 UNSUPPORTED.
+ */
+function writeRefusal(url: string): OciError {
+  const q = url.indexOf('?');
+  const api = parseApiPath(q < 0 ? url : url.slice(0, q));
+  if (api.kind === 'manifest') parseManifestReference(api.reference);
+  if (api.kind === 'blob') parseDigest(api.digest);
+  return new OciError('UNSUPPORTED', 'pullthrough is a read-only cache: pushes and deletes are not supported', {
+    status: 405,
+  });
 }
 
 function parserError(deps: ProxyServerDeps, err: NodeJS.ErrnoException, socket: import('node:net').Socket): void {

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { parseApiPath } from '../../src/oci/api-path.js';
+import { parseApiPath, parseManifestReference } from '../../src/oci/api-path.js';
 import { OciError } from '../../src/oci/errors.js';
 
 const D = `sha256:${'c'.repeat(64)}`;
@@ -72,5 +72,38 @@ t.test('traversal and encoded characters are NAME_INVALID before anything is dec
       err instanceof OciError && err.code === 'NAME_INVALID' && err.status === 400,
       `${p.slice(0, 60)}: ${(err as Error | undefined)?.message}`,
     );
+  }
+});
+
+t.test('a manifest reference is a tag or a digest; anything else names no manifest', async (t) => {
+  t.same(parseManifestReference('latest'), { kind: 'tag', tag: 'latest' });
+  t.same(parseManifestReference('_v1.2-rc'), { kind: 'tag', tag: '_v1.2-rc' });
+  t.same(parseManifestReference('t'.repeat(128)), { kind: 'tag', tag: 't'.repeat(128) });
+  t.same(parseManifestReference(D), { kind: 'digest', digest: D });
+  const fails = (ref: string) => {
+    try {
+      parseManifestReference(ref);
+    } catch (e) {
+      return e as OciError;
+    }
+    return undefined;
+  };
+  // The conformance suite's nonexistent manifest, and what else no tag grammar allows: 404.
+  for (const ref of ['.INVALID_MANIFEST_NAME', '-tag', 't'.repeat(129), 'a$b', 'a b', 'é']) {
+    const e = fails(ref);
+    t.equal(e?.code, 'MANIFEST_UNKNOWN', `${ref.slice(0, 30)}: MANIFEST_UNKNOWN`);
+    t.equal(e?.status, 404);
+  }
+  // With a colon it is a digest: malformed is DIGEST_INVALID, an algorithm we cannot verify UNSUPPORTED.
+  for (const [ref, code] of [
+    ['sha256:totallywrong', 'DIGEST_INVALID'],
+    [`sha256:${'c'.repeat(63)}`, 'DIGEST_INVALID'],
+    [`sha256:${'C'.repeat(64)}`, 'DIGEST_INVALID'],
+    [':', 'DIGEST_INVALID'],
+    ['sha1:da39a3ee5e6b4b0d3255bfef95601890afd80709', 'UNSUPPORTED'],
+  ]) {
+    const e = fails(ref as string);
+    t.equal(e?.code, code, `${ref}: ${code}`);
+    t.equal(e?.status, 400);
   }
 });

@@ -2,10 +2,12 @@
  * Distribution API path properties: paths built from the spec's grammar (names, tags, digests,
  * including components named like endpoints) route to their parts; mangled and arbitrary paths
  * either route to a name with no empty, dot or encoded segment, or fail with OciError NAME_INVALID.
+ * Manifest references: generated tags and digests parse as such; any string is a tag, a digest, or
+ * a typed refusal (404 MANIFEST_UNKNOWN without a colon, 400 with one).
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { parseApiPath } from '../../src/oci/api-path.js';
+import { parseApiPath, parseManifestReference } from '../../src/oci/api-path.js';
 import { OciError } from '../../src/oci/errors.js';
 import { runs } from './settings.js';
 
@@ -126,4 +128,45 @@ t.test('mangled and arbitrary paths route safely or fail with NAME_INVALID', asy
   );
   fc.assert(fc.property(arbitrary, checkRouted), runs(5000));
   t.pass('5000 generated paths');
+});
+
+t.test('manifest references: tags and digests parse, anything else is a typed refusal', async (t) => {
+  fc.assert(
+    fc.property(fc.oneof(tag, digest), (r) => {
+      const got = parseManifestReference(r);
+      const want = r.includes(':') ? { kind: 'digest', digest: r } : { kind: 'tag', tag: r };
+      if (!same(got, want)) throw new Error(`${r}: got ${JSON.stringify(got)}`);
+    }),
+    runs(5000),
+  );
+  const any = fc.oneof(
+    fc.string({ maxLength: 140 }),
+    fc.string({ unit: 'binary', maxLength: 140 }),
+    fc
+      .tuple(fc.constantFrom('sha256', 'sha512', 'md5', 'SHA256', ''), fc.string({ maxLength: 130 }))
+      .map(([a, h]) => `${a}:${h}`),
+  );
+  fc.assert(
+    fc.property(any, (r) => {
+      let got;
+      try {
+        got = parseManifestReference(r);
+      } catch (err) {
+        const ok =
+          err instanceof OciError &&
+          (r.includes(':')
+            ? err.status === 400 && (err.code === 'DIGEST_INVALID' || err.code === 'UNSUPPORTED')
+            : err.status === 404 && err.code === 'MANIFEST_UNKNOWN');
+        if (!ok) throw new Error(`${JSON.stringify(r)}: ${String(err)}`);
+        return;
+      }
+      const valid =
+        got.kind === 'tag'
+          ? /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(got.tag)
+          : /^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/.test(got.digest);
+      if (!valid) throw new Error(`${JSON.stringify(r)} accepted as ${JSON.stringify(got)}`);
+    }),
+    runs(5000),
+  );
+  t.pass('5000 generated references of each kind');
 });
