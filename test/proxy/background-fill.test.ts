@@ -69,7 +69,11 @@ t.test('a layer fetched in the background stops at its declared size; nothing of
   t.teardown(() => proxy.stop());
 
   const repo = `${host.replace(':', '_')}/app`;
-  const res = await proxy.app.inject({ method: 'GET', url: `/v2/${repo}/manifests/1` });
+  const res = await proxy.app.inject({
+    method: 'GET',
+    url: `/v2/${repo}/manifests/1`,
+    headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+  });
   t.equal(res.statusCode, 200, 'the client gets the manifest');
   await proxy.settle(20_000);
 
