@@ -50,15 +50,17 @@ export const proxyFlags: readonly FlagSpec[] = [
     default: '',
     help:
       'Registries reached over plain http (host, host:port, *.domain, host:*). ' +
-      'Naming a loopback host here allows connecting to it.',
+      'A loopback host is reached only on a host:port named literally here or in --allowed-registries ' +
+      '(a host without port: its scheme port); so is a token realm or redirect target on loopback.',
   },
   {
     name: 'allowed-registries',
     kind: 'list',
     default: '*',
     help:
-      'Registries the proxy may pull from; others get DENIED. ' +
-      'Loopback hosts must be named literally to be reachable.',
+      'Registries the proxy may pull from; others get DENIED. * is any public or private-range host. ' +
+      'Loopback is reached only on a host:port named literally; link-local never. A redirect or token realm ' +
+      'reaches a private range only when named, or when its origin is on a private or loopback address.',
   },
   {
     name: 'proxy-hosts',

@@ -54,13 +54,18 @@ export interface RegistryClientOptions {
   readonly userAgent: string;
   readonly headersTimeoutMs: number;
   readonly bodyTimeoutMs: number;
+  /**
+   * Where requests go that leave the registry's own origin for a place the registry named: a
+   * redirect's target, a token realm on another host. They are held to a policy of their own (see
+   * src/oci/egress.ts); without it, `dispatcher` serves them too.
+   */
+  readonly elsewhere?: (registry: string) => Dispatcher;
 }
 
 class TokenError extends Error {}
 
 export class RegistryClient {
   private readonly opts: RegistryClientOptions;
-  private readonly redirecting: Dispatcher;
   private readonly tokens = new NodeCache({ useClones: false, checkperiod: 60 });
   private readonly challenges = new Map<string, Challenge>();
   /** Which identity the origin last accepted for a repository, to try it first next time. */
@@ -68,7 +73,6 @@ export class RegistryClient {
 
   constructor(opts: RegistryClientOptions) {
     this.opts = opts;
-    this.redirecting = opts.dispatcher.compose(interceptors.redirect({ maxRedirections: 5 }));
   }
 
   get name(): string {
@@ -77,6 +81,22 @@ export class RegistryClient {
 
   urlFor(registry: string, path: string): string {
     return /^https?:\/\//.test(path) ? path : `${this.opts.baseUrl(registry)}${path}`;
+  }
+
+  /** The dispatcher for a URL the registry sent us to: its own, or `elsewhere`'s when it left the registry's origin. */
+  private dispatcherFor(registry: string, origin: string): Dispatcher {
+    if (!this.opts.elsewhere || origin === new URL(this.opts.baseUrl(registry)).origin) return this.opts.dispatcher;
+    return this.opts.elsewhere(registry);
+  }
+
+  /** Follows redirects; every hop that leaves the registry's origin goes through `elsewhere`. */
+  private redirecting(registry: string): Dispatcher {
+    const route: Dispatcher.DispatcherComposeInterceptor = (dispatch) => (opts, handler) => {
+      const to = this.dispatcherFor(registry, new URL(String(opts.origin)).origin);
+      return to === this.opts.dispatcher ? dispatch(opts, handler) : to.dispatch(opts, handler);
+    };
+    // compose() wraps in order: the redirect interceptor is outermost, so each hop is routed.
+    return this.opts.dispatcher.compose(route, interceptors.redirect({ maxRedirections: 5 }));
   }
 
   async request(req: RegistryRequest): Promise<RegistryResponse> {
@@ -214,7 +234,9 @@ export class RegistryClient {
         method,
         headers,
         body,
-        dispatcher: this.opts.dispatcher,
+        // A realm elsewhere is held to the same policy as a redirect: credentials go nowhere the
+        // proxy may not connect to.
+        dispatcher: this.dispatcherFor(req.registry, url.origin),
         signal: req.signal,
         headersTimeout: this.opts.headersTimeoutMs,
         bodyTimeout: this.opts.bodyTimeoutMs,
@@ -266,7 +288,7 @@ export class RegistryClient {
         ...(req.method === 'HEAD' ? { reset: false } : {}),
         headers,
         body: req.body,
-        dispatcher: req.followRedirects ? this.redirecting : this.opts.dispatcher,
+        dispatcher: req.followRedirects ? this.redirecting(req.registry) : this.opts.dispatcher,
         signal: req.signal,
         headersTimeout: this.opts.headersTimeoutMs,
         bodyTimeout: this.opts.bodyTimeoutMs,

@@ -16,7 +16,7 @@ import { ResilientStore } from '../cache/resilient-store.js';
 import type { Store } from '../cache/store.js';
 import type { ProxyConfig } from '../config/proxy.js';
 import { StaticCredentialSource, type CredentialSource } from '../oci/credentials.js';
-import { createEgressPolicy, guardedConnector } from '../oci/egress.js';
+import { createEgressPolicy, egressTarget, guardedConnector, InternalTargets } from '../oci/egress.js';
 import { parseHostList } from '../oci/host-pattern.js';
 import { DOCKER_HUB, DOCKER_HUB_ENDPOINT } from '../oci/reference.js';
 import { RegistryClient } from '../oci/registry-client.js';
@@ -88,22 +88,43 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       }
     : staticCreds;
 
-  const egress = createEgressPolicy([...insecure.literalHosts(), ...allowed.literalHosts()]);
   const pacer = deps.collectYoung ? new YoungGcPacer(deps.collectYoung, YOUNG_GC_EVERY_BYTES) : undefined;
   const paced = (agent: Agent): Dispatcher => (pacer ? agent.compose(reportResponseBytes(pacer.note)) : agent);
+  // Loopback only for the host:port pairs the operator named. Origins named by a pod spec may be
+  // on private ranges (in-cluster registries); where an origin sends us (redirects, token realms)
+  // may be too when the origin itself is, else only when named: a public origin does not steer the
+  // proxy, or the credentials it holds, into the private network.
+  const named = [...insecure.patterns, ...allowed.patterns];
+  const internalOrigins = new InternalTargets();
   const originAgent = new Agent({
-    connect: guardedConnector(egress, { timeoutMs: config.originConnectTimeoutMs }),
+    connect: guardedConnector(createEgressPolicy({ named, privateRanges: 'any' }), {
+      timeoutMs: config.originConnectTimeoutMs,
+      onConnect: (target, addresses) => internalOrigins.note(target, addresses),
+    }),
     headersTimeout: config.originTimeoutMs,
     bodyTimeout: config.originIdleTimeoutMs,
     keepAliveTimeout: 30_000,
   });
+  const elsewhereAgent = new Agent({
+    connect: guardedConnector(createEgressPolicy({ named, privateRanges: 'named' }), {
+      timeoutMs: config.originConnectTimeoutMs,
+    }),
+    headersTimeout: config.originTimeoutMs,
+    bodyTimeout: config.originIdleTimeoutMs,
+    keepAliveTimeout: 30_000,
+  });
+  const originDispatcher = paced(originAgent);
+  const elsewhereDispatcher = paced(elsewhereAgent);
+  const originBase = (registry: string): string => {
+    if (registry === DOCKER_HUB) return `https://${DOCKER_HUB_ENDPOINT}`;
+    return `${insecure.matches(registry) ? 'http' : 'https'}://${registry}`;
+  };
   const origin = new RegistryClient({
     name: 'origin',
-    dispatcher: paced(originAgent),
-    baseUrl: (registry) => {
-      if (registry === DOCKER_HUB) return `https://${DOCKER_HUB_ENDPOINT}`;
-      return `${insecure.matches(registry) ? 'http' : 'https'}://${registry}`;
-    },
+    dispatcher: originDispatcher,
+    elsewhere: (registry) =>
+      internalOrigins.has(egressTarget(new URL(originBase(registry)))) ? originDispatcher : elsewhereDispatcher,
+    baseUrl: originBase,
     credentials,
     userAgent: USER_AGENT,
     headersTimeoutMs: config.originTimeoutMs,
@@ -117,7 +138,9 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     const base = cacheRegistry.toString().replace(/\/+$/, '');
     // The cache registry is configured by the operator, so its own address is trusted as given.
     cacheAgent = new Agent({
-      connect: guardedConnector(createEgressPolicy([cacheRegistry.hostname]), { timeoutMs: config.cacheTimeoutMs }),
+      connect: guardedConnector(createEgressPolicy({ named: [cacheRegistry.host], privateRanges: 'any' }), {
+        timeoutMs: config.cacheTimeoutMs,
+      }),
       headersTimeout: config.cacheTimeoutMs,
       bodyTimeout: config.originIdleTimeoutMs,
       keepAliveTimeout: 30_000,
@@ -243,6 +266,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       access?.close();
       privacy?.flush();
       await originAgent.close().catch(() => undefined);
+      await elsewhereAgent.close().catch(() => undefined);
       await cacheAgent?.close().catch(() => undefined);
       await inner.close();
     },

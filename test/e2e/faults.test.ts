@@ -42,7 +42,8 @@ t.before(async () => {
     lab.logproxy('stall', STALL, origin.url, ['--stall']),
     lab.logproxy('logged', LOGGED, origin.url),
   ]);
-  const hosts = [HANG, STALL, SLOW, LOGGED, REDIRECTING].map((p) => `127.0.0.1:${p}`).join(',');
+  // ORIGIN is where REDIRECTING sends blob downloads: a redirect reaches loopback only on a named port.
+  const hosts = [HANG, STALL, SLOW, LOGGED, REDIRECTING, ORIGIN].map((p) => `127.0.0.1:${p}`).join(',');
   proxy = await startProxy([
     '--data-dir',
     dataDir,

@@ -31,7 +31,8 @@ t.teardown(async () => {
   await lab.cleanup();
 });
 
-const hosts = [BASIC, TOKEN_PRIVATE, TOKEN_PUBLIC].map((p) => `127.0.0.1:${p}`).join(',');
+// The token servers (15052, 15054) are named too: a realm on loopback is reached only on a named port.
+const hosts = [BASIC, TOKEN_PRIVATE, TOKEN_PUBLIC, 15052, 15054].map((p) => `127.0.0.1:${p}`).join(',');
 
 t.before(async () => {
   await Promise.all([

@@ -1,12 +1,14 @@
 /**
  * The registry client's auth and redirect rules, against small hand-written servers: the real
  * registries of the lab cannot be made to answer these cases (a realm that fails, a registry that
- * serves some repositories anonymously behind Basic auth, a CDN behind a redirect).
+ * serves some repositories anonymously behind Basic auth, a CDN behind a redirect), nor show
+ * which connection policy each hop of a redirect or a token request went through.
  */
 import t, { type Test } from 'tap';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { Agent } from 'undici';
-import type { RegistryClient } from '../../src/oci/registry-client.js';
+import { Agent, type Dispatcher } from 'undici';
+import { RegistryClient } from '../../src/oci/registry-client.js';
+import { createEgressPolicy, guardedConnector } from '../../src/oci/egress.js';
 import { testRegistryClient } from '../helpers/registry-client.js';
 import { UpstreamError } from '../../src/oci/errors.js';
 
@@ -168,3 +170,145 @@ t.test('HEAD requests keep their connection (undici would close it after each)',
   }
   t.equal(connections, 1, 'three HEADs, one connection');
 });
+
+/**
+ * A client for a registry at `base` with Basic credentials, whose requests that leave the
+ * registry's origin go through `elsewhere` (counted per registry name).
+ */
+function routedClient(base: string, elsewhere: Dispatcher, asked: string[]): RegistryClient {
+  return new RegistryClient({
+    name: 'routed',
+    dispatcher: agent,
+    elsewhere: (registry) => {
+      asked.push(registry);
+      return elsewhere;
+    },
+    baseUrl: () => base,
+    credentials: { credentialsFor: async () => [{ kind: 'basic', username: 'u', password: 'p', label: 'test' }] },
+    userAgent: 'pullthrough-test',
+    headersTimeoutMs: 2000,
+    bodyTimeoutMs: 2000,
+  });
+}
+
+/** An agent that may reach nothing on loopback nor on private ranges (what a public origin gets elsewhere). */
+function refusingAgent(t: Test): Agent {
+  const a = new Agent({
+    connect: guardedConnector(createEgressPolicy({ named: [], privateRanges: 'named' }), { timeoutMs: 2000 }),
+  });
+  t.teardown(() => a.close());
+  return a;
+}
+
+t.test('a redirect that leaves the registry goes through the elsewhere policy; one that stays does not', async (t) => {
+  const cdn = await serve((_req, res) => res.writeHead(200, { 'content-length': '4' }).end('blob'));
+  const reg = await serve((req, res) => {
+    if (req.url?.includes('/blobs/sha256:away')) res.writeHead(307, { location: `${cdn.url}/cdn/x` }).end();
+    else if (req.url?.includes('/blobs/sha256:home')) res.writeHead(307, { location: '/local/x' }).end();
+    else res.writeHead(200, { 'content-length': '5' }).end('local');
+  });
+  t.teardown(async () => {
+    await cdn.close();
+    await reg.close();
+  });
+  const asked: string[] = [];
+  const c = routedClient(reg.url, refusingAgent(t), asked);
+  seen.length = 0;
+  const err = await c
+    .request({
+      registry: 'r',
+      repository: 'a/b',
+      method: 'GET',
+      path: '/v2/a/b/blobs/sha256:away',
+      followRedirects: true,
+    })
+    .catch((e: unknown) => e);
+  t.type(err, UpstreamError, 'the redirect to a loopback CDN not named is refused');
+  t.match((err as Error).message, /loopback 127\.0\.0\.1 for 127\.0\.0\.1:\d+ are not allowed/);
+  t.same(asked, ['r'], 'the hop to the CDN asked for the elsewhere dispatcher of the registry');
+  t.notOk(
+    seen.some((l) => l.includes('/cdn/')),
+    `the CDN saw no request: ${seen.join(' | ')}`,
+  );
+  const home = await c.request({
+    registry: 'r',
+    repository: 'a/b',
+    method: 'GET',
+    path: '/v2/a/b/blobs/sha256:home',
+    followRedirects: true,
+  });
+  t.equal(home.statusCode, 200);
+  t.equal(await home.body.text(), 'local', 'a redirect within the registry is followed with its own dispatcher');
+  t.same(asked, ['r'], 'and did not go elsewhere');
+
+  // With an elsewhere that lets the CDN through, the same redirect is followed.
+  const open = routedClient(reg.url, agent, asked);
+  const res = await open.request({
+    registry: 'r',
+    repository: 'a/b',
+    method: 'GET',
+    path: '/v2/a/b/blobs/sha256:away',
+    followRedirects: true,
+  });
+  t.equal(await res.body.text(), 'blob');
+  t.same(asked, ['r', 'r']);
+});
+
+t.test(
+  'a token realm elsewhere goes through the elsewhere policy: refused, it never sees the credential',
+  async (t) => {
+    const realm = await serve((_req, res) => res.writeHead(200).end(JSON.stringify({ token: 'tok' })));
+    const reg = await serve((req, res) => {
+      if (req.url?.startsWith('/token')) {
+        res.writeHead(200).end(JSON.stringify({ token: 'own' }));
+        return;
+      }
+      const own = req.url?.includes('/own/');
+      if (req.headers.authorization === `Bearer ${own ? 'own' : 'tok'}`) {
+        res.writeHead(200, { 'content-length': '2' }).end('{}');
+        return;
+      }
+      const where = own ? `http://${req.headers.host ?? ''}/token` : `${realm.url}/token`;
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="${where}",service="reg"` }).end();
+    });
+    t.teardown(async () => {
+      await realm.close();
+      await reg.close();
+    });
+    const asked: string[] = [];
+    seen.length = 0;
+    const refused = routedClient(reg.url, refusingAgent(t), asked);
+    const err = await refused
+      .request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' })
+      .catch((e: unknown) => e);
+    t.type(err, UpstreamError);
+    t.match((err as Error).message, /token request to 127\.0\.0\.1:\d+ failed: .*loopback/);
+    t.equal((err as UpstreamError).status, undefined, 'an origin that cannot be served, not a refused credential');
+    t.same(asked, ['r']);
+    t.notOk(
+      seen.some((l) => l.includes('/token')),
+      `the realm saw no request, so no credential: ${seen.join(' | ')}`,
+    );
+
+    // A realm on the registry's own origin is the registry: its own dispatcher.
+    const own = await refused.request({
+      registry: 'r2',
+      repository: 'own/app',
+      method: 'GET',
+      path: '/v2/own/app/manifests/v1',
+    });
+    await own.body.dump();
+    t.equal(own.statusCode, 200, 'a realm on the registry itself is reached');
+    t.same(asked, ['r'], 'without going elsewhere');
+
+    // An elsewhere that allows the realm: the token is fetched there and used.
+    const allowed = routedClient(reg.url, agent, asked);
+    const ok = await allowed.request({ registry: 'r', repository: 'a/b', method: 'GET', path: '/v2/a/b/manifests/v1' });
+    await ok.body.dump();
+    t.equal(ok.statusCode, 200);
+    t.ok(
+      seen.some((l) => l.includes('/token') && l.endsWith('auth=Basic')),
+      'the realm got the credential once the policy allowed it',
+    );
+  },
+);
