@@ -7,8 +7,6 @@ import { normalizeRegistry } from './reference.js';
 export interface HostList {
   readonly patterns: readonly string[];
   matches(registry: string): boolean;
-  /** Hosts (without port) that are named literally, not by a wildcard. */
-  literalHosts(): string[];
 }
 
 export function parseHostList(patterns: readonly string[]): HostList {
@@ -24,6 +22,5 @@ export function parseHostList(patterns: readonly string[]): HostList {
   return {
     patterns: cleaned,
     matches: (registry) => regexes.some((r) => r.test(registry)),
-    literalHosts: () => cleaned.map((p) => p.replace(/:(\d+|\*)$/, '')).filter((h) => !h.includes('*')),
   };
 }

@@ -49,13 +49,11 @@ t.test('host lists as operators write them', async (t) => {
   ];
   for (const r of yes) t.ok(l.matches(r), `${r} matches`);
   for (const r of no) t.notOk(l.matches(r), `${r} does not match`);
-  t.same(l.literalHosts(), ['quay.io', 'myreg', '127.0.0.1', 'index.docker.io', 'localhost', '[::1]']);
 });
 
 t.test('* is any registry, an empty list none', async (t) => {
   const any = parseHostList(['*']);
   for (const r of ['docker.io', 'a.b.c:5000', '10.0.0.1', '[::1]:1']) t.ok(any.matches(r), r);
-  t.same(any.literalHosts(), [], '* names no host literally (so no loopback)');
   const none = parseHostList([]);
   t.notOk(none.matches('docker.io'));
   t.notOk(parseHostList(['', '  ']).matches('docker.io'));
