@@ -77,6 +77,14 @@ export class ProxyMetrics {
   }
 
   constructor(opts: { defaults?: boolean } = {}) {
-    if (opts.defaults !== false) collectDefaultMetrics({ register: this.registry, prefix: 'pullthrough_' });
+    if (opts.defaults !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'pullthrough_' });
+      // prom-client exports these totals as gauges named `_total`, which the exposition format
+      // reserves for counters (`promtool check metrics` rejects the scrape); the per-type gauges
+      // without the suffix carry the same numbers.
+      for (const kind of ['handles', 'requests', 'resources']) {
+        this.registry.removeSingleMetric(`pullthrough_nodejs_active_${kind}_total`);
+      }
+    }
   }
 }
