@@ -7,6 +7,7 @@ import {
   dockercfgSecret,
   dockerConfigSecret,
   eventually,
+  listsOrWatchesSecrets,
   pod,
   serviceAccount,
   startHarness,
@@ -126,10 +127,30 @@ t.test('secrets are cached briefly: reads within the TTL make no request', async
   await kube.credentials.credentialsFor({ namespace: 'team-a', name: 'web2' }, 'private.example.com', 'x');
   t.equal(api.count('/api/v1/namespaces/team-a/secrets/regcred'), 1);
   t.equal(api.count('/api/v1/namespaces/team-a/serviceaccounts/default'), 1);
+  t.equal(api.count(listsOrWatchesSecrets), 0, 'never a list or watch of secrets, cluster-wide or namespaced');
+});
+
+t.test('the list-or-watch filter catches namespaced and cluster-wide lists and watches of secrets', async (t) => {
+  const { api } = await startHarness(t);
+  api.putSecret(dockerConfigSecret('team-a', 'regcred', { 'private.example.com': basicAuth('u', 'p') }));
+  const watches = new AbortController();
+  t.teardown(() => watches.abort());
+  const get = async (path: string): Promise<void> => {
+    const res = await fetch(`${api.url}${path}`, { signal: watches.signal });
+    if (!path.includes('watch')) await res.arrayBuffer();
+  };
+  await get('/api/v1/namespaces/team-a/secrets/regcred');
+  t.equal(api.count(listsOrWatchesSecrets), 0, 'reading one named secret is not a list');
+  await get('/api/v1/namespaces/team-a/secrets');
+  await get('/api/v1/secrets');
+  await get('/api/v1/namespaces/team-a/secrets?watch=true');
+  await get('/api/v1/secrets?watch=1');
+  await get('/api/v1/watch/namespaces/team-a/secrets');
+  t.equal(api.count(listsOrWatchesSecrets), 5, 'every list and watch is caught');
   t.equal(
     api.count((r) => r.path.includes('/secrets') && !r.path.includes('/namespaces/')),
-    0,
-    'never a cluster-wide secret list or watch',
+    2,
+    'a filter on cluster-wide paths alone misses the namespaced three',
   );
 });
 
