@@ -1,6 +1,5 @@
 /** Pod pull secrets: formats, ServiceAccounts, rotation, namespaces, and the CredentialSource. */
 import t from 'tap';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Credential } from '../../src/oci/credentials.js';
 import {
   basicAuth,
@@ -228,11 +227,24 @@ t.test('the CredentialSource: every pod using the repository, a shared secret on
     ],
   );
   t.same(await kube.source.credentialsFor({ registry: 'private.example.com', repository: 'nobody' }), []);
-  // A request for a public image used by no pod costs no API request.
+  // A request for a public image used by no pod costs no API request. The lookup after it, for an
+  // image a pod of team-c uses, does reach the API server: the requests counted after it are its.
+  api.addPod(pod('c1', { namespace: 'team-c', images: ['marker.example.com/m'], pullSecrets: ['marker'] }));
+  await eventually(() => kube.credentials.podsUsing('marker.example.com', 'm').length === 1, 'the marker pod');
   const before = api.requests.length;
   await kube.source.credentialsFor({ registry: 'docker.io', repository: 'library/alpine' });
-  await sleep(0);
-  t.equal(api.requests.length, before);
+  await kube.source.credentialsFor({ registry: 'marker.example.com', repository: 'm' });
+  // The informer's own list/watch of pods may come at any time: not a credentials request.
+  const after = api.requests
+    .slice(before)
+    .map((r) => r.path)
+    .filter((p) => p !== '/api/v1/pods');
+  t.ok(after.length > 0, 'the marker lookup reached the API server');
+  t.same(
+    after.filter((p) => !p.startsWith('/api/v1/namespaces/team-c/')),
+    [],
+    'and nothing else did: none for the public image',
+  );
 });
 
 t.test('rewritten images and the original-images annotation are both indexed', async (t) => {
