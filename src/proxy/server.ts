@@ -56,6 +56,15 @@ export function createProxyServer(deps: ProxyServerDeps) {
     http: { requireHostHeader: false, headersTimeout: 15_000 },
     // Requests Node's parser refuses never reach a route: answer them in the same OCI shape.
     clientErrorHandler: (err, socket) => parserError(deps, err as NodeJS.ErrnoException, socket),
+    // A path the router cannot decode (`/%ff`) or an over-long parameter is answered here, before
+    // any hook: in the same OCI shape, with its log line.
+    frameworkErrors: (err, req: FastifyRequest, reply: FastifyReply) => {
+      const oci = toOciError(err);
+      req.outcome = { kind: 'other', code: oci.code };
+      const started = process.hrtime.bigint();
+      reply.raw.once('close', () => logRequest(deps, req, reply, started));
+      void reply.code(oci.status).headers(API_VERSION).type('application/json').send(JSON.stringify(oci.toJSON()));
+    },
   });
   app.decorateRequest('outcome', null as unknown as Outcome);
 

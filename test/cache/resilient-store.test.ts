@@ -28,14 +28,22 @@ function storeThat(fail: (signal?: AbortSignal) => Error | undefined): Store {
 
 t.test('an unreachable store: a miss, counted, then skipped for the cool-down', async (t) => {
   const failures: string[] = [];
+  let calls = 0;
   const s = new ResilientStore(
-    storeThat(() => new UpstreamError('cache', 'ECONNREFUSED')),
+    storeThat(() => {
+      calls++;
+      return new UpstreamError('cache', 'ECONNREFUSED');
+    }),
     { storeFailed: (op) => failures.push(op), storeRecovered: () => undefined },
     60_000,
   );
   t.equal(await s.openBlob('r', 'sha256:x'), undefined);
   t.same(failures, ['openBlob']);
+  t.equal(calls, 1, 'the first call reached the store');
   t.ok(s.degraded);
+  t.equal(await s.openBlob('r', 'sha256:y'), undefined, 'the second call is a miss');
+  t.equal(calls, 1, 'and never reached the store');
+  t.same(failures, ['openBlob'], 'nor counted as another failure');
 });
 
 t.test('a client abort is passed on, not counted, and does not put the store on cool-down', async (t) => {

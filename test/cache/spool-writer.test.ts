@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { once } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spoolStream, type SpoolWriterOptions } from '../../src/cache/spool-writer.js';
@@ -69,6 +70,12 @@ async function gatedSpool(t: Test, extra: Partial<SpoolWriterOptions> = {}) {
   return { path: real.path, g, source, writes, done: spoolStream(source, g.handle, opts) };
 }
 
+/**
+ * One macrotask. While the gate holds the write in flight, what the writer does with a chunk
+ * (take it, queue it, pause the source) runs in nextTicks and promise reactions: done by then.
+ */
+const settled = () => new Promise<void>((r) => setImmediate(r));
+
 const bytes = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
 t.test('every byte lands in order; the length is reported after each write', async (t) => {
@@ -90,10 +97,10 @@ t.test('every byte lands in order; the length is reported after each write', asy
 t.test('chunks that arrive while a write is in flight go together in the next write', async (t) => {
   const { path, g, source, writes, done } = await gatedSpool(t);
   source.write(bytes(1000, 1));
-  await sleep(10);
+  await settled();
   for (let i = 0; i < 5; i++) source.write(bytes(1000, 2 + i));
   source.end();
-  await sleep(10);
+  await settled();
   t.equal(g.calls(), 1, 'one write in flight, the rest wait');
   g.open();
   t.equal(await done, 6000);
@@ -109,15 +116,16 @@ t.test(
   async (t) => {
     const { g, source, done } = await gatedSpool(t, { maxPending: () => 4096 });
     source.write(bytes(100, 1));
-    await sleep(10);
+    await settled();
     source.write(bytes(3000, 2));
-    await sleep(10);
+    await settled();
     t.notOk(source.isPaused(), 'below the bound: still flowing');
     source.write(bytes(3000, 3));
-    await sleep(10);
+    await settled();
     t.ok(source.isPaused(), 'at the bound: paused');
+    const resumed = once(source, 'resume');
     g.open();
-    await sleep(10);
+    await resumed;
     t.notOk(source.isPaused(), 'the next write took them: flowing again');
     source.end();
     t.equal(await done, 6100);
@@ -128,13 +136,13 @@ t.test('the bound is asked at each chunk: lowered while bytes wait, it pauses th
   let bound = 1 << 20;
   const { g, source, done } = await gatedSpool(t, { maxPending: () => bound });
   source.write(bytes(100, 1));
-  await sleep(10);
+  await settled();
   source.write(bytes(3000, 2));
-  await sleep(10);
+  await settled();
   t.notOk(source.isPaused(), 'below 1 MiB: flowing');
   bound = 2048;
   source.write(bytes(10, 3));
-  await sleep(10);
+  await settled();
   t.ok(source.isPaused(), 'above the new bound: paused');
   g.open();
   source.end();

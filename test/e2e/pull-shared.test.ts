@@ -2,17 +2,20 @@
  * The pull path on the shared store: a real distribution registry as the cluster's cache registry.
  * What one node pulls lands there verbatim (a multi-arch index pulled for one platform included),
  * another node then pulls it with the origin stopped, and with the cache registry stopped pulls go
- * on from the origin.
+ * on from the origin. The proxies reach the origin through a logging front (127.0.0.1:15222, in
+ * this file's second range), whose access log shows every request that came to the origin, or
+ * tried to while it was stopped.
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { Lab, restartRegistry, type Image } from '../helpers/lab.js';
+import { accessLog, Lab, restartRegistry, type Image } from '../helpers/lab.js';
 import { startProxy, type StartOptions, type TestProxy } from '../helpers/proxy.js';
 
 const ORIGIN = 15030;
 const CACHE = 15031;
+const FRONT = 15222;
 const lab = new Lab('pull-shared');
 const dirs = [
   lab.tempDir('pt-shared-a'),
@@ -20,14 +23,16 @@ const dirs = [
   lab.tempDir('pt-shared-gc'),
   lab.tempDir('pt-shared-stop'),
 ];
-const originHost = `127.0.0.1:${ORIGIN}`;
-const enc = `127.0.0.1_${ORIGIN}`;
+/** The origin as the proxies know it: its logging front. */
+const originHost = `127.0.0.1:${FRONT}`;
+const enc = `127.0.0.1_${FRONT}`;
 const cacheUrl = `http://127.0.0.1:${CACHE}`;
 const proxies: TestProxy[] = [];
 let app: Image;
 let multi: Image;
 let big: Image;
 let leaving: Image;
+let frontLog: string;
 
 t.teardown(async () => {
   for (const p of proxies) await p.stop();
@@ -55,14 +60,15 @@ const proxyFor = async (dataDir: string, extraDeps?: StartOptions['extraDeps']) 
 };
 
 t.before(async () => {
-  await lab.registry('origin', ORIGIN);
+  const origin = await lab.registry('origin', ORIGIN);
   await lab.registry('cache', CACHE);
+  frontLog = (await lab.logproxy('origin-front', FRONT, origin.url)).log;
   [app, multi, big, leaving] = await Promise.all([
-    lab.image(originHost, 'library/app', 'v1', ['--layers', '3']),
-    lab.image(originHost, 'library/multi', 'v1', ['--multiarch', '--docker']),
-    lab.image(originHost, 'library/big', 'v1', ['--layers', '1', '--layer-mb', '20']),
-    lab.image(originHost, 'library/leaving', 'v1', ['--layers', '1']),
-    lab.image(originHost, 'library/other', 'v1', ['--layers', '2']),
+    lab.image(origin.host, 'library/app', 'v1', ['--layers', '3']),
+    lab.image(origin.host, 'library/multi', 'v1', ['--multiarch', '--docker']),
+    lab.image(origin.host, 'library/big', 'v1', ['--layers', '1', '--layer-mb', '20']),
+    lab.image(origin.host, 'library/leaving', 'v1', ['--layers', '1']),
+    lab.image(origin.host, 'library/other', 'v1', ['--layers', '2']),
   ]);
 });
 
@@ -184,6 +190,10 @@ t.test('node B pulls from the cache registry with the origin stopped, by tag and
   await lab.stop('origin');
   const b = await proxyFor(dirs[1] as string);
   await lab.containerd('node-b', 15034);
+  // Read before and after the pulls: each request the proxy sent toward the origin is a line
+  // (a 502 from the front while the origin is stopped).
+  const before = accessLog(frontLog).length;
+  t.ok(before > 0, `the front logged the earlier pulls' ${before} requests to the origin`);
   for (const ref of [
     `${b.host}/${enc}/library/app:v1`,
     `${b.host}/${enc}/library/multi:v1`,
@@ -193,8 +203,15 @@ t.test('node B pulls from the cache registry with the origin stopped, by tag and
     const r = await lab.criPull('node-b', ref, ['--timeout', '60']);
     t.ok(r.image_ref, `pulled ${ref}: ${JSON.stringify(r)}`);
   }
+  t.same(
+    accessLog(frontLog)
+      .slice(before)
+      .map((e) => `${e.method} ${e.uri}`),
+    [],
+    'nothing came from the origin: no request reached it during the pulls',
+  );
   t.notOk(
     b.logs().some((l) => l.msg === 'request' && l.source === 'origin'),
-    'nothing came from the origin',
+    'and the proxy served nothing as from the origin',
   );
 });

@@ -1,12 +1,12 @@
 /** Pod pull secrets: formats, ServiceAccounts, rotation, namespaces, and the CredentialSource. */
 import t from 'tap';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Credential } from '../../src/oci/credentials.js';
 import {
   basicAuth,
   dockercfgSecret,
   dockerConfigSecret,
   eventually,
+  listsOrWatchesSecrets,
   pod,
   serviceAccount,
   startHarness,
@@ -126,10 +126,30 @@ t.test('secrets are cached briefly: reads within the TTL make no request', async
   await kube.credentials.credentialsFor({ namespace: 'team-a', name: 'web2' }, 'private.example.com', 'x');
   t.equal(api.count('/api/v1/namespaces/team-a/secrets/regcred'), 1);
   t.equal(api.count('/api/v1/namespaces/team-a/serviceaccounts/default'), 1);
+  t.equal(api.count(listsOrWatchesSecrets), 0, 'never a list or watch of secrets, cluster-wide or namespaced');
+});
+
+t.test('the list-or-watch filter catches namespaced and cluster-wide lists and watches of secrets', async (t) => {
+  const { api } = await startHarness(t);
+  api.putSecret(dockerConfigSecret('team-a', 'regcred', { 'private.example.com': basicAuth('u', 'p') }));
+  const watches = new AbortController();
+  t.teardown(() => watches.abort());
+  const get = async (path: string): Promise<void> => {
+    const res = await fetch(`${api.url}${path}`, { signal: watches.signal });
+    if (!path.includes('watch')) await res.arrayBuffer();
+  };
+  await get('/api/v1/namespaces/team-a/secrets/regcred');
+  t.equal(api.count(listsOrWatchesSecrets), 0, 'reading one named secret is not a list');
+  await get('/api/v1/namespaces/team-a/secrets');
+  await get('/api/v1/secrets');
+  await get('/api/v1/namespaces/team-a/secrets?watch=true');
+  await get('/api/v1/secrets?watch=1');
+  await get('/api/v1/watch/namespaces/team-a/secrets');
+  t.equal(api.count(listsOrWatchesSecrets), 5, 'every list and watch is caught');
   t.equal(
     api.count((r) => r.path.includes('/secrets') && !r.path.includes('/namespaces/')),
-    0,
-    'never a cluster-wide secret list or watch',
+    2,
+    'a filter on cluster-wide paths alone misses the namespaced three',
   );
 });
 
@@ -207,11 +227,24 @@ t.test('the CredentialSource: every pod using the repository, a shared secret on
     ],
   );
   t.same(await kube.source.credentialsFor({ registry: 'private.example.com', repository: 'nobody' }), []);
-  // A request for a public image used by no pod costs no API request.
+  // A request for a public image used by no pod costs no API request. The lookup after it, for an
+  // image a pod of team-c uses, does reach the API server: the requests counted after it are its.
+  api.addPod(pod('c1', { namespace: 'team-c', images: ['marker.example.com/m'], pullSecrets: ['marker'] }));
+  await eventually(() => kube.credentials.podsUsing('marker.example.com', 'm').length === 1, 'the marker pod');
   const before = api.requests.length;
   await kube.source.credentialsFor({ registry: 'docker.io', repository: 'library/alpine' });
-  await sleep(0);
-  t.equal(api.requests.length, before);
+  await kube.source.credentialsFor({ registry: 'marker.example.com', repository: 'm' });
+  // The informer's own list/watch of pods may come at any time: not a credentials request.
+  const after = api.requests
+    .slice(before)
+    .map((r) => r.path)
+    .filter((p) => p !== '/api/v1/pods');
+  t.ok(after.length > 0, 'the marker lookup reached the API server');
+  t.same(
+    after.filter((p) => !p.startsWith('/api/v1/namespaces/team-c/')),
+    [],
+    'and nothing else did: none for the public image',
+  );
 });
 
 t.test('rewritten images and the original-images annotation are both indexed', async (t) => {

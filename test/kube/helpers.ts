@@ -1,18 +1,32 @@
 /** Shared builders for the kube tests: pods, pull secrets, a capturing logger, a running NodeKube. */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
+import { FakeApiServer, writeKubeconfig, type RecordedRequest } from '../fake-apiserver/index.js';
 import { createKubeClient, startPodCredentials, type KubeLogger, type NodeKube } from '../../src/kube/index.js';
 
 export const NODE = 'node-a';
 
-/** Polls until `check` returns a truthy value; tap's own timeout is the only deadline. */
-export async function eventually<T>(check: () => T | Promise<T>, what = 'condition'): Promise<T> {
-  for (let i = 0; ; i++) {
+/**
+ * Polls until `check` returns a truthy value, and fails with `what` when `timeoutMs` passes first:
+ * a condition that never comes names itself instead of waiting out tap's file timeout.
+ */
+export async function eventually<T>(check: () => T | Promise<T>, what: string, timeoutMs = 30_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
     const v = await check();
     if (v) return v;
-    if (i > 0 && i % 500 === 0) console.error(`still waiting for ${what}`);
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(10);
   }
+}
+
+/**
+ * A list or a watch of secrets, cluster-wide or in one namespace (the collection path, `?watch`, or
+ * the legacy `/watch/` prefix): every way to read secrets the node did not name.
+ */
+export function listsOrWatchesSecrets(r: RecordedRequest): boolean {
+  const m = /^\/api\/v1\/(watch\/)?(?:namespaces\/[^/]+\/)?secrets(?:\/([^/]+))?\/?$/.exec(r.path);
+  if (!m) return false;
+  return m[1] !== undefined || m[2] === undefined || r.watch;
 }
 
 export interface PodOptions {
