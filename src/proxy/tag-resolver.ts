@@ -62,6 +62,8 @@ export interface TagResolverOptions {
 export class TagResolver {
   private readonly o: TagResolverOptions;
   private readonly tags = new Memo<TagRecord>({ maxEntries: 20000 });
+  /** Revalidation HEADs in flight, by tag: clients that find a tag expired at once share one. */
+  private readonly heads = new Map<string, Promise<string | undefined>>();
 
   constructor(opts: TagResolverOptions) {
     this.o = opts;
@@ -70,8 +72,11 @@ export class TagResolver {
   async resolve(t: Target, tag: string, ctx: RequestContext): Promise<TagAnswer> {
     const key = `${t.cacheRepo}:${tag}`;
     const now = this.o.now();
-    const rec = this.tags.get(key) ?? (await this.o.store.getTag(t.cacheRepo, tag));
-    const cached = rec ? await this.o.manifests.cached(t, rec.digest) : undefined;
+    const stored = this.tags.get(key) ?? (await this.o.store.getTag(t.cacheRepo, tag));
+    const cached = stored ? await this.o.manifests.cached(t, stored.digest) : undefined;
+    // Another request may have revalidated the tag while this one read the store.
+    const fresher = this.tags.get(key);
+    const rec = fresher && fresher.digest === stored?.digest ? fresher : stored;
     if (rec && cached && now - rec.confirmedAt < this.o.tagTtlMs) {
       this.tags.set(key, rec, { ttlMs: rec.confirmedAt + this.o.tagTtlMs - now });
       await this.o.access?.authorize(t, 'manifest', tag, ctx, {});
@@ -101,12 +106,7 @@ export class TagResolver {
   ): Promise<TagAnswer | undefined> {
     let digest: string | undefined;
     try {
-      const res = await this.o.origin.request(t, 'HEAD', 'manifest', tag, {
-        headers: { accept: MANIFEST_ACCEPT },
-        signal: ctx.signal,
-      });
-      await res.body.dump();
-      digest = headerString(res.headers['docker-content-digest']);
+      digest = await this.headDigest(t, tag);
     } catch (err) {
       if (isAuthError(err)) throw err;
       // A deleted tag (404) is an answer: the origin-down policy for private images does not apply.
@@ -117,6 +117,26 @@ export class TagResolver {
     this.remember(t, tag, cached.digest, now);
     void this.o.writes.write(t, tag, cached, now);
     return { manifest: cached, source: 'cache' };
+  }
+
+  /**
+   * The digest the origin's HEAD of the tag names; one HEAD per tag at a time. Not a client's
+   * signal: other clients wait on the same HEAD (the origin timeout bounds it).
+   */
+  private headDigest(t: Target, tag: string): Promise<string | undefined> {
+    const key = `${t.cacheRepo}:${tag}`;
+    let head = this.heads.get(key);
+    if (!head) {
+      head = this.o.origin
+        .request(t, 'HEAD', 'manifest', tag, { headers: { accept: MANIFEST_ACCEPT } })
+        .then(async (res) => {
+          await res.body.dump();
+          return headerString(res.headers['docker-content-digest']);
+        })
+        .finally(() => this.heads.delete(key));
+      this.heads.set(key, head);
+    }
+    return head;
   }
 
   /**
