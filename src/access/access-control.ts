@@ -3,7 +3,10 @@
  *
  * The proxy cannot tell which pod a request is for, so access is decided per node and repository:
  *
- * 1. A repository the origin served to an anonymous request is public: served, no extra request.
+ * 1. A repository the origin served to an anonymous request within `--auth-ttl` is public: served,
+ *    no extra request. Older than that, one anonymous HEAD says whether it still is, so a
+ *    repository its owner makes private stops being served within `--auth-ttl`, digest pulls
+ *    included; an origin that cannot answer leaves it public.
  * 2. Otherwise (private, or not known yet) a copy from the cache is served only while access is
  *    confirmed: within `--auth-ttl` the origin answered 200 to a credential of a pod on this node
  *    that (still) uses the repository, or to a node-wide `--registry-credentials` credential.
@@ -15,6 +18,8 @@
  * 4. When the origin cannot answer: `serve-confirmed` serves a repository whose access was
  *    confirmed for a pod still using it (or node-wide) within the grace period; `refuse` refuses
  *    (503). A repository never seen answered anonymously counts as private here.
+ * 5. With a peer policy (`--private-to=node`), a request whose peer is not the node itself is
+ *    served public repositories only, whatever the pods on this node may pull.
  *
  * Domain code: no HTTP server, no Kubernetes client; pods and the origin come in as interfaces.
  */
@@ -23,7 +28,8 @@ import type { OriginDownPolicy } from '../config/proxy.js';
 import type { Credential } from '../oci/credentials.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import type { Log } from '../observability/logger.js';
-import type { PrivacyBook } from './privacy.js';
+import type { PeerPolicy } from './node-peers.js';
+import type { Privacy, PrivacyBook } from './privacy.js';
 
 export interface PodRef {
   readonly namespace: string;
@@ -69,7 +75,7 @@ export interface ProbeAnswer {
 export type OriginProbe = (req: ProbeRequest) => Promise<ProbeAnswer>;
 
 /** Bounded label values of the refusal counter. */
-export type RefusalReason = 'no-pod' | 'rejected' | 'not-found' | 'origin-unreachable';
+export type RefusalReason = 'no-pod' | 'rejected' | 'not-found' | 'origin-unreachable' | 'not-node';
 /** Bounded label values of the probe counter. */
 export type ProbeResult = 'public' | 'private' | 'granted' | 'refused' | 'not-found' | 'unreachable';
 
@@ -81,12 +87,21 @@ export interface AccessMetrics {
 
 export interface RequestScope {
   readonly log: Log;
+  /** The client's address (the socket's peer); undefined: not known, never the node. */
+  readonly peer?: string | undefined;
 }
 
 /** What the pull path needs; AccessControl implements it. */
 export interface AccessGate {
   /** The origin answered 200 for this repository to `credential` (undefined: anonymously). */
   observe(t: AccessTarget, kind: ObjectKind, reference: string, credential: Credential | undefined): void;
+  /** The origin refused every credential, anonymous included (401): the repository is private now. */
+  observeRefused(t: AccessTarget): void;
+  /**
+   * Before anything is fetched for a request, from the cache or the origin: throws an OciError when
+   * the request may be served public content only and the repository is not public.
+   */
+  admit(t: AccessTarget, kind: ObjectKind, reference: string, ctx: RequestScope): Promise<void>;
   /** Before a copy from the cache (or another client's fetch) is served; throws an OciError to refuse. */
   authorize(
     t: AccessTarget,
@@ -109,6 +124,8 @@ export interface AccessControlOptions {
   readonly log: Log;
   readonly metrics?: AccessMetrics;
   readonly now?: () => number;
+  /** `--private-to=node`: which peers are the node itself. Absent: private content to any peer. */
+  readonly peers?: PeerPolicy;
 }
 
 interface Grants {
@@ -132,6 +149,8 @@ export class AccessControl implements AccessGate {
   /** Checks in flight by repository, with the object each probes. */
   private readonly checks = new Map<string, { kind: ObjectKind; reference: string; verdict: Promise<Verdict> }>();
   private readonly classifying = new Set<string>();
+  /** Anonymous HEADs in flight for requests that may be served public content only. */
+  private readonly publicChecks = new Map<string, Promise<Privacy | 'unknown'>>();
   /** Repositories whose "served while the origin is down" line was logged lately. */
   private readonly downLogged = new NodeCache({ stdTTL: 60, checkperiod: 60, useClones: false });
 
@@ -148,11 +167,22 @@ export class AccessControl implements AccessGate {
     }
     this.grant(t, credential, now);
     // A credential was accepted, but anonymous may never have been tried: find out once, in the
-    // background, so a public repository pulled with credentials stops being checked.
+    // background, so a public repository pulled with credentials stops being checked. An answer
+    // for a tag (a tag revalidation) asks again even while the record is fresh: its owner may
+    // have made the repository private, and that is when the proxy asks the origin anyway.
     const privacy = this.o.privacy.get(t.registry, t.repository);
-    const seen = this.o.privacy.observedAt(t.registry, t.repository) ?? 0;
-    if (privacy === 'private' || (privacy === 'public' && now - seen < this.o.authTtlMs)) return;
+    if (privacy === 'private') return;
+    if (privacy === 'public' && this.publicNow(t, now) && !(kind === 'manifest' && !isDigest(reference))) return;
     void this.classifyInBackground(t, kind, reference);
+  }
+
+  observeRefused(t: AccessTarget): void {
+    this.o.privacy.set(t.registry, t.repository, 'private', this.now());
+  }
+
+  async admit(t: AccessTarget, kind: ObjectKind, reference: string, ctx: RequestScope): Promise<void> {
+    if (this.fromNode(ctx)) return;
+    await this.publicOnly(t, kind, reference, ctx);
   }
 
   async authorize(
@@ -162,7 +192,10 @@ export class AccessControl implements AccessGate {
     ctx: RequestScope,
     hint: { originUnreachable?: string } = {},
   ): Promise<void> {
-    if (this.o.privacy.get(t.registry, t.repository) === 'public') return;
+    const privacy = this.o.privacy.get(t.registry, t.repository);
+    // Public as last seen, and the origin cannot say otherwise now: still public.
+    if (privacy === 'public' && (this.publicNow(t, this.now()) || hint.originUnreachable !== undefined)) return;
+    if (!this.fromNode(ctx)) return this.publicOnly(t, kind, reference, ctx);
     const key = repoKey(t);
     const users = this.o.pods.podsUsing(t.registry, t.repository);
     if (this.confirmed(key, users, this.now(), this.o.authTtlMs)) return;
@@ -206,10 +239,12 @@ export class AccessControl implements AccessGate {
   }
 
   private async check(t: AccessTarget, kind: ObjectKind, reference: string): Promise<Verdict> {
-    if (this.o.privacy.get(t.registry, t.repository) === undefined) {
+    const privacy = this.o.privacy.get(t.registry, t.repository);
+    if (privacy !== 'private') {
       const c = await this.classify(t, kind, reference);
       if (c.kind === 'public') return { kind: 'allow' };
-      if (c.kind === 'unreachable') return c;
+      // Public when last seen and the origin cannot say otherwise: served as public.
+      if (c.kind === 'unreachable') return privacy === 'public' ? { kind: 'allow' } : c;
     }
     let answer: ProbeAnswer;
     try {
@@ -286,6 +321,51 @@ export class AccessControl implements AccessGate {
     } finally {
       this.classifying.delete(key);
     }
+  }
+
+  /** Public, as observed within --auth-ttl. */
+  private publicNow(t: AccessTarget, now: number): boolean {
+    if (this.o.privacy.get(t.registry, t.repository) !== 'public') return false;
+    return now - (this.o.privacy.observedAt(t.registry, t.repository) ?? 0) < this.o.authTtlMs;
+  }
+
+  private fromNode(ctx: RequestScope): boolean {
+    return this.o.peers?.isNode(ctx.peer) ?? true;
+  }
+
+  /**
+   * A request from a peer that is not the node: public repositories only. A record of either kind
+   * younger than --auth-ttl decides; otherwise one anonymous HEAD (shared by concurrent requests),
+   * and a repository last seen public stays public while the origin cannot answer.
+   */
+  private async publicOnly(t: AccessTarget, kind: ObjectKind, reference: string, ctx: RequestScope): Promise<void> {
+    const now = this.now();
+    const privacy = this.o.privacy.get(t.registry, t.repository);
+    const seen = this.o.privacy.observedAt(t.registry, t.repository) ?? 0;
+    let verdict: Privacy | 'unknown' | undefined = now - seen < this.o.authTtlMs ? privacy : undefined;
+    if (verdict === undefined) {
+      const key = repoKey(t);
+      let p = this.publicChecks.get(key);
+      if (!p) {
+        p = this.classify(t, kind, reference)
+          .then((c) => (c.kind === 'unreachable' ? (privacy ?? 'unknown') : c.kind))
+          .finally(() => this.publicChecks.delete(key));
+        this.publicChecks.set(key, p);
+      }
+      verdict = await p;
+    }
+    if (verdict === 'public') return;
+    const image = repoKey(t);
+    this.o.metrics?.refused('not-node');
+    ctx.log.warn(
+      { image, [kind === 'manifest' ? 'reference' : 'digest']: reference, reason: 'not-node', peer: ctx.peer },
+      'private image refused: the request does not come from this node',
+    );
+    throw new OciError(
+      'UNAUTHORIZED',
+      `${image} is not known to be public, and private images are served only to this node itself ` +
+        '(--private-to=node): the request does not come from one of its addresses',
+    );
   }
 
   private grant(t: AccessTarget, credential: Credential, at: number): void {
@@ -399,6 +479,10 @@ export class AccessControl implements AccessGate {
         : `${image} is private and no pod on this node that uses it has credentials the origin accepts`,
     );
   }
+}
+
+function isDigest(reference: string): boolean {
+  return reference.includes(':');
 }
 
 function repoKey(t: AccessTarget): string {

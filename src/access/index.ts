@@ -13,6 +13,8 @@ export {
   type ProbeRequest,
   type ProbeResult,
   type RefusalReason,
+  type RequestScope,
 } from './access-control.js';
+export { LocalPeers, type InterfaceAddresses, type PeerPolicy } from './node-peers.js';
 export { PrivacyBook, type Privacy, type PrivacyBookOptions } from './privacy.js';
 export { registryProbe } from './origin-probe.js';

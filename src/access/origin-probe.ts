@@ -16,6 +16,8 @@ export function registryProbe(origin: RegistryClient): OriginProbe {
       ...(req.anonymousOnly ? { credentials: [undefined] } : {}),
     });
     await res.body.dump();
-    return { status: res.statusCode, credential: res.credential };
+    // A blob HEAD may be answered with a redirect to the registry's storage: it serves the blob.
+    const redirected = res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304;
+    return { status: redirected ? 200 : res.statusCode, credential: res.credential };
   };
 }

@@ -132,6 +132,17 @@ export const proxyFlags: readonly FlagSpec[] = [
       '(the default without a node name: a standalone proxy on a workstation).',
   },
   {
+    name: 'private-to',
+    kind: 'string',
+    default: '',
+    help:
+      'Which clients may be served private images (any repository not known to be public). node: only the ' +
+      "node itself, i.e. requests from one of this network namespace's own addresses (loopback or a local " +
+      'interface; the node under hostNetwork); other clients get public images only. any: every client that ' +
+      'reaches the proxy, as --private-images decides (the cluster proxy, which serves nodes over the pod ' +
+      'network). Default: node with --private-images=pods, else any.',
+  },
+  {
     name: 'kubeconfig',
     kind: 'string',
     default: '',
@@ -206,6 +217,7 @@ export interface ProxyConfig {
   readonly kubeconfig: string | undefined;
   readonly authTtlMs: number;
   readonly privateImages: PrivateImagesMode;
+  readonly privateTo: PrivateTo;
   readonly privateWhenOriginDown: OriginDownPolicy;
   readonly originDownGraceMs: number;
   readonly logLevel: string;
@@ -236,6 +248,7 @@ export function readProxyConfig(
   }
   const listen = parseHostPort('listen', v.listen);
   const nodeName = (v['node-name'] ?? env.NODE_NAME ?? '').trim();
+  const privateImages = privateImagesMode(v['private-images'], nodeName);
   return {
     help,
     config: {
@@ -257,7 +270,8 @@ export function readProxyConfig(
       kubeconfig: v.kubeconfig ? resolve(v.kubeconfig) : undefined,
       authTtlMs: parseDuration('auth-ttl', v['auth-ttl']),
       privateWhenOriginDown: originDownPolicy(v['private-when-origin-down']),
-      privateImages: privateImagesMode(v['private-images'], nodeName),
+      privateImages,
+      privateTo: privateTo(v['private-to'], privateImages),
       originDownGraceMs: parseDuration('origin-down-grace', v['origin-down-grace']),
       logLevel: level,
       metricsListen: v['metrics-listen'] ? parseHostPort('metrics-listen', v['metrics-listen']) : undefined,
@@ -276,6 +290,21 @@ function privateImagesMode(v: string | undefined, nodeName: string): PrivateImag
     throw new ConfigError('--private-images=pods needs --node-name (or NODE_NAME): the pods of which node?');
   }
   return mode;
+}
+
+export type PrivateTo = 'node' | 'any';
+
+function privateTo(v: string | undefined, mode: PrivateImagesMode): PrivateTo {
+  const to = v || (mode === 'pods' ? 'node' : 'any');
+  if (to !== 'node' && to !== 'any') {
+    throw new ConfigError(`--private-to: expected node or any, got ${JSON.stringify(v)}`);
+  }
+  if (to === 'node' && mode === 'open') {
+    throw new ConfigError(
+      '--private-to=node needs --private-images=pods or node-credentials: open serves every cached copy to anyone',
+    );
+  }
+  return to;
 }
 
 function originDownPolicy(v: string | undefined): OriginDownPolicy {

@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { Agent, type Dispatcher } from 'undici';
 import { AccessControl, type PodDirectory } from '../access/access-control.js';
+import { LocalPeers } from '../access/node-peers.js';
 import { registryProbe } from '../access/origin-probe.js';
 import { PrivacyBook } from '../access/privacy.js';
 import { BlobFills } from '../cache/blob-fills.js';
@@ -221,6 +222,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
           originDown: config.privateWhenOriginDown,
           originDownGraceMs: config.originDownGraceMs,
           log,
+          ...(config.privateTo === 'node' ? { peers: new LocalPeers() } : {}),
           metrics: {
             refused: (reason) => metrics.accessRefusals.inc({ reason }),
             probed: (result) => metrics.accessProbes.inc({ result }),

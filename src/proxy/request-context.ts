@@ -7,4 +7,6 @@ export interface RequestContext {
   /** The client's: aborted when it goes away. */
   readonly signal?: AbortSignal;
   readonly log: Logger;
+  /** The client's address: the access gate serves private content to the node itself only (--private-to). */
+  readonly peer?: string | undefined;
 }

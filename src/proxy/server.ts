@@ -144,7 +144,7 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) abort.abort(new Error('client went away'));
   });
-  const ctx = { signal: abort.signal, log: req.log };
+  const ctx = { signal: abort.signal, log: req.log, peer: req.socket.remoteAddress };
   if (api.kind === 'manifest') {
     req.outcome.kind = 'manifest';
     const at = api.reference.includes(':') ? '@' : ':';

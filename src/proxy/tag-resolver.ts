@@ -1,12 +1,15 @@
 /**
  * Tags: served from the cache while younger than the tag TTL; after that revalidated with a HEAD
  * (free against Docker Hub's pull limit); when the origin cannot answer, or deleted the tag, the
- * cached tag is served stale and the log says so. Auth refusals are never papered over.
+ * cached tag is served stale and the log says so. Auth refusals are never papered over, and a
+ * revalidation tells the access gate who the origin answered: a refusal of every credential,
+ * anonymous included, makes the repository private there and then.
  */
 import type { AccessGate } from '../access/access-control.js';
 import { Memo } from '../cache/memo.js';
 import type { ResilientStore } from '../cache/resilient-store.js';
 import type { StoredManifest, TagRecord } from '../cache/store.js';
+import { OciError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import type { ManifestSource } from './manifest-source.js';
 import { headerString, isAuthError, isNotFound, type Origin } from './origin.js';
@@ -71,6 +74,7 @@ export class TagResolver {
 
   async resolve(t: Target, tag: string, ctx: RequestContext): Promise<TagAnswer> {
     const key = `${t.cacheRepo}:${tag}`;
+    await this.o.access?.admit(t, 'manifest', tag, ctx);
     const now = this.o.now();
     const stored = this.tags.get(key) ?? (await this.o.store.getTag(t.cacheRepo, tag));
     const cached = stored ? await this.o.manifests.cached(t, stored.digest) : undefined;
@@ -91,7 +95,7 @@ export class TagResolver {
       m = await this.o.manifests.fetch(t, tag, ctx);
     } catch (err) {
       if (cached && !isAuthError(err)) return this.stale(t, tag, cached, (err as Error).message, ctx, !isNotFound(err));
-      throw err;
+      throw this.refused(t, err);
     }
     this.remember(t, tag, m.digest, now);
     return { manifest: m, source: 'origin', fetchedAt: now };
@@ -108,7 +112,7 @@ export class TagResolver {
     try {
       digest = await this.headDigest(t, tag);
     } catch (err) {
-      if (isAuthError(err)) throw err;
+      if (isAuthError(err)) throw this.refused(t, err);
       // A deleted tag (404) is an answer: the origin-down policy for private images does not apply.
       return this.stale(t, tag, cached, (err as Error).message, ctx, !isNotFound(err));
     }
@@ -157,6 +161,12 @@ export class TagResolver {
       'origin could not confirm tag; serving the cached copy (stale-if-error)',
     );
     return { manifest: cached, source: 'stale' };
+  }
+
+  /** An auth refusal passes through; a 401 (every credential refused, anonymous included) is noted first. */
+  private refused(t: Target, err: unknown): unknown {
+    if (err instanceof OciError && err.code === 'UNAUTHORIZED') this.o.access?.observeRefused(t);
+    return err;
   }
 
   private remember(t: Target, tag: string, digest: string, confirmedAt: number): void {

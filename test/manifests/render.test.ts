@@ -88,7 +88,14 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   const objs = render('.');
   const ds = find(objs, 'DaemonSet', 'pullthrough-node-proxy').spec.template.spec;
   const proxy = ds.containers.find((c: any) => c.name === 'proxy');
-  t.match(proxy.ports, [{ containerPort: 7439, hostPort: 7439, hostIP: '127.0.0.1' }]);
+  // The node's own 127.0.0.1:7439, on the host network: no pod on the pod network reaches it.
+  t.equal(ds.hostNetwork, true, 'on the host network');
+  t.equal(ds.dnsPolicy, 'ClusterFirstWithHostNet', 'cluster DNS for the cache registry Service');
+  t.equal(proxy.ports, undefined, 'no hostPort or container port');
+  t.ok(proxy.args.includes('--listen=127.0.0.1:7439'), "listens on the node's loopback only");
+  t.ok(proxy.args.includes('--private-to=node'), 'private images to the node itself only');
+  for (const probe of [proxy.readinessProbe, proxy.livenessProbe])
+    t.match(probe.httpGet, { host: '127.0.0.1', port: 7439 }, 'probed on the loopback');
   t.equal(ds.priorityClassName, 'system-node-critical');
   t.same(ds.tolerations, [{ operator: 'Exists' }], 'tolerates every taint');
   t.match(proxy.env, [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }]);

@@ -1,6 +1,6 @@
 /**
  * The access flags: node name from --node-name, PULLTHROUGH_NODE_NAME or NODE_NAME (an empty flag turns it
- * off), durations, policy.
+ * off), durations, policy, and which clients may be served private images.
  */
 import t from 'tap';
 import { readProxyConfig } from '../../src/config/proxy.js';
@@ -45,4 +45,18 @@ t.test('private-images mode', async (t) => {
   );
   t.throws(() => readProxyConfig(['--private-images', 'pods'], {}), /needs --node-name/);
   t.throws(() => readProxyConfig(['--private-images', 'everyone'], {}), /expected pods, node-credentials or open/);
+});
+
+t.test('private-to: node for a node proxy, any otherwise', async (t) => {
+  t.equal(readProxyConfig([], { NODE_NAME: 'n1' }).config.privateTo, 'node', 'a node proxy: the node itself only');
+  t.equal(
+    readProxyConfig(['--node-name=', '--private-images=node-credentials'], { NODE_NAME: 'n1' }).config.privateTo,
+    'any',
+    'the cluster proxy serves nodes over the pod network',
+  );
+  t.equal(readProxyConfig([], {}).config.privateTo, 'any', 'standalone');
+  t.equal(readProxyConfig(['--private-to', 'any'], { NODE_NAME: 'n1' }).config.privateTo, 'any');
+  t.equal(readProxyConfig(['--private-images=node-credentials', '--private-to=node'], {}).config.privateTo, 'node');
+  t.throws(() => readProxyConfig(['--private-to', 'node'], {}), /needs --private-images=pods or node-credentials/);
+  t.throws(() => readProxyConfig(['--private-to', 'pods'], { NODE_NAME: 'n1' }), /expected node or any/);
 });
