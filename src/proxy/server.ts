@@ -20,7 +20,11 @@ export interface ProxyServerDeps {
   readonly allowed: HostList;
   /** The names rewritten references give the proxy (`localhost:7439`). */
   readonly self: HostList;
-  readonly ready: () => Promise<void>;
+  /**
+   * Rejects when the proxy cannot serve; else whether it caches what it serves (and why not). A
+   * node that caches nothing still serves: readiness keeps it in containerd's chain.
+   */
+  readonly ready: () => Promise<{ caching: boolean; reason?: string }>;
   readonly log: Logger;
   readonly metrics: ProxyMetrics;
 }
@@ -89,8 +93,8 @@ export function createProxyServer(deps: ProxyServerDeps) {
   app.get('/healthz', () => Promise.resolve({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     try {
-      await deps.ready();
-      return { status: 'ready' };
+      const { caching, reason } = await deps.ready();
+      return caching ? { status: 'ready', caching } : { status: 'ready', caching, reason };
     } catch (err) {
       return reply.code(503).send({ status: 'not ready', reason: (err as Error).message });
     }
