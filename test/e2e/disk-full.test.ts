@@ -39,7 +39,8 @@ t.teardown(async () => {
   await proxy?.stop();
   await lab.cleanup();
   if (!cannotMount) {
-    execFileSync('umount', [dataDir]);
+    // Lazily: a spool file a failed test left open would keep the mount busy.
+    execFileSync('umount', ['-l', dataDir]);
     rmdirSync(dataDir);
   }
 });
