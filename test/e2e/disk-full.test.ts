@@ -2,12 +2,13 @@
  * Disk full, with a real full filesystem: a 1 MiB tmpfs is the proxy's data dir (store and
  * spool), and a blob four times its size is pulled through the proxy from a real registry. The
  * client gets the whole, correct blob; the fill says "disk full" once, counts it once, stores
- * nothing; /readyz stays 200 and says the node caches nothing; later pulls keep working.
+ * nothing; /readyz stays 200 and says the node caches nothing; later pulls keep working. A store
+ * write on the full disk is said and counted as such too, and a write that succeeds clears it.
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmdirSync } from 'node:fs';
+import { mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -98,3 +99,32 @@ t.test('while the disk is full, pulls keep working without caching and without m
   t.equal(await diskFullCount('spool'), 1, 'no fill was attempted during the cool-down');
   t.equal(diskFullLines().filter((l) => l.digest === layer).length, 1, 'still one line for that blob');
 });
+
+t.test(
+  'a store write on the full disk: said and counted as disk full; a later write clears it',
+  { skip },
+  async (t) => {
+    const filler = join(dataDir, 'filler');
+    try {
+      writeFileSync(filler, Buffer.alloc(2 * 1024 * 1024));
+    } catch (err) {
+      t.equal((err as NodeJS.ErrnoException).code, 'ENOSPC', 'the disk is full now');
+    }
+    const bytes = Buffer.from(
+      '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}',
+    );
+    const manifest = { bytes, mediaType: 'application/vnd.oci.image.index.v1+json', digest: sha(bytes) };
+    t.equal(await proxy.store.putManifest(`${originHost}/library/other`, manifest), false, 'the write fails');
+    const line = proxy.logs().find((l) => l.where === 'store');
+    t.match(line, { op: 'putManifest', msg: /^disk full/ }, 'said as disk full');
+    t.equal(await diskFullCount('store'), 1, 'pullthrough_disk_full_total{where="store"} counts 1');
+    const full = await request(`${proxy.url}/readyz`);
+    t.same(await full.body.json(), { status: 'ready', caching: false, reason: 'not caching: disk full' });
+
+    rmSync(filler);
+    t.equal(await proxy.store.putManifest(`${originHost}/library/other`, manifest), true, 'a write that succeeds');
+    const after = (await (await request(`${proxy.url}/readyz`)).body.json()) as { reason?: string };
+    // New fills still wait out the spool's cool-down (5 minutes here).
+    t.equal(after.reason, 'not caching: spool unavailable', 'no longer disk full');
+  },
+);
