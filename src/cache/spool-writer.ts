@@ -18,6 +18,17 @@ export class SpoolError extends Error {
   }
 }
 
+const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+
+/** A write that failed for lack of space (the error or its cause): the disk or the quota is full. */
+export function isDiskFull(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== undefined && NO_SPACE.has(code)) return true;
+  }
+  return false;
+}
+
 export interface SpoolWriterOptions {
   readonly signal: AbortSignal;
   /** Bytes waiting for the write in flight before the source is paused (asked at each chunk). */
@@ -26,14 +37,25 @@ export interface SpoolWriterOptions {
   onChunk(chunk: Buffer): void;
   /** After each write: the chunks it held, and the file's length now. */
   onWritten(chunks: Buffer[], length: number): void;
-  /** Turns a failed or short write into the error the caller reports. */
+  /**
+   * Turns a failed write, or one that wrote nothing, into the error the caller reports: `written`
+   * of the `length` bytes of that write made it to the file.
+   */
   writeError(err: NodeJS.ErrnoException | undefined, written: number, length: number): Error;
+  /**
+   * A write failed with `err` (writeError's). `unwritten`: the chunks not in the file, in order,
+   * from byte `length` of the source on; `ended`: the source has ended. Returning true hands the
+   * source over instead of destroying it: paused, with none of the writer's listeners, for the
+   * caller to read on without the file. The promise rejects with `err` either way.
+   */
+  onWriteFailed?(err: Error, unwritten: Buffer[], length: number, ended: boolean): boolean;
 }
 
 /**
  * Resolves with the number of bytes written once the source ended and every byte is in the file;
  * rejects with the source's error, a write error, or the signal's reason. The source is destroyed
- * on failure.
+ * on failure, unless onWriteFailed takes it over. A short write (the disk filling up) is followed
+ * by a write of the rest, whose error says why.
  */
 export function spoolStream(source: Readable, handle: FileHandle, opts: SpoolWriterOptions): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -57,6 +79,52 @@ export function spoolStream(source: Readable, handle: FileHandle, opts: SpoolWri
       }
     };
     const onAbort = () => settle(opts.signal.reason instanceof Error ? opts.signal.reason : new Error('spool aborted'));
+    /** A write failed: `unwritten` are its chunks (or what is left of them) not in the file. */
+    const writeFailed = (err: Error, unwritten: Buffer[]) => {
+      if (done) return;
+      if (!opts.onWriteFailed) {
+        settle(err);
+        return;
+      }
+      done = true;
+      opts.signal.removeEventListener('abort', onAbort);
+      cleanup();
+      // Paused before the listener goes: a flowing stream without one would drop its chunks.
+      source.pause();
+      source.off('data', onData);
+      if (!opts.onWriteFailed(err, [...unwritten, ...pending], length, ended)) source.destroy();
+      reject(err);
+    };
+
+    /**
+     * Writes `chunks` (`bytes` in all) at the end of the file; after a short write, the rest.
+     * `batch`: the chunks of the whole write, `alreadyWritten` of its bytes written before these.
+     */
+    const writeBatch = (batch: Buffer[], chunks: Buffer[], bytes: number, alreadyWritten: number) => {
+      handle.writev(chunks, length).then(
+        ({ bytesWritten }) => {
+          if (done) return;
+          if (bytesWritten !== bytes) {
+            // Nothing written: a hole the digest never saw would follow.
+            if (bytesWritten === 0) {
+              writing = false;
+              return writeFailed(opts.writeError(undefined, alreadyWritten, alreadyWritten + bytes), chunks);
+            }
+            length += bytesWritten;
+            const rest = skip(chunks, bytesWritten);
+            return writeBatch(batch, rest, bytes - bytesWritten, alreadyWritten + bytesWritten);
+          }
+          writing = false;
+          length += bytesWritten;
+          opts.onWritten(batch, length);
+          write();
+        },
+        (err: unknown) => {
+          writing = false;
+          writeFailed(opts.writeError(err as NodeJS.ErrnoException, alreadyWritten, alreadyWritten + bytes), chunks);
+        },
+      );
+    };
 
     const write = () => {
       if (writing || done) return;
@@ -70,21 +138,7 @@ export function spoolStream(source: Readable, handle: FileHandle, opts: SpoolWri
       pendingBytes = 0;
       writing = true;
       if (source.isPaused() && !ended) source.resume();
-      handle.writev(chunks, length).then(
-        ({ bytesWritten }) => {
-          writing = false;
-          if (done) return;
-          // A short write (a disk filling up) would leave a hole the digest never saw.
-          if (bytesWritten !== bytes) return settle(opts.writeError(undefined, bytesWritten, bytes));
-          length += bytesWritten;
-          opts.onWritten(chunks, length);
-          write();
-        },
-        (err: unknown) => {
-          writing = false;
-          settle(opts.writeError(err as NodeJS.ErrnoException, 0, bytes));
-        },
-      );
+      writeBatch(chunks, chunks, bytes, 0);
     };
 
     const onData = (chunk: Buffer) => {
@@ -106,4 +160,19 @@ export function spoolStream(source: Readable, handle: FileHandle, opts: SpoolWri
     opts.signal.addEventListener('abort', onAbort, { once: true });
     source.on('data', onData);
   });
+}
+
+/** `chunks` without their first `n` bytes (views, not copies). */
+function skip(chunks: Buffer[], n: number): Buffer[] {
+  const out: Buffer[] = [];
+  let left = n;
+  for (const c of chunks) {
+    if (left >= c.byteLength) {
+      left -= c.byteLength;
+      continue;
+    }
+    out.push(left > 0 ? c.subarray(left) : c);
+    left = 0;
+  }
+  return out;
 }

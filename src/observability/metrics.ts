@@ -42,6 +42,12 @@ export class ProxyMetrics {
     labelNames: ['op'] as const,
     registers: [this.registry],
   });
+  readonly diskFull = new Counter({
+    name: 'pullthrough_disk_full_total',
+    help: 'Writes that failed for lack of space, by where (spool: once per blob fill; store: once per write).',
+    labelNames: ['where'] as const,
+    registers: [this.registry],
+  });
   readonly staleServed = new Counter({
     name: 'pullthrough_stale_tags_served_total',
     help: 'Tags served from the cache because the origin could not confirm them.',

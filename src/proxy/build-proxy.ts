@@ -10,7 +10,7 @@ import { LocalPeers } from '../access/node-peers.js';
 import { registryProbe } from '../access/origin-probe.js';
 import { PrivacyBook } from '../access/privacy.js';
 import { BlobFills } from '../cache/blob-fills.js';
-import { SpoolError } from '../cache/spool-writer.js';
+import { isDiskFull, SpoolError } from '../cache/spool-writer.js';
 import { FsStore } from '../cache/fs-store.js';
 import { RegistryStore } from '../cache/registry-store.js';
 import { ResilientStore } from '../cache/resilient-store.js';
@@ -168,6 +168,14 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     {
       storeFailed: (op, err) => {
         metrics.storeFailures.inc({ op });
+        if (isDiskFull(err)) {
+          metrics.diskFull.inc({ where: 'store' });
+          log.warn(
+            { op, store: inner.kind, where: 'store', err: err.message },
+            'disk full: the cache store cannot be written; serving from the origin without caching',
+          );
+          return;
+        }
         log.warn(
           { op, store: inner.kind, err: err.message },
           'cache store failed; serving from the origin without caching',
@@ -188,14 +196,31 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       onVerified: (f) => {
         metrics.fills.inc({ result: 'verified' });
         metrics.fillBytes.inc(f.written);
+        // Its whole spool was written: there is space again.
+        store.noteWritten();
       },
       onFailed: (f, err) => {
         metrics.fills.inc({ result: 'failed' });
-        if (err instanceof SpoolError) metrics.storeFailures.inc({ op: 'spool' });
+        // A spool failure has had its line (onSpoolFailed), once for the fill.
+        if (err instanceof SpoolError) return;
         log.warn(
           { repo: f.repo, digest: f.digest, bytes: f.written, err: err.message },
           'blob fill failed; nothing was cached',
         );
+      },
+      onSpoolFailed: (f, err) => {
+        metrics.storeFailures.inc({ op: 'spool' });
+        const at = { repo: f.repo, digest: f.digest, bytes: f.written };
+        if (isDiskFull(err)) {
+          metrics.diskFull.inc({ where: 'spool' });
+          store.noteDiskFull();
+          log.warn(
+            { ...at, where: 'spool', code: 'ENOSPC' },
+            'disk full: the spool cannot be written; serving from the origin without caching',
+          );
+          return;
+        }
+        log.warn({ ...at, err: err.message }, 'spool failed; serving from the origin without caching');
       },
     },
   });
@@ -243,7 +268,13 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     pull,
     allowed,
     self: parseHostList(config.proxyHosts),
-    ready: () => store.ping(),
+    ready: async () => {
+      await store.ping();
+      if (store.diskFull) return { caching: false, reason: 'not caching: disk full' };
+      if (store.degraded) return { caching: false, reason: 'not caching: cache store unreachable' };
+      if (fills.spoolUnavailable) return { caching: false, reason: 'not caching: spool unavailable' };
+      return { caching: true };
+    },
     log,
     metrics,
   });

@@ -22,7 +22,11 @@ export interface ProxyServerDeps {
   readonly allowed: HostList;
   /** The names rewritten references give the proxy (`localhost:7439`). */
   readonly self: HostList;
-  readonly ready: () => Promise<void>;
+  /**
+   * Rejects when the proxy cannot serve; else whether it caches what it serves (and why not). A
+   * node that caches nothing still serves: readiness keeps it in containerd's chain.
+   */
+  readonly ready: () => Promise<{ caching: boolean; reason?: string }>;
   readonly log: Logger;
   readonly metrics: ProxyMetrics;
 }
@@ -71,7 +75,10 @@ export function createProxyServer(deps: ProxyServerDeps) {
   app.addHook('onRequest', async (req, reply) => {
     req.outcome = { kind: 'other' };
     const started = process.hrtime.bigint();
-    reply.raw.once('close', () => logRequest(deps, req, reply, started));
+    // The connection's count before this answer: what it gained by the end is what was sent.
+    const socket = req.raw.socket;
+    const before = socket.bytesWritten;
+    reply.raw.once('close', () => logRequest(deps, req, reply, started, socket.bytesWritten - before));
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
@@ -98,8 +105,8 @@ export function createProxyServer(deps: ProxyServerDeps) {
   app.get('/healthz', () => Promise.resolve({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     try {
-      await deps.ready();
-      return { status: 'ready' };
+      const { caching, reason } = await deps.ready();
+      return caching ? { status: 'ready', caching } : { status: 'ready', caching, reason };
     } catch (err) {
       return reply.code(503).send({ status: 'not ready', reason: (err as Error).message });
     }
@@ -256,7 +263,29 @@ function toOciError(err: unknown): OciError {
   return new OciError('UNAVAILABLE', 'internal error', { status: 500 });
 }
 
-function logRequest(deps: ProxyServerDeps, req: FastifyRequest, reply: FastifyReply, started: bigint): void {
+/**
+ * The body bytes of an answer that reached the connection: what the socket took (the kernel's
+ * and the client's buffers may still lose some of it when the client aborts), less the status
+ * line and headers, at most the announced length. A chunked body counts its chunk framing.
+ * Counted on the socket, not on the body stream: a listener there would stop the stream reusing
+ * its buffers (src/cache/recycling-readable.ts).
+ */
+function bodyBytesSent(req: FastifyRequest, reply: FastifyReply, socketBytes: number): number {
+  if (req.method === 'HEAD') return 0;
+  // Node's own copy of the head it wrote (set once the head is sent; no public accessor).
+  const head = (reply.raw as unknown as { _header?: string | null })._header;
+  const body = socketBytes - (head ? Buffer.byteLength(head, 'latin1') : 0);
+  const announced = Number(reply.raw.getHeader('content-length') ?? NaN);
+  return Math.max(0, Number.isFinite(announced) ? Math.min(body, announced) : body);
+}
+
+function logRequest(
+  deps: ProxyServerDeps,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  started: bigint,
+  socketBytes: number,
+): void {
   // Null until the request's first hook ran (a request the parser refused never gets one).
   const o = (req.outcome as Outcome | null) ?? { kind: 'other' };
   if (o.kind === 'other' && (req.url === '/healthz' || req.url === '/readyz')) return;
@@ -266,14 +295,15 @@ function logRequest(deps: ProxyServerDeps, req: FastifyRequest, reply: FastifyRe
   const source = o.source ?? 'none';
   deps.metrics.requests.inc({ kind: o.kind, source, status: String(status) });
   deps.metrics.duration.observe({ kind: o.kind, source }, durationMs / 1000);
-  if (complete && o.bytes) deps.metrics.bytesServed.inc({ source }, o.bytes);
+  const bytes = bodyBytesSent(req, reply, socketBytes);
+  if (o.source && bytes > 0) deps.metrics.bytesServed.inc({ source }, bytes);
   const line = {
     method: req.method,
     path: req.url.slice(0, 512),
     image: o.image,
     source: o.source,
     status,
-    bytes: o.bytes ?? 0,
+    bytes,
     durationMs: Math.round(durationMs * 10) / 10,
     ...(o.code ? { code: o.code } : {}),
     ...(complete ? {} : { aborted: true }),

@@ -1,11 +1,13 @@
 /**
  * The fill's own promises, driven with in-memory origin streams (the e2e suites drive it with
  * real registries): the last byte waits for verification, a mismatch is never committed, and
- * readers joining late or from an offset get exactly the bytes.
+ * readers joining late or from an offset get exactly the bytes. On a real full filesystem (a
+ * small tmpfs), a fill goes on for its readers without its spool and stores nothing.
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +15,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobFill, OriginBlob } from '../../src/cache/blob-fill.js';
 import { BlobFills, type BlobFillsOptions } from '../../src/cache/blob-fills.js';
+import { isDiskFull, SpoolError } from '../../src/cache/spool-writer.js';
 import { drain } from '../helpers/streams.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'blob-fill-'));
@@ -413,3 +416,138 @@ t.test('a fill of known size has a deadline: a trickling origin is cut, nothing 
   t.ok(trickle.destroyed, 'the origin stream is destroyed');
   t.same(readdirSync(dir), [], 'no spool file left');
 });
+
+/** A 64 KiB tmpfs for spool files, or why there is none. */
+const fullDir = mkdtempSync(join(tmpdir(), 'blob-fill-full-'));
+const cannotMount = ((): string | undefined => {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', fullDir], { stdio: 'pipe' });
+    t.teardown(() => {
+      // Lazily: a spool file a failed test left open would keep the mount busy.
+      execFileSync('umount', ['-l', fullDir]);
+      rmdirSync(fullDir);
+    });
+    return undefined;
+  } catch (err) {
+    rmdirSync(fullDir);
+    return `mounting a tmpfs is not permitted here: ${(err as Error).message.split('\n')[0]}`;
+  }
+})();
+
+/** Fills whose spool is the small tmpfs, recording commits and events. */
+function fullDiskFills() {
+  const commits: string[] = [];
+  const spoolFailures: Error[] = [];
+  const failures: Error[] = [];
+  const fills = new BlobFills({
+    tmpDir: fullDir,
+    store: { putBlobFile: async (_repo, d) => (commits.push(d), true) },
+    events: {
+      onSpoolFailed: (_f, err) => spoolFailures.push(err),
+      onFailed: (_f, err) => failures.push(err),
+    },
+  });
+  return { fills, commits, spoolFailures, failures };
+}
+
+t.test(
+  'a full spool: every reader still gets the whole verified blob, nothing is stored, reported once',
+  { skip: cannotMount ?? false },
+  async (t) => {
+    const { fills, commits, spoolFailures, failures } = fullDiskFills();
+    const origin = new PassThrough();
+    const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: blob.length, stream: origin }) });
+    await new Promise((r) => setImmediate(r));
+    origin.write(blob.subarray(0, 20_000));
+    await fill.started;
+    const whole = drain(fill.reader(0, undefined, { cancelWhenAbandoned: true }));
+    const tail = drain(fill.reader(250_000, undefined, { cancelWhenAbandoned: true }));
+    // Four times the disk, in chunks as an origin sends them.
+    for (let at = 20_000; at < blob.length; at += 16_384) origin.write(blob.subarray(at, at + 16_384));
+    origin.end();
+    const [w, tl] = await Promise.all([whole, tail]);
+    t.equal(w.err, undefined);
+    t.ok(w.bytes.equals(blob), 'the reader from 0 gets the whole blob');
+    t.ok(tl.bytes.equals(blob.subarray(250_000)), 'the reader from an offset gets its part');
+    t.equal(await fill.committed, false, 'nothing is committed');
+    t.same(commits, []);
+    t.equal(spoolFailures.length, 1, 'the spool failure is reported once for the fill');
+    t.ok(isDiskFull(spoolFailures[0]), `as disk full (${spoolFailures[0]?.message})`);
+    t.equal(failures.length, 1);
+    t.ok(fill.error instanceof SpoolError, 'the fill failed for its spool');
+    t.ok(fills.spoolUnavailable, 'new fills wait for the cool-down');
+    t.same(readdirSync(fullDir), [], 'no spool file left');
+  },
+);
+
+t.test(
+  'a full spool and bytes that do not match: the reader never gets the whole blob',
+  { skip: cannotMount ?? false },
+  async (t) => {
+    const { fills, commits } = fullDiskFills();
+    const wrong = Buffer.from(blob);
+    wrong[blob.length - 1] = 0;
+    const origin = new PassThrough();
+    const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: blob.length, stream: origin }) });
+    await new Promise((r) => setImmediate(r));
+    origin.write(wrong.subarray(0, 1000));
+    await fill.started;
+    const reading = drain(fill.reader(0, undefined, { cancelWhenAbandoned: true }));
+    origin.end(wrong.subarray(1000));
+    const { bytes, err } = await reading;
+    t.match(err?.message, /digest/, 'the reader fails');
+    t.ok(bytes.length < blob.length, `and got ${bytes.length} of ${blob.length} bytes`);
+    t.equal(await fill.committed, false);
+    t.same(commits, []);
+  },
+);
+
+t.test(
+  'a full spool and a reader that does not read: the origin is paused, then resumed as it reads',
+  { skip: cannotMount ?? false },
+  async (t) => {
+    const { fills } = fullDiskFills();
+    const big = Buffer.alloc(16 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4096) big.writeUInt32BE(i, i);
+    const bigDigest = `sha256:${createHash('sha256').update(big).digest('hex')}`;
+    let sent = 0;
+    const origin = new Readable({
+      highWaterMark: 64 * 1024,
+      read() {
+        const chunk = big.subarray(sent, sent + 64 * 1024);
+        sent += chunk.length;
+        this.push(chunk.length > 0 ? chunk : null);
+      },
+    });
+    const { fill } = fills.getOrStart('r/app', bigDigest, { open: async () => ({ size: big.length, stream: origin }) });
+    await fill.started;
+    const reader = fill.reader(0, undefined, { cancelWhenAbandoned: true });
+    const until = Date.now() + 30_000;
+    while (!(fill.error === undefined && origin.isPaused() && sent > 4 * 1024 * 1024)) {
+      if (Date.now() > until) throw new Error(`the origin was never paused (${sent} bytes read)`);
+      await sleep(5);
+    }
+    t.ok(sent < 6 * 1024 * 1024, `paused after ${sent} bytes: the spool's 64 KiB and about 4 MiB held`);
+    const { bytes, err } = await drain(reader);
+    t.equal(err, undefined);
+    t.ok(bytes.equals(big), 'then the whole blob as the reader reads');
+    t.equal(await fill.committed, false);
+  },
+);
+
+t.test(
+  'a full spool under a background completion alone: it stops at once, nothing held',
+  { skip: cannotMount ?? false },
+  async (t) => {
+    const { fills, spoolFailures } = fullDiskFills();
+    const origin = new PassThrough();
+    const { fill } = fills.getOrStart('r/app', digest, { open: async () => ({ size: blob.length, stream: origin }) });
+    fill.pin();
+    await new Promise((r) => setImmediate(r));
+    origin.write(blob.subarray(0, 200_000));
+    t.equal(await fill.committed, false);
+    t.ok(origin.destroyed, 'the origin stream is destroyed');
+    t.ok(isDiskFull(fill.error), `the fill failed: ${fill.error?.message}`);
+    t.equal(spoolFailures.length, 1);
+  },
+);

@@ -1,7 +1,8 @@
 /**
  * spoolStream on real files: every byte lands in order, chunks that arrive during a write go in
  * the next one, the source pauses while too much waits, and every way it can fail rejects (with
- * the source destroyed) instead of hanging.
+ * the source destroyed, or handed over when the caller takes it) instead of hanging. A short
+ * write is followed by the rest, whose error says why.
  */
 import t, { type Test } from 'tap';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -11,7 +12,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spoolStream, type SpoolWriterOptions } from '../../src/cache/spool-writer.js';
+import { isDiskFull, SpoolError, spoolStream, type SpoolWriterOptions } from '../../src/cache/spool-writer.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'spool-writer-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -208,4 +209,107 @@ t.test('a short write rejects: the file would have a hole', async (t) => {
   const done = spoolStream(source, short, recording().opts);
   source.write(bytes(100, 1));
   await t.rejects(done, { message: 'short: 99 of 100' });
+});
+
+/** A handle over a real file that writes at most `room` bytes in all, then fails with ENOSPC. */
+function filling(handle: FileHandle, room: number): { handle: FileHandle; calls: () => number } {
+  let left = room;
+  let calls = 0;
+  const wrapped = {
+    writev: async (bufs: Buffer[], pos: number) => {
+      calls++;
+      if (left === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+      // As write(2) on a filling disk: what fits, then the error on the next call.
+      const fits = Buffer.concat(bufs).subarray(0, left);
+      left -= fits.byteLength;
+      return handle.writev([fits], pos);
+    },
+  } as unknown as FileHandle;
+  return { handle: wrapped, calls: () => calls };
+}
+
+t.test('a short write is followed by a write of the rest, whose error says why (disk full)', async (t) => {
+  const real = await spoolFile(t);
+  const full = filling(real.handle, 150);
+  const source = new PassThrough();
+  const done = spoolStream(source, full.handle, recording().opts);
+  source.write(bytes(100, 1));
+  source.write(bytes(100, 2));
+  source.end();
+  await t.rejects(done, { message: 'failed: ENOSPC' }, 'the error of the write after the short one');
+  t.ok(full.calls() >= 2);
+  t.ok(readFileSync(real.path).equals(Buffer.concat([bytes(100, 1), bytes(100, 2)]).subarray(0, 150)));
+});
+
+t.test('a short write that the rest completes: every byte lands, reported once for the whole write', async (t) => {
+  const real = await spoolFile(t);
+  let calls = 0;
+  // Writes at most 30 bytes per call, as a kernel may.
+  const halting = {
+    writev: async (bufs: Buffer[], pos: number) => {
+      calls++;
+      return real.handle.writev([Buffer.concat(bufs).subarray(0, 30)], pos);
+    },
+  } as unknown as FileHandle;
+  const source = new PassThrough();
+  const { opts, writes } = recording();
+  const done = spoolStream(source, halting, opts);
+  source.end(bytes(100, 3));
+  t.equal(await done, 100);
+  t.ok(readFileSync(real.path).equals(bytes(100, 3)));
+  t.equal(calls, 4);
+  t.same(writes, [{ chunks: 1, length: 100 }]);
+});
+
+t.test('a failed write hands the source over when asked: the bytes not written, then the rest', async (t) => {
+  const real = await spoolFile(t);
+  const full = filling(real.handle, 150);
+  const source = new PassThrough();
+  let handed: { unwritten: Buffer[]; length: number; ended: boolean } | undefined;
+  const done = spoolStream(source, full.handle, {
+    ...recording().opts,
+    onWriteFailed: (_err, unwritten, length, ended) => {
+      handed = { unwritten, length, ended };
+      return true;
+    },
+  });
+  const sent = [bytes(100, 4), bytes(100, 5)];
+  source.write(sent[0]);
+  source.write(sent[1]);
+  await t.rejects(done, { message: 'failed: ENOSPC' });
+  t.notOk(source.destroyed, 'the source is not destroyed');
+  t.equal(handed?.length, 150, 'the file holds 150 bytes');
+  t.equal(handed?.ended, false);
+  t.equal(source.listenerCount('data'), 0, 'the writer no longer listens');
+  const after = bytes(100, 6);
+  source.end(after);
+  const rest: Buffer[] = [];
+  for await (const c of source) rest.push(c as Buffer);
+  const whole = Buffer.concat([readFileSync(real.path), ...(handed?.unwritten ?? []), ...rest]);
+  t.ok(
+    whole.equals(Buffer.concat([...sent, after])),
+    'file + unwritten + the rest of the source: every byte, in order',
+  );
+});
+
+t.test('a failed write that the caller does not take destroys the source as before', async (t) => {
+  const real = await spoolFile(t);
+  const source = new PassThrough();
+  const done = spoolStream(source, filling(real.handle, 0).handle, {
+    ...recording().opts,
+    onWriteFailed: () => false,
+  });
+  source.write(bytes(10, 7));
+  await t.rejects(done, { message: 'failed: ENOSPC' });
+  t.ok(source.destroyed);
+});
+
+t.test('isDiskFull: ENOSPC or EDQUOT, on the error or its cause', async (t) => {
+  const enospc = Object.assign(new Error('x'), { code: 'ENOSPC' });
+  t.ok(isDiskFull(enospc));
+  t.ok(isDiskFull(Object.assign(new Error('x'), { code: 'EDQUOT' })));
+  t.ok(isDiskFull(new SpoolError('spool write failed: ENOSPC', enospc)));
+  t.notOk(isDiskFull(new SpoolError('spool write stopped', undefined)));
+  t.notOk(isDiskFull(Object.assign(new Error('x'), { code: 'EIO' })));
+  t.notOk(isDiskFull(undefined));
 });
