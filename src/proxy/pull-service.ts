@@ -6,9 +6,11 @@
  * - Tags: the tag resolver (tag-resolver.ts): the cache while fresh, revalidated after, stale if
  *   the origin cannot confirm.
  * - Blobs: the blob source (blob-source.ts): the store, a shared fill, or straight from the origin.
- * - Private repositories (with an access gate, i.e. pod credentials): whatever is served from the
- *   cache, from another client's fetch or stale passes `access.authorize` first; every accepted
- *   answer from the origin is reported to `access.observe` (origin.ts). See src/access.
+ * - Private repositories (with an access gate, i.e. pod credentials): a client that is not the node
+ *   itself is admitted to public repositories only (`access.admit`, before anything is fetched);
+ *   whatever is served from the cache, from another client's fetch or stale passes
+ *   `access.authorize` first; every accepted answer from the origin is reported to
+ *   `access.observe` (origin.ts). See src/access.
  */
 import type { AccessGate } from '../access/access-control.js';
 import type { BlobFills } from '../cache/blob-fills.js';
@@ -90,6 +92,8 @@ export class PullService {
     accept?: ReadonlySet<string>,
   ): Promise<ManifestAnswer> {
     const ref = parseManifestReference(reference);
+    // A client that is not the node itself gets public repositories only, cached or not.
+    await this.access?.admit(t, 'manifest', reference, ctx);
     let answer: ManifestAnswer;
     if (ref.kind === 'digest') {
       answer = await this.manifestByDigest(t, ref.digest, ctx);
@@ -107,13 +111,14 @@ export class PullService {
     return answer;
   }
 
-  blob(
+  async blob(
     t: Target,
     digest: string,
     method: 'GET' | 'HEAD',
     range: RangeRequest,
     ctx: RequestContext,
   ): Promise<BlobAnswer> {
+    await this.access?.admit(t, 'blob', digest, ctx);
     return this.blobs.serve(t, digest, method, range, ctx);
   }
 

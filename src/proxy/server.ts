@@ -35,7 +35,6 @@ interface Outcome {
   kind: 'manifest' | 'blob' | 'other';
   image?: string;
   source?: Source;
-  bytes?: number;
   code?: string;
 }
 
@@ -46,6 +45,15 @@ declare module 'fastify' {
 }
 
 const NO_RANGE: RangeRequest = { kind: 'none' };
+
+/** Writes the request's log line when its answer ends, with the bytes the connection sent for it. */
+function logWhenClosed(deps: ProxyServerDeps, req: FastifyRequest, reply: FastifyReply): void {
+  const started = process.hrtime.bigint();
+  // The connection's count before this answer: what it gained by the end is what was sent.
+  const socket = req.raw.socket;
+  const before = socket.bytesWritten;
+  reply.raw.once('close', () => logRequest(deps, req, reply, started, socket.bytesWritten - before));
+}
 const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
 
 export function createProxyServer(deps: ProxyServerDeps) {
@@ -65,8 +73,7 @@ export function createProxyServer(deps: ProxyServerDeps) {
     frameworkErrors: (err, req: FastifyRequest, reply: FastifyReply) => {
       const oci = toOciError(err);
       req.outcome = { kind: 'other', code: oci.code };
-      const started = process.hrtime.bigint();
-      reply.raw.once('close', () => logRequest(deps, req, reply, started));
+      logWhenClosed(deps, req, reply);
       void reply.code(oci.status).headers(API_VERSION).type('application/json').send(JSON.stringify(oci.toJSON()));
     },
   });
@@ -74,11 +81,7 @@ export function createProxyServer(deps: ProxyServerDeps) {
 
   app.addHook('onRequest', async (req, reply) => {
     req.outcome = { kind: 'other' };
-    const started = process.hrtime.bigint();
-    // The connection's count before this answer: what it gained by the end is what was sent.
-    const socket = req.raw.socket;
-    const before = socket.bytesWritten;
-    reply.raw.once('close', () => logRequest(deps, req, reply, started, socket.bytesWritten - before));
+    logWhenClosed(deps, req, reply);
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
@@ -159,7 +162,6 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
     const accept = acceptedMediaTypes(headerValue(req.headers.accept));
     const { manifest, source } = await deps.pull.manifest(target, api.reference, ctx, accept);
     req.outcome.source = source;
-    req.outcome.bytes = method === 'GET' ? manifest.bytes.byteLength : 0;
     return reply
       .code(200)
       .headers({
@@ -190,7 +192,6 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
   } else if (answer.size !== undefined) {
     headers['content-length'] = String(answer.size);
   }
-  req.outcome.bytes = method === 'GET' ? Number(headers['content-length'] ?? 0) : 0;
   return reply
     .code(answer.range ? 206 : 200)
     .headers(headers)

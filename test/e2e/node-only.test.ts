@@ -164,8 +164,10 @@ t.test('private images to the node itself only', async (t) => {
   ];
 
   await t.test('the namespace cannot reach the private image before the node pulled it', async (t) => {
-    const r = await fromNamespace(`${path(HOST_ADDR, priv, 'team/app')}/manifests/v1`);
-    t.same([r.status, r.code, r.auth], [401, 'UNAUTHORIZED', undefined], 'the tag: refused, no challenge');
+    for (const [what, url] of privObjects(HOST_ADDR)) {
+      const r = await fromNamespace(url);
+      t.same([r.status, r.code, r.auth], [401, 'UNAUTHORIZED', undefined], `${what}: refused, no challenge`);
+    }
   });
 
   await t.test('the node gets the private image, at 127.0.0.1 and at its veth address', async (t) => {
