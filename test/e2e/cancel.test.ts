@@ -13,7 +13,7 @@ import { request } from 'undici';
 import { accessLog, Lab, type AccessEntry, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { drain } from '../helpers/streams.js';
-import { waitFor } from '../helpers/wait.js';
+import { eventually } from '../helpers/wait.js';
 
 const lab = new Lab('cancel');
 const dataDir = lab.tempDir('pt-cancel');
@@ -52,7 +52,7 @@ const spoolFiles = () => readdirSync(join(dataDir, 'tmp'));
 
 /** The origin's access log line of a blob GET: nginx writes it once the transfer is over. */
 function originGet(digest: string): Promise<AccessEntry> {
-  return waitFor(
+  return eventually(
     () => accessLog(join(lab.dir, 'slow', 'access.log')).find((e) => e.method === 'GET' && e.uri.includes(digest)),
     `the origin's log line for ${digest}`,
     60_000,
@@ -82,7 +82,7 @@ t.test('the last client leaving cancels the origin fetch; nothing is stored', as
   const entry = await originGet(layer);
   const size = (await proxy.store.statBlob(`127.0.0.1_${ORIGIN}/library/app`, layer))?.size;
   t.equal(size, undefined, 'the blob is not cached under any name');
-  const failed = await waitFor(
+  const failed = await eventually(
     () => proxy.logs().find((l) => l.msg === 'blob fill failed; nothing was cached' && l.digest === layer),
     'the fill to end',
   );
@@ -100,10 +100,10 @@ t.test('a client leaving while another reads: the other gets the whole verified 
   const staying = await request(slowUrl(layer));
   t.equal(staying.statusCode, 200);
   const stayingBody = drain(staying.body);
-  await waitFor(() => proxy.fills.get(slowRepo, layer), 'the fill to start');
+  await eventually(() => proxy.fills.get(slowRepo, layer), 'the fill to start');
   const received = await leaveAfter(slowUrl(layer), 100_000);
   t.ok(received >= 100_000, `the leaving client read part of the blob (${received} bytes)`);
-  const joined = await waitFor(
+  const joined = await eventually(
     () => proxy.logs().find((l) => l.msg === 'request' && l.source === 'shared-fetch' && l.aborted === true),
     'the leaving client to be logged',
   );
@@ -136,7 +136,7 @@ t.test(
     const { bytes, err } = await drain(res.body);
     t.ok(err, `the client sees the transfer break (${err?.message})`);
     t.ok(bytes.length < altered.length, `and never the complete body (${bytes.length} of ${altered.length} bytes)`);
-    const failed = await waitFor(
+    const failed = await eventually(
       () => proxy.logs().find((l) => l.msg === 'blob fill failed; nothing was cached' && l.digest === layer),
       'the fill to fail',
     );
@@ -150,7 +150,7 @@ t.test(
     const again = await request(url);
     await again.body.dump();
     t.not(again.statusCode, 200, `with the origin stopped the blob is not served (${again.statusCode}): not cached`);
-    const line = await waitFor(
+    const line = await eventually(
       () => proxy.logs().filter((l) => l.msg === 'request' && String(l.path).includes(hex))[1],
       'the second request to be logged',
     );

@@ -8,7 +8,7 @@ import t from 'tap';
 import { request } from 'undici';
 import { accessLog, Lab, type AccessEntry, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { waitFor } from '../helpers/wait.js';
+import { eventually } from '../helpers/wait.js';
 
 const lab = new Lab('persister');
 const ORIGIN = 15181;
@@ -56,7 +56,7 @@ let markers = 0;
 async function logSoFar(url: string, file: string): Promise<AccessEntry[]> {
   const marker = `marker-${++markers}`;
   await (await request(`${url}/v2/?${marker}`)).body.dump();
-  return waitFor(() => {
+  return eventually(() => {
     const log = accessLog(file);
     return log.some((e) => e.uri.endsWith(marker)) ? log : undefined;
   }, `the marker ${marker} in ${file}`);
@@ -67,7 +67,9 @@ t.test(
   async (t) => {
     const proxy = await proxyWith('image', ['--insecure-registries', `127.0.0.1:${FRONT}`]);
     const front = await lab.logproxy('front', FRONT, originUrl);
-    const res = await request(`${proxy.url}/v2/library/app/manifests/v1?ns=127.0.0.1%3A${FRONT}`);
+    const res = await request(`${proxy.url}/v2/library/app/manifests/v1?ns=127.0.0.1%3A${FRONT}`, {
+      headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+    });
     await res.body.dump();
     t.equal(res.statusCode, 200, 'the client got the manifest, nothing else');
     await proxy.settle();
@@ -127,7 +129,9 @@ t.test(
     const amd64 = await child('amd64');
     const arm64 = await child('arm64');
 
-    const res = await request(`${proxy.url}/v2/library/multi/manifests/v1?ns=127.0.0.1%3A${FRONT_MULTI}`);
+    const res = await request(`${proxy.url}/v2/library/multi/manifests/v1?ns=127.0.0.1%3A${FRONT_MULTI}`, {
+      headers: { accept: 'application/vnd.oci.image.index.v1+json' },
+    });
     await res.body.dump();
     t.equal(res.statusCode, 200, 'the client got the index, nothing else');
     await proxy.settle();

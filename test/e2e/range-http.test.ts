@@ -14,7 +14,7 @@ import { request } from 'undici';
 import { accessLog, Lab, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { drain } from '../helpers/streams.js';
-import { waitFor } from '../helpers/wait.js';
+import { eventually } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 const lab = new Lab('range-http');
@@ -73,7 +73,7 @@ t.test('bytes=N- on a cached blob: 206, the tail, its Content-Range and Content-
   t.equal(res.headers['content-length'], String(whole.length - n));
   t.notOk(err, 'the body ends cleanly');
   t.ok(bytes.equals(whole.subarray(n)), 'the bytes from N to the end');
-  const line = await waitFor(
+  const line = await eventually(
     () => proxy.logs().find((l) => l.msg === 'request' && l.status === 206),
     'the request log line of the range',
   );
@@ -97,7 +97,7 @@ t.test('bytes=N- on a fill in progress: 206 from the shared fetch, the tail once
   const full = await request(url);
   t.equal(full.statusCode, 200, 'a first client starts the fill');
   const fullBody = drain(full.body);
-  const fill = await waitFor(() => proxy.fills.get(repo, layer), 'the fill to start');
+  const fill = await eventually(() => proxy.fills.get(repo, layer), 'the fill to start');
   const n = Math.floor(whole.length / 2) + 7;
   t.ok(fill.written < n, `the fill has not reached N yet (${fill.written} of ${whole.length} bytes)`);
 
@@ -109,7 +109,7 @@ t.test('bytes=N- on a fill in progress: 206 from the shared fetch, the tail once
   t.notOk(err, 'the body ends cleanly');
   t.ok(bytes.equals(whole.subarray(n)), 'the bytes from N to the end');
   t.equal(sha((await fullBody).bytes), layer, 'the first client gets the whole blob');
-  const line = await waitFor(
+  const line = await eventually(
     () => proxy.logs().find((l) => l.msg === 'request' && l.status === 206 && String(l.path).includes(`${SLOW}`)),
     'the request log line of the range',
   );
@@ -140,7 +140,7 @@ t.test('containerd whose link drops mid-blob resumes with Range through the prox
   await lab.hostsToml(node.hostsDir, `127.0.0.1:${ORIGIN}`, originUrl, [`http://127.0.0.1:${LINK}`]);
   const pulling = lab.criPull('node', `127.0.0.1:${ORIGIN}/library/resumed:v1`, ['--timeout', '120']);
 
-  await waitFor(() => ingested('node') > 512 * 1024, 'containerd to be half a MiB into the layer', 60_000);
+  await eventually(() => ingested('node') > 512 * 1024, 'containerd to be half a MiB into the layer', 60_000);
   const master = Number(readFileSync(join(lab.dir, 'link', 'nginx.pid'), 'utf8'));
   const workers = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(/\s+/).map(Number);
   t.equal(workers.length, 1, 'one nginx worker carries the link');

@@ -9,7 +9,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { accessLog, Lab, type AccessEntry, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { waitFor } from '../helpers/wait.js';
+import { eventually } from '../helpers/wait.js';
+import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 
 const lab = new Lab('revalidate');
 const dataDir = lab.tempDir('pt-revalidate');
@@ -43,7 +44,7 @@ t.before(async () => {
     `${TTL_MS}ms`,
   ]);
   for (const tag of TAGS) {
-    const res = await request(manifestUrl(tag));
+    const res = await request(manifestUrl(tag), { headers: { accept: MANIFEST_ACCEPT } });
     await res.body.dump();
     if (res.statusCode !== 200) throw new Error(`first pull of ${tag}: ${res.statusCode}`);
   }
@@ -58,7 +59,7 @@ async function originLogSoFar(): Promise<AccessEntry[]> {
   const marker = `marker-${++markers}`;
   const res = await request(`${frontUrl}/v2/?${marker}`);
   await res.body.dump();
-  return waitFor(() => {
+  return eventually(() => {
     const log = accessLog(frontLog);
     return log.some((e) => e.uri.endsWith(marker)) ? log : undefined;
   }, `the marker ${marker} in the origin log`);
@@ -88,7 +89,7 @@ function manifestRequests(log: AccessEntry[], from: number, tag: string) {
 }
 
 async function pull(tag: string): Promise<{ status: number; digest: unknown }> {
-  const res = await request(manifestUrl(tag));
+  const res = await request(manifestUrl(tag), { headers: { accept: MANIFEST_ACCEPT } });
   await res.body.dump();
   return { status: res.statusCode, digest: res.headers['docker-content-digest'] };
 }
@@ -102,7 +103,7 @@ t.test('after the TTL, one pull: one HEAD at the origin, no GET of the unchanged
   const { heads, gets } = manifestRequests(await originLogSoFar(), from, 'v1');
   t.equal(heads.length, 1, `exactly one HEAD revalidated the tag (${heads.length})`);
   t.equal(gets.length, 0, 'and the manifest was not fetched again');
-  await waitFor(
+  await eventually(
     async () => ((await proxy.store.getTag(repo, 'v1'))?.confirmedAt ?? 0) > confirmed,
     'the stored tag confirmed anew',
   );

@@ -120,7 +120,12 @@ t.test('pullthrough proxy --kubeconfig --node-name, shipped defaults, /metrics, 
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-  await eventually(() => lines().some((l) => l.msg === 'pullthrough proxy ready') || child.exitCode !== null, 'ready');
+  // Starting through tsx compiles the sources first: most of a minute on a loaded 2-core machine.
+  await eventually(
+    () => lines().some((l) => l.msg === 'pullthrough proxy ready') || child.exitCode !== null,
+    'ready',
+    120_000,
+  );
   t.equal(child.exitCode, null, `it started (${err.slice(0, 500)})`);
   const ready = lines().find((l) => l.msg === 'pullthrough proxy ready');
   t.match(ready?.podCredentials, { node: NODE }, 'with pod credentials for its node');

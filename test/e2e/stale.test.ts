@@ -8,7 +8,8 @@ import t from 'tap';
 import { request } from 'undici';
 import { Lab, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { waitFor } from '../helpers/wait.js';
+import { eventually } from '../helpers/wait.js';
+import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 
 const lab = new Lab('stale');
 const dataDir = lab.tempDir('pt-stale');
@@ -58,9 +59,9 @@ interface Pull {
 
 async function pullTag(): Promise<Pull> {
   const seen = proxy.logs().filter((l) => l.msg === 'request').length;
-  const res = await request(`${proxy.url}${url}`);
+  const res = await request(`${proxy.url}${url}`, { headers: { accept: MANIFEST_ACCEPT } });
   const text = await res.body.text();
-  const lines = await waitFor(() => {
+  const lines = await eventually(() => {
     const all = proxy.logs().filter((l) => l.msg === 'request');
     return all.length > seen ? all : undefined;
   }, 'the request log line');

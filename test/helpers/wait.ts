@@ -1,10 +1,10 @@
 /**
- * Waiting on an event a test cannot subscribe to (a log line written, a fill started): polls until
- * the check holds, and fails with what it waited for once the deadline passes.
+ * Waiting on an event a test cannot subscribe to (a log line written, a fill started, an informer
+ * synced): polls until the check holds, and fails with what it waited for once the deadline passes.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export async function waitFor<T>(
+export async function eventually<T>(
   check: () => T | Promise<T>,
   what: string,
   timeoutMs = 30_000,

@@ -1,23 +1,10 @@
 /** Shared builders for the kube tests: pods, pull secrets, a capturing logger, a running NodeKube. */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { FakeApiServer, writeKubeconfig, type RecordedRequest } from '../fake-apiserver/index.js';
 import { createKubeClient, startPodCredentials, type KubeLogger, type NodeKube } from '../../src/kube/index.js';
 
 export const NODE = 'node-a';
 
-/**
- * Polls until `check` returns a truthy value, and fails with `what` when `timeoutMs` passes first:
- * a condition that never comes names itself instead of waiting out tap's file timeout.
- */
-export async function eventually<T>(check: () => T | Promise<T>, what: string, timeoutMs = 30_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
+export { eventually } from '../helpers/wait.js';
 
 /**
  * A list or a watch of secrets, cluster-wide or in one namespace (the collection path, `?watch`, or
