@@ -68,8 +68,8 @@ async function originLogSoFar(): Promise<AccessEntry[]> {
 /** Lets every stored tag's TTL pass (the proxy counts from when the origin last confirmed it). */
 async function ttlPassed(): Promise<void> {
   for (const tag of TAGS) {
-    const rec = await proxy.store.getTag(repo, tag);
-    if (!rec) throw new Error(`tag ${tag} is not stored`);
+    // The tag is written after the client's answer, behind the manifest it points to.
+    const rec = await eventually(() => proxy.store.getTag(repo, tag), `tag ${tag} stored`);
     await sleep(Math.max(0, rec.confirmedAt + TTL_MS + 50 - Date.now()));
   }
 }

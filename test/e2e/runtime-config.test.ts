@@ -125,7 +125,9 @@ t.test('pullthrough proxy --kubeconfig --node-name, shipped defaults, /metrics, 
     () => lines().some((l) => l.msg === 'pullthrough proxy ready') || child.exitCode !== null,
     'ready',
     120_000,
-  );
+  ).catch((e: unknown) => {
+    throw new Error(`${String(e)}\nstdout: ${out.slice(-2000)}\nstderr: ${err.slice(-2000)}`);
+  });
   t.equal(child.exitCode, null, `it started (${err.slice(0, 500)})`);
   const ready = lines().find((l) => l.msg === 'pullthrough proxy ready');
   t.match(ready?.podCredentials, { node: NODE }, 'with pod credentials for its node');
@@ -142,7 +144,13 @@ t.test('pullthrough proxy --kubeconfig --node-name, shipped defaults, /metrics, 
   const base = `http://127.0.0.1:${CHILD}`;
   // The pod's secret is the only credential for the Basic origin: the informer must have it.
   await eventually(
-    async () => (await fetch(`${base}/v2/${enc(basic)}/team/app/manifests/v1`, { method: 'HEAD' })).status === 200,
+    async () =>
+      (
+        await fetch(`${base}/v2/${enc(basic)}/team/app/manifests/v1`, {
+          method: 'HEAD',
+          headers: { accept: MANIFEST_ACCEPT },
+        })
+      ).status === 200,
     'the private manifest served',
   );
   t.same(await pullOver(base, basic, 'team/app', basicImage), [], 'a private image, with the pod secret');
