@@ -87,3 +87,4 @@ export function startPodCredentials(options: NodeKubeOptions): NodeKube {
   };
 }
 export { createWebhookKubeApi } from './webhook-kube-api.js';
+export { LeaderElector, type LeaderElectionOptions, type LeaseApi, type LeadFunction } from './leader-election.js';
