@@ -68,7 +68,7 @@ const soleLeader = (list: Candidate[], not?: Candidate): Promise<Candidate> =>
   eventually(() => {
     const l = leaders(list);
     return l.length === 1 && l[0] !== not ? l[0] : undefined;
-  }, 'one leader') as Promise<Candidate>;
+  }, 'one leader');
 
 /** No two candidates' leadership spans overlap. */
 function overlaps(list: Candidate[]): string[] {
