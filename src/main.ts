@@ -7,6 +7,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
+import { runControllerCommand } from './cli/controller.js';
 import { runDecode, runEncode } from './cli/encode.js';
 import { runNodeSetupCommand } from './cli/node-setup.js';
 import { runProxy } from './cli/proxy.js';
@@ -27,6 +28,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runProxy(rest);
       case 'webhook':
         return await runWebhookCommand(rest);
+      case 'controller':
+        return await runControllerCommand(rest);
       case 'node-setup':
         return await runNodeSetupCommand(rest);
       case 'encode':

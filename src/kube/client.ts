@@ -21,6 +21,9 @@ export interface KubeClient {
   readonly config: k8s.KubeConfig;
   readonly core: k8s.CoreV1Api;
   readonly admission: k8s.AdmissionregistrationV1Api;
+  readonly coordination: k8s.CoordinationV1Api;
+  readonly customObjects: k8s.CustomObjectsApi;
+  readonly events: k8s.EventsV1Api;
   /** The API server address, for log lines. */
   readonly server: string;
   readonly requestTimeoutMs: number;
@@ -70,6 +73,9 @@ export function createKubeClient(options: KubeClientOptions = {}): KubeClient {
     config,
     core: new k8s.CoreV1Api(configuration),
     admission: new k8s.AdmissionregistrationV1Api(configuration),
+    coordination: new k8s.CoordinationV1Api(configuration),
+    customObjects: new k8s.CustomObjectsApi(configuration),
+    events: new k8s.EventsV1Api(configuration),
     server: cluster.server,
     requestTimeoutMs,
   };

@@ -27,9 +27,10 @@ export {
 export { describeKubeError, type KubeFailure } from './errors.js';
 export type { KubeLogger } from './logger.js';
 export { silentLogger } from './logger.js';
-export { NodePodInformer, type PodInformerOptions } from './pod-informer.js';
+export { NodePodInformer, PodInformer, type PodInformerOptions, type PodSink } from './pod-informer.js';
+export { PodUsageFeed, type PodUsageTarget } from './pod-usage-feed.js';
 export { PodIndex } from './pod-index.js';
-export { podImages, isLoopbackRegistry, type ProxyRegistryTest } from './pod-images.js';
+export { podImages, podImageReferences, isLoopbackRegistry, type ProxyRegistryTest } from './pod-images.js';
 export {
   PodCredentials,
   type PodCredentialLookup,
@@ -87,3 +88,4 @@ export function startPodCredentials(options: NodeKubeOptions): NodeKube {
   };
 }
 export { createWebhookKubeApi } from './webhook-kube-api.js';
+export { LeaderElector, type LeaderElectionOptions, type LeaseApi, type LeadFunction } from './leader-election.js';

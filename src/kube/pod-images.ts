@@ -6,7 +6,7 @@
  */
 import type * as k8s from '@kubernetes/client-node';
 import { decodeImage } from '../oci/encoding.js';
-import { normalizeRegistry, parseReference, parseRegistryHost } from '../oci/reference.js';
+import { formatReference, normalizeRegistry, parseReference, parseRegistryHost } from '../oci/reference.js';
 import { ORIGINAL_IMAGES_ANNOTATION } from '../webhook/policy.js';
 import type { ImageRepository } from './types.js';
 
@@ -67,4 +67,36 @@ export function podImages(pod: k8s.V1Pod, isProxy: ProxyRegistryTest = isLoopbac
   for (const c of containers) if (typeof c.image === 'string') fromImage(c.image, isProxy, out);
   for (const image of annotatedOriginals(pod)) fromImage(image, isProxy, out);
   return [...out.values()];
+}
+
+/**
+ * The images a pod uses as the origin names them, each fully qualified (`docker.io/library/nginx:
+ * latest`): rewritten images decoded back, the webhook's recorded originals, the rest as written.
+ */
+export function podImageReferences(pod: k8s.V1Pod, isProxy: ProxyRegistryTest = isLoopbackRegistry): string[] {
+  const out = new Set<string>();
+  const spec = pod.spec;
+  const containers = [
+    ...(spec?.containers ?? []),
+    ...(spec?.initContainers ?? []),
+    ...(spec?.ephemeralContainers ?? []),
+  ];
+  const images = [
+    ...containers.flatMap((c) => (typeof c.image === 'string' ? [c.image] : [])),
+    ...annotatedOriginals(pod),
+  ];
+  for (const image of images) {
+    try {
+      const ref = parseReference(image);
+      if (!isProxy(ref.registry)) {
+        out.add(formatReference(ref));
+        continue;
+      }
+      const d = decodeImage(image);
+      if (d.ok) out.add(formatReference(d.value));
+    } catch {
+      // A garbled image names nothing the cache could hold.
+    }
+  }
+  return [...out].sort();
 }

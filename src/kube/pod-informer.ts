@@ -1,7 +1,8 @@
 /**
- * The pods scheduled to this node (`fieldSelector=spec.nodeName=<node>`), listed and watched with
- * client-node's ListWatch and kept in a PodIndex. It never blocks startup: `start` returns at once,
- * failures are retried with capped exponential backoff, and the index keeps its last known content
+ * Pods listed and watched with client-node's ListWatch and handed to a sink: the pods scheduled to
+ * one node (`fieldSelector=spec.nodeName=<node>`, kept in a PodIndex: NodePodInformer) or every pod
+ * in the cluster (the controller's usage book). It never blocks startup: `start` returns at once,
+ * failures are retried with capped exponential backoff, and the sink keeps its last known content
  * while the API server is away (a 410 on resume makes ListWatch relist and drop what vanished).
  */
 import * as k8s from '@kubernetes/client-node';
@@ -12,9 +13,16 @@ import { silentLogger, type KubeLogger } from './logger.js';
 import { PodIndex } from './pod-index.js';
 import type { ProxyRegistryTest } from './pod-images.js';
 
+/** Where pod changes go. */
+export interface PodSink {
+  upsert(pod: k8s.V1Pod): void;
+  remove(pod: k8s.V1Pod): void;
+}
+
 export interface PodInformerOptions {
   readonly client: KubeClient;
-  readonly nodeName: string;
+  /** Only the pods of this node; every pod when unset. */
+  readonly nodeName?: string;
   readonly logger?: KubeLogger;
   readonly isProxyRegistry?: ProxyRegistryTest;
   /** Retry delays after a failed list or watch. Default 500 ms doubling to 30 s. */
@@ -22,9 +30,8 @@ export interface PodInformerOptions {
   readonly watch?: Partial<WatchDeadlines>;
 }
 
-export class NodePodInformer {
-  readonly index: PodIndex;
-  readonly nodeName: string;
+export class PodInformer {
+  readonly nodeName: string | undefined;
   private readonly informer: k8s.ListWatch<k8s.V1Pod>;
   private readonly watcher: DeadlineWatch;
   private readonly log: KubeLogger;
@@ -36,9 +43,8 @@ export class NodePodInformer {
   private syncedOnce = false;
   private readonly syncWaiters: (() => void)[] = [];
 
-  constructor(options: PodInformerOptions) {
+  constructor(options: Omit<PodInformerOptions, 'isProxyRegistry'>, sink: PodSink) {
     this.nodeName = options.nodeName;
-    this.index = new PodIndex(options.isProxyRegistry);
     this.log = options.logger ?? silentLogger;
     this.backoff = options.backoff ?? { initialMs: 500, maxMs: 30_000 };
     this.delay = this.backoff.initialMs;
@@ -50,17 +56,17 @@ export class NodePodInformer {
       timeoutSeconds,
     };
     this.watcher = new DeadlineWatch(options.client.config, deadlines, () => this.healthy());
-    const fieldSelector = `spec.nodeName=${options.nodeName}`;
+    const fieldSelector = options.nodeName === undefined ? undefined : `spec.nodeName=${options.nodeName}`;
     const core = options.client.core;
     const list = async (): Promise<k8s.V1PodList> => {
-      const pods = await core.listPodForAllNamespaces({ fieldSelector });
+      const pods = await core.listPodForAllNamespaces(fieldSelector === undefined ? {} : { fieldSelector });
       this.listed(pods.items.length);
       return pods;
     };
     this.informer = new k8s.ListWatch<k8s.V1Pod>('/api/v1/pods', this.watcher, list, false, undefined, fieldSelector);
-    this.informer.on(k8s.ADD, (pod) => this.index.upsert(pod));
-    this.informer.on(k8s.UPDATE, (pod) => this.index.upsert(pod));
-    this.informer.on(k8s.DELETE, (pod) => this.index.remove(pod));
+    this.informer.on(k8s.ADD, (pod) => sink.upsert(pod));
+    this.informer.on(k8s.UPDATE, (pod) => sink.upsert(pod));
+    this.informer.on(k8s.DELETE, (pod) => sink.remove(pod));
     this.informer.on(k8s.ERROR, (err) => this.failed(err));
   }
 
@@ -101,7 +107,7 @@ export class NodePodInformer {
   private listed(count: number): void {
     const first = !this.syncedOnce;
     this.healthy();
-    this.log.debug({ node: this.nodeName, pods: count }, 'listed pods on this node');
+    this.log.debug({ node: this.nodeName ?? '(all)', pods: count }, 'listed pods');
     // ListWatch indexes the items after this function's promise settles; let it finish first.
     if (first) {
       setImmediate(() => {
@@ -112,7 +118,7 @@ export class NodePodInformer {
   }
 
   private healthy(): void {
-    if (this.failing) this.log.info({ node: this.nodeName }, 'pod watch recovered');
+    if (this.failing) this.log.info({ node: this.nodeName ?? '(all)' }, 'pod watch recovered');
     this.failing = false;
     this.delay = this.backoff.initialMs;
   }
@@ -121,18 +127,31 @@ export class NodePodInformer {
     if (!this.running) return;
     const f = describeKubeError(err);
     const fields = {
-      node: this.nodeName,
+      node: this.nodeName ?? '(all)',
       reason: f.reason,
       ...(f.code !== undefined ? { status: f.code } : {}),
       retryInMs: this.delay,
     };
     // One warning per outage, not one per retry.
-    if (!this.failing) this.log.warn(fields, 'pod list/watch failed; pod credentials may be stale until it recovers');
+    if (!this.failing)
+      this.log.warn(fields, 'pod list/watch failed; what is known of pods may be stale until it recovers');
     else this.log.debug(fields, 'pod list/watch still failing');
     this.failing = true;
     clearTimeout(this.retry);
     this.retry = setTimeout(() => this.attempt(), this.delay);
     this.retry.unref();
     this.delay = Math.min(this.backoff.maxMs, this.delay * 2);
+  }
+}
+
+/** The pods scheduled to one node, by the origin repositories they use. */
+export class NodePodInformer extends PodInformer {
+  readonly index: PodIndex;
+  declare readonly nodeName: string;
+
+  constructor(options: PodInformerOptions & { readonly nodeName: string }) {
+    const index = new PodIndex(options.isProxyRegistry);
+    super(options, index);
+    this.index = index;
   }
 }

@@ -1,7 +1,9 @@
 /**
  * The resources the fake API server knows, and how a URL path maps onto them. Only what
- * pullthrough talks to: pods, secrets and serviceaccounts (core/v1, namespaced) and
- * mutatingwebhookconfigurations (admissionregistration.k8s.io/v1, cluster-scoped).
+ * pullthrough talks to: pods, secrets, serviceaccounts and events (core/v1, namespaced), events
+ * (events.k8s.io/v1), leases (coordination.k8s.io/v1), mutatingwebhookconfigurations
+ * (admissionregistration.k8s.io/v1, cluster-scoped) and the cachedimages custom resource
+ * (pullthrough.dev/v1alpha1, cluster-scoped, with a status subresource).
  */
 export interface ResourceType {
   /** Plural, as in the URL. */
@@ -9,12 +11,28 @@ export interface ResourceType {
   readonly kind: string;
   readonly apiVersion: string;
   readonly namespaced: boolean;
+  /**
+   * Status is written only through `/status` (as for a CRD with `subresources.status`): writes to
+   * the object keep the stored status, writes to `/status` keep everything else, and
+   * `metadata.generation` counts changes to everything but metadata and status.
+   */
+  readonly statusSubresource?: boolean;
 }
 
 export const RESOURCES: readonly ResourceType[] = [
   { resource: 'pods', kind: 'Pod', apiVersion: 'v1', namespaced: true },
   { resource: 'secrets', kind: 'Secret', apiVersion: 'v1', namespaced: true },
   { resource: 'serviceaccounts', kind: 'ServiceAccount', apiVersion: 'v1', namespaced: true },
+  { resource: 'events', kind: 'Event', apiVersion: 'v1', namespaced: true },
+  { resource: 'events', kind: 'Event', apiVersion: 'events.k8s.io/v1', namespaced: true },
+  { resource: 'leases', kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', namespaced: true },
+  {
+    resource: 'cachedimages',
+    kind: 'CachedImage',
+    apiVersion: 'pullthrough.dev/v1alpha1',
+    namespaced: false,
+    statusSubresource: true,
+  },
   {
     resource: 'mutatingwebhookconfigurations',
     kind: 'MutatingWebhookConfiguration',
@@ -23,6 +41,7 @@ export const RESOURCES: readonly ResourceType[] = [
   },
 ];
 
+/** By kind or plural; `Event` is the core/v1 one (the first listed). */
 export function resourceByKind(kind: string): ResourceType | undefined {
   return RESOURCES.find((r) => r.kind === kind || r.resource === kind);
 }
@@ -32,11 +51,13 @@ export interface ParsedPath {
   /** Undefined for a cluster-wide list/watch of a namespaced resource, or a cluster-scoped one. */
   readonly namespace?: string;
   readonly name?: string;
+  /** `status` for `.../{name}/status` of a type with a status subresource. */
+  readonly subresource?: 'status';
 }
 
 /**
- * `/api/v1[/namespaces/{ns}]/{resource}[/{name}]` and
- * `/apis/{group}/{version}[/namespaces/{ns}]/{resource}[/{name}]`.
+ * `/api/v1[/namespaces/{ns}]/{resource}[/{name}[/status]]` and
+ * `/apis/{group}/{version}[/namespaces/{ns}]/{resource}[/{name}[/status]]`.
  */
 export function parsePath(pathname: string): ParsedPath | undefined {
   const parts = pathname
@@ -59,12 +80,18 @@ export function parsePath(pathname: string): ParsedPath | undefined {
     namespace = rest[1];
     rest = rest.slice(2);
   }
-  const [resource, name, ...more] = rest;
+  const [resource, name, sub, ...more] = rest;
   if (resource === undefined || more.length > 0) return undefined;
   const type = RESOURCES.find((r) => r.resource === resource && r.apiVersion === apiVersion);
   if (!type) return undefined;
+  if (sub !== undefined && (sub !== 'status' || type.statusSubresource !== true)) return undefined;
   if (namespace !== undefined && !type.namespaced) return undefined;
   // A namespaced resource read by name needs its namespace.
   if (name !== undefined && type.namespaced && namespace === undefined) return undefined;
-  return { type, ...(namespace !== undefined ? { namespace } : {}), ...(name !== undefined ? { name } : {}) };
+  return {
+    type,
+    ...(namespace !== undefined ? { namespace } : {}),
+    ...(name !== undefined ? { name } : {}),
+    ...(sub !== undefined ? { subresource: 'status' as const } : {}),
+  };
 }

@@ -18,7 +18,7 @@ import { jsonPatch, mergePatch, PatchError } from './patch.js';
 import { parsePath, resourceByKind, type ParsedPath, type ResourceType } from './resources.js';
 import { matchesFields, matchesLabels, parseSelector, type Requirement } from './selectors.js';
 import { expired, notFound, status, type StatusBody } from './status.js';
-import { ApiError, Store, type KubeObject, type StoredEvent } from './store.js';
+import { ApiError, Store, typeKey, type KubeObject, type StoredEvent, type WritePart } from './store.js';
 
 export interface FakeApiServerOptions {
   /** When set, every request must carry `Authorization: Bearer <token>`. */
@@ -47,8 +47,11 @@ interface OpenWatch {
 }
 
 // The usual kinds, spelled out; any other is accepted too.
-// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents
-type Kind = 'Pod' | 'Secret' | 'ServiceAccount' | 'MutatingWebhookConfiguration' | string;
+type Kind =
+  // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents
+  'Pod' | 'Secret' | 'ServiceAccount' | 'Event' | 'Lease' | 'CachedImage' | 'MutatingWebhookConfiguration' | string;
+
+const part = (target: ParsedPath): WritePart => (target.subresource === 'status' ? 'status' : 'object');
 
 export class FakeApiServer {
   readonly store = new Store();
@@ -269,7 +272,12 @@ export class FakeApiServer {
         if (method === 'GET' && watch) return this.watch(req, res, target, fields, labels, query);
         if (method === 'GET') return this.list(res, target, fields, labels);
         if (method === 'POST') {
-          const created = this.store.create(target.type, (await this.body(req)) as KubeObject, target.namespace);
+          const created = this.store.create(
+            target.type,
+            (await this.body(req)) as KubeObject,
+            target.namespace,
+            'object',
+          );
           return this.send(res, 201, created);
         }
         return this.send(res, 405, status(405, 'MethodNotAllowed', `${method} is not supported here`));
@@ -288,11 +296,13 @@ export class FakeApiServer {
               status(400, 'BadRequest', 'the name of the object does not match the name on the URL'),
             );
           }
-          return this.send(res, 200, this.store.replace(target.type, body, target.namespace));
+          return this.send(res, 200, this.store.replace(target.type, body, target.namespace, part(target)));
         }
         case 'PATCH':
           return this.send(res, 200, await this.patch(req, target, target.name));
         case 'DELETE':
+          if (target.subresource)
+            return this.send(res, 405, status(405, 'MethodNotAllowed', 'DELETE is not supported on status'));
           return this.send(res, 200, this.store.delete(target.type, target.namespace, target.name));
         default:
           return this.send(res, 405, status(405, 'MethodNotAllowed', `${method} is not supported here`));
@@ -334,7 +344,7 @@ export class FakeApiServer {
     }
     if (patched.metadata?.name !== name)
       throw new ApiError(status(422, 'Invalid', 'metadata.name: Invalid value: field is immutable'));
-    return this.store.replace(target.type, patched, target.namespace);
+    return this.store.replace(target.type, patched, target.namespace, part(target));
   }
 
   private selected(
@@ -392,7 +402,7 @@ export class FakeApiServer {
     }
     const w: OpenWatch = { res, type: target.type, bookmarks: query.allowWatchBookmarks === 'true', sent: from ?? 0 };
     const deliver = (e: StoredEvent): void => {
-      if (e.resource !== target.type.resource) return;
+      if (e.resource !== typeKey(target.type)) return;
       const now = this.selected(e.object, target, fields, labels);
       const before = e.previous !== undefined && this.selected(e.previous, target, fields, labels);
       let type: string | undefined;

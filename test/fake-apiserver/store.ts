@@ -30,11 +30,25 @@ export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
 export interface StoredEvent {
   readonly rv: number;
+  /** `apiVersion/plural`: events of core/v1 and events.k8s.io/v1 are kept apart. */
   readonly resource: string;
   readonly type: EventType;
   readonly object: KubeObject;
   /** The object before a MODIFIED, so a filtered watch can turn it into ADDED or DELETED. */
   readonly previous?: KubeObject;
+}
+
+/**
+ * Which part of an object a write may change, for types with a status subresource: `object`
+ * (the resource's own path: status is kept), `status` (the `/status` path: only status changes),
+ * `all` (test control).
+ */
+export type WritePart = 'object' | 'status' | 'all';
+
+/** Everything but metadata and status, as JSON: what `metadata.generation` counts changes of. */
+function specOf(o: KubeObject): string {
+  const { metadata: _m, status: _s, ...rest } = o;
+  return JSON.stringify(rest);
 }
 
 export class ApiError extends Error {
@@ -44,6 +58,8 @@ export class ApiError extends Error {
 }
 
 const key = (namespace: string | undefined, name: string): string => `${namespace ?? ''}/${name}`;
+
+export const typeKey = (type: ResourceType): string => `${type.apiVersion}/${type.resource}`;
 
 export class Store {
   /** Starts above zero: "0" means "any version" to the API, never a real one. */
@@ -62,8 +78,8 @@ export class Store {
   }
 
   private table(type: ResourceType): Map<string, KubeObject> {
-    let t = this.objects.get(type.resource);
-    if (!t) this.objects.set(type.resource, (t = new Map<string, KubeObject>()));
+    let t = this.objects.get(typeKey(type));
+    if (!t) this.objects.set(typeKey(type), (t = new Map<string, KubeObject>()));
     return t;
   }
 
@@ -78,9 +94,14 @@ export class Store {
       .map((o) => structuredClone(o));
   }
 
-  create(type: ResourceType, input: KubeObject, namespace?: string): KubeObject {
+  create(type: ResourceType, input: KubeObject, namespace?: string, part: WritePart = 'all'): KubeObject {
     const obj = this.normalise(type, input, namespace);
     const meta = obj.metadata as ObjectMeta;
+    if (type.statusSubresource) {
+      // A create through the API drops the status, as for any CRD with a status subresource.
+      if (part !== 'all') delete obj.status;
+      meta.generation = 1;
+    }
     if (!meta.name && meta.generateName) meta.name = `${meta.generateName}${randomUUID().slice(0, 5)}`;
     if (!meta.name)
       throw new ApiError(status(422, 'Invalid', `${type.kind} is invalid: metadata.name: Required value`));
@@ -92,17 +113,26 @@ export class Store {
   }
 
   /** A PUT: the object must exist; a resourceVersion in the body must be the current one. */
-  replace(type: ResourceType, input: KubeObject, namespace?: string): KubeObject {
-    const obj = this.normalise(type, input, namespace);
-    const meta = obj.metadata as ObjectMeta;
-    const name = meta.name ?? '';
-    const current = this.table(type).get(key(meta.namespace, name));
+  replace(type: ResourceType, input: KubeObject, namespace?: string, part: WritePart = 'all'): KubeObject {
+    let obj = this.normalise(type, input, namespace);
+    const name = obj.metadata?.name ?? '';
+    const current = this.table(type).get(key(obj.metadata?.namespace, name));
     if (!current) throw new ApiError(notFound(type.kind, name));
-    if (meta.resourceVersion && meta.resourceVersion !== current.metadata?.resourceVersion) {
-      throw new ApiError(conflict(type.kind, name));
+    const rv = obj.metadata?.resourceVersion;
+    if (rv && rv !== current.metadata?.resourceVersion) throw new ApiError(conflict(type.kind, name));
+    if (type.statusSubresource && part === 'status') {
+      obj = { ...structuredClone(current), status: obj.status };
+    } else if (type.statusSubresource && part === 'object') {
+      obj = { ...obj, status: structuredClone(current.status) };
+      if (obj.status === undefined) delete obj.status;
     }
+    const meta = obj.metadata as ObjectMeta;
     meta.uid = current.metadata?.uid;
     meta.creationTimestamp = current.metadata?.creationTimestamp;
+    if (type.statusSubresource) {
+      const generation = Number(current.metadata?.generation ?? 1);
+      meta.generation = specOf(obj) === specOf(current) ? generation : generation + 1;
+    }
     return this.commit(type, 'MODIFIED', obj, current);
   }
 
@@ -124,7 +154,7 @@ export class Store {
     this.rv++;
     const gone = structuredClone(current);
     (gone.metadata as ObjectMeta).resourceVersion = String(this.rv);
-    this.emit({ rv: this.rv, resource: type.resource, type: 'DELETED', object: gone });
+    this.emit({ rv: this.rv, resource: typeKey(type), type: 'DELETED', object: gone });
     return gone;
   }
 
@@ -178,7 +208,7 @@ export class Store {
     this.table(type).set(key(meta.namespace, meta.name ?? ''), obj);
     this.emit({
       rv: this.rv,
-      resource: type.resource,
+      resource: typeKey(type),
       type: eventType,
       object: structuredClone(obj),
       ...(previous ? { previous } : {}),

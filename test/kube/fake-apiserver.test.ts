@@ -131,6 +131,109 @@ t.test('mutatingwebhookconfigurations: get, json-patch, merge-patch', async (t) 
   t.equal(api.count('/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/pullthrough', 'PATCH'), 3);
 });
 
+t.test('cachedimages: status only through /status, generation counts spec changes, conflicts', async (t) => {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  const co = (await client(api)).makeApiClient(k8s.CustomObjectsApi);
+  const ref = { group: 'pullthrough.dev', version: 'v1alpha1', plural: 'cachedimages' };
+  const created = (await co.createClusterCustomObject({
+    ...ref,
+    body: {
+      apiVersion: 'pullthrough.dev/v1alpha1',
+      kind: 'CachedImage',
+      metadata: { name: 'nginx-1' },
+      spec: { image: 'docker.io/library/nginx:1' },
+      status: { phase: 'Cached' },
+    },
+  })) as { metadata: { resourceVersion: string; generation: number }; status?: unknown };
+  t.equal(created.status, undefined, 'a create drops the status');
+  t.equal(created.metadata.generation, 1);
+
+  const statusPatched = (await co.patchClusterCustomObjectStatus(
+    { ...ref, name: 'nginx-1', body: { status: { phase: 'Caching' }, spec: { image: 'ignored' } } },
+    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+  )) as { spec: { image: string }; status: { phase: string }; metadata: { generation: number } };
+  t.equal(statusPatched.status.phase, 'Caching');
+  t.equal(statusPatched.spec.image, 'docker.io/library/nginx:1', '/status leaves the spec alone');
+  t.equal(statusPatched.metadata.generation, 1, 'a status write is not a new generation');
+
+  const specPatched = (await co.patchClusterCustomObject(
+    { ...ref, name: 'nginx-1', body: { spec: { retain: true }, status: { phase: 'Failed' } } },
+    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+  )) as { spec: { retain: boolean }; status: { phase: string }; metadata: { generation: number } };
+  t.equal(specPatched.spec.retain, true);
+  t.equal(specPatched.status.phase, 'Caching', 'a write to the object leaves the status alone');
+  t.equal(specPatched.metadata.generation, 2);
+
+  const stale = co.replaceClusterCustomObjectStatus({
+    ...ref,
+    name: 'nginx-1',
+    body: { ...specPatched, metadata: { ...specPatched.metadata, resourceVersion: created.metadata.resourceVersion } },
+  });
+  await t.rejects(stale, { code: 409 }, 'a status write from an old resourceVersion conflicts');
+
+  const listed = (await co.listClusterCustomObject(ref)) as { items: { metadata: { name: string } }[] };
+  t.same(
+    listed.items.map((i) => i.metadata.name),
+    ['nginx-1'],
+  );
+  t.equal(api.count('/apis/pullthrough.dev/v1alpha1/cachedimages/nginx-1/status', 'PATCH'), 1);
+});
+
+t.test('leases: create, optimistic replace, 409 for the loser', async (t) => {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  const coord = (await client(api)).makeApiClient(k8s.CoordinationV1Api);
+  const lease = await coord.createNamespacedLease({
+    namespace: 'pt',
+    body: { metadata: { name: 'controller' }, spec: { holderIdentity: 'a', leaseDurationSeconds: 15 } },
+  });
+  const b = await coord.replaceNamespacedLease({
+    namespace: 'pt',
+    name: 'controller',
+    body: { metadata: lease.metadata, spec: { leaseDurationSeconds: 15, holderIdentity: 'b' } },
+  });
+  t.equal(b.spec?.holderIdentity, 'b');
+  await t.rejects(
+    coord.replaceNamespacedLease({
+      namespace: 'pt',
+      name: 'controller',
+      body: { metadata: lease.metadata, spec: { leaseDurationSeconds: 15, holderIdentity: 'c' } },
+    }),
+    { code: 409 },
+  );
+  t.equal((await coord.readNamespacedLease({ namespace: 'pt', name: 'controller' })).spec?.holderIdentity, 'b');
+});
+
+t.test('events: core/v1 and events.k8s.io/v1 are created and listed apart', async (t) => {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  const kc = await client(api);
+  await kc.makeApiClient(k8s.CoreV1Api).createNamespacedEvent({
+    namespace: 'default',
+    body: {
+      metadata: { name: 'p.1' },
+      involvedObject: { kind: 'Pod', namespace: 'default', name: 'p' },
+      reason: 'Pulled',
+      message: 'served stale',
+    },
+  });
+  await kc.makeApiClient(k8s.EventsV1Api).createNamespacedEvent({
+    namespace: 'default',
+    body: { metadata: { name: 'ci.1' }, eventTime: new k8s.V1MicroTime(), reason: 'Cached', action: 'Cache' },
+  });
+  const core = await kc.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace: 'default' });
+  t.same(
+    core.items.map((e) => e.reason),
+    ['Pulled'],
+  );
+  const events = await kc.makeApiClient(k8s.EventsV1Api).listNamespacedEvent({ namespace: 'default' });
+  t.same(
+    events.items.map((e) => e.reason),
+    ['Cached'],
+  );
+});
+
 t.test('stop and restart on the same port keep the state', async (t) => {
   const api = await FakeApiServer.start();
   t.teardown(() => api.close());

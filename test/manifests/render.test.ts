@@ -191,6 +191,43 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   }
 });
 
+t.test(
+  'the controller: two replicas on a Lease, RBAC for what it calls',
+  { skip: bin ? false : 'kubectl is not installed' },
+  async (t) => {
+    const objs = render('.');
+    const deploy = find(objs, 'Deployment', 'pullthrough-controller');
+    t.equal(deploy.spec.replicas, 2);
+    const pod = deploy.spec.template.spec;
+    t.equal(pod.serviceAccountName, 'pullthrough-controller');
+    t.same(pod.containers[0].args, ['controller']);
+    const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
+    t.equal(env.POD_NAME, 'metadata.name', 'each replica its own Lease identity');
+    const rules = (kind: string, name: string) =>
+      find(objs, kind, name).rules.map((r: any) => [r.apiGroups[0], r.resources[0], r.resourceNames, r.verbs]);
+    t.same(rules('ClusterRole', 'pullthrough-controller'), [
+      ['', 'pods', undefined, ['list', 'watch']],
+      ['pullthrough.dev', 'cachedimages', undefined, ['get', 'list', 'watch', 'create']],
+      ['pullthrough.dev', 'cachedimages/status', undefined, ['patch', 'update']],
+    ]);
+    t.same(rules('Role', 'pullthrough-controller'), [
+      ['coordination.k8s.io', 'leases', undefined, ['create']],
+      ['coordination.k8s.io', 'leases', ['pullthrough-controller'], ['get', 'update']],
+    ]);
+    const binding = find(objs, 'RoleBinding', 'pullthrough-controller');
+    t.equal(binding.metadata.namespace, 'pullthrough', 'the Lease lives in the install namespace');
+    t.notOk(
+      objs.some(
+        (o) =>
+          (o.kind === 'RoleBinding' || o.kind === 'ClusterRoleBinding') &&
+          o.subjects?.some((s: any) => s.name === 'pullthrough-controller') &&
+          o.roleRef.name !== 'pullthrough-controller',
+      ),
+      'bound to its own roles only',
+    );
+  },
+);
+
 t.test('overlays change what they say', { skip: bin ? false : 'kubectl is not installed' }, async (t) => {
   const s3 = render('overlays/s3-registry');
   t.notOk(

@@ -1,0 +1,107 @@
+/**
+ * `pullthrough controller` settings: every flag has a PULLTHROUGH_* environment variable (flags
+ * win). The identity defaults to the pod's name (POD_NAME from the downward API), so two replicas
+ * never share one.
+ */
+import { hostname } from 'node:os';
+import { ConfigError, helpText, parseDuration, parseFlags, valueOf, type FlagSpec } from './flags.js';
+
+export interface ControllerConfig {
+  readonly kubeconfig?: string;
+  /** Where the Lease lives. */
+  readonly namespace: string;
+  readonly leaseName: string;
+  readonly identity: string;
+  readonly leaseDurationMs: number;
+  readonly renewDeadlineMs: number;
+  readonly retryPeriodMs: number;
+  readonly expireAfterMs: number;
+  readonly statusWritesPerSecond: number;
+  /** Between passes over what changed. */
+  readonly syncIntervalMs: number;
+  readonly logLevel: string;
+}
+
+export const controllerFlags: readonly FlagSpec[] = [
+  { name: 'kubeconfig', kind: 'string', arg: 'FILE', help: 'A kubeconfig file; in-cluster configuration without it.' },
+  {
+    name: 'namespace',
+    kind: 'string',
+    arg: 'NS',
+    help: "The namespace of the leader-election Lease (default: POD_NAMESPACE, else 'pullthrough').",
+  },
+  { name: 'lease-name', kind: 'string', arg: 'NAME', default: 'pullthrough-controller', help: 'The Lease.' },
+  {
+    name: 'identity',
+    kind: 'string',
+    arg: 'NAME',
+    help: 'This replica in the Lease (default: POD_NAME, else the host name).',
+  },
+  { name: 'lease-duration', kind: 'duration', default: '15s', help: 'How long a silent leader keeps the Lease.' },
+  { name: 'renew-deadline', kind: 'duration', default: '10s', help: 'A leader that cannot renew for this long stops.' },
+  { name: 'retry-period', kind: 'duration', default: '2s', help: 'Between attempts to acquire or renew the Lease.' },
+  {
+    name: 'expire-after',
+    kind: 'duration',
+    default: '30d',
+    help: 'An image no pod has used for this long, not retained, is shown as Expiring.',
+  },
+  {
+    name: 'status-writes-per-second',
+    kind: 'string',
+    arg: 'N',
+    default: '5',
+    help: 'CachedImage creates and status writes per second, at most.',
+  },
+  { name: 'sync-interval', kind: 'duration', default: '1s', help: 'Between passes over the images whose use changed.' },
+  { name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'pino level.' },
+];
+
+export const CONTROLLER_HELP = helpText(
+  [
+    'Usage: pullthrough controller [flags]',
+    '',
+    'Keeps a CachedImage for every image pods use (usedBy, lastUsed, Expiring); one leader at a time',
+    'on a Lease.',
+  ].join('\n'),
+  controllerFlags,
+);
+
+export type ParsedControllerArgs = { help: true } | { help: false; config: ControllerConfig };
+
+export function parseControllerConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): ParsedControllerArgs {
+  const { values: v, help } = parseFlags(controllerFlags, argv, env, { emptyEnvIsUnset: true });
+  if (help) return { help: true };
+  const duration = (name: string): number => parseDuration(name, valueOf(v, name));
+  const leaseDurationMs = duration('lease-duration');
+  const renewDeadlineMs = duration('renew-deadline');
+  if (renewDeadlineMs >= leaseDurationMs)
+    throw new ConfigError('--renew-deadline must be shorter than --lease-duration');
+  const writes = Number(valueOf(v, 'status-writes-per-second'));
+  if (!Number.isFinite(writes) || writes <= 0) {
+    throw new ConfigError(
+      `--status-writes-per-second: ${JSON.stringify(v['status-writes-per-second'])} is not a positive number`,
+    );
+  }
+  const identity = (v.identity ?? (env.POD_NAME || hostname())).trim();
+  if (identity === '') throw new ConfigError('--identity: empty');
+  return {
+    help: false,
+    config: {
+      ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}),
+      namespace: v.namespace ?? (env.POD_NAMESPACE || 'pullthrough'),
+      leaseName: valueOf(v, 'lease-name'),
+      identity,
+      leaseDurationMs,
+      renewDeadlineMs,
+      retryPeriodMs: duration('retry-period'),
+      expireAfterMs: duration('expire-after'),
+      statusWritesPerSecond: writes,
+      syncIntervalMs: duration('sync-interval'),
+      logLevel: valueOf(v, 'log-level'),
+    },
+  };
+}

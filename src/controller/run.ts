@@ -1,0 +1,104 @@
+/**
+ * `pullthrough controller`: every replica watches the cluster's pods into its usage book, so a new
+ * leader starts warm; only the leader on the Lease writes CachedImages. The leader's work restarts
+ * from what the objects say (the writer's `start`) each time it takes over, and keeps retrying
+ * while the API server is away instead of leading without writing.
+ */
+import type { ControllerConfig } from '../config/controller.js';
+import { createCachedImageApi, type CachedImageApi } from '../kube/cached-images.js';
+import type { KubeClient } from '../kube/client.js';
+import { describeKubeError } from '../kube/errors.js';
+import { LeaderElector } from '../kube/leader-election.js';
+import type { KubeLogger } from '../kube/logger.js';
+import { PodInformer } from '../kube/pod-informer.js';
+import { PodUsageFeed } from '../kube/pod-usage-feed.js';
+import { UsageBook } from './usage-book.js';
+import { UsageWriter } from './usage-writer.js';
+
+export interface ControllerDeps {
+  readonly client: KubeClient;
+  readonly log: KubeLogger;
+  /** Instead of the CachedImage calls over `client`. */
+  readonly cachedImages?: CachedImageApi;
+}
+
+export interface RunningController {
+  readonly book: UsageBook;
+  isLeader(): boolean;
+  /** Creates and status writes this replica made. */
+  writes(): number;
+  /** Images waiting for a write while leading; undefined while not leading. */
+  backlog(): number | undefined;
+  /** Stops leading (handing the Lease back) and watching. */
+  close(): Promise<void>;
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+
+export function runController(config: ControllerConfig, deps: ControllerDeps): RunningController {
+  const { client, log } = deps;
+  const book = new UsageBook();
+  const informer = new PodInformer({ client, logger: log }, new PodUsageFeed(book));
+  informer.start();
+  const api = deps.cachedImages ?? createCachedImageApi(client);
+  const elector = new LeaderElector({
+    api: client.coordination,
+    namespace: config.namespace,
+    name: config.leaseName,
+    identity: config.identity,
+    leaseDurationMs: config.leaseDurationMs,
+    renewDeadlineMs: config.renewDeadlineMs,
+    retryPeriodMs: config.retryPeriodMs,
+    log,
+  });
+  let writes = 0;
+  let current: UsageWriter | undefined;
+  const stop = new AbortController();
+  const lead = async (leading: AbortSignal): Promise<void> => {
+    // Until the first list, the book knows no pod: writing then would empty every usedBy.
+    await Promise.race([informer.whenSynced(), sleep(2 ** 31 - 1, leading)]);
+    const writer = new UsageWriter({
+      api,
+      book,
+      log,
+      writesPerSecond: config.statusWritesPerSecond,
+      expireAfterMs: config.expireAfterMs,
+    });
+    current = writer;
+    const before = writes;
+    let started = false;
+    while (!leading.aborted) {
+      try {
+        if (!started) await writer.start();
+        started = true;
+        await writer.pass();
+      } catch (err) {
+        log.warn({ err: describeKubeError(err) }, 'reading CachedImages failed; retrying');
+      }
+      writes = before + writer.writeCount;
+      await sleep(config.syncIntervalMs, leading);
+    }
+    current = undefined;
+  };
+  const done = elector.run(stop.signal, lead);
+  return {
+    book,
+    isLeader: () => elector.isLeader,
+    writes: () => writes,
+    backlog: () => current?.backlog,
+    async close() {
+      stop.abort();
+      await done;
+      await informer.stop();
+    },
+  };
+}
