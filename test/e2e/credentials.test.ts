@@ -232,7 +232,12 @@ t.test('the API server stopped: public images still pulled; the proxy starts wit
   const pubBefore = registryRequests(pubDir).length;
   const cached = await pull(proxied(pub, 'library/pub'));
   t.ok(cached.image_ref, `public, from the cache: ${JSON.stringify(cached)}`);
-  t.equal(registryRequests(pubDir).length, pubBefore, 'a cached public image costs no origin request');
+  // At most the public re-check: one anonymous HEAD once the record is older than --auth-ttl.
+  const made = registryRequests(pubDir).slice(pubBefore);
+  t.ok(
+    made.length <= 1 && made.every((q) => q.method === 'HEAD'),
+    `a cached public image costs no origin GET, at most one HEAD: ${JSON.stringify(made)}`,
+  );
   const fresh = await pull(proxied(pub, 'library/pub2'));
   t.ok(fresh.image_ref, `public, from the origin: ${JSON.stringify(fresh)}`);
   await new Promise((r) => setTimeout(r, AUTH_TTL_MS + 100));

@@ -67,6 +67,9 @@ export class FakeApiServer {
   private constructor(private readonly options: FakeApiServerOptions) {
     this.expiredWatch = options.expiredWatch ?? 'event';
     this.server = createServer((req, res) => void this.handle(req, res));
+    // Longer than any client's idle keep-alive (undici: 4 s), as kube-apiserver's is: a server
+    // closing an idle connection just as a loaded client reuses it fails that request.
+    this.server.keepAliveTimeout = 65_000;
   }
 
   static async start(options: FakeApiServerOptions = {}): Promise<FakeApiServer> {
