@@ -36,7 +36,7 @@ const bin = kubectl();
 interface Obj {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
+  metadata: { name: string; namespace?: string; annotations?: Record<string, string>; labels?: Record<string, string> };
   [k: string]: any;
 }
 
@@ -352,7 +352,7 @@ t.test(
     );
     t.ok(find(op, 'PrometheusRule', 'pullthrough').spec.groups.length > 0);
     const dashboard = find(op, 'ConfigMap', 'pullthrough-dashboard');
-    t.equal(dashboard.metadata.labels.grafana_dashboard, '1', "labelled for Grafana's dashboard sidecar");
+    t.equal(dashboard.metadata.labels?.grafana_dashboard, '1', "labelled for Grafana's dashboard sidecar");
     t.ok(JSON.parse(dashboard.data['pullthrough.json']).panels.length > 0, 'holds the dashboard JSON');
   },
 );
