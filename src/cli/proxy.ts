@@ -29,6 +29,7 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
     ...(collectYoung ? { collectYoung } : {}),
     ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}),
   });
+  proxy.metrics.trackVolume(config.dataDir);
   const metricsServer = config.metricsListen
     ? startMetricsServer(proxy.metrics.registry, config.metricsListen, log)
     : undefined;

@@ -3,7 +3,7 @@
  * (request kind, source, status, operation, outcome, reason): image names, tags, digests and pod
  * names stay in logs, where cardinality costs nothing. docs/observability.md is the catalogue.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statfsSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The version in package.json, which sits two folders up from both src/observability and dist/observability. */
@@ -126,6 +126,41 @@ export class ProxyMetrics {
 
   trackFills(provider: () => number): void {
     this.fillsProvider = provider;
+  }
+
+  private volumeDir: string | undefined;
+  /** Read at scrape time; without a directory (or when it cannot be read) no sample. */
+  private volume(): { size: number; free: number } | undefined {
+    if (this.volumeDir === undefined) return undefined;
+    try {
+      const s = statfsSync(this.volumeDir);
+      return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
+    } catch {
+      return undefined;
+    }
+  }
+  readonly volumeSize: Gauge = new Gauge({
+    name: 'pullthrough_data_volume_size_bytes',
+    help: 'Size of the volume holding --data-dir (the spool, and the embedded store).',
+    registers: [this.registry],
+    collect: (): void => {
+      const v = this.volume();
+      if (v) this.volumeSize.set(v.size);
+    },
+  });
+  readonly volumeFree: Gauge = new Gauge({
+    name: 'pullthrough_data_volume_free_bytes',
+    help: 'Bytes of the --data-dir volume this process may still write.',
+    registers: [this.registry],
+    collect: (): void => {
+      const v = this.volume();
+      if (v) this.volumeFree.set(v.free);
+    },
+  });
+
+  /** The --data-dir whose volume the two volume gauges report. */
+  trackVolume(dir: string): void {
+    this.volumeDir = dir;
   }
 
   constructor(opts: { defaults?: boolean } = {}) {

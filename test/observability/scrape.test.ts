@@ -88,7 +88,9 @@ const scrapes: Record<string, string> = {};
 t.before(async () => {
   await lab.registry('origin', ORIGIN);
   await lab.image(`127.0.0.1:${ORIGIN}`, 'library/app', 'v1', ['--layers', '2']);
-  proxy = await startProxy(['--data-dir', lab.tempDir('pt-scrape'), '--insecure-registries', `127.0.0.1:${ORIGIN}`]);
+  const dataDir = lab.tempDir('pt-scrape');
+  proxy = await startProxy(['--data-dir', dataDir, '--insecure-registries', `127.0.0.1:${ORIGIN}`]);
+  proxy.metrics.trackVolume(dataDir); // as runProxy does
   servers.push(startMetricsServer(proxy.metrics.registry, { host: '127.0.0.1', port: PROXY_METRICS }, log));
   await pull();
   await pull();
@@ -176,6 +178,7 @@ t.test('each component serves /metrics in a format promtool accepts', { skip: pr
     /pullthrough_served_bytes_total\{source="cache"\} [1-9]/,
     'the second pull hit the cache',
   );
+  t.match(scrapes['node-proxy'], /^pullthrough_data_volume_free_bytes [1-9]/m, 'free space of the data volume');
   t.match(scrapes.controller, /pullthrough_controller_leader 1/);
   t.match(scrapes.controller, /pullthrough_controller_writes_total [1-9]/);
   t.notMatch(Object.values(scrapes).join('\n'), /app:v2|nginx|library\/app|sha256:/, 'no image names or digests');
