@@ -4,6 +4,8 @@
  */
 import { CONTROLLER_HELP, parseControllerConfig } from '../config/controller.js';
 import { createLogger } from '../observability/logger.js';
+import { startMetricsServer } from '../observability/metrics-server.js';
+import { ControllerMetrics } from '../observability/metrics.js';
 import { untilSignal } from './usage.js';
 
 export async function runControllerCommand(argv: readonly string[]): Promise<number> {
@@ -18,8 +20,18 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   const { runController } = await import('../controller/run.js');
   const client = createKubeClient(config.kubeconfig !== undefined ? { kubeconfig: config.kubeconfig } : {});
   const running = runController(config, { client, log });
+  const metrics = new ControllerMetrics({
+    isLeader: () => running.isLeader(),
+    writes: () => running.writes(),
+    backlog: () => running.backlog(),
+    images: () => running.book.images().length,
+  });
+  const metricsServer = config.metricsListen
+    ? startMetricsServer(metrics.registry, config.metricsListen, log)
+    : undefined;
   log.info({ identity: config.identity, lease: `${config.namespace}/${config.leaseName}` }, 'controller started');
   log.info({ signal: await untilSignal() }, 'shutting down');
+  metricsServer?.close();
   await running.close();
   return 0;
 }

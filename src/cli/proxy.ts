@@ -29,7 +29,10 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
     ...(collectYoung ? { collectYoung } : {}),
     ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}),
   });
-  const metricsServer = config.metricsListen ? startMetricsServer(proxy.metrics, config.metricsListen, log) : undefined;
+  proxy.metrics.trackVolume(config.dataDir);
+  const metricsServer = config.metricsListen
+    ? startMetricsServer(proxy.metrics.registry, config.metricsListen, log)
+    : undefined;
   await proxy.app.listen({ host: config.listen.host, port: config.listen.port });
   log.info(
     {

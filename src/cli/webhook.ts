@@ -5,6 +5,8 @@
  */
 import { parseWebhookConfig, WEBHOOK_HELP } from '../config/webhook.js';
 import { createLogger } from '../observability/logger.js';
+import { startMetricsServer } from '../observability/metrics-server.js';
+import { WebhookMetrics } from '../observability/metrics.js';
 import type { WebhookKubeApi } from '../webhook/index.js';
 import { untilSignal } from './usage.js';
 
@@ -21,8 +23,13 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
     const { createKubeClient, createWebhookKubeApi } = await import('../kube/index.js');
     kubeApi = createWebhookKubeApi(createKubeClient({}));
   }
-  const running = await runWebhook(parsed.config, { ...(kubeApi ? { kubeApi } : {}), logger: log });
+  const metrics = new WebhookMetrics();
+  const { metricsListen } = parsed.config;
+  // Before the certificates: a webhook stuck waiting for them still answers Prometheus.
+  const metricsServer = metricsListen ? startMetricsServer(metrics.registry, metricsListen, log) : undefined;
+  const running = await runWebhook(parsed.config, { ...(kubeApi ? { kubeApi } : {}), logger: log, metrics });
   log.info({ signal: await untilSignal() }, 'shutting down');
+  metricsServer?.close();
   await running.close();
   return 0;
 }

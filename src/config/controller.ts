@@ -4,7 +4,7 @@
  * never share one.
  */
 import { hostname } from 'node:os';
-import { ConfigError, helpText, parseDuration, parseFlags, valueOf, type FlagSpec } from './flags.js';
+import { ConfigError, helpText, parseDuration, parseFlags, parseHostPort, valueOf, type FlagSpec } from './flags.js';
 
 export interface ControllerConfig {
   readonly kubeconfig?: string;
@@ -20,6 +20,8 @@ export interface ControllerConfig {
   /** Between passes over what changed. */
   readonly syncIntervalMs: number;
   readonly logLevel: string;
+  /** Plain-HTTP /metrics; undefined: off. */
+  readonly metricsListen?: { host: string; port: number };
 }
 
 export const controllerFlags: readonly FlagSpec[] = [
@@ -55,6 +57,13 @@ export const controllerFlags: readonly FlagSpec[] = [
   },
   { name: 'sync-interval', kind: 'duration', default: '1s', help: 'Between passes over the images whose use changed.' },
   { name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'pino level.' },
+  {
+    name: 'metrics-listen',
+    kind: 'string',
+    arg: 'HOST:PORT',
+    default: '0.0.0.0:7440',
+    help: 'Where Prometheus /metrics is served (leader, writes, backlog); empty disables it.',
+  },
 ];
 
 export const CONTROLLER_HELP = helpText(
@@ -102,6 +111,7 @@ export function parseControllerConfig(
       statusWritesPerSecond: writes,
       syncIntervalMs: duration('sync-interval'),
       logLevel: valueOf(v, 'log-level'),
+      ...(v['metrics-listen'] ? { metricsListen: parseHostPort('metrics-listen', v['metrics-listen']) } : {}),
     },
   };
 }

@@ -30,6 +30,8 @@ export interface WebhookConfig {
   certCheckIntervalSeconds: number;
   maxBodyBytes: number;
   logLevel: string;
+  /** Plain-HTTP /metrics; undefined: off. */
+  metricsListen?: { host: string; port: number };
 }
 
 export const webhookFlags: readonly FlagSpec[] = [
@@ -133,6 +135,15 @@ export const webhookFlags: readonly FlagSpec[] = [
     help: 'Largest AdmissionReview accepted.',
   },
   { name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'pino level.' },
+  {
+    name: 'metrics-listen',
+    kind: 'string',
+    arg: 'HOST:PORT',
+    default: '0.0.0.0:7440',
+    help:
+      'Where Prometheus /metrics is served on plain HTTP (admission counts and latency, no image names); ' +
+      'empty disables it.',
+  },
 ];
 
 export const WEBHOOK_HELP = helpText(
@@ -151,6 +162,8 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
   const { values: v, repeated, help } = parseFlags(webhookFlags, argv, env, { emptyEnvIsUnset: true });
   if (help) return { help: true };
   const listen = hostPort('listen', v.listen);
+  // Read raw: with emptyEnvIsUnset an empty variable keeps the default, an empty flag turns it off.
+  const metricsListen = v['metrics-listen'] ? hostPort('metrics-listen', v['metrics-listen']) : undefined;
   const tlsCertFile = v['tls-cert'];
   const tlsKeyFile = v['tls-key'];
   if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) {
@@ -189,6 +202,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       certCheckIntervalSeconds: positiveInt(v, 'cert-check-interval'),
       maxBodyBytes: positiveInt(v, 'max-body-bytes'),
       logLevel: valueOf(v, 'log-level'),
+      ...(metricsListen ? { metricsListen } : {}),
     },
   };
 }

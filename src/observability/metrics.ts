@@ -1,8 +1,44 @@
 /**
- * Prometheus metrics. Labels are bounded sets (request kind, source, status class, operation):
- * image names and registries stay in logs, where cardinality costs nothing.
+ * Prometheus metrics of every component (proxy, webhook, controller). Labels are bounded sets
+ * (request kind, source, status, operation, outcome, reason): image names, tags, digests and pod
+ * names stay in logs, where cardinality costs nothing. docs/observability.md is the catalogue.
  */
+import { readFileSync, statfsSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The version in package.json, which sits two folders up from both src/observability and dist/observability. */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version?: unknown;
+    };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * Process metrics under the pullthrough_ prefix and `pullthrough_build_info`, which every
+ * component exports so a dashboard can tell versions apart during a rollout.
+ */
+function registerCommon(registry: Registry, defaults: boolean): void {
+  new Gauge({
+    name: 'pullthrough_build_info',
+    // No component label: the scrape's target labels say which component answered.
+    help: 'Always 1; the labels say which version runs, on which Node.js.',
+    labelNames: ['version', 'nodejs'] as const,
+    registers: [registry],
+  }).set({ version: packageVersion(), nodejs: process.version }, 1);
+  if (!defaults) return;
+  collectDefaultMetrics({ register: registry, prefix: 'pullthrough_' });
+  // prom-client exports these totals as gauges named `_total`, which the exposition format
+  // reserves for counters (`promtool check metrics` rejects the scrape); the per-type gauges
+  // without the suffix carry the same numbers.
+  for (const kind of ['handles', 'requests', 'resources']) {
+    registry.removeSingleMetric(`pullthrough_nodejs_active_${kind}_total`);
+  }
+}
 
 export class ProxyMetrics {
   readonly registry = new Registry();
@@ -48,10 +84,20 @@ export class ProxyMetrics {
     labelNames: ['where'] as const,
     registers: [this.registry],
   });
-  readonly staleServed = new Counter({
+  /**
+   * Derived from the requests answered from the `stale` source, which only the tag resolver's
+   * stale-if-error path produces, so the two can never disagree.
+   */
+  readonly staleServed: Counter = new Counter({
     name: 'pullthrough_stale_tags_served_total',
     help: 'Tags served from the cache because the origin could not confirm them.',
     registers: [this.registry],
+    collect: async (): Promise<void> => {
+      const { values } = await this.requests.get();
+      const served = values.filter((v) => v.labels.source === 'stale').reduce((sum, v) => sum + v.value, 0);
+      this.staleServed.reset();
+      this.staleServed.inc(served);
+    },
   });
   readonly accessRefusals = new Counter({
     name: 'pullthrough_access_refusals_total',
@@ -82,15 +128,133 @@ export class ProxyMetrics {
     this.fillsProvider = provider;
   }
 
-  constructor(opts: { defaults?: boolean } = {}) {
-    if (opts.defaults !== false) {
-      collectDefaultMetrics({ register: this.registry, prefix: 'pullthrough_' });
-      // prom-client exports these totals as gauges named `_total`, which the exposition format
-      // reserves for counters (`promtool check metrics` rejects the scrape); the per-type gauges
-      // without the suffix carry the same numbers.
-      for (const kind of ['handles', 'requests', 'resources']) {
-        this.registry.removeSingleMetric(`pullthrough_nodejs_active_${kind}_total`);
-      }
+  private volumeDir: string | undefined;
+  /** Read at scrape time; without a directory (or when it cannot be read) no sample. */
+  private volume(): { size: number; free: number } | undefined {
+    if (this.volumeDir === undefined) return undefined;
+    try {
+      const s = statfsSync(this.volumeDir);
+      return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
+    } catch {
+      return undefined;
     }
+  }
+  readonly volumeSize: Gauge = new Gauge({
+    name: 'pullthrough_data_volume_size_bytes',
+    help: 'Size of the volume holding --data-dir (the spool, and the embedded store).',
+    registers: [this.registry],
+    collect: (): void => {
+      const v = this.volume();
+      if (v) this.volumeSize.set(v.size);
+    },
+  });
+  readonly volumeFree: Gauge = new Gauge({
+    name: 'pullthrough_data_volume_free_bytes',
+    help: 'Bytes of the --data-dir volume this process may still write.',
+    registers: [this.registry],
+    collect: (): void => {
+      const v = this.volume();
+      if (v) this.volumeFree.set(v.free);
+    },
+  });
+
+  /** The --data-dir whose volume the two volume gauges report. */
+  trackVolume(dir: string): void {
+    this.volumeDir = dir;
+  }
+
+  constructor(opts: { defaults?: boolean } = {}) {
+    registerCommon(this.registry, opts.defaults !== false);
+  }
+}
+
+/** Why the webhook left an image alone, as a bounded label (the free-text reason goes to the log). */
+export const WEBHOOK_SKIP_REASONS = [
+  'namespace-excluded',
+  'pod-ignored',
+  'no-image',
+  'invalid-reference',
+  'no-encoded-registry',
+  'pull-policy',
+  'ignore-images',
+  'not-accepted',
+  'not-encodable',
+] as const;
+export type WebhookSkipReason = (typeof WEBHOOK_SKIP_REASONS)[number];
+
+export class WebhookMetrics {
+  readonly registry = new Registry();
+  readonly admissions = new Counter({
+    name: 'pullthrough_webhook_admissions_total',
+    help: 'AdmissionReviews answered, by outcome (rewritten, unchanged, invalid, error).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly skippedImages = new Counter({
+    name: 'pullthrough_webhook_skipped_images_total',
+    help: 'Container images left alone, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly rewrittenImages = new Counter({
+    name: 'pullthrough_webhook_rewritten_images_total',
+    help: 'Container images pointed at the node proxy.',
+    registers: [this.registry],
+  });
+  readonly duration = new Histogram({
+    name: 'pullthrough_webhook_admission_duration_seconds',
+    help: 'Time to answer an AdmissionReview, from its body read to the answer.',
+    buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3],
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaults?: boolean } = {}) {
+    registerCommon(this.registry, opts.defaults !== false);
+  }
+}
+
+/** What the controller metrics read at scrape time. */
+export interface ControllerState {
+  isLeader(): boolean;
+  /** CachedImage creates and status writes made by this replica. */
+  writes(): number;
+  /** Images waiting for a write; undefined while not leading. */
+  backlog(): number | undefined;
+  /** Images the usage book knows. */
+  images(): number;
+}
+
+export class ControllerMetrics {
+  readonly registry = new Registry();
+
+  constructor(state: ControllerState, opts: { defaults?: boolean } = {}) {
+    registerCommon(this.registry, opts.defaults !== false);
+    const leader: Gauge = new Gauge({
+      name: 'pullthrough_controller_leader',
+      help: '1 while this replica holds the Lease and writes CachedImages, else 0.',
+      registers: [this.registry],
+      collect: (): void => leader.set(state.isLeader() ? 1 : 0),
+    });
+    const writes: Counter = new Counter({
+      name: 'pullthrough_controller_writes_total',
+      help: 'CachedImage creates and status writes this replica made.',
+      registers: [this.registry],
+      collect: (): void => {
+        writes.reset();
+        writes.inc(state.writes());
+      },
+    });
+    const backlog: Gauge = new Gauge({
+      name: 'pullthrough_controller_backlog',
+      help: 'Images whose CachedImage waits for a write (0 while not leading).',
+      registers: [this.registry],
+      collect: (): void => backlog.set(state.backlog() ?? 0),
+    });
+    const images: Gauge = new Gauge({
+      name: 'pullthrough_controller_images',
+      help: "Images in this replica's usage book (what pods use across the cluster).",
+      registers: [this.registry],
+      collect: (): void => images.set(state.images()),
+    });
   }
 }

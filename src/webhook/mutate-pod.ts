@@ -10,6 +10,7 @@ import {
   SKIPPED_IMAGES_ANNOTATION,
   type RewritePolicy,
 } from './policy.js';
+import type { WebhookSkipReason } from '../observability/metrics.js';
 import { decideImage } from './rewrite-image.js';
 
 export const CONTAINER_FIELDS = ['initContainers', 'containers', 'ephemeralContainers'] as const;
@@ -33,6 +34,8 @@ export interface PodMutation {
   rewritten: Record<string, string>;
   /** `field/name` -> why it was left alone. */
   skipped: Record<string, string>;
+  /** `field/name` -> the bounded reason it was left alone, for metrics. */
+  skipKinds: Record<string, WebhookSkipReason>;
 }
 
 type Json = Record<string, unknown>;
@@ -61,10 +64,16 @@ function sameMap(a: Record<string, string>, b: Record<string, string>): boolean 
 }
 
 /** Why the whole pod is left alone, if it is. */
-function podLevelSkip(pod: Json, ctx: MutationContext, policy: RewritePolicy): string | undefined {
-  if (policy.excludedNamespaces.has(ctx.namespace)) return `namespace ${ctx.namespace} is excluded`;
+function podLevelSkip(
+  pod: Json,
+  ctx: MutationContext,
+  policy: RewritePolicy,
+): { reason: string; kind: WebhookSkipReason } | undefined {
+  if (policy.excludedNamespaces.has(ctx.namespace))
+    return { reason: `namespace ${ctx.namespace} is excluded`, kind: 'namespace-excluded' };
   const labels = isObject(pod.metadata) ? stringRecord(pod.metadata.labels) : {};
-  if (labels[IGNORE_LABEL] === IGNORE_LABEL_VALUE) return `pod is labelled ${IGNORE_LABEL}=${IGNORE_LABEL_VALUE}`;
+  if (labels[IGNORE_LABEL] === IGNORE_LABEL_VALUE)
+    return { reason: `pod is labelled ${IGNORE_LABEL}=${IGNORE_LABEL_VALUE}`, kind: 'pod-ignored' };
   return undefined;
 }
 
@@ -75,7 +84,7 @@ function containerNames(pod: unknown, field: ContainerField): Set<string> {
 }
 
 export function mutatePod(pod: unknown, ctx: MutationContext, policy: RewritePolicy): PodMutation {
-  const out: PodMutation = { patch: [], rewritten: {}, skipped: {} };
+  const out: PodMutation = { patch: [], rewritten: {}, skipped: {}, skipKinds: {} };
   if (!isObject(pod) || !isObject(pod.spec)) return out;
   const ephemeralOnly = ctx.subresource === 'ephemeralcontainers';
   const existingEphemeral = ephemeralOnly ? containerNames(ctx.oldPod, 'ephemeralContainers') : new Set<string>();
@@ -89,11 +98,15 @@ export function mutatePod(pod: unknown, ctx: MutationContext, policy: RewritePol
       const key = `${field}/${String(c.name)}`;
       if (ephemeralOnly && existingEphemeral.has(String(c.name))) return;
       if (podSkip) {
-        out.skipped[key] = podSkip;
+        out.skipped[key] = podSkip.reason;
+        out.skipKinds[key] = podSkip.kind;
         return;
       }
       const d = decideImage(c.image, c.imagePullPolicy, policy);
-      if (d.action === 'keep') out.skipped[key] = d.reason;
+      if (d.action === 'keep') {
+        out.skipped[key] = d.reason;
+        out.skipKinds[key] = d.kind;
+      }
       if (d.action !== 'rewrite') return;
       out.rewritten[key] = c.image as string;
       out.patch.push({ op: 'replace', path: `/spec/${field}/${i}/image`, value: d.image });

@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
 import type { WebhookConfig } from '../config/webhook.js';
+import type { WebhookMetrics } from '../observability/metrics.js';
 import { ensureCertificates, serviceDnsNames } from './cert-bootstrap.js';
 import type { WebhookKubeApi } from './kube-api.js';
 import { createRewritePolicy } from './policy.js';
@@ -17,6 +18,7 @@ export interface WebhookDeps {
   logger?: Logger;
   /** How long to wait between failed certificate bootstraps at start. */
   retryDelayMs?: number;
+  metrics?: WebhookMetrics;
 }
 
 export interface RunningWebhook {
@@ -74,7 +76,13 @@ export async function runWebhook(config: WebhookConfig, deps: WebhookDeps = {}):
     }
   }
   let current = tls;
-  const webhook = createWebhookServer({ policy, tls: current, logger: log, maxBodyBytes: config.maxBodyBytes });
+  const webhook = createWebhookServer({
+    policy,
+    tls: current,
+    logger: log,
+    maxBodyBytes: config.maxBodyBytes,
+    ...(deps.metrics ? { metrics: deps.metrics } : {}),
+  });
   const address = await webhook.app.listen({ host: config.listenHost, port: config.listenPort });
   log.info({ address, proxyHost: config.proxyHost, excluded: [...policy.excludedNamespaces] }, 'webhook listening');
 

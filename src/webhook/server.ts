@@ -4,6 +4,7 @@
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Server as HttpsServer } from 'node:https';
+import type { WebhookMetrics } from '../observability/metrics.js';
 import { reviewText } from './admission-review.js';
 import type { RewritePolicy } from './policy.js';
 
@@ -21,6 +22,7 @@ export interface WebhookServerOptions {
   logger?: FastifyBaseLogger | boolean;
   /** Readiness: false until certificates are in place. */
   ready?: () => boolean;
+  metrics?: WebhookMetrics;
 }
 
 export interface WebhookServer {
@@ -51,17 +53,29 @@ export function createWebhookServer(opts: WebhookServerOptions): WebhookServer {
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? 400 : 500;
     const message = err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `body is larger than ${bodyLimit} bytes` : err.message;
     if (status === 500) req.log.error({ err }, 'webhook request failed');
+    if (req.routeOptions.url === MUTATE_PATH)
+      opts.metrics?.admissions.inc({ outcome: status === 500 ? 'error' : 'invalid' });
     void reply.code(status).send({ error: message });
   });
 
   app.post(MUTATE_PATH, async (req, reply) => {
+    const started = process.hrtime.bigint();
     const text = typeof req.body === 'string' ? req.body : '';
     const outcome = reviewText(text, opts.policy);
+    const metrics = opts.metrics;
     if (outcome.status === 400) {
       req.log.warn({ reason: outcome.error }, 'bad AdmissionReview');
+      metrics?.admissions.inc({ outcome: 'invalid' });
       return reply.code(400).send({ error: outcome.error });
     }
     const m = outcome.mutation;
+    if (metrics) {
+      const rewritten = m ? Object.keys(m.rewritten).length : 0;
+      metrics.admissions.inc({ outcome: rewritten > 0 ? 'rewritten' : 'unchanged' });
+      metrics.rewrittenImages.inc(rewritten);
+      for (const reason of Object.values(m?.skipKinds ?? {})) metrics.skippedImages.inc({ reason });
+      metrics.duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    }
     if (m && (Object.keys(m.rewritten).length > 0 || Object.keys(m.skipped).length > 0)) {
       req.log.info(
         { uid: outcome.body.response.uid, rewritten: m.rewritten, skipped: m.skipped },

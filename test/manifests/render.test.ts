@@ -20,6 +20,7 @@ const targets = ['.', ...readdirSync(join(root, 'overlays')).map((o) => `overlay
 /** Kinds from CRDs kubernetes-models does not know, allowed only in the named overlay. */
 const foreign: Record<string, string[]> = {
   'overlays/cert-manager': ['cert-manager.io/v1/Issuer', 'cert-manager.io/v1/Certificate'],
+  'overlays/prometheus-operator': ['monitoring.coreos.com/v1/PodMonitor', 'monitoring.coreos.com/v1/PrometheusRule'],
 };
 
 function kubectl(): string | undefined {
@@ -35,7 +36,7 @@ const bin = kubectl();
 interface Obj {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
+  metadata: { name: string; namespace?: string; annotations?: Record<string, string>; labels?: Record<string, string> };
   [k: string]: any;
 }
 
@@ -91,8 +92,9 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   // The node's own 127.0.0.1:7439, on the host network: no pod on the pod network reaches it.
   t.equal(ds.hostNetwork, true, 'on the host network');
   t.equal(ds.dnsPolicy, 'ClusterFirstWithHostNet', 'cluster DNS for the cache registry Service');
-  t.equal(proxy.ports, undefined, 'no hostPort or container port');
+  t.same(proxy.ports, [{ name: 'metrics', containerPort: 7440 }], 'no port for the proxy, one for its metrics');
   t.ok(proxy.args.includes('--listen=127.0.0.1:7439'), "listens on the node's loopback only");
+  t.ok(proxy.args.includes('--metrics-listen=0.0.0.0:7440'), 'metrics where Prometheus scrapes the pod IP');
   t.ok(proxy.args.includes('--private-to=node'), 'private images to the node itself only');
   for (const probe of [proxy.readinessProbe, proxy.livenessProbe])
     t.match(probe.httpGet, { host: '127.0.0.1', port: 7439 }, 'probed on the loopback');
@@ -316,3 +318,41 @@ t.test('only the proxies reach the cache registry', { skip: bin ? false : 'kubec
     t.ok(portNames.includes('registry'), `${target}: the policy's named port is the registry container's`);
   }
 });
+
+t.test(
+  'every component serves /metrics where Prometheus finds it',
+  { skip: bin ? false : 'kubectl is not installed' },
+  async (t) => {
+    const objs = render('.');
+    for (const name of ['node-proxy', 'cluster-proxy', 'webhook', 'controller']) {
+      const kind = name === 'node-proxy' ? 'DaemonSet' : 'Deployment';
+      const template = find(objs, kind, `pullthrough-${name}`).spec.template;
+      t.same(
+        template.metadata.annotations,
+        { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '7440', 'prometheus.io/path': '/metrics' },
+        `${name}: scrape annotations`,
+      );
+      const ports = template.spec.containers[0].ports;
+      t.ok(
+        ports.some((p: any) => p.name === 'metrics' && p.containerPort === 7440),
+        `${name}: a container port named metrics`,
+      );
+    }
+
+    const op = render('overlays/prometheus-operator');
+    const monitor = find(op, 'PodMonitor', 'pullthrough').spec;
+    t.same(
+      monitor.podMetricsEndpoints.map((e: any) => e.port),
+      ['metrics'],
+    );
+    t.same(
+      monitor.selector.matchExpressions.find((e: any) => e.key === 'app.kubernetes.io/component').values,
+      ['node-proxy', 'cluster-proxy', 'webhook', 'controller'],
+      'selects every component',
+    );
+    t.ok(find(op, 'PrometheusRule', 'pullthrough').spec.groups.length > 0);
+    const dashboard = find(op, 'ConfigMap', 'pullthrough-dashboard');
+    t.equal(dashboard.metadata.labels?.grafana_dashboard, '1', "labelled for Grafana's dashboard sidecar");
+    t.ok(JSON.parse(dashboard.data['pullthrough.json']).panels.length > 0, 'holds the dashboard JSON');
+  },
+);
