@@ -28,7 +28,7 @@ t.test('keeps what the encoding cannot express', async (t) => {
     t.equal(d.action, 'keep', image);
     if (d.action === 'keep') t.match(d.reason, reason, image);
   }
-  t.same(decideImage(undefined, undefined, policy), { action: 'keep', reason: 'no image given' });
+  t.same(decideImage(undefined, undefined, policy), { action: 'keep', reason: 'no image given', kind: 'no-image' });
 });
 
 t.test('ignore, accept and pull-policy settings', async (t) => {
