@@ -3,7 +3,8 @@
  * SIGTERM or SIGINT, handing its Lease back on the way out.
  */
 import { CONTROLLER_HELP, parseControllerConfig } from '../config/controller.js';
-import { createLogger } from '../observability/logger.js';
+import { join } from 'node:path';
+import { createLogger, type Logger } from '../observability/logger.js';
 import { startMetricsServer } from '../observability/metrics-server.js';
 import { ControllerMetrics } from '../observability/metrics.js';
 import { untilSignal } from './usage.js';
@@ -16,10 +17,18 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   }
   const { config } = parsed;
   const log = createLogger(config.logLevel);
-  const { createKubeClient } = await import('../kube/index.js');
+  const { createKubeClient, EventRecorder, secretCredentials } = await import('../kube/index.js');
   const { runController } = await import('../controller/run.js');
   const client = createKubeClient(config.kubeconfig !== undefined ? { kubeconfig: config.kubeconfig } : {});
-  const running = runController(config, { client, log });
+  // Pre-warm runs the proxy's own pull path, configured by the proxy's flag parser.
+  const warming = config.warmProxyArgs ? await startWarmer(config.warmProxyArgs, log) : undefined;
+  const events = new EventRecorder({ client, namespace: config.namespace, component: 'pullthrough-controller', log });
+  const running = runController(config, {
+    client,
+    log,
+    events,
+    ...(warming ? { warm: { warmer: warming.prewarmer, secrets: secretCredentials(client) } } : {}),
+  });
   const metrics = new ControllerMetrics({
     isLeader: () => running.isLeader(),
     writes: () => running.writes(),
@@ -33,5 +42,15 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   log.info({ signal: await untilSignal() }, 'shutting down');
   metricsServer?.close();
   await running.close();
+  await warming?.close();
   return 0;
+}
+
+async function startWarmer(args: readonly string[], log: Logger) {
+  const { readProxyConfig } = await import('../config/proxy.js');
+  const { prepareSpoolDir } = await import('../cache/blob-fills.js');
+  const { buildPrewarmer } = await import('../proxy/build-proxy.js');
+  const { config } = readProxyConfig(args, {});
+  await prepareSpoolDir(join(config.dataDir, 'tmp'));
+  return buildPrewarmer(config, { log });
 }

@@ -19,6 +19,11 @@ export interface ControllerConfig {
   readonly statusWritesPerSecond: number;
   /** Between passes over what changed. */
   readonly syncIntervalMs: number;
+  /**
+   * Pre-warm: the proxy flags its pull path runs with (cache registry, spool, which registries);
+   * undefined without --cache-registry (nothing is fetched then).
+   */
+  readonly warmProxyArgs?: readonly string[];
   readonly logLevel: string;
   /** Plain-HTTP /metrics; undefined: off. */
   readonly metricsListen?: { host: string; port: number };
@@ -56,6 +61,27 @@ export const controllerFlags: readonly FlagSpec[] = [
     help: 'CachedImage creates and status writes per second, at most.',
   },
   { name: 'sync-interval', kind: 'duration', default: '1s', help: 'Between passes over the images whose use changed.' },
+  {
+    name: 'cache-registry',
+    kind: 'string',
+    arg: 'URL',
+    help: 'The cache registry CachedImages are fetched into (pre-warm); without it nothing is fetched.',
+  },
+  {
+    name: 'spool-dir',
+    kind: 'string',
+    arg: 'DIR',
+    default: '/tmp/pullthrough',
+    help: 'Where pre-warm spools blobs while verifying them.',
+  },
+  {
+    name: 'allowed-registries',
+    kind: 'string',
+    arg: 'LIST',
+    default: '*',
+    help: 'Registries a CachedImage may name, as the proxy takes them.',
+  },
+  { name: 'insecure-registries', kind: 'string', arg: 'LIST', default: '', help: 'Registries reached over http.' },
   { name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'pino level.' },
   {
     name: 'metrics-listen',
@@ -110,6 +136,24 @@ export function parseControllerConfig(
       expireAfterMs: duration('expire-after'),
       statusWritesPerSecond: writes,
       syncIntervalMs: duration('sync-interval'),
+      ...(v['cache-registry']
+        ? {
+            warmProxyArgs: [
+              '--cache-registry',
+              v['cache-registry'],
+              '--data-dir',
+              valueOf(v, 'spool-dir'),
+              '--allowed-registries',
+              valueOf(v, 'allowed-registries'),
+              '--insecure-registries',
+              valueOf(v, 'insecure-registries'),
+              '--metrics-listen',
+              '',
+              '--log-level',
+              valueOf(v, 'log-level'),
+            ],
+          }
+        : {}),
       logLevel: valueOf(v, 'log-level'),
       ...(v['metrics-listen'] ? { metricsListen: parseHostPort('metrics-listen', v['metrics-listen']) } : {}),
     },

@@ -12,15 +12,24 @@ import { LeaderElector } from '../kube/leader-election.js';
 import type { KubeLogger } from '../kube/logger.js';
 import { PodInformer } from '../kube/pod-informer.js';
 import { PodUsageFeed } from '../kube/pod-usage-feed.js';
+import type { EventRecorder } from '../kube/event-recorder.js';
+import type { SecretCredentials } from '../kube/secret-credentials.js';
 import { UsageBook } from './usage-book.js';
 import { UsageWriter } from './usage-writer.js';
+import { WarmQueue, type ImageWarmer } from './warm-queue.js';
 
 export interface ControllerDeps {
   readonly client: KubeClient;
   readonly log: KubeLogger;
   /** Instead of the CachedImage calls over `client`. */
   readonly cachedImages?: CachedImageApi;
+  /** Pre-warm (the proxy's pull path, with the cache registry): without it nothing is fetched. */
+  readonly warm?: { readonly warmer: ImageWarmer; readonly secrets: SecretCredentials };
+  readonly events?: EventRecorder;
 }
+
+/** Between two lists of every CachedImage (new ones are warmed; the writer sees others' writes). */
+const LIST_EVERY_MS = 5_000;
 
 export interface RunningController {
   readonly book: UsageBook;
@@ -72,21 +81,33 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
       log,
       writesPerSecond: config.statusWritesPerSecond,
       expireAfterMs: config.expireAfterMs,
+      ...(deps.events ? { events: deps.events } : {}),
     });
+    const warms = deps.warm
+      ? new WarmQueue({ api, log, ...deps.warm, ...(deps.events ? { events: deps.events } : {}) })
+      : undefined;
     current = writer;
     const before = writes;
     let started = false;
+    let listedAt = 0;
     while (!leading.aborted) {
       try {
         if (!started) await writer.start();
         started = true;
         await writer.pass();
+        if (warms && Date.now() - listedAt >= LIST_EVERY_MS) {
+          listedAt = Date.now();
+          const objects = await api.list();
+          writer.observe(objects);
+          warms.schedule(objects, leading);
+        }
       } catch (err) {
         log.warn({ err: describeKubeError(err) }, 'reading CachedImages failed; retrying');
       }
       writes = before + writer.writeCount;
       await sleep(config.syncIntervalMs, leading);
     }
+    await warms?.idle();
     current = undefined;
   };
   const done = elector.run(stop.signal, lead);

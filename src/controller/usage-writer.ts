@@ -8,6 +8,7 @@
  */
 import type { CachedImage, CachedImageApi, CachedImageStatus, StatusPatch } from '../kube/cached-images.js';
 import { describeKubeError } from '../kube/errors.js';
+import type { EventRecorder } from '../kube/event-recorder.js';
 import type { KubeLogger } from '../kube/logger.js';
 import type { PodRef } from '../kube/types.js';
 import { cachedImageName } from './object-name.js';
@@ -24,6 +25,7 @@ export interface UsageWriterOptions {
   readonly writesPerSecond: number;
   /** An unused, unretained image is `Expiring` after this long. */
   readonly expireAfterMs: number;
+  readonly events?: EventRecorder;
   readonly now?: () => number;
 }
 
@@ -66,10 +68,15 @@ export class UsageWriter {
 
   /** Reads every CachedImage (a new leader starts from what the objects say) and queues every image. */
   async start(): Promise<void> {
-    this.known.clear();
-    for (const o of await this.o.api.list()) this.known.set(o.metadata.name, o);
+    this.observe(await this.o.api.list());
     for (const image of this.o.book.images()) this.pending.add(image);
     this.o.book.takeChanged();
+  }
+
+  /** What the objects say now (the controller lists them periodically; others write status too). */
+  observe(objects: readonly CachedImage[]): void {
+    this.known.clear();
+    for (const o of objects) this.known.set(o.metadata.name, o);
   }
 
   /**
@@ -138,6 +145,14 @@ export class UsageWriter {
     if (patch === undefined) return true;
     this.spend();
     this.known.set(name, await this.o.api.patchStatus(name, patch));
+    if (patch.phase === 'Expiring') {
+      void this.o.events?.record(
+        { apiVersion: 'pullthrough.dev/v1alpha1', kind: 'CachedImage', name, uid: object.metadata.uid },
+        'Normal',
+        'Expiring',
+        `no pod has used ${image} since ${String(patch.lastUsed ?? object.status?.lastUsed)}`,
+      );
+    }
     return true;
   }
 
@@ -161,8 +176,8 @@ export class UsageWriter {
       patch.phase = 'Expiring';
       patch.message = `unused since ${String(lastUsedText)}`;
     } else if (!expiring && status.phase === 'Expiring') {
-      // Used again (or retained now): what it is comes from the cache, not from usage.
-      patch.phase = null;
+      // Used again (or retained now): Pending until the warm queue has looked at the cache again.
+      patch.phase = 'Pending';
       patch.message = null;
     }
     return Object.keys(patch).length === 0 ? undefined : patch;

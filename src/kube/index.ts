@@ -88,4 +88,6 @@ export function startPodCredentials(options: NodeKubeOptions): NodeKube {
   };
 }
 export { createWebhookKubeApi } from './webhook-kube-api.js';
+export { EventRecorder, type EventRecorderOptions, type EventTarget } from './event-recorder.js';
+export { secretCredentials, type SecretCredentials, type SecretRef } from './secret-credentials.js';
 export { LeaderElector, type LeaderElectionOptions, type LeaseApi, type LeadFunction } from './leader-election.js';

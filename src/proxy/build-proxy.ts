@@ -25,6 +25,7 @@ import { reportResponseBytes } from '../oci/response-bytes.js';
 import type { Logger } from '../observability/logger.js';
 import { ProxyMetrics } from '../observability/metrics.js';
 import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
+import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { PullService } from './pull-service.js';
 import { createProxyServer } from './server.js';
 
@@ -304,4 +305,27 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       await inner.close();
     },
   };
+}
+
+export interface BuiltPrewarmer {
+  readonly prewarmer: Prewarmer;
+  readonly store: ResilientStore;
+  close(): Promise<void>;
+}
+
+/**
+ * The pull path without its HTTP server, for pre-warming (the CachedImage controller): the same
+ * wiring and flags as a proxy, with no pods to check (it serves nobody) and each warm's own
+ * credentials.
+ */
+export function buildPrewarmer(config: ProxyConfig, deps: { readonly log: Logger }): BuiltPrewarmer {
+  const credentials = new WarmCredentials();
+  const proxy = buildProxy(config, { log: deps.log, podCredentials: credentials });
+  const prewarmer = new Prewarmer({
+    pull: proxy.pull,
+    credentials,
+    allowed: parseHostList(config.allowedRegistries),
+    log: deps.log,
+  });
+  return { prewarmer, store: proxy.store, close: () => proxy.close() };
 }

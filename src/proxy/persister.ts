@@ -60,9 +60,17 @@ export class Persister {
     return this.inflight.size;
   }
 
-  /** Background: never throws, logs what it could not store. */
-  persist(t: Target, m: StoredManifest, tag?: { name: string; confirmedAt: number }): Promise<boolean> {
-    const p = this.persistManifest(t, m).then(async (ok) => {
+  /**
+   * Background: never throws, logs what it could not store. `platforms` replaces --platforms for
+   * this manifest's index (a pre-warm names its own).
+   */
+  persist(
+    t: Target,
+    m: StoredManifest,
+    tag?: { name: string; confirmedAt: number },
+    platforms: readonly string[] | 'all' = this.o.platforms,
+  ): Promise<boolean> {
+    const p = this.persistManifest(t, m, platforms).then(async (ok) => {
       if (ok && tag) return this.o.tags.write(t, tag.name, m, tag.confirmedAt);
       return ok;
     });
@@ -75,18 +83,21 @@ export class Persister {
     });
   }
 
-  private persistManifest(t: Target, m: StoredManifest): Promise<boolean> {
-    const key = `${t.cacheRepo}@${m.digest}`;
+  private persistManifest(t: Target, m: StoredManifest, platforms: readonly string[] | 'all'): Promise<boolean> {
+    // Per platform set: a pre-warm of every platform must not settle for a pull's amd64-only run.
+    const key = `${t.cacheRepo}@${m.digest} ${platforms === 'all' ? 'all' : [...platforms].sort().join(',')}`;
     const running = this.inflight.get(key);
     if (running) return running;
-    const p = this.run(t, m).finally(() => this.inflight.delete(key));
+    const p = this.run(t, m, platforms).finally(() => this.inflight.delete(key));
     this.inflight.set(key, p);
     return p;
   }
 
-  private async run(t: Target, m: StoredManifest): Promise<boolean> {
-    if (await this.o.manifests.stored(t, m.digest)) return true;
+  private async run(t: Target, m: StoredManifest, platforms: readonly string[] | 'all'): Promise<boolean> {
     const parsed = parseManifest(m.bytes, m.mediaType);
+    // A stored index may lack children another platform set wants (it is then kept as a blob):
+    // its children are checked each time, and it is put again once they are all there.
+    if (parsed.kind === 'image' && (await this.o.manifests.stored(t, m.digest))) return true;
     if (parsed.kind === 'image') {
       // A few at a time, in manifest order: the layers a client is pulling right now should not
       // compete with twenty background fetches for the link and the CPU. A slot is free once the
@@ -103,8 +114,8 @@ export class Persister {
         return false;
       }
     } else {
-      const wanted = parsed.manifests.filter((d) => this.wants(d));
-      await Promise.all(wanted.map((d) => this.child(t, d.digest)));
+      const wanted = parsed.manifests.filter((d) => wants(platforms, d));
+      await Promise.all(wanted.map((d) => this.child(t, d.digest, platforms)));
     }
     return this.o.store.putManifest(t.cacheRepo, m);
   }
@@ -120,18 +131,18 @@ export class Persister {
   }
 
   /** An index's child manifest, stored (fetched from the origin when missing). */
-  private async child(t: Target, digest: string): Promise<boolean> {
+  private async child(t: Target, digest: string, platforms: readonly string[] | 'all'): Promise<boolean> {
     if (await this.o.manifests.stored(t, digest)) return true;
     const m = await this.o.manifests.fetch(t, digest, { log: this.o.log });
-    return this.persistManifest(t, m);
+    return this.persistManifest(t, m, platforms);
   }
+}
 
-  private wants(d: Descriptor): boolean {
-    const p = this.o.platforms;
-    if (p === 'all') return true;
-    if (!d.platform) return false;
-    const full = formatPlatform(d.platform);
-    const base = `${d.platform.os}/${d.platform.architecture}`;
-    return p.some((w) => w === full || w === base);
-  }
+/** Whether an index entry is one of `platforms` (`os/arch` matches every variant of it). */
+export function wants(platforms: readonly string[] | 'all', d: Descriptor): boolean {
+  if (platforms === 'all') return true;
+  if (!d.platform) return false;
+  const full = formatPlatform(d.platform);
+  const base = `${d.platform.os}/${d.platform.architecture}`;
+  return platforms.some((w) => w === full || w === base);
 }

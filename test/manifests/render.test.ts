@@ -202,7 +202,12 @@ t.test(
     t.equal(deploy.spec.replicas, 2);
     const pod = deploy.spec.template.spec;
     t.equal(pod.serviceAccountName, 'pullthrough-controller');
-    t.same(pod.containers[0].args, ['controller']);
+    t.same(pod.containers[0].args, [
+      'controller',
+      '--cache-registry=http://pullthrough-registry.pullthrough.svc.cluster.local:5000',
+      '--spool-dir=/tmp/pullthrough',
+    ]);
+    t.match(pod.volumes, [{ name: 'tmp', emptyDir: {} }], 'the spool on a volume of its own');
     const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
     t.equal(env.POD_NAME, 'metadata.name', 'each replica its own Lease identity');
     const rules = (kind: string, name: string) =>
@@ -211,10 +216,12 @@ t.test(
       ['', 'pods', undefined, ['list', 'watch']],
       ['pullthrough.dev', 'cachedimages', undefined, ['get', 'list', 'watch', 'create']],
       ['pullthrough.dev', 'cachedimages/status', undefined, ['patch', 'update']],
+      ['', 'secrets', undefined, ['get']],
     ]);
     t.same(rules('Role', 'pullthrough-controller'), [
       ['coordination.k8s.io', 'leases', undefined, ['create']],
       ['coordination.k8s.io', 'leases', ['pullthrough-controller'], ['get', 'update']],
+      ['', 'events', undefined, ['create']],
     ]);
     const binding = find(objs, 'RoleBinding', 'pullthrough-controller');
     t.equal(binding.metadata.namespace, 'pullthrough', 'the Lease lives in the install namespace');
@@ -301,7 +308,7 @@ t.test('only the proxies reach the cache registry', { skip: bin ? false : 'kubec
     // Whatever is configured with the cache registry's URL must be let in, and nothing else.
     const usesCache = (c: any) => (c.args ?? []).some((a: string) => a.startsWith('--cache-registry='));
     const clients = workloads.filter((o) => o.spec.template.spec.containers.some(usesCache));
-    const proxies = ['pullthrough-cluster-proxy', 'pullthrough-node-proxy'];
+    const proxies = ['pullthrough-cluster-proxy', 'pullthrough-controller', 'pullthrough-node-proxy'];
     t.same(clients.map((o) => o.metadata.name).sort(), proxies, `${target}: the registry's clients`);
     t.same(
       workloads

@@ -1,0 +1,108 @@
+/**
+ * Pre-warm: an image fetched into the store ahead of any pull, through the same pull service the
+ * proxy serves from (tag resolution, verified fills, the persister that stores blobs, then
+ * manifests, then the tag), so nothing partial or unverified is stored. The credentials of one
+ * warm (a CachedImage's pull secret) are offered for its repository only, and only while it runs.
+ */
+import type { StoredManifest } from '../cache/store.js';
+import type { Credential, CredentialRequest, CredentialSource } from '../oci/credentials.js';
+import { cacheRepositoryName } from '../oci/encoding.js';
+import { OciError } from '../oci/errors.js';
+import type { HostList } from '../oci/host-pattern.js';
+import { formatPlatform, parseManifest } from '../oci/media-types.js';
+import { parseReference } from '../oci/reference.js';
+import type { Log as Logger } from '../observability/logger.js';
+import { wants } from './persister.js';
+import type { PullService } from './pull-service.js';
+import type { Target } from './target.js';
+
+export interface WarmRequest {
+  readonly image: string;
+  /** Which platforms of an index; `all` by default. */
+  readonly platforms?: readonly string[] | 'all';
+  readonly credentials?: readonly Credential[];
+  readonly signal?: AbortSignal;
+}
+
+export interface WarmResult {
+  /** The digest the reference resolved to (the index's, for a multi-platform image). */
+  readonly digest: string;
+  /** Bytes of every manifest and blob stored for it. */
+  readonly size: number;
+  /** The platforms stored (`os/arch[/variant]`); empty for a single-platform manifest without one. */
+  readonly platforms: readonly string[];
+}
+
+/** Credentials offered per repository while a warm of it runs. */
+export class WarmCredentials implements CredentialSource {
+  private readonly byRepository = new Map<string, (readonly Credential[])[]>();
+
+  credentialsFor(req: CredentialRequest): Promise<readonly Credential[]> {
+    return Promise.resolve((this.byRepository.get(`${req.registry}/${req.repository}`) ?? []).flat());
+  }
+
+  async with<T>(t: Target, credentials: readonly Credential[], fn: () => Promise<T>): Promise<T> {
+    const key = `${t.registry}/${t.repository}`;
+    const lists = this.byRepository.get(key) ?? [];
+    lists.push(credentials);
+    this.byRepository.set(key, lists);
+    try {
+      return await fn();
+    } finally {
+      lists.splice(lists.indexOf(credentials), 1);
+      if (lists.length === 0) this.byRepository.delete(key);
+    }
+  }
+}
+
+export interface PrewarmerOptions {
+  readonly pull: PullService;
+  readonly credentials: WarmCredentials;
+  readonly allowed: HostList;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+export class Prewarmer {
+  constructor(private readonly o: PrewarmerOptions) {}
+
+  async warm(req: WarmRequest): Promise<WarmResult> {
+    const ref = parseReference(req.image);
+    if (!this.o.allowed.matches(ref.registry)) {
+      throw new OciError('DENIED', `registry ${ref.registry} is not in --allowed-registries`);
+    }
+    const t: Target = {
+      registry: ref.registry,
+      repository: ref.repository,
+      cacheRepo: cacheRepositoryName(ref.registry, ref.repository),
+    };
+    const platforms = req.platforms ?? 'all';
+    const ctx = { log: this.o.log, ...(req.signal ? { signal: req.signal } : {}) };
+    return this.o.credentials.with(t, req.credentials ?? [], async () => {
+      const reference = ref.digest ?? ref.tag ?? 'latest';
+      const { manifest } = await this.o.pull.manifest(t, reference, ctx);
+      const tag = ref.digest === undefined ? { name: reference, confirmedAt: (this.o.now ?? Date.now)() } : undefined;
+      if (!(await this.o.pull.persister.persist(t, manifest, tag, platforms))) {
+        throw new OciError('UNAVAILABLE', `${req.image}: not every blob and manifest could be stored`);
+      }
+      return this.measure(t, manifest, platforms);
+    });
+  }
+
+  /** What is stored for it now: sizes from the manifests, platforms from the index. */
+  private async measure(t: Target, m: StoredManifest, platforms: readonly string[] | 'all'): Promise<WarmResult> {
+    const parsed = parseManifest(m.bytes, m.mediaType);
+    if (parsed.kind === 'image') {
+      const blobs = [parsed.config, ...parsed.layers].reduce((n, d) => n + d.size, 0);
+      return { digest: m.digest, size: m.bytes.byteLength + blobs, platforms: [] };
+    }
+    let size = m.bytes.byteLength;
+    const stored: string[] = [];
+    for (const d of parsed.manifests.filter((c) => wants(platforms, c))) {
+      const { manifest: child } = await this.o.pull.manifest(t, d.digest, { log: this.o.log });
+      size += (await this.measure(t, child, platforms)).size;
+      if (d.platform) stored.push(formatPlatform(d.platform));
+    }
+    return { digest: m.digest, size, platforms: stored };
+  }
+}
