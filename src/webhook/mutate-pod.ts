@@ -8,6 +8,7 @@ import {
   IGNORE_LABEL_VALUE,
   ORIGINAL_IMAGES_ANNOTATION,
   SKIPPED_IMAGES_ANNOTATION,
+  nodeIdentityReason,
   type RewritePolicy,
 } from './policy.js';
 import { decideImage } from './rewrite-image.js';
@@ -92,7 +93,9 @@ export function mutatePod(pod: unknown, ctx: MutationContext, policy: RewritePol
         out.skipped[key] = podSkip;
         return;
       }
-      const d = decideImage(c.image, c.imagePullPolicy, policy);
+      const decided = decideImage(c.image, c.imagePullPolicy, policy);
+      const nodeIdentity = decided.action === 'rewrite' ? nodeIdentityReason(c.image as string, policy) : undefined;
+      const d = nodeIdentity === undefined ? decided : { action: 'keep' as const, reason: nodeIdentity };
       if (d.action === 'keep') out.skipped[key] = d.reason;
       if (d.action !== 'rewrite') return;
       out.rewritten[key] = c.image as string;
