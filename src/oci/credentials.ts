@@ -127,7 +127,7 @@ function hostMatches(pattern: string, host: string): boolean {
  * only: at worst pattern length times label length steps. (A regex with one `[^.]*` per `*` took
  * seconds for six stars against a 60-character label, and grew exponentially with each star.)
  */
-function globLabel(pattern: string, label: string): boolean {
+export function globLabel(pattern: string, label: string): boolean {
   let p = 0;
   let l = 0;
   let star = -1;
