@@ -242,22 +242,24 @@ export class ExecCredentialProviders implements CredentialSource {
 
   async credentialsFor(req: CredentialRequest): Promise<readonly Credential[]> {
     const image = `${req.registry}/${req.repository}`;
-    const out: Credential[] = [];
-    for (const spec of this.opts.providers) {
-      if (!spec.matchImages.some((m) => imageMatches(m, image))) continue;
-      let auth: ProviderAnswer['auth'];
-      try {
-        auth = this.cached(spec, image, req.registry) ?? (await this.runOnce(spec, image, req.registry));
-      } catch (err) {
-        const failure =
-          err instanceof CredentialProviderError ? err : new CredentialProviderError(spec.name, (err as Error).message);
-        this.opts.events?.failed?.(failure, image);
-        continue;
-      }
-      // The kubelet adds the answer to its keyring and matches the image against its keys.
-      out.push(...matchDockerConfig(auth, req.registry, req.repository));
-    }
-    return out;
+    // Every matching plugin is asked, as the kubelet asks them, at once: a hanging one costs one timeout.
+    const matching = this.opts.providers.filter((spec) => spec.matchImages.some((m) => imageMatches(m, image)));
+    const answers = await Promise.all(
+      matching.map(async (spec) => {
+        try {
+          return this.cached(spec, image, req.registry) ?? (await this.runOnce(spec, image, req.registry));
+        } catch (err) {
+          const failure =
+            err instanceof CredentialProviderError
+              ? err
+              : new CredentialProviderError(spec.name, (err as Error).message);
+          this.opts.events?.failed?.(failure, image);
+          return [];
+        }
+      }),
+    );
+    // The kubelet adds the answers to its keyring and matches the image against their keys.
+    return answers.flatMap((auth) => matchDockerConfig(auth, req.registry, req.repository));
   }
 
   private cached(spec: CredentialProviderSpec, image: string, registry: string): ProviderAnswer['auth'] | undefined {
