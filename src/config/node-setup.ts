@@ -4,7 +4,16 @@
  */
 import { ConfigError, helpText, parseFlags, valueOf, type FlagSpec } from './flags.js';
 
+/** Which runtime's registry configuration is written; `auto` looks for --crio-dir. */
+export const RUNTIMES = ['auto', 'containerd', 'cri-o'] as const;
+export type Runtime = (typeof RUNTIMES)[number];
+
 export interface NodeSetupConfig {
+  runtime: Runtime;
+  /** Its presence says the node runs CRI-O (with runtime auto). */
+  crioDir: string;
+  /** containers/image's drop-in directory (CRI-O). */
+  registriesConfDir: string;
   hostsDir: string;
   proxyHost: string;
   nodeProxyUrl: string;
@@ -15,6 +24,29 @@ export interface NodeSetupConfig {
 }
 
 export const nodeSetupFlags: readonly FlagSpec[] = [
+  {
+    name: 'runtime',
+    kind: 'string',
+    arg: 'NAME',
+    default: 'auto',
+    help:
+      'containerd (hosts.toml files in --hosts-dir), cri-o (a drop-in in --registries-conf-dir), or auto: ' +
+      'cri-o when --crio-dir exists, else containerd.',
+  },
+  {
+    name: 'crio-dir',
+    kind: 'string',
+    arg: 'DIR',
+    default: '/etc/crio',
+    help: "CRI-O's configuration directory, as mounted from the node (--runtime=auto looks for it).",
+  },
+  {
+    name: 'registries-conf-dir',
+    kind: 'string',
+    arg: 'DIR',
+    default: '/etc/containers/registries.conf.d',
+    help: 'Where the CRI-O drop-in 50-pullthrough.conf is written (containers-registries.conf.d(5)).',
+  },
   {
     name: 'hosts-dir',
     kind: 'string',
@@ -61,7 +93,8 @@ export const NODE_SETUP_HELP = helpText(
     '',
     'Writes containerd hosts.toml files on the node so rewritten images (localhost:7439/...) are pulled',
     'from the node proxy, then from the cluster proxy when the node proxy is down; with --mirror-all the',
-    'proxies also become mirrors for every registry, with the origin as the last resort.',
+    'proxies also become mirrors for every registry, with the origin as the last resort. On CRI-O nodes',
+    'it writes a containers registries.conf.d drop-in with the same chain instead.',
   ].join('\n'),
   nodeSetupFlags,
 );
@@ -83,6 +116,9 @@ export function parseNodeSetupConfig(
   return {
     help: false,
     config: {
+      runtime: runtime(valueOf(v, 'runtime')),
+      crioDir: valueOf(v, 'crio-dir'),
+      registriesConfDir: valueOf(v, 'registries-conf-dir'),
       hostsDir: valueOf(v, 'hosts-dir'),
       proxyHost,
       nodeProxyUrl: httpUrl('node-proxy', valueOf(v, 'node-proxy')),
@@ -92,6 +128,12 @@ export function parseNodeSetupConfig(
       remove: isTrue(v.remove),
     },
   };
+}
+
+function runtime(v: string): Runtime {
+  const r = RUNTIMES.find((x) => x === v);
+  if (!r) throw new ConfigError(`--runtime: expected ${RUNTIMES.join(', ')}, got ${JSON.stringify(v)}`);
+  return r;
 }
 
 function isTrue(v: string | undefined): boolean {

@@ -1,8 +1,14 @@
 /**
  * The node proxy's configuration, read in one place from flags and PULLTHROUGH_* variables.
  */
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { loadYaml } from '@kubernetes/client-node';
+import {
+  CredentialProviderConfigError,
+  parseCredentialProviderConfig,
+  type CredentialProviderSpec,
+} from '../oci/credential-provider.js';
 import { parseDockerConfig, type DockerConfigEntry } from '../oci/credentials.js';
 import {
   ConfigError,
@@ -43,6 +49,28 @@ export const proxyFlags: readonly FlagSpec[] = [
     help:
       "A docker config.json whose auths are used for origins (and the cache registry) after the pods' own " +
       'credentials.',
+  },
+  {
+    name: 'image-credential-provider-config',
+    kind: 'string',
+    default: '',
+    arg: 'FILE',
+    help:
+      "The kubelet's CredentialProviderConfig (YAML or JSON), with --image-credential-provider-bin-dir: the " +
+      'proxy runs those plugins for the images they match, and uses what they return as node credentials.',
+  },
+  {
+    name: 'image-credential-provider-bin-dir',
+    kind: 'string',
+    default: '',
+    arg: 'DIR',
+    help: "The kubelet's credential provider plugin directory (the binaries --image-credential-provider-config names).",
+  },
+  {
+    name: 'image-credential-provider-timeout',
+    kind: 'duration',
+    default: '10s',
+    help: 'A credential provider plugin that has not answered by then is killed and the pull goes on without it.',
   },
   {
     name: 'insecure-registries',
@@ -202,6 +230,8 @@ export interface ProxyConfig {
   readonly cacheRegistry: URL | undefined;
   readonly dataDir: string;
   readonly credentials: readonly DockerConfigEntry[];
+  /** The kubelet's credential provider plugins, when configured. */
+  readonly credentialProviders: CredentialProvidersConfig | undefined;
   readonly insecureRegistries: readonly string[];
   readonly allowedRegistries: readonly string[];
   readonly proxyHosts: readonly string[];
@@ -222,6 +252,12 @@ export interface ProxyConfig {
   readonly originDownGraceMs: number;
   readonly logLevel: string;
   readonly metricsListen: { host: string; port: number } | undefined;
+}
+
+export interface CredentialProvidersConfig {
+  readonly providers: readonly CredentialProviderSpec[];
+  readonly binDir: string;
+  readonly timeoutMs: number;
 }
 
 export function readProxyConfig(
@@ -256,6 +292,11 @@ export function readProxyConfig(
       cacheRegistry,
       dataDir: resolve(valueOf(v, 'data-dir')),
       credentials,
+      credentialProviders: readCredentialProviders(
+        v['image-credential-provider-config'],
+        v['image-credential-provider-bin-dir'],
+        parseDuration('image-credential-provider-timeout', v['image-credential-provider-timeout']),
+      ),
       insecureRegistries: parseList(v['insecure-registries']),
       allowedRegistries: parseList(v['allowed-registries']),
       proxyHosts: [...parseList(v['proxy-hosts']), ...listenNames(listen)],
@@ -326,6 +367,49 @@ function readCredentials(file: string): DockerConfigEntry[] {
     throw new ConfigError(`--registry-credentials: cannot read ${file}: ${reason}`);
   }
   return parseDockerConfig(json, `--registry-credentials`);
+}
+
+/** Checked as the kubelet checks it on start: a valid file, the directory, every plugin executable. */
+function readCredentialProviders(
+  file: string | undefined,
+  dir: string | undefined,
+  timeoutMs: number,
+): CredentialProvidersConfig | undefined {
+  if (!file && !dir) return undefined;
+  if (!file || !dir) {
+    throw new ConfigError('--image-credential-provider-config and --image-credential-provider-bin-dir go together');
+  }
+  if (timeoutMs <= 0) throw new ConfigError('--image-credential-provider-timeout: must be more than 0');
+  let doc: unknown;
+  try {
+    doc = loadYaml(readFileSync(file, 'utf8'));
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? 'not valid YAML or JSON';
+    throw new ConfigError(`--image-credential-provider-config: cannot read ${file}: ${reason}`);
+  }
+  let providers: CredentialProviderSpec[];
+  try {
+    providers = parseCredentialProviderConfig(doc);
+  } catch (err) {
+    if (err instanceof CredentialProviderConfigError) {
+      throw new ConfigError(`--image-credential-provider-config: ${file}: ${err.message}`);
+    }
+    throw err;
+  }
+  const binDir = resolve(dir);
+  try {
+    if (!statSync(binDir).isDirectory()) throw new Error('not a directory');
+  } catch {
+    throw new ConfigError(`--image-credential-provider-bin-dir: ${binDir} is not a directory`);
+  }
+  for (const p of providers) {
+    try {
+      accessSync(join(binDir, p.name), constants.X_OK);
+    } catch {
+      throw new ConfigError(`--image-credential-provider-bin-dir: plugin ${p.name} is not an executable in ${binDir}`);
+    }
+  }
+  return { providers, binDir, timeoutMs };
 }
 
 function listenNames(l: { host: string; port: number }): string[] {

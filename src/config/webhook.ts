@@ -9,6 +9,27 @@ import { ConfigError, helpText, parseFlags, parseHostPort, parseList, valueOf, t
 export const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
 export type PullPolicy = (typeof PULL_POLICIES)[number];
 
+/**
+ * Registries the kubelet authenticates with the node's identity through its credential provider
+ * plugins (ECR, Artifact Registry and Container Registry, ACR): the webhook leaves their images
+ * alone unless --node-identity-registries says otherwise.
+ */
+export const DEFAULT_NODE_IDENTITY_REGISTRIES: readonly string[] = [
+  '*.dkr.ecr.*.amazonaws.com',
+  '*.dkr.ecr-fips.*.amazonaws.com',
+  '*.dkr.ecr.*.amazonaws.com.cn',
+  '*.dkr.ecr.*.sc2s.sgov.gov',
+  '*.dkr.ecr.*.c2s.ic.gov',
+  '*-docker.pkg.dev',
+  'gcr.io',
+  '*.gcr.io',
+  'container.cloud.google.com',
+  '*.azurecr.io',
+  '*.azurecr.cn',
+  '*.azurecr.de',
+  '*.azurecr.us',
+];
+
 export interface WebhookConfig {
   listenHost: string;
   listenPort: number;
@@ -21,6 +42,8 @@ export interface WebhookConfig {
   ignoreImages: string[];
   acceptImages: string[];
   skipPullPolicies: PullPolicy[];
+  /** Registry host patterns whose images are left alone (node identity); empty: none. */
+  nodeIdentityRegistries: string[];
   serviceName: string;
   tlsSecretName: string;
   webhookConfigurationName: string;
@@ -89,6 +112,17 @@ export const webhookFlags: readonly FlagSpec[] = [
     kind: 'list',
     arg: 'P,Q',
     help: `Leave containers with these imagePullPolicy values alone (${PULL_POLICIES.join(', ')}).`,
+  },
+  {
+    name: 'node-identity-registries',
+    kind: 'list',
+    arg: 'PATTERNS',
+    default: DEFAULT_NODE_IDENTITY_REGISTRIES.join(','),
+    help:
+      'Leave alone images of these registries (host patterns, `*` within a label), which the kubelet ' +
+      'authenticates with the node identity through credential provider plugins; `none` for none, when ' +
+      'the node proxy runs those plugins (--image-credential-provider-config). Default: ECR, Artifact ' +
+      'Registry, Container Registry and ACR hosts.',
   },
   { name: 'service-name', kind: 'string', arg: 'NAME', default: 'pullthrough-webhook', help: "The webhook's Service." },
   {
@@ -193,6 +227,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       ignoreImages: [...(repeated['ignore-images'] ?? [])],
       acceptImages: [...(repeated['accept-images'] ?? [])],
       skipPullPolicies,
+      nodeIdentityRegistries: nodeIdentityRegistries(v['node-identity-registries']),
       serviceName: valueOf(v, 'service-name'),
       tlsSecretName: valueOf(v, 'tls-secret'),
       webhookConfigurationName: valueOf(v, 'webhook-configuration'),
@@ -205,6 +240,14 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       ...(metricsListen ? { metricsListen } : {}),
     },
   };
+}
+
+/** `none` (or an empty flag) turns the rule off; an empty variable keeps the default. */
+function nodeIdentityRegistries(value: string | undefined): string[] {
+  const list = parseList(value);
+  if (list.length === 1 && list[0]?.toLowerCase() === 'none') return [];
+  if (list.includes('*')) throw new ConfigError('--node-identity-registries: `*` would leave every image alone');
+  return list;
 }
 
 /** HOST:PORT with a port from 1; an empty host (`:8443`) listens on every interface. */

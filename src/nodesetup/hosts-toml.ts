@@ -64,7 +64,8 @@ export function renderHostsFiles(o: HostsOptions): HostsPlan[] {
 
 /** Does containerd's config.toml point the CRI registry at a hosts directory? */
 export function checkContainerdConfig(text: string, hostsDir: string): { ok: boolean; message: string } {
-  const m = /^\s*config_path\s*=\s*"([^"]*)"/m.exec(text);
+  // A basic or a literal string: containerd 2.x's `config dump` writes the latter.
+  const m = /^\s*config_path\s*=\s*(?:"([^"]*)"|'([^']*)')/m.exec(text);
   if (!m) {
     return {
       ok: false,
@@ -73,11 +74,12 @@ export function checkContainerdConfig(text: string, hostsDir: string): { ok: boo
         `(set [plugins."io.containerd.grpc.v1.cri".registry] config_path = "${hostsDir}")`,
     };
   }
-  const paths = (m[1] as string).split(':');
+  const path = m[1] ?? m[2] ?? '';
+  const paths = path.split(':');
   if (!paths.includes(hostsDir))
     return {
       ok: false,
-      message: `containerd config_path is ${JSON.stringify(m[1])}, which does not include ${hostsDir}`,
+      message: `containerd config_path is ${JSON.stringify(path)}, which does not include ${hostsDir}`,
     };
   return { ok: true, message: `containerd config_path includes ${hostsDir}` };
 }

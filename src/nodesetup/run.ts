@@ -6,9 +6,10 @@
  */
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import type { NodeSetupConfig } from '../config/node-setup.js';
 import { checkContainerdConfig, renderHostsFiles } from './hosts-toml.js';
+import { removeDropIn, renderRegistriesConf, writeDropIn } from './registries-conf.js';
 import { removeHostsFiles, writeHostsFiles } from './write-hosts.js';
 
 export interface NodeSetupDeps {
@@ -18,6 +19,7 @@ export interface NodeSetupDeps {
 }
 
 export interface NodeSetupResult {
+  runtime: 'containerd' | 'cri-o';
   files: Record<string, string>;
   clusterProxyUrl?: string;
   warnings: string[];
@@ -31,6 +33,14 @@ async function resolveUrl(url: string, lookup: (host: string) => Promise<string>
   return `${u.protocol}//${u.host}`;
 }
 
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps = {}): Promise<NodeSetupResult> {
   const log = deps.log ?? ((level, msg, fields) => console.log(JSON.stringify({ level, msg, ...fields })));
   const lookup = deps.lookup ?? (async (h: string) => (await dnsLookup(h, { family: 4 })).address);
@@ -39,6 +49,9 @@ export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps 
     warnings.push(msg);
     log('warn', msg);
   };
+  const runtime =
+    config.runtime === 'auto' ? ((await isDirectory(config.crioDir)) ? 'cri-o' : 'containerd') : config.runtime;
+  if (runtime === 'cri-o') return setupCrio(config, lookup, log, warn, warnings);
   if (config.containerdConfig) {
     try {
       const c = checkContainerdConfig(await readFile(config.containerdConfig, 'utf8'), config.hostsDir);
@@ -51,19 +64,9 @@ export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps 
   if (config.remove) {
     const files = await removeHostsFiles(config.hostsDir, [config.proxyHost, '_default']);
     log('info', 'hosts.toml files removed', { files });
-    return { files, warnings };
+    return { runtime, files, warnings };
   }
-  let clusterProxyUrl: string | undefined;
-  if (config.clusterProxyUrl) {
-    try {
-      clusterProxyUrl = await resolveUrl(config.clusterProxyUrl, lookup);
-    } catch (err) {
-      warn(
-        `cluster proxy ${config.clusterProxyUrl} not resolvable (${(err as Error).message}): ` +
-          'writing hosts.toml without it',
-      );
-    }
-  }
+  const clusterProxyUrl = await clusterProxy(config, lookup, warn, 'hosts.toml');
   const plans = renderHostsFiles({
     proxyHost: config.proxyHost,
     nodeProxyUrl: config.nodeProxyUrl,
@@ -72,5 +75,56 @@ export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps 
   });
   const files = await writeHostsFiles(config.hostsDir, plans);
   log('info', 'hosts.toml files written', { hostsDir: config.hostsDir, files, clusterProxyUrl });
-  return { files, ...(clusterProxyUrl ? { clusterProxyUrl } : {}), warnings };
+  return { runtime, files, ...(clusterProxyUrl ? { clusterProxyUrl } : {}), warnings };
+}
+
+async function clusterProxy(
+  config: NodeSetupConfig,
+  lookup: (host: string) => Promise<string>,
+  warn: (msg: string) => void,
+  what: string,
+): Promise<string | undefined> {
+  if (!config.clusterProxyUrl) return undefined;
+  try {
+    return await resolveUrl(config.clusterProxyUrl, lookup);
+  } catch (err) {
+    warn(
+      `cluster proxy ${config.clusterProxyUrl} not resolvable (${(err as Error).message}): writing ${what} without it`,
+    );
+    return undefined;
+  }
+}
+
+async function setupCrio(
+  config: NodeSetupConfig,
+  lookup: (host: string) => Promise<string>,
+  log: NonNullable<NodeSetupDeps['log']>,
+  warn: (msg: string) => void,
+  warnings: string[],
+): Promise<NodeSetupResult> {
+  const dir = config.registriesConfDir;
+  if (config.remove) {
+    const outcome = await removeDropIn(dir);
+    if (outcome === 'foreign') warn(`${dir}/50-pullthrough.conf was not written by pullthrough: left alone`);
+    log('info', 'CRI-O registries.conf.d drop-in removed', { dir, outcome });
+    return { runtime: 'cri-o', files: { '50-pullthrough.conf': outcome }, warnings };
+  }
+  if (config.mirrorAll) {
+    warn('--mirror-all is not available on CRI-O: a registries.conf mirror would need one entry per registry');
+  }
+  const clusterProxyUrl = await clusterProxy(config, lookup, warn, 'the drop-in');
+  const content = renderRegistriesConf({
+    proxyHost: config.proxyHost,
+    nodeProxyUrl: config.nodeProxyUrl,
+    ...(clusterProxyUrl ? { clusterProxyUrl } : {}),
+  });
+  const outcome = await writeDropIn(dir, content);
+  if (outcome === 'foreign') warn(`${dir}/50-pullthrough.conf was not written by pullthrough: left alone`);
+  log('info', 'CRI-O registries.conf.d drop-in written', { dir, outcome, clusterProxyUrl });
+  return {
+    runtime: 'cri-o',
+    files: { '50-pullthrough.conf': outcome },
+    ...(clusterProxyUrl ? { clusterProxyUrl } : {}),
+    warnings,
+  };
 }

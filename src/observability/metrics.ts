@@ -179,6 +179,7 @@ export const WEBHOOK_SKIP_REASONS = [
   'ignore-images',
   'not-accepted',
   'not-encodable',
+  'node-identity',
 ] as const;
 export type WebhookSkipReason = (typeof WEBHOOK_SKIP_REASONS)[number];
 

@@ -1,7 +1,8 @@
 /**
  * Registry credentials and where they come from. The registry client asks a CredentialSource for
  * the candidates of one (registry, repository) and tries them in order on a 401; sources are the
- * static `--registry-credentials` file now and the pulling pods' imagePullSecrets (kube/).
+ * pulling pods' imagePullSecrets (kube/), the static `--registry-credentials` file and the kubelet's
+ * credential provider plugins (credential-provider.ts).
  *
  * Secrets live only inside Credential objects: `label` and `identity` are what logs, metrics and
  * token-cache keys may carry.
@@ -127,7 +128,7 @@ function hostMatches(pattern: string, host: string): boolean {
  * only: at worst pattern length times label length steps. (A regex with one `[^.]*` per `*` took
  * seconds for six stars against a 60-character label, and grew exponentially with each star.)
  */
-function globLabel(pattern: string, label: string): boolean {
+export function globLabel(pattern: string, label: string): boolean {
   let p = 0;
   let l = 0;
   let star = -1;

@@ -16,6 +16,7 @@ import { RegistryStore } from '../cache/registry-store.js';
 import { ResilientStore } from '../cache/resilient-store.js';
 import type { Store } from '../cache/store.js';
 import type { ProxyConfig } from '../config/proxy.js';
+import { ExecCredentialProviders } from '../oci/credential-provider.js';
 import { StaticCredentialSource, type CredentialSource } from '../oci/credentials.js';
 import { createEgressPolicy, egressTarget, guardedConnector, InternalTargets } from '../oci/egress.js';
 import { parseHostList } from '../oci/host-pattern.js';
@@ -81,14 +82,30 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   const insecure = parseHostList(config.insecureRegistries);
   const allowed = parseHostList(config.allowedRegistries);
   const staticCreds = new StaticCredentialSource(config.credentials);
-  const credentials: CredentialSource = deps.podCredentials
-    ? {
-        async credentialsFor(req) {
-          const pods = (await deps.podCredentials?.credentialsFor(req)) ?? [];
-          return [...pods, ...(await staticCreds.credentialsFor(req))];
+  const providers = config.credentialProviders
+    ? new ExecCredentialProviders({
+        ...config.credentialProviders,
+        events: {
+          invoked: (plugin) => log.debug({ plugin }, 'credential provider plugin run'),
+          failed: (err, image) =>
+            log.warn(
+              { plugin: err.plugin, image, code: err.code, reason: err.reason },
+              'credential provider plugin failed; pulling without its credentials',
+            ),
         },
-      }
-    : staticCreds;
+      })
+    : undefined;
+  // Pods' own credentials first, then the node's: --registry-credentials and the kubelet's plugins.
+  const sources = [deps.podCredentials, staticCreds, providers].filter((s) => s !== undefined);
+  const credentials: CredentialSource =
+    sources.length === 1
+      ? staticCreds
+      : {
+          async credentialsFor(req) {
+            const lists = await Promise.all(sources.map((s) => s.credentialsFor(req)));
+            return lists.flat();
+          },
+        };
 
   const pacer = deps.collectYoung ? new YoungGcPacer(deps.collectYoung, YOUNG_GC_EVERY_BYTES) : undefined;
   const paced = (agent: Agent): Dispatcher => (pacer ? agent.compose(reportResponseBytes(pacer.note)) : agent);

@@ -8,6 +8,7 @@ import {
   IGNORE_LABEL_VALUE,
   ORIGINAL_IMAGES_ANNOTATION,
   SKIPPED_IMAGES_ANNOTATION,
+  nodeIdentityReason,
   type RewritePolicy,
 } from './policy.js';
 import type { WebhookSkipReason } from '../observability/metrics.js';
@@ -102,7 +103,12 @@ export function mutatePod(pod: unknown, ctx: MutationContext, policy: RewritePol
         out.skipKinds[key] = podSkip.kind;
         return;
       }
-      const d = decideImage(c.image, c.imagePullPolicy, policy);
+      const decided = decideImage(c.image, c.imagePullPolicy, policy);
+      const nodeIdentity = decided.action === 'rewrite' ? nodeIdentityReason(c.image as string, policy) : undefined;
+      const d =
+        nodeIdentity === undefined
+          ? decided
+          : { action: 'keep' as const, reason: nodeIdentity, kind: 'node-identity' as const };
       if (d.action === 'keep') {
         out.skipped[key] = d.reason;
         out.skipKinds[key] = d.kind;

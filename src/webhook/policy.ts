@@ -3,7 +3,9 @@
  * shared by the pod mutator and the MutatingWebhookConfiguration selectors, so the selectors the
  * API server applies and the checks the webhook repeats cannot drift apart.
  */
-import type { PullPolicy } from '../config/webhook.js';
+import { DEFAULT_NODE_IDENTITY_REGISTRIES, type PullPolicy } from '../config/webhook.js';
+import { parseHostList, type HostList } from '../oci/host-pattern.js';
+import { parseReference } from '../oci/reference.js';
 
 export const IGNORE_LABEL = 'pullthrough.dev/image-caching-policy';
 export const IGNORE_LABEL_VALUE = 'ignore';
@@ -23,6 +25,13 @@ export interface RewritePolicy {
   readonly acceptImages: readonly RegExp[];
   /** Containers with one of these pull policies are left alone. */
   readonly skipPullPolicies: ReadonlySet<PullPolicy>;
+  /**
+   * Registries the kubelet authenticates with the node's identity (credential provider plugins,
+   * no imagePullSecrets): a rewritten image of theirs reaches a proxy that holds no credential for
+   * it, so they are left alone unless the proxy runs those plugins too. One list per pattern, so
+   * the reason names the pattern that matched.
+   */
+  readonly nodeIdentityRegistries: readonly HostList[];
 }
 
 export interface RewritePolicyInput {
@@ -32,6 +41,8 @@ export interface RewritePolicyInput {
   ignoreImages?: readonly string[];
   acceptImages?: readonly string[];
   skipPullPolicies?: readonly PullPolicy[];
+  /** Unset: DEFAULT_NODE_IDENTITY_REGISTRIES; empty: none is left alone for this reason. */
+  nodeIdentityRegistries?: readonly string[];
 }
 
 export function compileRegexes(patterns: readonly string[], flag: string): RegExp[] {
@@ -55,5 +66,27 @@ export function createRewritePolicy(input: RewritePolicyInput): RewritePolicy {
     ignoreImages: compileRegexes(input.ignoreImages ?? [], '--ignore-images'),
     acceptImages: compileRegexes(input.acceptImages ?? [], '--accept-images'),
     skipPullPolicies: new Set(input.skipPullPolicies ?? []),
+    nodeIdentityRegistries: (input.nodeIdentityRegistries ?? DEFAULT_NODE_IDENTITY_REGISTRIES)
+      .map((p) => parseHostList([p]))
+      .filter((l) => l.patterns.length > 0),
   };
+}
+
+/**
+ * Why an image is left alone because the kubelet pulls it with the node's own identity, if it is.
+ * Asked only of images that would otherwise be rewritten, so the reference parses.
+ */
+export function nodeIdentityReason(image: string, policy: RewritePolicy): string | undefined {
+  let registry: string;
+  try {
+    registry = parseReference(image).registry;
+  } catch {
+    return undefined;
+  }
+  const hit = policy.nodeIdentityRegistries.find((l) => l.matches(registry));
+  if (!hit) return undefined;
+  return (
+    `registry ${registry} matches --node-identity-registries ${hit.patterns.join(',')}: the kubelet ` +
+    'authenticates it with the node identity (a credential provider), which the proxy does not hold'
+  );
 }

@@ -39,6 +39,7 @@ export async function runWebhook(config: WebhookConfig, deps: WebhookDeps = {}):
     ignoreImages: config.ignoreImages,
     acceptImages: config.acceptImages,
     skipPullPolicies: config.skipPullPolicies,
+    nodeIdentityRegistries: config.nodeIdentityRegistries,
   });
 
   let refresh: () => Promise<TlsMaterial>;

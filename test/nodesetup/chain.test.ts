@@ -188,6 +188,9 @@ t.test('fallback chain with a real containerd', { skip: skip ?? false, timeout: 
   // The init container's work, with the test's addresses standing in for localhost:7439 and the Service IP.
   const setup = await runNodeSetup(
     {
+      runtime: 'containerd',
+      crioDir: '/nonexistent',
+      registriesConfDir: '/nonexistent',
       hostsDir,
       proxyHost: `127.0.0.1:${NODE_PROXY}`,
       nodeProxyUrl: `http://127.0.0.1:${NODE_PROXY}`,

@@ -132,3 +132,16 @@ t.test('an unresolvable cluster proxy is a warning; the node proxy entry is stil
   t.match(r.warnings, [/cannot read/, /not resolvable/]);
   t.match(await readFile(join(dir, 'localhost:7439', 'hosts.toml'), 'utf8'), /server = "http:\/\/127\.0\.0\.1:7439"/);
 });
+
+t.test('containerd config check reads TOML literal strings (containerd 2.x config dump)', async (t) => {
+  const v3 = [
+    'version = 3',
+    "[plugins.'io.containerd.cri.v1.images'.registry]",
+    "  config_path = '/etc/containerd/certs.d:/etc/docker/certs.d'",
+  ].join('\n');
+  t.match(checkContainerdConfig(v3, '/etc/containerd/certs.d'), { ok: true });
+  t.match(checkContainerdConfig(v3, '/var/lib/rancher/k3s/agent/etc/containerd/certs.d'), {
+    ok: false,
+    message: /does not include/,
+  });
+});
