@@ -1,0 +1,145 @@
+/**
+ * The cluster tier with real parts: six node proxies and two cluster-proxy replicas sharing one
+ * distribution registry as the cache registry, the origin behind a logging front whose access
+ * log shows every request that reached it. Six concurrent cold pulls of one image fetch each blob
+ * and the manifest from the origin once; a seventh node then gets everything from the cache
+ * registry; with the cluster proxies gone, a cold image still pulls from the origin.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { request } from 'undici';
+import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
+import { accessLog, Lab, type Image } from '../helpers/lab.js';
+import { startProxy, type TestProxy } from '../helpers/proxy.js';
+
+const ORIGIN = 15280;
+const CACHE = 15281;
+const FRONT = 15282;
+const REPLICAS = [15283, 15284];
+const NODES = [15285, 15286, 15287, 15288, 15289, 15290, 15291];
+
+const lab = new Lab('cluster-tier');
+const originHost = `127.0.0.1:${FRONT}`;
+const enc = `127.0.0.1_${FRONT}`;
+const cacheUrl = `http://127.0.0.1:${CACHE}`;
+const replicaUrls = REPLICAS.map((p) => `http://127.0.0.1:${p}`);
+const started: TestProxy[] = [];
+let app: Image;
+let cold: Image;
+let frontLog: string;
+
+t.teardown(async () => {
+  for (const p of started) await p.stop();
+  await lab.cleanup();
+});
+
+const common = ['--cache-registry', cacheUrl, '--insecure-registries', originHost, '--cache-timeout', '3s'];
+
+async function replica(port: number): Promise<TestProxy> {
+  const self = `http://127.0.0.1:${port}`;
+  const flags = ['--data-dir', lab.tempDir(`pt-cluster-${port}`), ...common];
+  const p = await startProxy([...flags, '--cluster-proxy', replicaUrls.join(','), '--cluster-self', self], { port });
+  started.push(p);
+  return p;
+}
+
+async function node(port: number): Promise<TestProxy> {
+  const flags = ['--data-dir', lab.tempDir(`pt-node-${port}`), ...common];
+  const p = await startProxy([...flags, '--cluster-proxy', replicaUrls.join(','), '--cluster-cooldown', '60s'], {
+    port,
+  });
+  started.push(p);
+  return p;
+}
+
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+interface Pulled {
+  /** `manifest <source>`, then `<digest prefix> <source>` per blob (the Pullthrough-Source header). */
+  readonly sources: string[];
+}
+
+/** What a client does: the manifest by tag, then its config and layers, each checked. */
+async function pull(p: TestProxy, repo: string, tag: string): Promise<Pulled> {
+  const m = await request(`${p.url}/v2/${enc}/${repo}/manifests/${tag}`, { headers: { accept: MANIFEST_ACCEPT } });
+  const bytes = Buffer.from(await m.body.arrayBuffer());
+  if (m.statusCode !== 200) throw new Error(`manifest ${m.statusCode}: ${bytes.toString().slice(0, 300)}`);
+  const manifest = JSON.parse(bytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+  const sources = [`manifest ${String(m.headers['pullthrough-source'])}`];
+  for (const d of [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]) {
+    const b = await request(`${p.url}/v2/${enc}/${repo}/blobs/${d}`);
+    const body = Buffer.from(await b.body.arrayBuffer());
+    if (b.statusCode !== 200) throw new Error(`blob ${d} ${b.statusCode}: ${body.toString().slice(0, 300)}`);
+    if (sha(body) !== d) throw new Error(`blob ${d} arrived corrupt`);
+    sources.push(`${d.slice(7, 15)} ${String(b.headers['pullthrough-source'])}`);
+  }
+  return { sources };
+}
+
+/** GETs that reached the origin, by path (manifests and blobs of `repo`). */
+function originGets(repo: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const e of accessLog(frontLog)) {
+    if (e.method !== 'GET' || !e.uri.startsWith(`/v2/${repo}/`)) continue;
+    const path = e.uri.split('?')[0] as string;
+    counts.set(path, (counts.get(path) ?? 0) + 1);
+  }
+  return counts;
+}
+
+t.before(async () => {
+  const origin = await lab.registry('origin', ORIGIN);
+  await lab.registry('cache', CACHE);
+  frontLog = (await lab.logproxy('origin-front', FRONT, origin.url)).log;
+  [app, cold] = await Promise.all([
+    lab.image(origin.host, 'library/app', 'v1', ['--layers', '3', '--layer-mb', '8']),
+    lab.image(origin.host, 'library/cold', 'v1', ['--layers', '2']),
+  ]);
+});
+
+t.test('six nodes pull one cold image at once: the origin serves each blob and the manifest once', async (t) => {
+  const replicas = await Promise.all(REPLICAS.map((p) => replica(p)));
+  const nodes = await Promise.all(NODES.slice(0, 6).map((p) => node(p)));
+  const results = await Promise.all(nodes.map((n) => pull(n, 'library/app', 'v1')));
+  t.equal(results.length, 6, 'every node pulled the whole image, verified');
+  for (const r of replicas) await r.settle(180_000);
+  for (const n of nodes) await n.settle(60_000);
+  const gets = originGets('library/app');
+  const blobs = [...gets].filter(([path]) => path.includes('/blobs/'));
+  const manifests = [...gets].filter(([path]) => path.includes('/manifests/'));
+  t.equal(blobs.length, app.layers.length + 1, 'the config and every layer came from the origin');
+  t.same(
+    blobs.filter(([, n]) => n !== 1),
+    [],
+    'each blob once',
+  );
+  t.same(manifests, [[`/v2/library/app/manifests/v1`, 1]], 'the manifest once, by its tag');
+  const uploads = nodes.flatMap((n) => n.logs().filter((l) => l.msg === 'blob fill failed; nothing was cached'));
+  t.same(uploads, [], 'no node fill failed');
+});
+
+t.test('a seventh node then gets everything from the cache registry', async (t) => {
+  const before = originGets('library/app');
+  const seventh = await node(NODES[6] as number);
+  const { sources } = await pull(seventh, 'library/app', 'v1');
+  t.same(
+    sources.filter((s) => !s.endsWith(' cache')),
+    [],
+    'the manifest and every blob from the cache',
+  );
+  t.same(originGets('library/app'), before, 'nothing more from the origin');
+});
+
+t.test('with the cluster proxies gone, a cold image still pulls from the origin', async (t) => {
+  for (const r of started.slice(0, 2)) await r.stop();
+  const n = started[2] as TestProxy;
+  await pull(n, 'library/cold', 'v1');
+  const warned = n.logs().filter((l) => l.msg === 'cluster proxy did not answer; asking the origin directly');
+  t.ok(warned.length >= 1, 'the node says it skipped the cluster tier');
+  await n.settle(120_000);
+  const stored = await request(`${cacheUrl}/v2/${enc}/library/cold/manifests/${cold.digest}`, {
+    headers: { accept: MANIFEST_ACCEPT },
+  });
+  await stored.body.dump();
+  t.equal(stored.statusCode, 200, 'the node that went to the origin itself stored the image');
+});
