@@ -115,17 +115,18 @@ export const proxyFlags: readonly FlagSpec[] = [
     kind: 'list',
     default: '',
     help:
-      'Base URLs of the cluster proxy replicas (http://10.0.3.7:7439,...). What the cache is missing is asked ' +
-      'of one of them (the same one for the same object, on every node) before the origin, so the cluster ' +
-      'fetches it from the origin once; the replica stores it. Empty: straight to the origin.',
+      'Base URLs of the cluster proxy replicas; a host name stands for every address it resolves to (a ' +
+      'headless Service), looked up every 10 s. What the cache is missing is asked of one of them (the same ' +
+      'one for the same object, on every node) before the origin, so the cluster fetches it from the origin ' +
+      'once; the replica stores it. Empty: straight to the origin.',
   },
   {
     name: 'cluster-self',
     kind: 'string',
     default: '',
     help:
-      "A cluster proxy replica's own URL as it appears in --cluster-proxy: what it owns it fetches from the " +
-      'origin itself; what another replica owns it asks that one for.',
+      "A cluster proxy replica's own URL (http://<pod IP>:7439), one of the replicas --cluster-proxy names or " +
+      'resolves to: what it owns it fetches from the origin itself; what another replica owns it asks that one for.',
   },
   {
     name: 'cluster-timeout',
@@ -286,8 +287,8 @@ export function readProxyConfig(
   const privateImages = privateImagesMode(v['private-images'], nodeName);
   const clusterProxies = parseList(v['cluster-proxy']).map(clusterProxyUrl);
   const clusterSelf = v['cluster-self'] ? clusterProxyUrl(v['cluster-self']) : undefined;
-  if (clusterSelf && !clusterProxies.some((u) => u.href === clusterSelf.href)) {
-    throw new ConfigError('--cluster-self: must be one of the --cluster-proxy URLs, spelled the same');
+  if (clusterSelf && clusterProxies.length === 0) {
+    throw new ConfigError('--cluster-self: names this replica among --cluster-proxy, which is empty');
   }
   return {
     help,

@@ -25,7 +25,7 @@ import { reportResponseBytes } from '../oci/response-bytes.js';
 import type { Logger } from '../observability/logger.js';
 import { ProxyMetrics } from '../observability/metrics.js';
 import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
-import { ClusterTier } from './cluster-tier.js';
+import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { PullService } from './pull-service.js';
 import { createProxyServer } from './server.js';
 
@@ -271,8 +271,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       : undefined;
   const tier = tierAgent
     ? new ClusterTier({
-        replicas: config.clusterProxies.map((u) => u.toString()),
-        self: config.clusterSelf?.toString(),
+        replicas: new ReplicaList(config.clusterProxies),
+        self: config.clusterSelf ? baseUrl(config.clusterSelf) : undefined,
         dispatcher: paced(tierAgent),
         cooldownMs: config.clusterCooldownMs,
         onUnavailable: (replica, reason) =>

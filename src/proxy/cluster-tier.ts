@@ -9,6 +9,8 @@
  * goes to the origin itself, and a replica that failed is skipped for the cool-down.
  */
 import { createHash } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { request, type Dispatcher } from 'undici';
 import type { ObjectKind } from '../access/access-control.js';
 import { describe, type RegistryResponse } from '../oci/registry-client.js';
@@ -22,13 +24,75 @@ export interface TierResponse extends RegistryResponse {
   readonly fromTier: true;
 }
 
+/** Resolves a host name to every address it has (a headless Service: one per ready replica). */
+export type LookupAll = (host: string) => Promise<readonly string[]>;
+
+const lookupAll: LookupAll = async (host) => (await lookup(host, { all: true })).map((a) => a.address);
+
+/** How long a resolved list of replicas is used before the names are looked up again. */
+const RESOLVE_EVERY_MS = 10_000;
+
+/**
+ * The replicas from the configured URLs: an IP address is one replica; a host name stands for
+ * every address it resolves to (a headless Service), looked up again every RESOLVE_EVERY_MS. A
+ * failed lookup keeps the last list: the replicas' own failures are what the cool-down is for.
+ */
+export class ReplicaList {
+  private readonly urls: readonly URL[];
+  private readonly resolve: LookupAll;
+  private readonly now: () => number;
+  private list: readonly string[] = [];
+  private resolvedAt = -Infinity;
+  private refreshing: Promise<void> | undefined;
+
+  constructor(urls: readonly URL[], resolve: LookupAll = lookupAll, now: () => number = Date.now) {
+    this.urls = urls;
+    this.resolve = resolve;
+    this.now = now;
+  }
+
+  async current(): Promise<readonly string[]> {
+    if (this.now() - this.resolvedAt >= RESOLVE_EVERY_MS) {
+      this.refreshing ??= this.refresh().finally(() => (this.refreshing = undefined));
+      await this.refreshing;
+    }
+    return this.list;
+  }
+
+  private async refresh(): Promise<void> {
+    const out: string[] = [];
+    for (const u of this.urls) {
+      const host = u.hostname.replace(/^\[|\]$/g, '');
+      if (isIP(host)) {
+        out.push(baseUrl(u));
+        continue;
+      }
+      try {
+        for (const a of await this.resolve(host)) out.push(baseUrl(u, a));
+      } catch {
+        out.push(...this.list.filter((r) => r.startsWith(`${u.protocol}//`)));
+      }
+    }
+    this.list = [...new Set(out)];
+    this.resolvedAt = this.now();
+  }
+}
+
+/** `scheme://host:port` of a replica, at `address` instead of the URL's host when given. */
+export function baseUrl(u: URL, address?: string): string {
+  const host =
+    address === undefined
+      ? u.host
+      : `${isIP(address) === 6 ? `[${address}]` : address}:${u.port || (u.protocol === 'https:' ? 443 : 80)}`;
+  return `${u.protocol}//${host}`;
+}
+
 export interface ClusterTierOptions {
-  /** The replicas' base URLs (`http://10.0.3.7:7439`). */
-  readonly replicas: readonly string[];
+  readonly replicas: ReplicaList;
   /**
-   * This proxy's own URL among them (a cluster proxy replica): what it owns it fetches from the
-   * origin itself. What another replica owns it asks that one for, its background completions
-   * included, so two replicas never fetch the same object.
+   * This proxy's own base URL among them (a cluster proxy replica, `baseUrl`): what it owns it
+   * fetches from the origin itself. What another replica owns it asks that one for, its
+   * background completions included, so two replicas never fetch the same object.
    */
   readonly self?: string | undefined;
   /** Bounds connect and headers (the agent's timeouts). */
@@ -53,8 +117,8 @@ export class ClusterTier {
   private readonly self: string | undefined;
 
   constructor(opts: ClusterTierOptions) {
-    this.o = { ...opts, replicas: opts.replicas.map(trimSlash) };
-    this.self = opts.self === undefined ? undefined : trimSlash(opts.self);
+    this.o = opts;
+    this.self = opts.self;
     this.now = opts.now ?? Date.now;
   }
 
@@ -62,11 +126,11 @@ export class ClusterTier {
    * The replica that owns `key` among those not cooling down: the highest hash of replica and key
    * (rendezvous hashing), so losing or adding a replica moves only the keys it owns.
    */
-  pick(key: string): string | undefined {
+  pick(replicas: readonly string[], key: string): string | undefined {
     const now = this.now();
     let best: string | undefined;
     let bestScore = '';
-    for (const r of this.o.replicas) {
+    for (const r of replicas) {
       if ((this.downUntil.get(r) ?? 0) > now) continue;
       const score = createHash('sha256').update(`${r}\n${key}`).digest('hex');
       if (score > bestScore) {
@@ -85,7 +149,7 @@ export class ClusterTier {
     reference: string,
     opts: TierRequest,
   ): Promise<TierResponse | undefined> {
-    const replica = this.pick(`${t.registry}/${t.repository}@${reference}`);
+    const replica = this.pick(await this.o.replicas.current(), `${t.registry}/${t.repository}@${reference}`);
     // Its own objects a replica fetches itself: the chain of owners ends here. (A replica never
     // cools itself down, so an object owned by a higher-scoring replica only ever moves up.)
     if (replica === undefined || replica === this.self) return undefined;
@@ -129,8 +193,4 @@ export class ClusterTier {
     this.downUntil.set(replica, this.now() + this.o.cooldownMs);
     this.o.onUnavailable?.(replica, reason);
   }
-}
-
-function trimSlash(url: string): string {
-  return url.replace(/\/+$/, '');
 }
