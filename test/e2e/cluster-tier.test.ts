@@ -11,21 +11,26 @@ import { request } from 'undici';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { accessLog, Lab, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { eventually } from '../helpers/wait.js';
 
 const ORIGIN = 15280;
 const CACHE = 15281;
 const FRONT = 15282;
+/** The same origin behind a slow link, for a blob still arriving when its replica is killed. */
+const SLOW = 15292;
 const REPLICAS = [15283, 15284];
 const NODES = [15285, 15286, 15287, 15288, 15289, 15290, 15291];
 
 const lab = new Lab('cluster-tier');
 const originHost = `127.0.0.1:${FRONT}`;
 const enc = `127.0.0.1_${FRONT}`;
+const slowEnc = `127.0.0.1_${SLOW}`;
 const cacheUrl = `http://127.0.0.1:${CACHE}`;
 const replicaUrls = REPLICAS.map((p) => `http://127.0.0.1:${p}`);
 const started: TestProxy[] = [];
 let app: Image;
 let cold: Image;
+let big: Image;
 let frontLog: string;
 
 t.teardown(async () => {
@@ -33,7 +38,14 @@ t.teardown(async () => {
   await lab.cleanup();
 });
 
-const common = ['--cache-registry', cacheUrl, '--insecure-registries', originHost, '--cache-timeout', '3s'];
+const common = [
+  '--cache-registry',
+  cacheUrl,
+  '--insecure-registries',
+  `${originHost},127.0.0.1:${SLOW}`,
+  '--cache-timeout',
+  '3s',
+];
 
 async function replica(port: number): Promise<TestProxy> {
   const self = `http://127.0.0.1:${port}`;
@@ -91,9 +103,11 @@ t.before(async () => {
   const origin = await lab.registry('origin', ORIGIN);
   await lab.registry('cache', CACHE);
   frontLog = (await lab.logproxy('origin-front', FRONT, origin.url)).log;
-  [app, cold] = await Promise.all([
+  await lab.logproxy('origin-slow', SLOW, origin.url, ['--rate', '1000000']);
+  [app, cold, big] = await Promise.all([
     lab.image(origin.host, 'library/app', 'v1', ['--layers', '3', '--layer-mb', '8']),
     lab.image(origin.host, 'library/cold', 'v1', ['--layers', '2']),
+    lab.image(origin.host, 'library/big', 'v1', ['--layers', '1', '--layer-mb', '12']),
   ]);
 });
 
@@ -128,6 +142,56 @@ t.test('a seventh node then gets everything from the cache registry', async (t) 
     'the manifest and every blob from the cache',
   );
   t.same(originGets('library/app'), before, 'nothing more from the origin');
+});
+
+/** A blob as containerd fetches it: on a cut connection, again from where it stopped (Range). */
+async function getResuming(url: string): Promise<{ body: Buffer; attempts: number }> {
+  const parts: Buffer[] = [];
+  let got = 0;
+  let last: unknown;
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    try {
+      const res = await request(url, got > 0 ? { headers: { range: `bytes=${got}-` } } : {});
+      if (res.statusCode !== (got > 0 ? 206 : 200)) {
+        await res.body.dump();
+        throw new Error(`status ${res.statusCode}`);
+      }
+      for await (const chunk of res.body) {
+        parts.push(chunk as Buffer);
+        got += (chunk as Buffer).length;
+      }
+      return { body: Buffer.concat(parts), attempts: attempt };
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw last;
+}
+
+t.test('a cluster proxy killed mid-blob: the pull completes, nothing partial is stored', async (t) => {
+  const replicas = started.slice(0, 2);
+  const n = started[3] as TestProxy;
+  const layer = big.layers[0] as string;
+  const repo = `${slowEnc}/library/big`;
+  const pulling = getResuming(`${n.url}/v2/${repo}/blobs/${layer}`);
+  const owner = await eventually(
+    () => replicas.find((r) => (r.fills.get(repo, layer)?.written ?? 0) > 2 * 1024 * 1024),
+    'a replica filling the blob',
+    60_000,
+  );
+  await owner.stop(0);
+  const { body, attempts } = await pulling;
+  t.equal(sha(body), layer, 'the client got the whole blob, verified');
+  t.ok(attempts > 1, `it resumed after the cut (${attempts} requests)`);
+  const other = replicas.find((r) => r !== owner) as TestProxy;
+  await other.settle(120_000);
+  await n.settle(120_000);
+  const stored = await request(`${cacheUrl}/v2/${repo}/blobs/${layer}`);
+  const bytes = Buffer.from(await stored.body.arrayBuffer());
+  t.ok(
+    stored.statusCode === 404 || sha(bytes) === layer,
+    `the cache registry has all of it or none (${stored.statusCode})`,
+  );
 });
 
 t.test('with the cluster proxies gone, a cold image still pulls from the origin', async (t) => {
