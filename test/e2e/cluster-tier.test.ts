@@ -133,6 +133,14 @@ t.test('six nodes pull one cold image at once: the origin serves each blob and t
 });
 
 t.test('a seventh node then gets everything from the cache registry', async (t) => {
+  // The tag is written after the manifest, past what settle() waits for.
+  await eventually(async () => {
+    const res = await request(`${cacheUrl}/v2/pullthrough-tags/${enc}/library/app/manifests/v1`, {
+      headers: { accept: MANIFEST_ACCEPT },
+    });
+    await res.body.dump();
+    return res.statusCode === 200;
+  }, 'the tag in the cache registry');
   const before = originGets('library/app');
   const seventh = await node(NODES[6] as number);
   const { sources } = await pull(seventh, 'library/app', 'v1');
