@@ -3,7 +3,9 @@
  * distribution registry as the cache registry, the origin behind a logging front whose access
  * log shows every request that reached it. Six concurrent cold pulls of one image fetch each blob
  * and the manifest from the origin once; a seventh node then gets everything from the cache
- * registry; with the cluster proxies gone, a cold image still pulls from the origin.
+ * registry; a replica killed mid-blob (a slow origin link) leaves the client resuming to a whole
+ * blob and nothing partial stored; with the replicas gone, or one that accepts and never answers,
+ * a cold image still pulls from the origin.
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
@@ -18,6 +20,8 @@ const CACHE = 15281;
 const FRONT = 15282;
 /** The same origin behind a slow link, for a blob still arriving when its replica is killed. */
 const SLOW = 15292;
+/** A cluster proxy that accepts connections and never answers. */
+const HUNG = 15293;
 const REPLICAS = [15283, 15284];
 const NODES = [15285, 15286, 15287, 15288, 15289, 15290, 15291];
 
@@ -31,6 +35,7 @@ const started: TestProxy[] = [];
 let app: Image;
 let cold: Image;
 let big: Image;
+let hung: Image;
 let frontLog: string;
 
 t.teardown(async () => {
@@ -104,10 +109,12 @@ t.before(async () => {
   await lab.registry('cache', CACHE);
   frontLog = (await lab.logproxy('origin-front', FRONT, origin.url)).log;
   await lab.logproxy('origin-slow', SLOW, origin.url, ['--rate', '1000000']);
-  [app, cold, big] = await Promise.all([
+  await lab.logproxy('hung-replica', HUNG, origin.url, ['--hang']);
+  [app, cold, big, hung] = await Promise.all([
     lab.image(origin.host, 'library/app', 'v1', ['--layers', '3', '--layer-mb', '8']),
     lab.image(origin.host, 'library/cold', 'v1', ['--layers', '2']),
     lab.image(origin.host, 'library/big', 'v1', ['--layers', '1', '--layer-mb', '12']),
+    lab.image(origin.host, 'library/hung', 'v1', ['--layers', '1']),
   ]);
 });
 
@@ -214,4 +221,14 @@ t.test('with the cluster proxies gone, a cold image still pulls from the origin'
   });
   await stored.body.dump();
   t.equal(stored.statusCode, 200, 'the node that went to the origin itself stored the image');
+});
+
+t.test('a cluster proxy that never answers: the node fetches from the origin itself', async (t) => {
+  const flags = ['--data-dir', lab.tempDir('pt-node-hung'), ...common, '--cluster-timeout', '1s'];
+  const n = await startProxy([...flags, '--cluster-proxy', `http://127.0.0.1:${HUNG}`]);
+  started.push(n);
+  await pull(n, 'library/hung', 'v1');
+  const warned = n.logs().filter((l) => l.msg === 'cluster proxy did not answer; asking the origin directly');
+  t.equal(warned.length, 1, 'once: then the replica is skipped for the cool-down');
+  t.equal(originGets('library/hung').size, hung.layers.length + 2, 'the manifest and every blob from the origin');
 });
