@@ -1,7 +1,8 @@
 /**
  * The cluster tier with real parts: six node proxies and two cluster-proxy replicas sharing one
  * distribution registry as the cache registry, the origin behind a logging front whose access
- * log shows every request that reached it. Six concurrent cold pulls of one image fetch each blob
+ * log shows every request that reached it. Six concurrent cold pulls of one image (and of another,
+ * two of them by real containerds) fetch each blob
  * and the manifest from the origin once; a seventh node then gets everything from the cache
  * registry; a replica killed mid-blob (a slow origin link) leaves the client resuming to a whole
  * blob and nothing partial stored; with the replicas gone, or one that accepts and never answers,
@@ -22,6 +23,8 @@ const FRONT = 15282;
 const SLOW = 15292;
 /** A cluster proxy that accepts connections and never answers. */
 const HUNG = 15293;
+/** CRI ports of the two containerds. */
+const CRI = [15294, 15295];
 const REPLICAS = [15283, 15284];
 const NODES = [15285, 15286, 15287, 15288, 15289, 15290, 15291];
 
@@ -36,6 +39,7 @@ let app: Image;
 let cold: Image;
 let big: Image;
 let hung: Image;
+let ctr: Image;
 let frontLog: string;
 
 t.teardown(async () => {
@@ -110,11 +114,12 @@ t.before(async () => {
   frontLog = (await lab.logproxy('origin-front', FRONT, origin.url)).log;
   await lab.logproxy('origin-slow', SLOW, origin.url, ['--rate', '1000000']);
   await lab.logproxy('hung-replica', HUNG, origin.url, ['--hang']);
-  [app, cold, big, hung] = await Promise.all([
+  [app, cold, big, hung, ctr] = await Promise.all([
     lab.image(origin.host, 'library/app', 'v1', ['--layers', '3', '--layer-mb', '8']),
     lab.image(origin.host, 'library/cold', 'v1', ['--layers', '2']),
     lab.image(origin.host, 'library/big', 'v1', ['--layers', '1', '--layer-mb', '12']),
     lab.image(origin.host, 'library/hung', 'v1', ['--layers', '1']),
+    lab.image(origin.host, 'library/ctr', 'v1', ['--layers', '2', '--layer-mb', '4']),
   ]);
 });
 
@@ -137,6 +142,26 @@ t.test('six nodes pull one cold image at once: the origin serves each blob and t
   t.same(manifests, [[`/v2/library/app/manifests/v1`, 1]], 'the manifest once, by its tag');
   const uploads = nodes.flatMap((n) => n.logs().filter((l) => l.msg === 'blob fill failed; nothing was cached'));
   t.same(uploads, [], 'no node fill failed');
+});
+
+t.test('two containerds and four clients on six nodes pull one cold image: each object once', async (t) => {
+  const nodes = started.slice(2, 8);
+  const [n1, n2] = nodes as [TestProxy, TestProxy];
+  await Promise.all(CRI.map((port, i) => lab.containerd(`node-${i + 1}`, port)));
+  const results = await Promise.all([
+    lab.criPull('node-1', `${n1.host}/${enc}/library/ctr:v1`),
+    lab.criPull('node-2', `${n2.host}/${enc}/library/ctr:v1`),
+    ...nodes.slice(2).map((n) => pull(n, 'library/ctr', 'v1')),
+  ]);
+  for (const r of results.slice(0, 2)) t.ok('image_ref' in r && r.image_ref, `containerd pulled: ${JSON.stringify(r)}`);
+  for (const r of started.slice(0, 2)) await r.settle(180_000);
+  const gets = [...originGets('library/ctr')];
+  t.equal(gets.filter(([path]) => path.includes('/blobs/')).length, ctr.layers.length + 1, 'every blob at the origin');
+  t.same(
+    gets.filter(([, n]) => n !== 1),
+    [],
+    'each blob and the manifest once',
+  );
 });
 
 t.test('a seventh node then gets everything from the cache registry', async (t) => {
