@@ -2,9 +2,8 @@
  * The cluster tier with real parts: six node proxies and two cluster-proxy replicas sharing one
  * distribution registry as the cache registry, the origin behind a logging front whose access
  * log shows every request that reached it. Six concurrent cold pulls of one image (and of another,
- * two of them by real containerds) fetch each blob
- * and the manifest from the origin once; a seventh node then gets everything from the cache
- * registry; a replica killed mid-blob (a slow origin link) leaves the client resuming to a whole
+ * two of them by real containerds) fetch each blob and the manifest from the origin once; a
+ * seventh node then gets everything from the cache registry; a replica killed mid-blob (a slow origin link) leaves the client resuming to a whole
  * blob and nothing partial stored; with the replicas gone, or one that accepts and never answers,
  * a cold image still pulls from the origin.
  */
