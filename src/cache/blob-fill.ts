@@ -32,6 +32,8 @@ export interface OriginBlob {
   /** Content-Length as the origin announced it, if it did. */
   readonly size: number | undefined;
   readonly stream: Readable;
+  /** Whoever served the bytes stores them (the cluster tier): this fill verifies and relays only. */
+  readonly storedElsewhere?: boolean;
 }
 
 /** How a fill gets its bytes: the origin's answer for one blob, cancelled through `signal`. */
@@ -78,6 +80,8 @@ export class BlobFill extends EventEmitter implements FollowedFill {
   /** Bytes clients may read so far: in the spool, and past it in memory once it failed. */
   written = 0;
   error: Error | undefined;
+  /** Set once the source answered: whoever served the bytes stores them (OriginBlob.storedElsewhere). */
+  storedElsewhere = false;
   /** Resolves once the origin answered with a body (or rejects with why it did not). */
   readonly started: Promise<void>;
   /** Resolves true once the blob is in the store, false when it never will be from this fill. */

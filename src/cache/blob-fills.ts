@@ -2,7 +2,8 @@
  * The registry of fills in progress, by cache repository and digest: a request for a cold blob
  * joins the fill under way or starts one, and each fill runs from the origin through
  * verification to its commit in the store (through the commit gate), then leaves the registry
- * and its spool file is removed.
+ * and its spool file is removed. A fill whose bytes came from where they are stored anyway (the
+ * cluster tier) is verified and relayed, not committed a second time.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, unlink } from 'node:fs/promises';
@@ -94,15 +95,24 @@ export class BlobFills {
     const hold = fill.retain();
     this.activity.fetching++;
     let ok = false;
+    const noted: OriginBlobRequest = {
+      open: async (signal) => {
+        const blob = await request.open(signal);
+        fill.storedElsewhere = blob.storedElsewhere === true;
+        return blob;
+      },
+    };
     try {
       try {
-        await fill.run(request, this.opts.events ?? {}, this.bounds, declaredSize);
+        await fill.run(noted, this.opts.events ?? {}, this.bounds, declaredSize);
       } finally {
         this.activity.fetching--;
         this.activity.wake();
       }
       if (fill.error instanceof SpoolError) this.spoolFailedUntil = Date.now() + (this.opts.spoolCooldownMs ?? 10_000);
-      if (fill.state === 'verified') {
+      if (fill.state === 'verified' && fill.storedElsewhere) {
+        ok = true;
+      } else if (fill.state === 'verified') {
         ok = await this.gate.commit(fill.written, () =>
           this.opts.store.putBlobFile(fill.repo, fill.digest, fill.written, fill.file),
         );

@@ -139,6 +139,36 @@ export const proxyFlags: readonly FlagSpec[] = [
     help: 'After the cache registry fails to answer, how long it is skipped (pulls go to the origin).',
   },
   {
+    name: 'cluster-proxy',
+    kind: 'list',
+    default: '',
+    help:
+      'Base URLs of the cluster proxy replicas; a host name stands for every address it resolves to (a ' +
+      'headless Service), looked up every 10 s. What the cache is missing is asked of one of them (the same ' +
+      'one for the same object, on every node) before the origin, so the cluster fetches it from the origin ' +
+      'once; the replica stores it. Empty: straight to the origin.',
+  },
+  {
+    name: 'cluster-self',
+    kind: 'string',
+    default: '',
+    help:
+      "A cluster proxy replica's own URL (http://<pod IP>:7439), one of the replicas --cluster-proxy names or " +
+      'resolves to: what it owns it fetches from the origin itself; what another replica owns it asks that one for.',
+  },
+  {
+    name: 'cluster-timeout',
+    kind: 'duration',
+    default: '3s',
+    help: 'Connect and header timeout toward a cluster proxy; past it the origin is asked directly.',
+  },
+  {
+    name: 'cluster-cooldown',
+    kind: 'duration',
+    default: '30s',
+    help: 'After a cluster proxy fails to answer (unreachable, slow, 5xx), how long it is skipped.',
+  },
+  {
     name: 'node-name',
     kind: 'string',
     help:
@@ -242,6 +272,12 @@ export interface ProxyConfig {
   readonly originIdleTimeoutMs: number;
   readonly cacheTimeoutMs: number;
   readonly cacheCooldownMs: number;
+  /** The cluster proxy replicas' base URLs; empty: no cluster tier. */
+  readonly clusterProxies: readonly URL[];
+  /** This replica's own URL among clusterProxies (a cluster proxy); undefined on a node proxy. */
+  readonly clusterSelf: URL | undefined;
+  readonly clusterTimeoutMs: number;
+  readonly clusterCooldownMs: number;
   /** Empty: no pod credentials (standalone). */
   readonly nodeName: string;
   readonly kubeconfig: string | undefined;
@@ -285,6 +321,11 @@ export function readProxyConfig(
   const listen = parseHostPort('listen', v.listen);
   const nodeName = (v['node-name'] ?? env.NODE_NAME ?? '').trim();
   const privateImages = privateImagesMode(v['private-images'], nodeName);
+  const clusterProxies = parseList(v['cluster-proxy']).map(clusterProxyUrl);
+  const clusterSelf = v['cluster-self'] ? clusterProxyUrl(v['cluster-self']) : undefined;
+  if (clusterSelf && clusterProxies.length === 0) {
+    throw new ConfigError('--cluster-self: names this replica among --cluster-proxy, which is empty');
+  }
   return {
     help,
     config: {
@@ -307,6 +348,10 @@ export function readProxyConfig(
       originIdleTimeoutMs: parseDuration('origin-idle-timeout', v['origin-idle-timeout']),
       cacheTimeoutMs: parseDuration('cache-timeout', v['cache-timeout']),
       cacheCooldownMs: parseDuration('cache-cooldown', v['cache-cooldown']),
+      clusterProxies,
+      clusterSelf,
+      clusterTimeoutMs: parseDuration('cluster-timeout', v['cluster-timeout']),
+      clusterCooldownMs: parseDuration('cluster-cooldown', v['cluster-cooldown']),
       nodeName,
       kubeconfig: v.kubeconfig ? resolve(v.kubeconfig) : undefined,
       authTtlMs: parseDuration('auth-ttl', v['auth-ttl']),
@@ -355,6 +400,19 @@ function originDownPolicy(v: string | undefined): OriginDownPolicy {
     throw new ConfigError(`--private-when-origin-down: expected ${expected}, got ${JSON.stringify(v)}`);
   }
   return p as OriginDownPolicy;
+}
+
+function clusterProxyUrl(v: string): URL {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new ConfigError(`--cluster-proxy: not a URL: ${JSON.stringify(v)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ConfigError('--cluster-proxy: use http:// or https:// URLs');
+  }
+  return url;
 }
 
 function readCredentials(file: string): DockerConfigEntry[] {

@@ -5,6 +5,7 @@
  * cache or from another client's fetch passes the access gate first.
  */
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccessGate } from '../access/access-control.js';
 import type { BlobFill } from '../cache/blob-fill.js';
 import type { BlobFills } from '../cache/blob-fills.js';
@@ -18,6 +19,12 @@ import { headerString, originFailure, type Origin } from './origin.js';
 import { resolveRange, type ByteRange, type RangeRequest } from './range.js';
 import type { RequestContext, Source } from './request-context.js';
 import type { Target } from './target.js';
+
+/**
+ * How long a background completion waits for the replica that owns a blob to upload it: its
+ * uploads yield to pulls for up to 30 s (build-proxy.ts), then take as long as the upload.
+ */
+const OWNER_COMMIT_WAIT_MS = 5 * 60_000;
 
 export interface BlobAnswer {
   readonly size: number | undefined;
@@ -91,10 +98,23 @@ export class BlobSource {
     if (await this.o.store.statBlob(t.cacheRepo, d.digest)) return { stored: Promise.resolve(true) };
     const { fill } = this.fill(t, d.digest, d.size);
     fill.pin();
-    await fill.fetched;
+    const fetched = await fill.fetched;
+    // Relayed from the replica that owns it: that one uploads it, in its own time. A manifest put
+    // before its blobs are in the store would be refused, so this waits until they are.
+    if (fetched && fill.storedElsewhere) return { stored: this.storedByOwner(t, d.digest) };
     // Uploads falling behind: hold the slot until this one is stored, so the spool stays bounded.
     if (this.o.fills.commitBacklogFull) await fill.committed;
     return { stored: fill.committed };
+  }
+
+  /** True once the store holds the blob another replica uploads; false after OWNER_COMMIT_WAIT_MS. */
+  private async storedByOwner(t: Target, digest: string): Promise<boolean> {
+    const until = Date.now() + OWNER_COMMIT_WAIT_MS;
+    for (let wait = 500; Date.now() < until; wait = Math.min(wait * 2, 5_000)) {
+      if (await this.o.store.statBlob(t.cacheRepo, digest)) return true;
+      await sleep(wait, undefined, { ref: false });
+    }
+    return false;
   }
 
   private fill(t: Target, digest: string, declaredSize?: number): { fill: BlobFill; joined: boolean } {

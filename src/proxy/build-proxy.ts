@@ -1,6 +1,6 @@
 /**
- * Wires a node proxy from its configuration: the origin and cache-registry clients, the store, the
- * blob fills, the access checks and the pull service behind the HTTP server. Tests build their
+ * Wires a node proxy from its configuration: the origin, cache-registry and cluster-tier clients,
+ * the store, the blob fills, the access checks and the pull service behind the HTTP server. Tests build their
  * proxies here too, so they run the same wiring as the `pullthrough proxy` command.
  */
 import { join } from 'node:path';
@@ -27,6 +27,7 @@ import type { Logger } from '../observability/logger.js';
 import { ProxyMetrics } from '../observability/metrics.js';
 import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
 import { Prewarmer, WarmCredentials } from './prewarm.js';
+import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { PullService } from './pull-service.js';
 import { createProxyServer } from './server.js';
 
@@ -273,6 +274,32 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
           },
         })
       : undefined;
+  // The cluster proxies are configured by the operator: their addresses are trusted as given.
+  const tierAgent =
+    config.clusterProxies.length > 0
+      ? new Agent({
+          connect: guardedConnector(
+            createEgressPolicy({ named: config.clusterProxies.map((u) => u.host), privateRanges: 'any' }),
+            { timeoutMs: config.clusterTimeoutMs },
+          ),
+          headersTimeout: config.clusterTimeoutMs,
+          bodyTimeout: config.originIdleTimeoutMs,
+          keepAliveTimeout: 30_000,
+        })
+      : undefined;
+  const tier = tierAgent
+    ? new ClusterTier({
+        replicas: new ReplicaList(config.clusterProxies),
+        self: config.clusterSelf ? baseUrl(config.clusterSelf) : undefined,
+        dispatcher: paced(tierAgent),
+        cooldownMs: config.clusterCooldownMs,
+        onUnavailable: (replica, reason) =>
+          log.warn(
+            { replica, reason, cooldownMs: config.clusterCooldownMs },
+            'cluster proxy did not answer; asking the origin directly',
+          ),
+      })
+    : undefined;
   const pull = new PullService({
     origin,
     store,
@@ -281,6 +308,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     platforms: config.platforms,
     log,
     ...(access ? { access } : {}),
+    ...(tier ? { tier } : {}),
   });
   const app = createProxyServer({
     pull,
@@ -319,6 +347,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       await originAgent.close().catch(() => undefined);
       await elsewhereAgent.close().catch(() => undefined);
       await cacheAgent?.close().catch(() => undefined);
+      await tierAgent?.close().catch(() => undefined);
       await inner.close();
     },
   };

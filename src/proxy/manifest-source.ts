@@ -1,7 +1,8 @@
 /**
  * Manifests by digest: memory, then the store; from the origin one GET per repository and
  * reference at a time, verified before anyone sees it (the digest asked for, or the one the
- * origin claims; a size cap; a parse that proves it is a manifest or index).
+ * origin claims; a size cap; a parse that proves it is a manifest or index). A manifest the
+ * cluster tier served is remembered as such: the tier stores it, this node does not.
  */
 import { Memo } from '../cache/memo.js';
 import type { ResilientStore } from '../cache/resilient-store.js';
@@ -10,7 +11,7 @@ import { digestOf, looksLikeDigest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from '../oci/media-types.js';
 import { readCappedBytes } from '../oci/registry-client.js';
-import { headerString, originFailure, type Origin } from './origin.js';
+import { fromTier, headerString, originFailure, type Origin } from './origin.js';
 import type { RequestContext } from './request-context.js';
 import type { Target } from './target.js';
 
@@ -19,6 +20,7 @@ export class ManifestSource {
   private readonly store: ResilientStore;
   private readonly memo = new Memo<StoredManifest>({ maxEntries: 5000, maxWeight: 64 * 1024 * 1024 });
   private readonly fetches = new Map<string, Promise<StoredManifest>>();
+  private readonly fromTier = new WeakSet<StoredManifest>();
 
   constructor(origin: Origin, store: ResilientStore) {
     this.origin = origin;
@@ -38,6 +40,11 @@ export class ManifestSource {
   /** Whether the store (not memory) holds it. */
   async stored(t: Target, digest: string): Promise<boolean> {
     return (await this.store.getManifest(t.cacheRepo, digest)) !== undefined;
+  }
+
+  /** Whether the cluster tier served this manifest (and stores it, with its blobs and tag). */
+  storedByTier(m: StoredManifest): boolean {
+    return this.fromTier.has(m);
   }
 
   /** GETs a manifest from the origin (one request per repository and reference at a time). */
@@ -81,6 +88,7 @@ export class ManifestSource {
       throw err;
     }
     const m: StoredManifest = { bytes, digest, mediaType: parsed.mediaType };
+    if (fromTier(res)) this.fromTier.add(m);
     this.memo.set(`${t.cacheRepo}@${digest}`, m, { weight: bytes.byteLength });
     ctx.log.debug({ image: `${t.registry}/${t.repository}`, reference, digest }, 'manifest fetched from origin');
     return m;

@@ -4,6 +4,10 @@
  * told, in the spirit of go-containerregistry's `transport.CheckError`), and every accepted
  * answer reported to the access gate with the credential it took.
  *
+ * With a cluster tier (cluster-tier.ts), a request goes there first and to the origin itself only
+ * when the tier gives no answer. A tier answer is not reported to the access gate: the cluster
+ * proxy fetched it, not with this node's pods' credentials, so it says nothing about them.
+ *
  * containerd moves on to its next host on any status >= 400 except 429, which it retries on the
  * same host: an origin's rate limit therefore becomes a 503 here, so a cluster falls through to
  * its next mirror instead of hammering us.
@@ -12,6 +16,7 @@ import type { AccessGate, ObjectKind } from '../access/access-control.js';
 import type { OriginBlobRequest } from '../cache/blob-fill.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import { describe, SizeError, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
+import type { ClusterTier, TierResponse } from './cluster-tier.js';
 import type { Target } from './target.js';
 
 export interface OriginRequestOptions {
@@ -25,10 +30,12 @@ export interface OriginRequestOptions {
 export class Origin {
   private readonly client: RegistryClient;
   private readonly access: AccessGate | undefined;
+  private readonly tier: ClusterTier | undefined;
 
-  constructor(client: RegistryClient, access: AccessGate | undefined) {
+  constructor(client: RegistryClient, access: AccessGate | undefined, tier?: ClusterTier) {
     this.client = client;
     this.access = access;
+    this.tier = tier;
   }
 
   /** An accepted answer for `reference` (a tag or digest); throws the OciError a client is told. */
@@ -38,7 +45,15 @@ export class Origin {
     kind: ObjectKind,
     reference: string,
     opts: OriginRequestOptions = {},
-  ): Promise<RegistryResponse> {
+  ): Promise<RegistryResponse | TierResponse> {
+    if (this.tier) {
+      const answer = await this.tier.request(t, method, kind, reference, {
+        ok: opts.ok ?? [200],
+        ...(opts.headers ? { headers: opts.headers } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      if (answer) return answer;
+    }
     let res: RegistryResponse;
     try {
       res = await this.client.request({
@@ -64,10 +79,17 @@ export class Origin {
       open: async (signal) => {
         const res = await this.request(t, 'GET', 'blob', digest, { signal });
         const len = headerString(res.headers['content-length']);
-        return { size: len === undefined ? undefined : Number(len), stream: res.body };
+        const size = len === undefined ? undefined : Number(len);
+        // The cluster proxy that served it stores it: one writer per blob.
+        return { size, stream: res.body, ...(fromTier(res) ? { storedElsewhere: true } : {}) };
       },
     };
   }
+}
+
+/** Whether the cluster tier gave this answer (and stores what it served). */
+export function fromTier(res: RegistryResponse | TierResponse): res is TierResponse {
+  return 'fromTier' in res;
 }
 
 /** Throws the typed error for an answer whose status is not in `ok`, after draining its body. */

@@ -11,6 +11,8 @@
  *   whatever is served from the cache, from another client's fetch or stale passes
  *   `access.authorize` first; every accepted answer from the origin is reported to
  *   `access.observe` (origin.ts). See src/access.
+ * - With a cluster tier (--cluster-proxy), what the store lacks is asked of the tier before the
+ *   origin (origin.ts); what the tier served it stores, so this node persists none of it.
  */
 import type { AccessGate } from '../access/access-control.js';
 import type { BlobFills } from '../cache/blob-fills.js';
@@ -22,6 +24,7 @@ import { OciError } from '../oci/errors.js';
 import { negotiateManifest } from '../oci/media-types.js';
 import type { RegistryClient } from '../oci/registry-client.js';
 import { BlobSource, type BlobAnswer } from './blob-source.js';
+import type { ClusterTier } from './cluster-tier.js';
 import { ManifestSource } from './manifest-source.js';
 import { Origin } from './origin.js';
 import { Persister } from './persister.js';
@@ -45,6 +48,8 @@ export interface PullServiceOptions {
   readonly now?: () => number;
   /** Decides who may be served private images from the cache; none: every cached copy is served. */
   readonly access?: AccessGate;
+  /** Asked before the origin for what the store lacks (--cluster-proxy); none: the origin only. */
+  readonly tier?: ClusterTier;
 }
 
 export class PullService {
@@ -57,7 +62,7 @@ export class PullService {
   constructor(opts: PullServiceOptions) {
     const { store, fills, log } = opts;
     this.access = opts.access;
-    const origin = new Origin(opts.origin, opts.access);
+    const origin = new Origin(opts.origin, opts.access, opts.tier);
     const writes = new TagWrites(store);
     this.manifests = new ManifestSource(origin, store);
     this.tags = new TagResolver({
@@ -99,7 +104,7 @@ export class PullService {
       answer = await this.manifestByDigest(t, ref.digest, ctx);
     } else {
       const resolved = await this.tags.resolve(t, ref.tag, ctx);
-      if (resolved.fetchedAt !== undefined) {
+      if (resolved.fetchedAt !== undefined && !this.manifests.storedByTier(resolved.manifest)) {
         void this.persister.persist(t, resolved.manifest, { name: ref.tag, confirmedAt: resolved.fetchedAt });
       }
       answer = { manifest: resolved.manifest, source: resolved.source };
@@ -129,7 +134,7 @@ export class PullService {
       return { manifest: cached, source: 'cache' };
     }
     const m = await this.manifests.fetch(t, digest, ctx);
-    void this.persister.persist(t, m);
+    if (!this.manifests.storedByTier(m)) void this.persister.persist(t, m);
     return { manifest: m, source: 'origin' };
   }
 }

@@ -1,6 +1,8 @@
 /**
  * The node proxy's HTTP face: the read side of the distribution API, health endpoints, one log
- * line per request, and the one place where errors become OCI error JSON. Everything about where
+ * line per request, and the one place where errors become OCI error JSON. Every manifest and blob
+ * answer names where it came from (`Pullthrough-Source`): a node proxy asking this one as its
+ * cluster tier knows by it that the object is stored here (cluster-tier.ts). Everything about where
  * bytes come from lives in PullService; this file only speaks HTTP.
  */
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -12,6 +14,7 @@ import { SpoolError } from '../cache/spool-writer.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import type { HostList } from '../oci/host-pattern.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
+import { SOURCE_HEADER } from './cluster-tier.js';
 import type { PullService } from './pull-service.js';
 import type { Source } from './request-context.js';
 import { parseRangeHeader, type RangeRequest } from './range.js';
@@ -170,6 +173,7 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
         'content-length': String(manifest.bytes.byteLength),
         'docker-content-digest': manifest.digest,
         etag: `"${manifest.digest}"`,
+        [SOURCE_HEADER]: source,
       })
       .send(method === 'GET' ? manifest.bytes : undefined);
   }
@@ -185,6 +189,7 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
     'docker-content-digest': api.digest,
     'accept-ranges': 'bytes',
     etag: `"${api.digest}"`,
+    [SOURCE_HEADER]: answer.source,
   };
   if (answer.range && answer.size !== undefined) {
     headers['content-range'] = `bytes ${answer.range.start}-${answer.range.end}/${answer.size}`;

@@ -76,10 +76,18 @@ export class TagResolver {
     const key = `${t.cacheRepo}:${tag}`;
     const now = this.o.now();
     const stored = this.tags.get(key) ?? (await this.o.store.getTag(t.cacheRepo, tag));
-    const cached = stored ? await this.o.manifests.cached(t, stored.digest) : undefined;
-    // Another request may have revalidated the tag while this one read the store.
+    let cached = stored ? await this.o.manifests.cached(t, stored.digest) : undefined;
+    // Another request may have revalidated or fetched the tag while this one read the store.
     const fresher = this.tags.get(key);
-    const rec = fresher && fresher.digest === stored?.digest ? fresher : stored;
+    let rec = stored;
+    if (fresher && fresher.digest === stored?.digest) rec = fresher;
+    else if (fresher && (!stored || fresher.confirmedAt > stored.confirmedAt)) {
+      const fetched = await this.o.manifests.cached(t, fresher.digest);
+      if (fetched) {
+        rec = fresher;
+        cached = fetched;
+      }
+    }
     if (rec && cached && now - rec.confirmedAt < this.o.tagTtlMs) {
       this.tags.set(key, rec, { ttlMs: rec.confirmedAt + this.o.tagTtlMs - now });
       await this.o.access?.authorize(t, 'manifest', tag, ctx, {});
