@@ -4,8 +4,8 @@
  * log shows every request that reached it. Six concurrent cold pulls of one image (and of another,
  * two of them by real containerds) fetch each blob and the manifest from the origin once; a
  * seventh node then gets everything from the cache registry; a replica killed mid-blob (a slow
- * origin link) leaves the client resuming to a whole blob and nothing partial stored; with the replicas gone, or one that accepts and never answers,
- * a cold image still pulls from the origin.
+ * origin link) leaves the client resuming to a whole blob and nothing partial stored; with the
+ * replicas gone, or one that accepts and never answers, a cold image still pulls from the origin.
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
