@@ -49,15 +49,16 @@ export class Persister {
   private readonly o: PersisterOptions;
   private readonly budget: BackgroundBudget;
   private readonly inflight = new Map<string, Promise<boolean>>();
+  private persisting = 0;
 
   constructor(opts: PersisterOptions) {
     this.o = opts;
     this.budget = opts.budget ?? new BackgroundBudget({ maxFetches: NODE_FETCHES, maxBytes: NODE_BYTES });
   }
 
-  /** Number of manifests still being persisted (for tests and health). */
+  /** Work not finished: persist calls (their tag writes included) and manifests in flight. Zero when idle. */
   get pending(): number {
-    return this.inflight.size;
+    return this.inflight.size + this.persisting;
   }
 
   /**
@@ -74,13 +75,17 @@ export class Persister {
       if (ok && tag) return this.o.tags.write(t, tag.name, m, tag.confirmedAt);
       return ok;
     });
-    return p.catch((err: unknown) => {
-      this.o.log.warn(
-        { image: `${t.registry}/${t.repository}@${m.digest}`, err: (err as Error).message },
-        'could not persist manifest',
-      );
-      return false;
-    });
+    // The tag is written after the manifest's run has left `inflight`: counted until then too.
+    this.persisting++;
+    return p
+      .catch((err: unknown) => {
+        this.o.log.warn(
+          { image: `${t.registry}/${t.repository}@${m.digest}`, err: (err as Error).message },
+          'could not persist manifest',
+        );
+        return false;
+      })
+      .finally(() => this.persisting--);
   }
 
   private persistManifest(t: Target, m: StoredManifest, platforms: readonly string[] | 'all'): Promise<boolean> {
