@@ -7,6 +7,8 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { request } from 'undici';
+import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { FakeApiServer } from '../fake-apiserver/index.js';
 import { Lab, registryRequests, type Image } from '../helpers/lab.js';
 import { startKubeProxy, type KubeProxy } from '../helpers/kube.js';
@@ -57,6 +59,15 @@ t.teardown(async () => {
 });
 
 const proxied = (host: string, repo: string, tag = 'v1') => `${proxy.host}/${enc(host)}/${repo}:${tag}`;
+
+/** The proxy's own answer for the manifest containerd was refused: status, OCI code, challenge. */
+async function refusalOverHttp(host: string, repo: string): Promise<[number, string | undefined, unknown]> {
+  const res = await request(`${proxy.url}/v2/${enc(host)}/${repo}/manifests/v1`, {
+    headers: { accept: MANIFEST_ACCEPT },
+  });
+  const body = (await res.body.json()) as { errors?: { code?: string }[] };
+  return [res.statusCode, body.errors?.[0]?.code, res.headers['www-authenticate']];
+}
 
 async function pull(ref: string): Promise<{ image_ref?: string; error?: string; details?: string }> {
   await lab.removeImage('node', ref);
@@ -138,6 +149,7 @@ t.test('pod B in another namespace, without a secret, same image: refused from t
   const r = await pull(proxied(tok, 'team/app'));
   t.ok(r.error, `refused: ${JSON.stringify(r)}`);
   t.match(r.details ?? r.error ?? '', /401|nauthorized/, 'as 401');
+  t.same(await refusalOverHttp(tok, 'team/app'), [401, 'UNAUTHORIZED', undefined], '401 UNAUTHORIZED, no challenge');
   const line = refusals().find((l) => JSON.stringify(l.pods).includes('team-b/b'));
   t.ok(line, 'a log line names pod B');
   t.match(JSON.stringify(line?.pods), /no credentials for this registry/, 'and why');
@@ -176,6 +188,7 @@ t.test('pod C with a wrong password: refused', async (t) => {
   await waitUsers(basic, 'team/basic', ['team-c/c']);
   const r = await pull(proxied(basic, 'team/basic'));
   t.ok(r.error, `refused: ${JSON.stringify(r)}`);
+  t.same(await refusalOverHttp(basic, 'team/basic'), [401, 'UNAUTHORIZED', undefined], '401 UNAUTHORIZED');
   const line = refusals().find((l) => JSON.stringify(l.pods).includes('team-c/c'));
   t.match(JSON.stringify(line?.pods), /credentials rejected by the origin/, 'the log says the origin rejected pod C');
 });
@@ -197,6 +210,7 @@ t.test('the secret rotated: pulls work with the new one', async (t) => {
   await waitUsers(basic, 'team/basic', ['team-c/d']);
   const old = await pull(proxied(basic, 'team/basic'));
   t.ok(old.error, `the old password is refused: ${JSON.stringify(old)}`);
+  t.same(await refusalOverHttp(basic, 'team/basic'), [401, 'UNAUTHORIZED', undefined], '401 UNAUTHORIZED');
   api.deletePod('team-c', 'd');
 });
 
