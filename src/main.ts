@@ -12,6 +12,7 @@ import { runDecode, runEncode } from './cli/encode.js';
 import { runNodeSetupCommand } from './cli/node-setup.js';
 import { runProxy } from './cli/proxy.js';
 import { USAGE } from './cli/usage.js';
+import { runWarmCommand } from './cli/warm.js';
 import { runWebhookCommand } from './cli/webhook.js';
 import { ConfigError } from './config/flags.js';
 
@@ -30,6 +31,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runWebhookCommand(rest);
       case 'controller':
         return await runControllerCommand(rest);
+      case 'warm':
+        return await runWarmCommand(rest);
       case 'node-setup':
         return await runNodeSetupCommand(rest);
       case 'encode':

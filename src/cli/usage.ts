@@ -8,6 +8,7 @@ Commands:
   proxy       the node proxy (serves pulls from the cache, fills it from origins)
   webhook     the admission webhook that rewrites pod images to the node proxy
   controller  keeps a CachedImage for every image pods use (one leader at a time)
+  warm        creates CachedImages from a list of images, so the controller fetches them
   node-setup  write containerd hosts.toml for the fallback chain (the DaemonSet's init step)
   encode      print the rewritten reference for an image
   decode      print the origin image a rewritten reference stands for

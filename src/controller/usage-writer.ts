@@ -137,7 +137,7 @@ export class UsageWriter {
     if (object === undefined) {
       if (usage.pods.length === 0) return true;
       this.spend();
-      object = await this.o.api.create(name, { image }, { [FROM_PODS_LABEL]: 'true' });
+      ({ object } = await this.o.api.create(name, { image }, { [FROM_PODS_LABEL]: 'true' }));
       this.known.set(name, object);
       if (!this.hasBudget()) return false;
     }

@@ -54,8 +54,12 @@ export type StatusPatch = { readonly [K in keyof CachedImageStatus]?: CachedImag
 
 export interface CachedImageApi {
   list(): Promise<CachedImage[]>;
-  /** Creates it; when it exists already, returns the existing one. */
-  create(name: string, spec: CachedImageSpec, labels?: Record<string, string>): Promise<CachedImage>;
+  /** Creates it; when it exists already, returns the existing one (`created: false`). */
+  create(
+    name: string,
+    spec: CachedImageSpec,
+    labels?: Record<string, string>,
+  ): Promise<{ readonly object: CachedImage; readonly created: boolean }>;
   patchStatus(name: string, patch: StatusPatch): Promise<CachedImage>;
 }
 
@@ -71,7 +75,7 @@ export function createCachedImageApi(client: KubeClient): CachedImageApi {
     },
     async create(name, spec, labels) {
       try {
-        return (await api.createClusterCustomObject({
+        const object = (await api.createClusterCustomObject({
           ...ref,
           body: {
             apiVersion: `${CACHED_IMAGE_GROUP}/${CACHED_IMAGE_VERSION}`,
@@ -80,9 +84,10 @@ export function createCachedImageApi(client: KubeClient): CachedImageApi {
             spec,
           },
         })) as CachedImage;
+        return { object, created: true };
       } catch (err) {
         if (describeKubeError(err).code !== 409) throw err;
-        return (await api.getClusterCustomObject({ ...ref, name })) as CachedImage;
+        return { object: (await api.getClusterCustomObject({ ...ref, name })) as CachedImage, created: false };
       }
     },
     async patchStatus(name, patch) {

@@ -88,6 +88,7 @@ export function startPodCredentials(options: NodeKubeOptions): NodeKube {
   };
 }
 export { createWebhookKubeApi } from './webhook-kube-api.js';
+export { createCachedImageApi, type CachedImage, type CachedImageApi } from './cached-images.js';
 export { EventRecorder, type EventRecorderOptions, type EventTarget } from './event-recorder.js';
 export { secretCredentials, type SecretCredentials, type SecretRef } from './secret-credentials.js';
 export { LeaderElector, type LeaderElectionOptions, type LeaseApi, type LeadFunction } from './leader-election.js';
