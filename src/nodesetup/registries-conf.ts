@@ -8,8 +8,9 @@
  * proxy. There is no mirror for every registry here: a mirror location replaces the registry's
  * name, and the proxies need it in the path, so it would take one entry per registry.
  */
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readOrUndefined, writeAtomically } from './files.js';
 
 export const DROP_IN_NAME = '50-pullthrough.conf';
 export const DROP_IN_MARKER = '# Written by pullthrough node-setup; removed by node-setup --remove.';
@@ -44,15 +45,6 @@ export function renderRegistriesConf(o: RegistriesConfOptions): string {
 
 export type DropInOutcome = 'written' | 'unchanged' | 'removed' | 'absent' | 'foreign';
 
-async function readOrUndefined(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
 /** Atomically: CRI-O may read the directory at any time. A file we did not write is left alone. */
 export async function writeDropIn(dir: string, content: string): Promise<DropInOutcome> {
   const file = join(dir, DROP_IN_NAME);
@@ -60,9 +52,7 @@ export async function writeDropIn(dir: string, content: string): Promise<DropInO
   if (current === content) return 'unchanged';
   if (current !== undefined && !current.startsWith(DROP_IN_MARKER)) return 'foreign';
   await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `.${DROP_IN_NAME}.${process.pid}.tmp`);
-  await writeFile(tmp, content, { mode: 0o644 });
-  await rename(tmp, file);
+  await writeAtomically(file, content);
   return 'written';
 }
 

@@ -3,22 +3,14 @@
  * reads them on every pull), keeping any file that pullthrough did not write as
  * `hosts.toml.pullthrough-backup` the first time, and able to undo all of it.
  */
-import { mkdir, readFile, rename, rm, writeFile, copyFile, readdir, rmdir } from 'node:fs/promises';
+import { mkdir, rename, rm, copyFile, readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readOrUndefined, writeAtomically } from './files.js';
 import { MARKER, type HostsPlan } from './hosts-toml.js';
 
 export const BACKUP_NAME = 'hosts.toml.pullthrough-backup';
 
 export type WriteOutcome = 'written' | 'unchanged' | 'replaced-with-backup';
-
-async function readOrUndefined(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
 
 async function exists(path: string): Promise<boolean> {
   return (await readOrUndefined(path)) !== undefined;
@@ -43,9 +35,7 @@ export async function writeHostsFiles(
       await copyFile(file, join(dir, BACKUP_NAME));
       outcome = 'replaced-with-backup';
     }
-    const tmp = join(dir, `.hosts.toml.${process.pid}.tmp`);
-    await writeFile(tmp, p.content, { mode: 0o644 });
-    await rename(tmp, file);
+    await writeAtomically(file, p.content);
     out[p.dir] = outcome;
   }
   return out;
