@@ -5,27 +5,16 @@
  * and status writes bounded while 200 pods churn.
  */
 import t, { type Test } from 'tap';
-import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
 import type { ControllerConfig } from '../../src/config/controller.js';
+import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
+import { fastControllerConfig } from './config.js';
 import { cachedImageName } from '../../src/controller/object-name.js';
 import { runController, type RunningController } from '../../src/controller/run.js';
 import type { CachedImage } from '../../src/kube/cached-images.js';
 import { createKubeClient, silentLogger } from '../../src/kube/index.js';
 import { eventually, pod } from '../kube/helpers.js';
 
-const config = (identity: string, over: Partial<ControllerConfig> = {}): ControllerConfig => ({
-  namespace: 'pullthrough',
-  leaseName: 'pullthrough-controller',
-  identity,
-  leaseDurationMs: 1500,
-  renewDeadlineMs: 1000,
-  retryPeriodMs: 100,
-  expireAfterMs: 3_600_000,
-  statusWritesPerSecond: 50,
-  syncIntervalMs: 50,
-  logLevel: 'silent',
-  ...over,
-});
+const config = fastControllerConfig;
 
 async function setup(t: Test) {
   const api = await FakeApiServer.start();

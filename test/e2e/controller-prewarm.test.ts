@@ -8,8 +8,8 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { prepareSpoolDir } from '../../src/cache/blob-fills.js';
-import type { ControllerConfig } from '../../src/config/controller.js';
 import { readProxyConfig } from '../../src/config/proxy.js';
+import { fastControllerConfig } from '../controller/config.js';
 import { runController } from '../../src/controller/run.js';
 import type { CachedImage } from '../../src/kube/cached-images.js';
 import { createKubeClient, EventRecorder, secretCredentials, silentLogger } from '../../src/kube/index.js';
@@ -29,18 +29,7 @@ const origin = `127.0.0.1:${ORIGIN}`;
 const priv = `127.0.0.1:${PRIVATE}`;
 const skip = labAvailable() ? false : 'the oci-lab is not installed';
 
-const config: ControllerConfig = {
-  namespace: 'pullthrough',
-  leaseName: 'pullthrough-controller',
-  identity: 'a',
-  leaseDurationMs: 1500,
-  renewDeadlineMs: 1000,
-  retryPeriodMs: 100,
-  expireAfterMs: 3_600_000,
-  statusWritesPerSecond: 50,
-  syncIntervalMs: 50,
-  logLevel: 'silent',
-};
+const config = fastControllerConfig();
 
 t.test('pre-warm of hand-made CachedImages', { skip }, async (t) => {
   t.teardown(() => lab.cleanup());

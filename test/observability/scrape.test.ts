@@ -18,6 +18,7 @@ import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { eventually } from '../helpers/wait.js';
 import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
 import { pod } from '../kube/helpers.js';
+import { fastControllerConfig } from '../controller/config.js';
 import { admissionReview, containers, pod as admissionPod } from '../webhook/helpers.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { runController, type RunningController } from '../../src/controller/run.js';
@@ -113,21 +114,10 @@ t.before(async () => {
   api = await FakeApiServer.start();
   api.addPod(pod('web-0', { namespace: 'web', images: ['nginx:1.27'] }));
   const kubeconfig = await writeKubeconfig(api);
-  const running = runController(
-    {
-      namespace: 'pullthrough',
-      leaseName: 'pullthrough-controller',
-      identity: 'a',
-      leaseDurationMs: 1500,
-      renewDeadlineMs: 1000,
-      retryPeriodMs: 100,
-      expireAfterMs: 3_600_000,
-      statusWritesPerSecond: 50,
-      syncIntervalMs: 50,
-      logLevel: 'silent',
-    },
-    { client: createKubeClient({ kubeconfig }), log: silentLogger },
-  );
+  const running = runController(fastControllerConfig(), {
+    client: createKubeClient({ kubeconfig }),
+    log: silentLogger,
+  });
   controller = running;
   const controllerMetrics = new ControllerMetrics({
     isLeader: () => running.isLeader(),
