@@ -268,25 +268,25 @@ export class AccessControl implements AccessGate {
       const c = await this.classify(t, kind, reference);
       if (c.kind === 'public' || (c.kind === 'unreachable' && privacy === 'public')) return;
     }
-    let status: number;
-    try {
-      status =
-        hint.originUnreachable === undefined
-          ? (await this.o.probe({ ...pick(t), kind, reference, anonymousOnly: false, authorization })).status
-          : 0;
-    } catch (err) {
-      status = isRefusal(err) ? 401 : 0;
-      if (status === 0) hint = { originUnreachable: (err as Error).message };
+    let status: number | undefined;
+    let unreachable = hint.originUnreachable;
+    if (unreachable === undefined) {
+      try {
+        status = (await this.o.probe({ ...pick(t), kind, reference, anonymousOnly: false, authorization })).status;
+      } catch (err) {
+        if (isRefusal(err)) status = 401;
+        else unreachable = (err as Error).message;
+      }
     }
     if (status === 200) {
       this.o.metrics?.probed('granted');
       this.hopChecked.set(ctx, repoKey(t));
       return;
     }
-    if (status === 0 || status >= 500) {
+    if (status === undefined || status >= 500) {
       this.o.metrics?.probed('unreachable');
       // Only a node-wide confirmation may serve while the origin cannot check the credential.
-      this.whenOriginDown(t, [], hint.originUnreachable ?? `origin ${t.registry} answered ${status}`, ctx);
+      this.whenOriginDown(t, [], unreachable ?? `origin ${t.registry} answered ${status}`, ctx);
       return;
     }
     const reason: RefusalReason = status === 404 ? 'not-found' : 'rejected';

@@ -184,7 +184,10 @@ export class ClusterTier {
     const url = `${replica}${path}?ns=${encodeURIComponent(t.registry)}`;
     const repo = `${t.registry}/${t.repository}`;
     let hop = opts.authorization;
-    if (hop === undefined && this.knownPrivate(repo)) {
+    // A HEAD moves no bytes: for a private object the node's own HEAD at the origin (what a
+    // credential for the tier costs) is the answer, so a HEAD is never asked with one.
+    if (hop === undefined && this.o.authorize && this.knownPrivate(repo)) {
+      if (method === 'HEAD') return undefined;
       hop = await this.hopFor(t, kind, reference, opts.signal);
       if (hop === undefined) return undefined;
     }
@@ -193,6 +196,7 @@ export class ClusterTier {
       // Private to the tier: this node proves its own access at the origin, and asks again with it.
       await res.body.dump().catch(() => undefined);
       this.notePrivate(repo);
+      if (method === 'HEAD') return undefined;
       hop = await this.hopFor(t, kind, reference, opts.signal);
       if (hop === undefined) return undefined;
       res = await this.ask(replica, url, method, opts, hop);

@@ -6,9 +6,10 @@
  * cold private image at once make one origin GET of each blob (each node passes the tier its own
  * credential for the request); C is refused and never gets a byte; a replica asked without a
  * credential, or with one the origin refuses, refuses too, though the blobs are in its store;
- * no token or password reaches any log line.
- * Ports 15400-15408: the token origin (token server 15401), the Basic origin, the cache registry,
- * the replicas, the nodes.
+ * a fill in progress at the replica (the token origin behind a slow link) is not joined by a
+ * request without a credential or with a refused one; no token or password reaches any log line.
+ * Ports 15400-15409: the token origin (token server 15401), the Basic origin, the cache registry,
+ * the replicas, the nodes, the slow link.
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
@@ -26,16 +27,19 @@ const BASIC = 15402;
 const CACHE = 15403;
 const REPLICAS = [15404, 15405];
 const NODES = { 'node-a': 15406, 'node-b': 15407, 'node-c': 15408 } as const;
+/** The token origin behind a slow link: a blob still arriving while others ask for it. */
+const SLOW = 15409;
 const TOKEN_PW = 'H0p-alice-pw';
 const BASIC_PW = 'H0p-bob-pw';
 const locked = `127.0.0.1:${LOCKED}`;
 const basic = `127.0.0.1:${BASIC}`;
+const slow = `127.0.0.1:${SLOW}`;
 const replicaUrls = REPLICAS.map((p) => `http://127.0.0.1:${p}`);
 const common = [
   '--cache-registry',
   `http://127.0.0.1:${CACHE}`,
   '--insecure-registries',
-  `${locked},127.0.0.1:${LOCKED + 1},${basic}`,
+  `${locked},127.0.0.1:${LOCKED + 1},${basic},${slow}`,
 ];
 
 const lab = new Lab('cluster-tier-hop');
@@ -100,8 +104,9 @@ async function get(
   host: string,
   path: string,
   headers: Record<string, string> = {},
+  repo = 'team/app',
 ): Promise<{ status: number; bytes: Buffer }> {
-  const res = await request(`${base}/v2/${enc(host)}/team/app/${path}`, {
+  const res = await request(`${base}/v2/${enc(host)}/${repo}/${path}`, {
     headers: { accept: MANIFEST_ACCEPT, ...headers },
   });
   return { status: res.statusCode, bytes: Buffer.from(await res.body.arrayBuffer()) };
@@ -150,13 +155,16 @@ t.before(async () => {
   await lab.registry('cache', CACHE);
   await lab.image(locked, 'team/app', 'v1', ['--layers', '3', '--creds', `alice:${TOKEN_PW}`]);
   await lab.image(basic, 'team/app', 'v1', ['--layers', '3', '--creds', `bob:${BASIC_PW}`]);
+  await lab.image(locked, 'team/big', 'v1', ['--layers', '1', '--layer-mb', '4', '--creds', `alice:${TOKEN_PW}`]);
+  await lab.logproxy('slow', SLOW, `http://${locked}`, ['--rate', String(256 * 1024)]);
   api.putSecret(
     dockerConfigSecret('team-a', 'regcred', {
       [locked]: basicAuth('alice', TOKEN_PW),
       [basic]: basicAuth('bob', BASIC_PW),
+      [slow]: basicAuth('alice', TOKEN_PW),
     }),
   );
-  const images = [`${locked}/team/app:v1`, `${basic}/team/app:v1`];
+  const images = [`${locked}/team/app:v1`, `${basic}/team/app:v1`, `${slow}/team/big:v1`];
   api.addPod(pod('a', { node: 'node-a', images, pullSecrets: ['regcred'] }));
   api.addPod(pod('b', { node: 'node-b', images, pullSecrets: ['regcred'] }));
   api.addPod(pod('c', { node: 'node-c', images }));
@@ -218,6 +226,38 @@ for (const [origin, host, dir] of [
     }
   });
 }
+
+t.test('a fill in progress at the replica is joined only with a credential the origin accepts', async (t) => {
+  const [a, c] = [nodes['node-a'], nodes['node-c']] as [TestProxy, TestProxy];
+  const m = await get(a.url, slow, 'manifests/v1', {}, 'team/big');
+  t.equal(m.status, 200, 'node A: the manifest');
+  const layer = (JSON.parse(m.bytes.toString('utf8')) as { layers: { digest: string }[] }).layers[0]?.digest ?? '';
+  const pulling = get(a.url, slow, `blobs/${layer}`, {}, 'team/big');
+  const owner = await eventually(
+    () => replicas.find((r) => r.fills.size > 0),
+    'a replica fetching the layer for node A',
+  );
+  const none = await get(owner.url, slow, `blobs/${layer}`, {}, 'team/big');
+  t.equal(none.status, 401, 'no credential: refused');
+  const wrong = await get(
+    owner.url,
+    slow,
+    `blobs/${layer}`,
+    { [HOP_AUTHORIZATION_HEADER]: 'Bearer not-a-token' },
+    'team/big',
+  );
+  t.equal(wrong.status, 401, 'a credential the origin refuses: refused');
+  const fromC = await get(c.url, slow, `blobs/${layer}`, {}, 'team/big');
+  t.ok(fromC.status === 401 || fromC.status === 403, `node C: refused (${fromC.status})`);
+  t.ok(owner.fills.size > 0, "all of this while node A's fill was still running");
+  const done = await pulling;
+  t.equal(done.status, 200, 'node A: the layer');
+  t.equal(sha(done.bytes), layer, 'whole and verified');
+  const gets = registryRequests(lockedDir).filter(
+    (r) => r.method === 'GET' && r.path.startsWith(`/v2/team/big/blobs/${layer}`) && r.status === 200,
+  );
+  t.equal(gets.length, 1, 'the origin sent the layer once');
+});
 
 t.test('no token, password or Authorization value in any log line', async (t) => {
   const text = started.map((p) => p.logText()).join('\n');
