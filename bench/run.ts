@@ -717,6 +717,8 @@ async function testCluster(s: Seed): Promise<void> {
         let name: string;
         let pids: number[];
         const procs: ChildProcess[] = [];
+        /** The node proxies' names (their log files). */
+        const ids: string[] = [];
         if (id === 'anchor') {
           await anchor.reset('slow');
           bases = Array.from({ length: n }, () => anchor.base('slow'));
@@ -728,7 +730,10 @@ async function testCluster(s: Seed): Promise<void> {
           const cluster = ['--cache-registry', `http://127.0.0.1:${P.cacheRegistry}`, '--cluster-proxy', clusterUrl];
           procs.push(await startPt('cluster-proxy', CLUSTER_PROXY, [...cluster, '--cluster-self', clusterUrl]));
           const ports = CLUSTER_NODES.slice(0, n);
-          procs.push(...(await Promise.all(ports.map((p) => startPt(`cluster-node-${p}`, p, cluster)))));
+          for (const p of ports) {
+            ids.push(`cluster-node-${p}`);
+            procs.push(await startPt(`cluster-node-${p}`, p, cluster));
+          }
           bases = ports.map((p) => `http://127.0.0.1:${p}`);
           name = `${encoded(SLOW)}/${s.multi.repo}`;
           pids = procs.map((c) => c.pid ?? 0);
@@ -743,12 +748,20 @@ async function testCluster(s: Seed): Promise<void> {
         await originLog.settle();
         const o = summarize(originLog.since(mark));
         for (const c of procs) await stopChild(c);
+        // A node that went to the origin itself says so, with the reason (docs/cluster-tier.md).
+        const fallbacks = ids.flatMap((p) =>
+          readFileSync(join(lab.dir, `${p}.log`), 'utf8')
+            .split('\n')
+            .filter((l) => l.includes('cluster proxy did not answer')),
+        );
+        if (fallbacks[0]) log(`${fallbacks.length} tier fallback(s), first: ${fallbacks[0].slice(0, 300)}`);
         record('cluster-slow', `${id} N=${n}`, rep, {
           seconds,
           complete: res.filter((x) => x.status === 'fulfilled').length,
           originBlobGets: o.blobGets,
           originManifestRequests: o.manifestRequests,
           originBytesRatio: o.bytes / s.multi.size,
+          tierFallbacks: fallbacks.length,
           cpuSeconds: p.cpuSeconds,
         });
       }
@@ -778,13 +791,21 @@ async function startPt(id: string, port: number, extra: string[]): Promise<Child
     'warn',
     ...extra,
   ];
-  const child = startChild(process.execPath, args, join(lab.dir, `${id}.log`));
+  const logFile = join(lab.dir, `${id}.log`);
+  // Its log is this run's only: the row counts the tier fallbacks in it.
+  rmSync(logFile, { force: true });
+  const child = startChild(process.execPath, args, logFile);
   children.push(child);
-  await waitFor(
-    `${id} /healthz`,
-    async () => (await httpStatus(`http://127.0.0.1:${port}/healthz`, 'GET')) === 200,
-    20_000,
-  );
+  try {
+    await waitFor(
+      `${id} /healthz`,
+      async () => (await httpStatus(`http://127.0.0.1:${port}/healthz`, 'GET')) === 200,
+      60_000,
+    );
+  } catch (err) {
+    const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-2000) : '';
+    throw new Error(`${(err as Error).message}; exit ${child.exitCode ?? child.signalCode ?? 'none'}; log:\n${tail}`);
+  }
   return child;
 }
 
@@ -1081,7 +1102,8 @@ const hardLimit = setTimeout(
     log('hard time limit reached');
     void teardown().finally(() => process.exit(124));
   },
-  (QUICK ? 10 : 90) * 60_000,
+  // A quick run's repetitions each get its 10 minutes (`--reps 3 --only cluster` takes 15).
+  (QUICK ? 10 * Math.max(1, REPS) : 90) * 60_000,
 );
 hardLimit.unref();
 
