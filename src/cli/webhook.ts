@@ -23,7 +23,8 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
   let namespaces: (NamespaceDirectory & { stop(): Promise<void> }) | undefined;
   if (!parsed.config.tlsCertFile || parsed.config.namespaces === 'labelled') {
     const { createKubeClient, createWebhookKubeApi, NamespaceInformer } = await import('../kube/index.js');
-    const client = createKubeClient({});
+    const { kubeconfig } = parsed.config;
+    const client = createKubeClient(kubeconfig ? { kubeconfig } : {});
     if (!parsed.config.tlsCertFile) kubeApi = createWebhookKubeApi(client);
     if (parsed.config.namespaces === 'labelled') {
       const informer = new NamespaceInformer({ client, logger: log });

@@ -61,6 +61,8 @@ export interface WebhookConfig {
   logLevel: string;
   /** Plain-HTTP /metrics; undefined: off. */
   metricsListen?: { host: string; port: number };
+  /** A kubeconfig file; unset: the in-cluster ServiceAccount. */
+  kubeconfig?: string;
 }
 
 export const webhookFlags: readonly FlagSpec[] = [
@@ -186,6 +188,12 @@ export const webhookFlags: readonly FlagSpec[] = [
   },
   { name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'pino level.' },
   {
+    name: 'kubeconfig',
+    kind: 'string',
+    arg: 'FILE',
+    help: 'A kubeconfig file for the API server (outside a cluster); in-cluster without it.',
+  },
+  {
     name: 'metrics-listen',
     kind: 'string',
     arg: 'HOST:PORT',
@@ -255,6 +263,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       maxBodyBytes: positiveInt(v, 'max-body-bytes'),
       logLevel: valueOf(v, 'log-level'),
       ...(metricsListen ? { metricsListen } : {}),
+      ...(v.kubeconfig ? { kubeconfig: v.kubeconfig } : {}),
     },
   };
 }

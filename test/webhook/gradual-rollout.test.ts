@@ -6,8 +6,11 @@
  * Ports 15360-15379.
  */
 import t from 'tap';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { parseWebhookConfig, type WebhookConfig } from '../../src/config/webhook.js';
 import { createKubeClient, NamespaceInformer } from '../../src/kube/index.js';
@@ -30,6 +33,7 @@ import { MemoryKubeApi } from './memory-kube-api.js';
 import { PROXY } from './cases.js';
 
 const quiet = pino({ level: 'silent' });
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 function config(argv: string[], env: NodeJS.ProcessEnv = {}): WebhookConfig {
   const p = parseWebhookConfig(argv, env);
@@ -204,4 +208,45 @@ t.test('the webhook applies the label rule to its MutatingWebhookConfiguration o
       { key: 'pullthrough.dev/enabled', operator: 'In', values: ['true'] },
     ],
   });
+});
+
+t.test('pullthrough webhook --namespaces=labelled: the command watches namespaces itself', async (t) => {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  api.put('Namespace', { metadata: { name: 'team-a', labels: { [ENABLED_NAMESPACE_LABEL]: 'true' } } });
+  api.put('Namespace', { metadata: { name: 'team-b' } });
+  const tls = await tlsFiles();
+  const args = ['--listen=127.0.0.1:15368', '--metrics-listen=', '--namespaces=labelled', ...tls.argv];
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/main.ts', 'webhook', ...args, '--kubeconfig', await writeKubeconfig(api)],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  const exited = once(child, 'exit') as Promise<[number | null]>;
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  await eventually(() => out.includes('webhook listening'), 'the webhook to listen', 60_000);
+  const imageIn = async (namespace: string) => {
+    const res = await httpsPost(
+      'https://localhost:15368/mutate',
+      JSON.stringify(admissionReview(pod({ containers: containers('nginx') }, { namespace }), { namespace })),
+      tls.ca,
+    );
+    const body = JSON.parse(res.body) as { response: { patch?: string } };
+    return decodePatch(body.response).find((o) => o.path === '/spec/containers/0/image')?.value;
+  };
+  await eventually(imageIn.bind(null, 'team-a'), 'team-a to be rewritten once the namespaces are listed');
+  t.pass('the opted-in namespace is rewritten');
+  t.equal(await imageIn('team-b'), undefined, 'the other is not');
+  t.ok(
+    api.requests.some((r) => r.path === '/api/v1/namespaces' && r.watch),
+    'it watches namespaces through --kubeconfig',
+  );
+  child.kill('SIGTERM');
+  const [code] = await exited;
+  t.equal(code, 0, `stops cleanly on SIGTERM: ${out.slice(-500)}`);
 });
