@@ -180,6 +180,8 @@ export const WEBHOOK_SKIP_REASONS = [
   'not-accepted',
   'not-encodable',
   'node-identity',
+  'namespace-not-enabled',
+  'namespace-unknown',
 ] as const;
 export type WebhookSkipReason = (typeof WEBHOOK_SKIP_REASONS)[number];
 
