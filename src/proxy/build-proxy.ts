@@ -187,6 +187,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     {
       storeFailed: (op, err) => {
         metrics.storeFailures.inc({ op });
+        metrics.fallbacks.inc({ reason: 'cache-failed' });
         if (isDiskFull(err)) {
           metrics.diskFull.inc({ where: 'store' });
           log.warn(
@@ -200,6 +201,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
           'cache store failed; serving from the origin without caching',
         );
       },
+      storeSkipped: () => metrics.fallbacks.inc({ reason: 'cache-skipped' }),
       storeRecovered: () => log.info({ store: inner.kind }, 'cache store answers again'),
     },
     config.cacheCooldownMs,
@@ -293,11 +295,14 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
         self: config.clusterSelf ? baseUrl(config.clusterSelf) : undefined,
         dispatcher: paced(tierAgent),
         cooldownMs: config.clusterCooldownMs,
-        onUnavailable: (replica, reason) =>
+        onUnavailable: (replica, reason) => {
+          metrics.fallbacks.inc({ reason: 'cluster-failed' });
           log.warn(
             { replica, reason, cooldownMs: config.clusterCooldownMs },
             'cluster proxy did not answer; asking the origin directly',
-          ),
+          );
+        },
+        onSkipped: () => metrics.fallbacks.inc({ reason: 'cluster-skipped' }),
       })
     : undefined;
   const pull = new PullService({
@@ -309,18 +314,25 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     log,
     ...(access ? { access } : {}),
     ...(tier ? { tier } : {}),
+    events: {
+      rateLimit: (registry, r) => metrics.noteRateLimit(registry, r),
+      fallback: (reason) => metrics.fallbacks.inc({ reason }),
+    },
   });
+  metrics.trackWaiters(() => pull.blobWaiters);
+  const ready = async (): Promise<{ caching: boolean; reason?: string }> => {
+    await store.ping();
+    if (store.diskFull) return { caching: false, reason: 'not caching: disk full' };
+    if (store.degraded) return { caching: false, reason: 'not caching: cache store unreachable' };
+    if (fills.spoolUnavailable) return { caching: false, reason: 'not caching: spool unavailable' };
+    return { caching: true };
+  };
+  metrics.trackReadiness(ready);
   const app = createProxyServer({
     pull,
     allowed,
     self: parseHostList(config.proxyHosts),
-    ready: async () => {
-      await store.ping();
-      if (store.diskFull) return { caching: false, reason: 'not caching: disk full' };
-      if (store.degraded) return { caching: false, reason: 'not caching: cache store unreachable' };
-      if (fills.spoolUnavailable) return { caching: false, reason: 'not caching: spool unavailable' };
-      return { caching: true };
-    },
+    ready,
     log,
     metrics,
   });

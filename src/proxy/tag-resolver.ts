@@ -12,7 +12,7 @@ import type { StoredManifest, TagRecord } from '../cache/store.js';
 import { OciError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import type { ManifestSource } from './manifest-source.js';
-import { headerString, isAuthError, isNotFound, type Origin } from './origin.js';
+import { headerString, isAuthError, isNotFound, type Origin, type PullEvents } from './origin.js';
 import type { RequestContext, Source } from './request-context.js';
 import type { Target } from './target.js';
 
@@ -60,6 +60,7 @@ export interface TagResolverOptions {
   readonly tagTtlMs: number;
   readonly now: () => number;
   readonly access: AccessGate | undefined;
+  readonly events?: PullEvents;
 }
 
 export class TagResolver {
@@ -167,6 +168,7 @@ export class TagResolver {
       { image: `${t.registry}/${t.repository}:${tag}`, digest: cached.digest, reason: why },
       'origin could not confirm tag; serving the cached copy (stale-if-error)',
     );
+    this.o.events?.fallback?.('stale-tag');
     return { manifest: cached, source: 'stale' };
   }
 
