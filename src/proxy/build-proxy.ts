@@ -68,6 +68,8 @@ const NO_PODS: PodDirectory = {
 export interface BuiltProxy {
   readonly app: ReturnType<typeof createProxyServer>;
   readonly pull: PullService;
+  /** The origin client, with its egress policy (a pre-warm's refresh HEADs through it). */
+  readonly origin: RegistryClient;
   readonly store: ResilientStore;
   readonly fills: BlobFills;
   readonly metrics: ProxyMetrics;
@@ -327,6 +329,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   return {
     app,
     pull,
+    origin,
     store,
     fills,
     metrics,
@@ -369,6 +372,7 @@ export function buildPrewarmer(config: ProxyConfig, deps: { readonly log: Logger
   const proxy = buildProxy(config, { log: deps.log, podCredentials: credentials });
   const prewarmer = new Prewarmer({
     pull: proxy.pull,
+    origin: proxy.origin,
     credentials,
     allowed: parseHostList(config.allowedRegistries),
     log: deps.log,
