@@ -29,6 +29,7 @@ import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
 import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { PullService } from './pull-service.js';
+import type { StaleSink } from './tag-resolver.js';
 import { createProxyServer } from './server.js';
 
 const VERSION = '0.1.0';
@@ -51,6 +52,8 @@ export interface ProxyDeps {
    * socket buffers are freed early (src/runtime/young-gc.ts). Without it, V8 decides alone.
    */
   readonly collectYoung?: CollectYoung;
+  /** Told of every tag served stale because its origin could not confirm it (pod Events). */
+  readonly onStale?: StaleSink;
 }
 
 /**
@@ -311,6 +314,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     log,
     ...(access ? { access } : {}),
     ...(tier ? { tier } : {}),
+    ...(deps.onStale ? { onStale: deps.onStale } : {}),
   });
   const app = createProxyServer({
     pull,

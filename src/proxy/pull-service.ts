@@ -30,7 +30,7 @@ import { Origin } from './origin.js';
 import { Persister } from './persister.js';
 import type { RangeRequest } from './range.js';
 import type { RequestContext, Source } from './request-context.js';
-import { TagResolver, TagWrites } from './tag-resolver.js';
+import { TagResolver, TagWrites, type StaleSink } from './tag-resolver.js';
 import type { Target } from './target.js';
 
 export interface ManifestAnswer {
@@ -50,6 +50,8 @@ export interface PullServiceOptions {
   readonly access?: AccessGate;
   /** Asked before the origin for what the store lacks (--cluster-proxy); none: the origin only. */
   readonly tier?: ClusterTier;
+  /** Told of every tag served stale (stale-if-error); the node proxy records Events on its pods. */
+  readonly onStale?: StaleSink;
 }
 
 export class PullService {
@@ -73,6 +75,7 @@ export class PullService {
       tagTtlMs: opts.tagTtlMs,
       now: opts.now ?? Date.now,
       access: opts.access,
+      ...(opts.onStale ? { onStale: opts.onStale } : {}),
     });
     this.blobs = new BlobSource({ origin, store, fills, access: opts.access });
     this.persister = new Persister({
