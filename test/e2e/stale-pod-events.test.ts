@@ -4,12 +4,15 @@
  * it: the pod informer against a fake API server, a real lab origin that is then stopped. The
  * Event names the image, the cached digest, its age and the origin's failure; pods using another
  * tag or on another node get none; a second stale answer within the repeat period adds none.
+ * Then, without the lab: a pod's image rewritten to the node proxy and a Docker Hub short form
+ * match their tag, a digest-pinned one does not, and no URL credential or query reaches a message.
  */
 import t from 'tap';
 import { request } from 'undici';
-import { createKubeClient, startPodCredentials, type NodeKube } from '../../src/kube/index.js';
+import { createKubeClient, PodIndex, silentLogger, startPodCredentials, type NodeKube } from '../../src/kube/index.js';
 import { EventRecorder } from '../../src/kube/event-recorder.js';
 import { STALE_IMAGE_REASON, StaleImageEvents } from '../../src/kube/stale-image-events.js';
+import { encodeImage } from '../../src/oci/encoding.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
 import { Lab, labAvailable } from '../helpers/lab.js';
@@ -133,4 +136,58 @@ t.test('a stale tag served to a pod is an Event on the pod', { skip }, async (t)
   const before = served();
   await eventually(async () => (await pull()).status === 200 && served() > before, 'a second stale answer');
   t.equal(events().length, 1, 'one Event: none for the other tag, the other node, or the repeat');
+});
+
+t.test('which pods use the tag: as written, rewritten to the node proxy, Docker Hub short forms', async (t) => {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  const client = createKubeClient({ kubeconfig: await writeKubeconfig(api), requestTimeoutMs: 1000 });
+  const index = new PodIndex();
+  const rewritten = encodeImage('registry.example:5000/team/app:v1', 'localhost:7439');
+  if (!rewritten.ok) throw new Error('not encodable');
+  for (const p of [
+    pod('a', 'rewritten', NODE, rewritten.value),
+    pod('a', 'pinned', NODE, `registry.example:5000/team/app:v1@sha256:${'e'.repeat(64)}`),
+    pod('a', 'short', NODE, 'nginx'),
+    pod('a', 'other-tag', NODE, 'nginx:1.27'),
+  ]) {
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment -- plain JSON, as listed
+    index.upsert(p);
+  }
+  const recorder = new EventRecorder({
+    client,
+    namespace: 'default',
+    component: 'pullthrough-proxy',
+    log: silentLogger,
+  });
+  const events = new StaleImageEvents({ index, recorder, now: () => 7_200_000 });
+  const failure = 'origin registry.example:5000 unreachable: GET https://u:secret@registry.example:5000/v2/?token=abc';
+  events.served({
+    registry: 'registry.example:5000',
+    repository: 'team/app',
+    tag: 'v1',
+    digest: `sha256:${'d'.repeat(64)}`,
+    confirmedAt: 0,
+    reason: failure,
+  });
+  events.served({
+    registry: 'docker.io',
+    repository: 'library/nginx',
+    tag: 'latest',
+    digest: `sha256:${'f'.repeat(64)}`,
+    confirmedAt: undefined,
+    reason: 'origin docker.io answered 503',
+  });
+  const list = await eventually(() => {
+    const l = api.store
+      .list({ resource: 'events', kind: 'Event', apiVersion: 'v1', namespaced: true })
+      .map((e) => e as unknown as CoreEvent);
+    return l.length >= 2 ? l : undefined;
+  }, 'the Events');
+  t.same(list.map((e) => e.involvedObject.name).sort(), ['rewritten', 'short'], 'only the pods naming that tag');
+  const r = list.find((e) => e.involvedObject.name === 'rewritten');
+  t.match(r?.message, 'confirmed 2h0m ago');
+  t.notOk(r?.message.includes('secret'), 'no URL user information');
+  t.notOk(r?.message.includes('token=abc'), 'no URL query');
+  t.match(list.find((e) => e.involvedObject.name === 'short')?.message, 'docker.io/library/nginx:latest');
 });
