@@ -7,7 +7,8 @@
  * a status, an Event or a log line (the reasons come from typed errors that name no secret).
  *
  * Refresh: a Cached tag whose `refresh` is an interval is checked with a HEAD at the origin once
- * per interval (`lastChecked` in its status, so a new leader keeps the rhythm); `upstreamDigest`
+ * per interval (`lastChecked` in its status, so a new leader keeps the rhythm, to within
+ * LAST_CHECKED_EVERY_MS); `upstreamDigest`
  * and `upToDate` say what the origin has. A moved tag is fetched by its new digest and the stored
  * tag moved to it, so the next pull on any node is served from the cache. Checks share the warms'
  * slots (so the origin sees no more requests at once than warms make) and their backoff.
@@ -51,6 +52,12 @@ export interface WarmQueueOptions {
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
   readonly now?: () => number;
 }
+
+/**
+ * A check that finds nothing new writes `lastChecked` only when the status says it is older than
+ * this: short intervals on many objects cost no stream of status writes.
+ */
+export const LAST_CHECKED_EVERY_MS = 10 * 60_000;
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 
@@ -165,13 +172,22 @@ export class WarmQueue {
       if (stopped()) return;
       const cached = o.status?.digest;
       if (upstream === cached) {
+        this.retries.delete(name);
+        const s = o.status;
+        const saidAt = s?.lastChecked === undefined ? undefined : Date.parse(s.lastChecked);
+        const unchanged =
+          s?.upstreamDigest === upstream &&
+          s.upToDate === true &&
+          !s.message?.startsWith('refresh failed') &&
+          saidAt !== undefined &&
+          checkedAt - saidAt < LAST_CHECKED_EVERY_MS;
+        if (unchanged) return;
         await this.o.api.patchStatus(name, {
           upstreamDigest: upstream,
           upToDate: true,
           lastChecked,
-          ...(o.status?.message?.startsWith('refresh failed') ? { message: null } : {}),
+          ...(s?.message?.startsWith('refresh failed') ? { message: null } : {}),
         });
-        this.retries.delete(name);
         return;
       }
       await this.o.api.patchStatus(name, { upstreamDigest: upstream, upToDate: false, lastChecked });

@@ -7,7 +7,7 @@
  * test/e2e/controller-refresh.test.ts.
  */
 import t from 'tap';
-import { WarmQueue, type ImageWarmer } from '../../src/controller/warm-queue.js';
+import { LAST_CHECKED_EVERY_MS, WarmQueue, type ImageWarmer } from '../../src/controller/warm-queue.js';
 import type { CachedImage, CachedImageApi, StatusPatch } from '../../src/kube/cached-images.js';
 import { silentLogger } from '../../src/kube/index.js';
 
@@ -117,6 +117,24 @@ t.test('once per interval, from lastChecked and from its own memory', async (t) 
   s.advance(5_000);
   s.queue.schedule([listed], s.leading);
   t.equal(s.heads.length, 1, 'a list from before the check does not make it due again');
+  t.equal(s.patches.length, 1, 'the first check wrote upToDate');
+});
+
+t.test('a check that finds nothing new writes lastChecked at most every ten minutes', async (t) => {
+  const s = setup();
+  const said = (at: number): CachedImage => {
+    const o = cached('a', 'reg.example/a:v1', '1m', at);
+    return { ...o, status: { ...o.status, upstreamDigest: D1, upToDate: true } };
+  };
+  s.queue.schedule([said(s.at() - 60_000)], s.leading);
+  s.heads[0]?.resolve(D1);
+  await s.queue.idle();
+  t.equal(s.patches.length, 0, 'the status already says it');
+  s.advance(LAST_CHECKED_EVERY_MS);
+  s.queue.schedule([said(s.at() - LAST_CHECKED_EVERY_MS - 60_000)], s.leading);
+  s.heads[1]?.resolve(D1);
+  await s.queue.idle();
+  t.match(s.patches, [{ name: 'a', patch: { lastChecked: new Date(s.at()).toISOString() } }], 'an old lastChecked');
 });
 
 t.test('a moved tag: upToDate false, then the new digest fetched and Cached', async (t) => {
