@@ -29,6 +29,7 @@ import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
 import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { PullService } from './pull-service.js';
+import type { StaleSink } from './tag-resolver.js';
 import { createProxyServer } from './server.js';
 
 const VERSION = '0.1.0';
@@ -51,6 +52,8 @@ export interface ProxyDeps {
    * socket buffers are freed early (src/runtime/young-gc.ts). Without it, V8 decides alone.
    */
   readonly collectYoung?: CollectYoung;
+  /** Told of every tag served stale because its origin could not confirm it (pod Events). */
+  readonly onStale?: StaleSink;
 }
 
 /**
@@ -68,6 +71,8 @@ const NO_PODS: PodDirectory = {
 export interface BuiltProxy {
   readonly app: ReturnType<typeof createProxyServer>;
   readonly pull: PullService;
+  /** The origin client, with its egress policy (a pre-warm's refresh HEADs through it). */
+  readonly origin: RegistryClient;
   readonly store: ResilientStore;
   readonly fills: BlobFills;
   readonly metrics: ProxyMetrics;
@@ -318,6 +323,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       rateLimit: (registry, r) => metrics.noteRateLimit(registry, r),
       fallback: (reason) => metrics.fallbacks.inc({ reason }),
     },
+    ...(deps.onStale ? { onStale: deps.onStale } : {}),
   });
   metrics.trackWaiters(() => pull.blobWaiters);
   const ready = async (): Promise<{ caching: boolean; reason?: string }> => {
@@ -339,6 +345,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   return {
     app,
     pull,
+    origin,
     store,
     fills,
     metrics,
@@ -381,6 +388,7 @@ export function buildPrewarmer(config: ProxyConfig, deps: { readonly log: Logger
   const proxy = buildProxy(config, { log: deps.log, podCredentials: credentials });
   const prewarmer = new Prewarmer({
     pull: proxy.pull,
+    origin: proxy.origin,
     credentials,
     allowed: parseHostList(config.allowedRegistries),
     log: deps.log,

@@ -30,7 +30,7 @@ import { Origin, type PullEvents } from './origin.js';
 import { Persister } from './persister.js';
 import type { RangeRequest } from './range.js';
 import type { RequestContext, Source } from './request-context.js';
-import { TagResolver, TagWrites } from './tag-resolver.js';
+import { TagResolver, TagWrites, type StaleSink } from './tag-resolver.js';
 import type { Target } from './target.js';
 
 export interface ManifestAnswer {
@@ -52,6 +52,8 @@ export interface PullServiceOptions {
   readonly tier?: ClusterTier;
   /** Rate limits the origins state and fallbacks taken, for metrics. */
   readonly events?: PullEvents;
+  /** Told of every tag served stale (stale-if-error); the node proxy records Events on its pods. */
+  readonly onStale?: StaleSink;
 }
 
 export class PullService {
@@ -77,6 +79,7 @@ export class PullService {
       now: opts.now ?? Date.now,
       access: opts.access,
       events,
+      ...(opts.onStale ? { onStale: opts.onStale } : {}),
     });
     this.blobs = new BlobSource({ origin, store, fills, access: opts.access, events });
     this.persister = new Persister({
