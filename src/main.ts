@@ -8,6 +8,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runControllerCommand } from './cli/controller.js';
+import { runDoctorCommand } from './cli/doctor.js';
 import { runDecode, runEncode } from './cli/encode.js';
 import { runNodeSetupCommand } from './cli/node-setup.js';
 import { runProxy } from './cli/proxy.js';
@@ -35,6 +36,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runWarmCommand(rest);
       case 'node-setup':
         return await runNodeSetupCommand(rest);
+      case 'doctor':
+        return await runDoctorCommand(rest);
       case 'encode':
         return runEncode(rest);
       case 'decode':

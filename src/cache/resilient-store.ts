@@ -12,6 +12,8 @@ import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './
 
 export interface StoreFailureSink {
   storeFailed(op: string, err: Error): void;
+  /** An operation was not tried: the store is cooling down after a failure. */
+  storeSkipped?(op: string): void;
   storeRecovered(): void;
 }
 
@@ -58,7 +60,10 @@ export class ResilientStore {
     fn: () => Promise<T>,
     opts: { signal?: AbortSignal; write?: boolean } = {},
   ): Promise<T> {
-    if (this.degraded) return fallback;
+    if (this.degraded) {
+      this.sink.storeSkipped?.(op);
+      return fallback;
+    }
     try {
       const out = await fn();
       if (this.skipUntil !== 0) {

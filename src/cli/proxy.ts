@@ -11,6 +11,7 @@ import type { NodeKube } from '../kube/index.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { startMetricsServer } from '../observability/metrics-server.js';
 import { buildProxy } from '../proxy/build-proxy.js';
+import type { StaleSink } from '../proxy/tag-resolver.js';
 import { youngGcFunction } from '../runtime/young-gc.js';
 import { untilSignal } from './usage.js';
 
@@ -24,10 +25,12 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   await prepareSpoolDir(join(config.dataDir, 'tmp'));
   const kube = await startKube(config, log);
   const collectYoung = youngGcFunction();
+  const onStale = kube ? await staleImageEvents(kube, log) : undefined;
   const proxy = buildProxy(config, {
     log,
     ...(collectYoung ? { collectYoung } : {}),
     ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}),
+    ...(onStale ? { onStale } : {}),
   });
   proxy.metrics.trackVolume(config.dataDir);
   const metricsServer = config.metricsListen
@@ -55,6 +58,20 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   await proxy.close();
   await kube?.stop();
   return 0;
+}
+
+/** Events on this node's pods when a tag they use is served stale (src/kube/stale-image-events.ts). */
+async function staleImageEvents(kube: NodeKube, log: Logger): Promise<StaleSink> {
+  const { EventRecorder } = await import('../kube/event-recorder.js');
+  const { StaleImageEvents } = await import('../kube/stale-image-events.js');
+  const recorder = new EventRecorder({
+    client: kube.client,
+    // Every target is a pod, with its own namespace: this one is never used.
+    namespace: 'default',
+    component: 'pullthrough-proxy',
+    log: log.child({ component: 'kube' }),
+  });
+  return new StaleImageEvents({ index: kube.informer.index, recorder }).served;
 }
 
 /**

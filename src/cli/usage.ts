@@ -10,6 +10,7 @@ Commands:
   controller  keeps a CachedImage for every image pods use (one leader at a time)
   warm        creates CachedImages from a list of images, so the controller fetches them
   node-setup  write containerd hosts.toml for the fallback chain (the DaemonSet's init step)
+  doctor      check that this node can pull through pullthrough (exit 1 when it cannot)
   encode      print the rewritten reference for an image
   decode      print the origin image a rewritten reference stands for
 

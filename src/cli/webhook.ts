@@ -1,13 +1,14 @@
 /**
  * `pullthrough webhook`: reads the configuration and runs the admission webhook until SIGTERM or
  * SIGINT. With certificate files the webhook needs no API server (outside a cluster, or
- * cert-manager), so the Kubernetes client is loaded only without them.
+ * cert-manager), so the Kubernetes client is loaded only without them or with
+ * --namespaces=labelled (which watches namespaces).
  */
 import { parseWebhookConfig, WEBHOOK_HELP } from '../config/webhook.js';
 import { createLogger } from '../observability/logger.js';
 import { startMetricsServer } from '../observability/metrics-server.js';
 import { WebhookMetrics } from '../observability/metrics.js';
-import type { WebhookKubeApi } from '../webhook/index.js';
+import type { NamespaceDirectory, WebhookKubeApi } from '../webhook/index.js';
 import { untilSignal } from './usage.js';
 
 export async function runWebhookCommand(argv: readonly string[]): Promise<number> {
@@ -19,17 +20,31 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
   const log = createLogger(parsed.config.logLevel);
   const { runWebhook } = await import('../webhook/index.js');
   let kubeApi: WebhookKubeApi | undefined;
-  if (!parsed.config.tlsCertFile) {
-    const { createKubeClient, createWebhookKubeApi } = await import('../kube/index.js');
-    kubeApi = createWebhookKubeApi(createKubeClient({}));
+  let namespaces: (NamespaceDirectory & { stop(): Promise<void> }) | undefined;
+  if (!parsed.config.tlsCertFile || parsed.config.namespaces === 'labelled') {
+    const { createKubeClient, createWebhookKubeApi, NamespaceInformer } = await import('../kube/index.js');
+    const { kubeconfig } = parsed.config;
+    const client = createKubeClient(kubeconfig ? { kubeconfig } : {});
+    if (!parsed.config.tlsCertFile) kubeApi = createWebhookKubeApi(client);
+    if (parsed.config.namespaces === 'labelled') {
+      const informer = new NamespaceInformer({ client, logger: log });
+      informer.start();
+      namespaces = informer;
+    }
   }
   const metrics = new WebhookMetrics();
   const { metricsListen } = parsed.config;
   // Before the certificates: a webhook stuck waiting for them still answers Prometheus.
   const metricsServer = metricsListen ? startMetricsServer(metrics.registry, metricsListen, log) : undefined;
-  const running = await runWebhook(parsed.config, { ...(kubeApi ? { kubeApi } : {}), logger: log, metrics });
+  const running = await runWebhook(parsed.config, {
+    ...(kubeApi ? { kubeApi } : {}),
+    ...(namespaces ? { namespaces } : {}),
+    logger: log,
+    metrics,
+  });
   log.info({ signal: await untilSignal() }, 'shutting down');
   metricsServer?.close();
   await running.close();
+  await namespaces?.stop();
   return 0;
 }

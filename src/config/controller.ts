@@ -96,8 +96,8 @@ export const CONTROLLER_HELP = helpText(
   [
     'Usage: pullthrough controller [flags]',
     '',
-    'Keeps a CachedImage for every image pods use (usedBy, lastUsed, Expiring); one leader at a time',
-    'on a Lease.',
+    'Keeps a CachedImage for every image pods use (usedBy, lastUsed, Expiring), pre-warms the ones',
+    'made by hand and refreshes tags that ask for it (--cache-registry); one leader at a time on a Lease.',
   ].join('\n'),
   controllerFlags,
 );

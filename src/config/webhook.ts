@@ -9,6 +9,10 @@ import { ConfigError, helpText, parseFlags, parseHostPort, parseList, valueOf, t
 export const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
 export type PullPolicy = (typeof PULL_POLICIES)[number];
 
+/** --namespaces: every namespace not excluded, or only those labelled pullthrough.dev/enabled=true. */
+export const NAMESPACE_MODES = ['all', 'labelled'] as const;
+export type NamespaceMode = (typeof NAMESPACE_MODES)[number];
+
 /**
  * Registries the kubelet authenticates with the node's identity through its credential provider
  * plugins (ECR, Artifact Registry and Container Registry, ACR): the webhook leaves their images
@@ -39,6 +43,8 @@ export interface WebhookConfig {
   proxyHost: string;
   namespace: string;
   excludeNamespaces: string[];
+  /** `labelled`: the webhook watches namespaces and rewrites only pods of opted-in ones. */
+  namespaces: NamespaceMode;
   ignoreImages: string[];
   acceptImages: string[];
   skipPullPolicies: PullPolicy[];
@@ -55,6 +61,8 @@ export interface WebhookConfig {
   logLevel: string;
   /** Plain-HTTP /metrics; undefined: off. */
   metricsListen?: { host: string; port: number };
+  /** A kubeconfig file; unset: the in-cluster ServiceAccount. */
+  kubeconfig?: string;
 }
 
 export const webhookFlags: readonly FlagSpec[] = [
@@ -92,6 +100,16 @@ export const webhookFlags: readonly FlagSpec[] = [
     name: 'exclude-namespaces',
     kind: 'list',
     help: 'More namespaces to leave alone (kube-system always is).',
+  },
+  {
+    name: 'namespaces',
+    kind: 'string',
+    arg: 'all|labelled',
+    default: 'all',
+    help:
+      'Which namespaces are rewritten: all (but the excluded), or only those labelled ' +
+      'pullthrough.dev/enabled=true (gradual rollout; the webhook watches namespaces, and leaves a namespace ' +
+      'it has not seen alone); labelled talks to the API server even with --tls-cert.',
   },
   {
     name: 'ignore-images',
@@ -170,6 +188,12 @@ export const webhookFlags: readonly FlagSpec[] = [
   },
   { name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'pino level.' },
   {
+    name: 'kubeconfig',
+    kind: 'string',
+    arg: 'FILE',
+    help: 'A kubeconfig file for the API server (outside a cluster); in-cluster without it.',
+  },
+  {
     name: 'metrics-listen',
     kind: 'string',
     arg: 'HOST:PORT',
@@ -224,6 +248,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       proxyHost,
       namespace: v.namespace ?? (env.POD_NAMESPACE || 'pullthrough'),
       excludeNamespaces: parseList(v['exclude-namespaces']),
+      namespaces: namespaceMode(valueOf(v, 'namespaces')),
       ignoreImages: [...(repeated['ignore-images'] ?? [])],
       acceptImages: [...(repeated['accept-images'] ?? [])],
       skipPullPolicies,
@@ -238,8 +263,16 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       maxBodyBytes: positiveInt(v, 'max-body-bytes'),
       logLevel: valueOf(v, 'log-level'),
       ...(metricsListen ? { metricsListen } : {}),
+      ...(v.kubeconfig ? { kubeconfig: v.kubeconfig } : {}),
     },
   };
+}
+
+function namespaceMode(value: string): NamespaceMode {
+  const mode = NAMESPACE_MODES.find((m) => m === value);
+  if (!mode)
+    throw new ConfigError(`--namespaces: expected ${NAMESPACE_MODES.join(' or ')}, got ${JSON.stringify(value)}`);
+  return mode;
 }
 
 /** `none` (or an empty flag) turns the rule off; an empty variable keeps the default. */

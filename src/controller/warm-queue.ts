@@ -5,6 +5,13 @@
  * platforms, or Failed with a short reason, retried with exponential backoff. An image that pods
  * already pulled costs a few store lookups. Events on every change of state; never a credential in
  * a status, an Event or a log line (the reasons come from typed errors that name no secret).
+ *
+ * Refresh: a Cached tag whose `refresh` is an interval is checked with a HEAD at the origin once
+ * per interval (`lastChecked` in its status, so a new leader keeps the rhythm, to within
+ * LAST_CHECKED_EVERY_MS); `upstreamDigest`
+ * and `upToDate` say what the origin has. A moved tag is fetched by its new digest and the stored
+ * tag moved to it, so the next pull on any node is served from the cache. Checks share the warms'
+ * slots (so the origin sees no more requests at once than warms make) and their backoff.
  */
 import type { CachedImage, CachedImageApi } from '../kube/cached-images.js';
 import { describeKubeError } from '../kube/errors.js';
@@ -13,6 +20,7 @@ import type { KubeLogger } from '../kube/logger.js';
 import type { SecretCredentials } from '../kube/secret-credentials.js';
 import type { Credential } from '../oci/credentials.js';
 import { parseReference } from '../oci/reference.js';
+import { refreshIntervalMs } from './refresh-interval.js';
 
 /** What a warm needs from the proxy's pull path (src/proxy/prewarm.ts). */
 export interface ImageWarmer {
@@ -21,7 +29,15 @@ export interface ImageWarmer {
     readonly platforms?: readonly string[] | 'all';
     readonly credentials?: readonly Credential[];
     readonly signal?: AbortSignal;
+    /** A tag's new digest at the origin (a refresh): fetched, and the stored tag moved to it. */
+    readonly digest?: string;
   }): Promise<{ readonly digest: string; readonly size: number; readonly platforms: readonly string[] }>;
+  /** The digest the origin names for the image's tag now (a HEAD). */
+  upstreamDigest(req: {
+    readonly image: string;
+    readonly credentials?: readonly Credential[];
+    readonly signal?: AbortSignal;
+  }): Promise<string>;
 }
 
 export interface WarmQueueOptions {
@@ -36,6 +52,12 @@ export interface WarmQueueOptions {
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
   readonly now?: () => number;
 }
+
+/**
+ * A check that finds nothing new writes `lastChecked` only when the status says it is older than
+ * this: short intervals on many objects cost no stream of status writes.
+ */
+export const LAST_CHECKED_EVERY_MS = 10 * 60_000;
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 
@@ -60,6 +82,8 @@ export class WarmQueue {
   private readonly o: WarmQueueOptions & { now: () => number };
   private readonly running = new Map<string, Promise<void>>();
   private readonly retries = new Map<string, { attempts: number; at: number; generation: number }>();
+  /** When each refreshed tag was last checked here (its status may lag a list behind). */
+  private readonly checkedAt = new Map<string, number>();
 
   constructor(opts: WarmQueueOptions) {
     this.o = { now: Date.now, ...opts };
@@ -77,11 +101,12 @@ export class WarmQueue {
   schedule(objects: readonly CachedImage[], leading: AbortSignal): void {
     for (const o of objects) {
       if (this.running.size >= (this.o.concurrency ?? 2)) break;
-      if (!this.due(o)) continue;
+      const work = this.due(o) ? this.warm(o, leading) : this.refreshDue(o) ? this.refresh(o, leading) : undefined;
+      if (work === undefined) continue;
       const name = o.metadata.name;
       this.running.set(
         name,
-        this.warm(o, leading).finally(() => this.running.delete(name)),
+        work.finally(() => this.running.delete(name)),
       );
     }
   }
@@ -101,6 +126,110 @@ export class WarmQueue {
     if (!retry) return true;
     // A failure waits out its backoff, unless the spec changed since.
     return retry.generation !== generation || this.o.now() >= retry.at;
+  }
+
+  /** A Cached tag with a refresh interval whose check is due (and not waiting out a backoff). */
+  private refreshDue(o: CachedImage): boolean {
+    const interval = refreshIntervalMs(o.spec.refresh);
+    const s = o.status;
+    if (interval === undefined || s?.phase !== 'Cached' || s.observedGeneration !== (o.metadata.generation ?? 1)) {
+      return false;
+    }
+    let ref;
+    try {
+      ref = parseReference(o.spec.image);
+    } catch {
+      return false;
+    }
+    if (ref.digest !== undefined) return false;
+    const name = o.metadata.name;
+    if (this.running.has(name)) return false;
+    const retry = this.retries.get(name);
+    if (retry && this.o.now() < retry.at) return false;
+    const said = s.lastChecked === undefined ? undefined : Date.parse(s.lastChecked);
+    const last = Math.max(this.checkedAt.get(name) ?? -Infinity, Number.isNaN(said) ? -Infinity : (said ?? -Infinity));
+    return this.o.now() - last >= interval;
+  }
+
+  /**
+   * One check of a refreshed tag: the origin's digest for it; when it moved, `upToDate: false`
+   * first, then the new digest fetched into the cache and the stored tag moved, then `Cached`
+   * with the new digest and an Event. A failure keeps what is cached and waits out a backoff.
+   */
+  private async refresh(o: CachedImage, leading: AbortSignal): Promise<void> {
+    const name = o.metadata.name;
+    const target = { apiVersion: 'pullthrough.dev/v1alpha1', kind: 'CachedImage', name, uid: o.metadata.uid };
+    const stopped = (): boolean => leading.aborted;
+    const checkedAt = this.o.now();
+    this.checkedAt.set(name, checkedAt);
+    const lastChecked = new Date(checkedAt).toISOString();
+    try {
+      const ref = parseReference(o.spec.image);
+      const credentials = o.spec.pullSecretRef
+        ? await this.o.secrets(o.spec.pullSecretRef, ref.registry, ref.repository)
+        : [];
+      const upstream = await this.o.warmer.upstreamDigest({ image: o.spec.image, credentials, signal: leading });
+      if (stopped()) return;
+      const cached = o.status?.digest;
+      if (upstream === cached) {
+        this.retries.delete(name);
+        const s = o.status;
+        const saidAt = s?.lastChecked === undefined ? undefined : Date.parse(s.lastChecked);
+        const unchanged =
+          s?.upstreamDigest === upstream &&
+          s.upToDate === true &&
+          !s.message?.startsWith('refresh failed') &&
+          saidAt !== undefined &&
+          checkedAt - saidAt < LAST_CHECKED_EVERY_MS;
+        if (unchanged) return;
+        await this.o.api.patchStatus(name, {
+          upstreamDigest: upstream,
+          upToDate: true,
+          lastChecked,
+          ...(s?.message?.startsWith('refresh failed') ? { message: null } : {}),
+        });
+        return;
+      }
+      await this.o.api.patchStatus(name, { upstreamDigest: upstream, upToDate: false, lastChecked });
+      const platforms = o.spec.platforms?.includes('all') ? 'all' : o.spec.platforms;
+      const r = await this.o.warmer.warm({
+        image: o.spec.image,
+        credentials,
+        signal: leading,
+        digest: upstream,
+        ...(platforms !== undefined ? { platforms } : {}),
+      });
+      if (stopped()) return;
+      await this.o.api.patchStatus(name, {
+        digest: r.digest,
+        size: r.size,
+        sizeText: humanSize(r.size),
+        platforms: r.platforms,
+        upstreamDigest: r.digest,
+        upToDate: true,
+        message: null,
+      });
+      this.retries.delete(name);
+      void this.o.events?.record(
+        target,
+        'Normal',
+        'Refreshed',
+        `${o.spec.image} moved at the origin from ${String(cached)} to ${r.digest}; the new digest is cached`,
+      );
+    } catch (err) {
+      if (stopped()) return;
+      const attempts = (this.retries.get(name)?.attempts ?? 0) + 1;
+      const { initialMs, maxMs } = this.o.backoff ?? { initialMs: 10_000, maxMs: 600_000 };
+      const delay = Math.min(maxMs, initialMs * 2 ** (attempts - 1));
+      this.retries.set(name, { attempts, at: this.o.now() + delay, generation: o.metadata.generation ?? 1 });
+      const reason = reasonOf(err);
+      this.o.log.warn({ cachedImage: name, image: o.spec.image, reason, retryInMs: delay }, 'refresh failed');
+      // What is cached stays Cached and served: the message says the check failed.
+      await this.o.api.patchStatus(name, { lastChecked, message: `refresh failed: ${reason}` }).catch((e: unknown) => {
+        this.o.log.warn({ cachedImage: name, err: describeKubeError(e) }, 'CachedImage status write failed');
+      });
+      void this.o.events?.record(target, 'Warning', 'RefreshFailed', reason);
+    }
   }
 
   private async warm(o: CachedImage, leading: AbortSignal): Promise<void> {
@@ -132,9 +261,12 @@ export class WarmQueue {
         size: r.size,
         sizeText: humanSize(r.size),
         platforms: r.platforms,
+        // What a refresh said was about what was cached before; the next check says it anew.
+        ...(o.status?.upstreamDigest !== undefined ? { upstreamDigest: null, upToDate: null, lastChecked: null } : {}),
         message: null,
       });
       this.retries.delete(name);
+      this.checkedAt.delete(name);
       void this.o.events?.record(target, 'Normal', 'Cached', `${o.spec.image} cached: ${humanSize(r.size)}`);
     } catch (err) {
       if (stopped()) return;

@@ -33,6 +33,8 @@ export interface CachedImageStatus {
   readonly lastUsed?: string;
   readonly upstreamDigest?: string;
   readonly upToDate?: boolean;
+  /** When the origin was last asked which digest the tag names (a refresh). */
+  readonly lastChecked?: string;
   readonly message?: string;
 }
 

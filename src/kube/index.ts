@@ -9,7 +9,8 @@
  *   kube.source                                                            // a CredentialSource
  *   await kube.stop();
  *
- * Admission webhook: createKubeClient, getSecret, createOrReplaceSecret, patchWebhookCABundle.
+ * Admission webhook: createKubeClient, getSecret, createOrReplaceSecret, patchWebhookCABundle, and
+ * NamespaceInformer (namespace labels for --namespaces=labelled).
  */
 import { createKubeClient, type KubeClient, type KubeClientOptions } from './client.js';
 import { silentLogger, type KubeLogger } from './logger.js';
@@ -92,3 +93,4 @@ export { createCachedImageApi, type CachedImage, type CachedImageApi } from './c
 export { EventRecorder, type EventRecorderOptions, type EventTarget } from './event-recorder.js';
 export { secretCredentials, type SecretCredentials, type SecretRef } from './secret-credentials.js';
 export { LeaderElector, type LeaderElectionOptions, type LeaseApi, type LeadFunction } from './leader-election.js';
+export { NamespaceInformer, type NamespaceInformerOptions } from './namespace-informer.js';

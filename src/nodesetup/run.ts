@@ -41,6 +41,14 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
+/** The runtime whose registry configuration is written (and checked by `pullthrough doctor`). */
+export async function detectRuntime(
+  config: Pick<NodeSetupConfig, 'runtime' | 'crioDir'>,
+): Promise<'containerd' | 'cri-o'> {
+  if (config.runtime !== 'auto') return config.runtime;
+  return (await isDirectory(config.crioDir)) ? 'cri-o' : 'containerd';
+}
+
 export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps = {}): Promise<NodeSetupResult> {
   const log = deps.log ?? ((level, msg, fields) => console.log(JSON.stringify({ level, msg, ...fields })));
   const lookup = deps.lookup ?? (async (h: string) => (await dnsLookup(h, { family: 4 })).address);
@@ -49,8 +57,7 @@ export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps 
     warnings.push(msg);
     log('warn', msg);
   };
-  const runtime =
-    config.runtime === 'auto' ? ((await isDirectory(config.crioDir)) ? 'cri-o' : 'containerd') : config.runtime;
+  const runtime = await detectRuntime(config);
   if (runtime === 'cri-o') return setupCrio(config, lookup, log, warn, warnings);
   if (config.containerdConfig) {
     try {

@@ -40,6 +40,34 @@ function registerCommon(registry: Registry, defaults: boolean): void {
   }
 }
 
+/**
+ * Why a pull went past a tier it normally uses, as a bounded label: `cache-skipped` (the cache
+ * store is skipped during its cool-down after a failure), `cache-failed` (a store operation
+ * failed), `cluster-skipped` (every cluster-proxy replica is cooling down), `cluster-failed` (the
+ * chosen replica did not answer), `stale-tag` (a tag the origin could not confirm served from the
+ * cache), `spool-direct` (a blob streamed from the origin uncached because the spool failed).
+ */
+export const FALLBACK_REASONS = [
+  'cache-skipped',
+  'cache-failed',
+  'cluster-skipped',
+  'cluster-failed',
+  'stale-tag',
+  'spool-direct',
+] as const;
+export type FallbackReason = (typeof FALLBACK_REASONS)[number];
+
+/** Distinct origin registries the rate-limit gauges name; later ones share the label `other`. */
+export const RATE_LIMIT_REGISTRIES = 20;
+
+/** An origin's pull allowance as its last manifest answer stated it (Docker Hub's RateLimit headers). */
+export interface OriginRateLimit {
+  readonly limit: number;
+  readonly remaining: number;
+  /** The window the allowance is counted over (`w=`), in seconds; undefined when not stated. */
+  readonly windowSeconds: number | undefined;
+}
+
 export class ProxyMetrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
@@ -128,6 +156,90 @@ export class ProxyMetrics {
     this.fillsProvider = provider;
   }
 
+  private waitersProvider: () => number = () => 0;
+  readonly fillWaiters: Gauge = new Gauge({
+    name: 'pullthrough_blob_fill_waiters',
+    help: 'Requests streaming a blob from a fill another request started (single-flight: one origin fetch).',
+    registers: [this.registry],
+    collect: (): void => this.fillWaiters.set(this.waitersProvider()),
+  });
+
+  trackWaiters(provider: () => number): void {
+    this.waitersProvider = provider;
+  }
+
+  private readiness: () => Promise<{ caching: boolean }> = () => Promise.reject(new Error('not started'));
+  private async readyState(): Promise<{ ready: boolean; caching: boolean }> {
+    try {
+      return { ready: true, caching: (await this.readiness()).caching };
+    } catch {
+      return { ready: false, caching: false };
+    }
+  }
+  readonly ready: Gauge = new Gauge({
+    name: 'pullthrough_ready',
+    help: '1 when the proxy answers /readyz ready (it serves), else 0.',
+    registers: [this.registry],
+    collect: async (): Promise<void> => this.ready.set((await this.readyState()).ready ? 1 : 0),
+  });
+  readonly caching: Gauge = new Gauge({
+    name: 'pullthrough_caching',
+    help: '1 when the proxy caches what it serves; 0 when it serves uncached (/readyz says why) or is not ready.',
+    registers: [this.registry],
+    collect: async (): Promise<void> => this.caching.set((await this.readyState()).caching ? 1 : 0),
+  });
+
+  /** What /readyz asks: rejects when the proxy cannot serve, else says whether it caches. */
+  trackReadiness(ready: () => Promise<{ caching: boolean }>): void {
+    this.readiness = ready;
+  }
+
+  readonly fallbacks = new Counter({
+    name: 'pullthrough_fallbacks_total',
+    help: 'Times a pull went past a tier it normally uses, by reason (see docs/observability.md).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  /** The last allowance each origin stated, by the bounded registry label. */
+  private readonly rateLimits = new Map<string, OriginRateLimit & { seenAt: number }>();
+  /** A rate limit whose window has passed since it was stated says nothing any more: no sample. */
+  private currentRateLimits(): [string, OriginRateLimit][] {
+    const now = Date.now();
+    return [...this.rateLimits].filter(
+      ([, r]) => r.windowSeconds === undefined || now - r.seenAt < r.windowSeconds * 1000,
+    );
+  }
+  readonly rateLimitRemaining: Gauge = new Gauge({
+    name: 'pullthrough_origin_ratelimit_remaining',
+    help: "Pulls an origin still allows in its window, by registry, as its last answer's RateLimit-Remaining said.",
+    labelNames: ['registry'] as const,
+    registers: [this.registry],
+    collect: (): void => {
+      this.rateLimitRemaining.reset();
+      for (const [registry, r] of this.currentRateLimits()) this.rateLimitRemaining.set({ registry }, r.remaining);
+    },
+  });
+  readonly rateLimitLimit: Gauge = new Gauge({
+    name: 'pullthrough_origin_ratelimit_limit',
+    help: "Pulls an origin allows per window, by registry, as its last answer's RateLimit-Limit said.",
+    labelNames: ['registry'] as const,
+    registers: [this.registry],
+    collect: (): void => {
+      this.rateLimitLimit.reset();
+      for (const [registry, r] of this.currentRateLimits()) this.rateLimitLimit.set({ registry }, r.limit);
+    },
+  });
+
+  /**
+   * Notes an origin's stated allowance. The first RATE_LIMIT_REGISTRIES registries keep their
+   * name; any later one is `other`, so a cluster pulling from many registries adds one series.
+   */
+  noteRateLimit(registry: string, r: OriginRateLimit): void {
+    const label = this.rateLimits.has(registry) || this.rateLimits.size < RATE_LIMIT_REGISTRIES ? registry : 'other';
+    this.rateLimits.set(label, { ...r, seenAt: Date.now() });
+  }
+
   private volumeDir: string | undefined;
   /** Read at scrape time; without a directory (or when it cannot be read) no sample. */
   private volume(): { size: number; free: number } | undefined {
@@ -180,6 +292,8 @@ export const WEBHOOK_SKIP_REASONS = [
   'not-accepted',
   'not-encodable',
   'node-identity',
+  'namespace-not-enabled',
+  'namespace-unknown',
 ] as const;
 export type WebhookSkipReason = (typeof WEBHOOK_SKIP_REASONS)[number];
 

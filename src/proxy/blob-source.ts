@@ -15,7 +15,7 @@ import { parseDigest } from '../oci/digest.js';
 import { OciError } from '../oci/errors.js';
 import type { Descriptor } from '../oci/media-types.js';
 import { verifyingStream } from '../oci/verifying-stream.js';
-import { headerString, originFailure, type Origin } from './origin.js';
+import { headerString, originFailure, type Origin, type PullEvents } from './origin.js';
 import { resolveRange, type ByteRange, type RangeRequest } from './range.js';
 import type { RequestContext, Source } from './request-context.js';
 import type { Target } from './target.js';
@@ -45,13 +45,20 @@ export interface BlobSourceOptions {
   readonly store: ResilientStore;
   readonly fills: BlobFills;
   readonly access: AccessGate | undefined;
+  readonly events?: PullEvents;
 }
 
 export class BlobSource {
   private readonly o: BlobSourceOptions;
+  private joinedReaders = 0;
 
   constructor(opts: BlobSourceOptions) {
     this.o = opts;
+  }
+
+  /** Requests streaming from a fill another request started (they cost the origin nothing). */
+  get waiters(): number {
+    return this.joinedReaders;
   }
 
   async serve(
@@ -87,6 +94,10 @@ export class BlobSource {
     const size = fill.size;
     const r = size === undefined ? undefined : resolveRange(range, size);
     const stream = fill.reader(r?.start ?? 0, r?.end, { cancelWhenAbandoned: true });
+    if (joined) {
+      this.joinedReaders++;
+      stream.once('close', () => this.joinedReaders--);
+    }
     return { size, source: joined ? 'shared-fetch' : 'origin', stream, ...(r ? { range: r } : {}) };
   }
 
@@ -148,6 +159,7 @@ export class BlobSource {
       { image: `${t.registry}/${t.repository}@${digest}` },
       'spool unavailable: blob served from the origin without caching',
     );
+    this.o.events?.fallback?.('spool-direct');
     const length = Number(headerString(res.headers['content-length']) ?? NaN);
     if (res.statusCode === 206) {
       const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(headerString(res.headers['content-range']) ?? '');

@@ -30,6 +30,7 @@ import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
 import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { PullService } from './pull-service.js';
+import type { StaleSink } from './tag-resolver.js';
 import { createProxyServer } from './server.js';
 
 const VERSION = '0.1.0';
@@ -52,6 +53,8 @@ export interface ProxyDeps {
    * socket buffers are freed early (src/runtime/young-gc.ts). Without it, V8 decides alone.
    */
   readonly collectYoung?: CollectYoung;
+  /** Told of every tag served stale because its origin could not confirm it (pod Events). */
+  readonly onStale?: StaleSink;
 }
 
 /**
@@ -69,6 +72,8 @@ const NO_PODS: PodDirectory = {
 export interface BuiltProxy {
   readonly app: ReturnType<typeof createProxyServer>;
   readonly pull: PullService;
+  /** The origin client, with its egress policy (a pre-warm's refresh HEADs through it). */
+  readonly origin: RegistryClient;
   readonly store: ResilientStore;
   readonly fills: BlobFills;
   readonly metrics: ProxyMetrics;
@@ -188,6 +193,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     {
       storeFailed: (op, err) => {
         metrics.storeFailures.inc({ op });
+        metrics.fallbacks.inc({ reason: 'cache-failed' });
         if (isDiskFull(err)) {
           metrics.diskFull.inc({ where: 'store' });
           log.warn(
@@ -201,6 +207,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
           'cache store failed; serving from the origin without caching',
         );
       },
+      storeSkipped: () => metrics.fallbacks.inc({ reason: 'cache-skipped' }),
       storeRecovered: () => log.info({ store: inner.kind }, 'cache store answers again'),
     },
     config.cacheCooldownMs,
@@ -296,11 +303,14 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
         self: config.clusterSelf ? baseUrl(config.clusterSelf) : undefined,
         dispatcher: paced(tierAgent),
         cooldownMs: config.clusterCooldownMs,
-        onUnavailable: (replica, reason) =>
+        onUnavailable: (replica, reason) => {
+          metrics.fallbacks.inc({ reason: 'cluster-failed' });
           log.warn(
             { replica, reason, cooldownMs: config.clusterCooldownMs },
             'cluster proxy did not answer; asking the origin directly',
-          ),
+          );
+        },
+        onSkipped: () => metrics.fallbacks.inc({ reason: 'cluster-skipped' }),
         // A node proxy passes its own credential for a private object; a replica only relays one.
         ...(config.clusterSelf ? {} : { authorize: originHopAuthorizer(origin, access) }),
       })
@@ -314,18 +324,26 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     log,
     ...(access ? { access } : {}),
     ...(tier ? { tier } : {}),
+    events: {
+      rateLimit: (registry, r) => metrics.noteRateLimit(registry, r),
+      fallback: (reason) => metrics.fallbacks.inc({ reason }),
+    },
+    ...(deps.onStale ? { onStale: deps.onStale } : {}),
   });
+  metrics.trackWaiters(() => pull.blobWaiters);
+  const ready = async (): Promise<{ caching: boolean; reason?: string }> => {
+    await store.ping();
+    if (store.diskFull) return { caching: false, reason: 'not caching: disk full' };
+    if (store.degraded) return { caching: false, reason: 'not caching: cache store unreachable' };
+    if (fills.spoolUnavailable) return { caching: false, reason: 'not caching: spool unavailable' };
+    return { caching: true };
+  };
+  metrics.trackReadiness(ready);
   const app = createProxyServer({
     pull,
     allowed,
     self: parseHostList(config.proxyHosts),
-    ready: async () => {
-      await store.ping();
-      if (store.diskFull) return { caching: false, reason: 'not caching: disk full' };
-      if (store.degraded) return { caching: false, reason: 'not caching: cache store unreachable' };
-      if (fills.spoolUnavailable) return { caching: false, reason: 'not caching: spool unavailable' };
-      return { caching: true };
-    },
+    ready,
     log,
     metrics,
     // Only a replica that checks every request may take a node's credential for one.
@@ -334,6 +352,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   return {
     app,
     pull,
+    origin,
     store,
     fills,
     metrics,
@@ -376,6 +395,7 @@ export function buildPrewarmer(config: ProxyConfig, deps: { readonly log: Logger
   const proxy = buildProxy(config, { log: deps.log, podCredentials: credentials });
   const prewarmer = new Prewarmer({
     pull: proxy.pull,
+    origin: proxy.origin,
     credentials,
     allowed: parseHostList(config.allowedRegistries),
     log: deps.log,

@@ -118,6 +118,8 @@ export interface ClusterTierOptions {
   readonly cooldownMs: number;
   /** A replica failed to answer and is skipped for the cool-down; for the log. */
   readonly onUnavailable?: (replica: string, reason: string) => void;
+  /** No replica could be asked (every one cooling down, or none resolved); for metrics. */
+  readonly onSkipped?: () => void;
   /**
    * A node proxy's way to a credential for one private object (src/access/hop-credential.ts);
    * absent (a replica): requests carry only the credential they came with.
@@ -179,7 +181,11 @@ export class ClusterTier {
     const replica = this.pick(await this.o.replicas.current(), `${t.registry}/${t.repository}@${reference}`);
     // Its own objects a replica fetches itself: the chain of owners ends here. (A replica never
     // cools itself down, so an object owned by a higher-scoring replica only ever moves up.)
-    if (replica === undefined || replica === this.self) return undefined;
+    if (replica === undefined) {
+      this.o.onSkipped?.();
+      return undefined;
+    }
+    if (replica === this.self) return undefined;
     const path = `/v2/${t.repository}/${kind === 'manifest' ? 'manifests' : 'blobs'}/${reference}`;
     const url = `${replica}${path}?ns=${encodeURIComponent(t.registry)}`;
     const repo = `${t.registry}/${t.repository}`;

@@ -10,12 +10,14 @@
  *
  * containerd moves on to its next host on any status >= 400 except 429, which it retries on the
  * same host: an origin's rate limit therefore becomes a 503 here, so a cluster falls through to
- * its next mirror instead of hammering us.
+ * its next mirror instead of hammering us. The allowance an origin states on its answers (Docker
+ * Hub's `ratelimit-remaining: 76;w=21600`) is reported whatever the status, a 429 included.
  */
 import type { AccessGate, ObjectKind } from '../access/access-control.js';
 import type { OriginBlobRequest } from '../cache/blob-fill.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import { describe, SizeError, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
+import type { FallbackReason, OriginRateLimit } from '../observability/metrics.js';
 import type { ClusterTier, TierResponse } from './cluster-tier.js';
 import type { Target } from './target.js';
 
@@ -33,15 +35,25 @@ export interface OriginRequestOptions {
   readonly authorization?: string | undefined;
 }
 
+/** What the pull path reports for metrics; every member optional (tests leave them out). */
+export interface PullEvents {
+  /** An origin's answer stated its pull allowance. */
+  readonly rateLimit?: (registry: string, r: OriginRateLimit) => void;
+  /** A pull went past a tier it normally uses. */
+  readonly fallback?: (reason: FallbackReason) => void;
+}
+
 export class Origin {
   private readonly client: RegistryClient;
   private readonly access: AccessGate | undefined;
   private readonly tier: ClusterTier | undefined;
+  private readonly events: PullEvents;
 
-  constructor(client: RegistryClient, access: AccessGate | undefined, tier?: ClusterTier) {
+  constructor(client: RegistryClient, access: AccessGate | undefined, tier?: ClusterTier, events: PullEvents = {}) {
     this.client = client;
     this.access = access;
     this.tier = tier;
+    this.events = events;
   }
 
   /** An accepted answer for `reference` (a tag or digest); throws the OciError a client is told. */
@@ -73,6 +85,8 @@ export class Origin {
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...(opts.authorization !== undefined ? { authorization: opts.authorization } : {}),
       });
+      const limit = parseRateLimit(res.headers);
+      if (limit) this.events.rateLimit?.(t.registry, limit);
       await checkOrigin(res, kind, t.registry, reference, opts.ok);
     } catch (err) {
       throw originFailure(err, t.registry);
@@ -96,6 +110,22 @@ export class Origin {
       },
     };
   }
+}
+
+/**
+ * The allowance an answer states: Docker Hub's `ratelimit-limit: 100;w=21600` and
+ * `ratelimit-remaining: 76;w=21600` (the IETF draft's form without `;w=` is read too). Undefined
+ * unless both are there and numeric: Docker Hub leaves them out for accounts without a limit.
+ */
+export function parseRateLimit(headers: Record<string, string | string[] | undefined>): OriginRateLimit | undefined {
+  const field = (name: string): { value: number; window: number | undefined } | undefined => {
+    const m = /^\s*(\d+)\s*(?:;\s*w\s*=\s*(\d+))?/.exec(headerString(headers[name]) ?? '');
+    return m ? { value: Number(m[1]), window: m[2] === undefined ? undefined : Number(m[2]) } : undefined;
+  };
+  const limit = field('ratelimit-limit');
+  const remaining = field('ratelimit-remaining');
+  if (!limit || !remaining) return undefined;
+  return { limit: limit.value, remaining: remaining.value, windowSeconds: remaining.window ?? limit.window };
 }
 
 /** Whether the cluster tier gave this answer (and stores what it served). */

@@ -3,15 +3,19 @@
  * proxy serves from (tag resolution, verified fills, the persister that stores blobs, then
  * manifests, then the tag), so nothing partial or unverified is stored. The credentials of one
  * warm (a CachedImage's pull secret) are offered for its repository only, and only while it runs.
+ * A refresh asks the origin which digest a tag names with a HEAD (free against Docker Hub's pull
+ * limit), through the proxy's origin client and its egress policy, with the same credentials.
  */
 import type { StoredManifest } from '../cache/store.js';
 import type { Credential, CredentialRequest, CredentialSource } from '../oci/credentials.js';
 import { cacheRepositoryName } from '../oci/encoding.js';
 import { OciError } from '../oci/errors.js';
 import type { HostList } from '../oci/host-pattern.js';
-import { formatPlatform, parseManifest } from '../oci/media-types.js';
-import { parseReference } from '../oci/reference.js';
+import { formatPlatform, MANIFEST_ACCEPT, parseManifest } from '../oci/media-types.js';
+import { parseReference, type ImageReference } from '../oci/reference.js';
+import type { RegistryClient } from '../oci/registry-client.js';
 import type { Log as Logger } from '../observability/logger.js';
+import { headerString, Origin } from './origin.js';
 import { wants } from './persister.js';
 import type { PullService } from './pull-service.js';
 import type { Target } from './target.js';
@@ -20,6 +24,18 @@ export interface WarmRequest {
   readonly image: string;
   /** Which platforms of an index; `all` by default. */
   readonly platforms?: readonly string[] | 'all';
+  readonly credentials?: readonly Credential[];
+  readonly signal?: AbortSignal;
+  /**
+   * For a tag: the digest the origin names for it now (a refresh found it moved). That digest is
+   * fetched, verified and stored, and the stored tag moved to it, whatever the cache said.
+   */
+  readonly digest?: string;
+}
+
+/** Which digest the origin's tag names now. */
+export interface UpstreamRequest {
+  readonly image: string;
   readonly credentials?: readonly Credential[];
   readonly signal?: AbortSignal;
 }
@@ -57,6 +73,8 @@ export class WarmCredentials implements CredentialSource {
 
 export interface PrewarmerOptions {
   readonly pull: PullService;
+  /** The proxy's origin client (its egress policy, its credentials with the warm's own). */
+  readonly origin: RegistryClient;
   readonly credentials: WarmCredentials;
   readonly allowed: HostList;
   readonly log: Logger;
@@ -64,29 +82,61 @@ export interface PrewarmerOptions {
 }
 
 export class Prewarmer {
-  constructor(private readonly o: PrewarmerOptions) {}
+  private readonly origin: Origin;
+
+  constructor(private readonly o: PrewarmerOptions) {
+    // No access gate (the warm serves nobody) and no cluster tier: the origin itself answers.
+    this.origin = new Origin(o.origin, undefined);
+  }
 
   async warm(req: WarmRequest): Promise<WarmResult> {
-    const ref = parseReference(req.image);
-    if (!this.o.allowed.matches(ref.registry)) {
-      throw new OciError('DENIED', `registry ${ref.registry} is not in --allowed-registries`);
-    }
-    const t: Target = {
-      registry: ref.registry,
-      repository: ref.repository,
-      cacheRepo: cacheRepositoryName(ref.registry, ref.repository),
-    };
+    const { ref, t } = this.target(req.image);
     const platforms = req.platforms ?? 'all';
     const ctx = { log: this.o.log, ...(req.signal ? { signal: req.signal } : {}) };
     return this.o.credentials.with(t, req.credentials ?? [], async () => {
-      const reference = ref.digest ?? ref.tag ?? 'latest';
+      const tagName = ref.digest === undefined ? (ref.tag ?? 'latest') : undefined;
+      const reference = ref.digest ?? req.digest ?? tagName ?? 'latest';
       const { manifest } = await this.o.pull.manifest(t, reference, ctx);
-      const tag = ref.digest === undefined ? { name: reference, confirmedAt: (this.o.now ?? Date.now)() } : undefined;
+      const tag = tagName !== undefined ? { name: tagName, confirmedAt: (this.o.now ?? Date.now)() } : undefined;
       if (!(await this.o.pull.persister.persist(t, manifest, tag, platforms))) {
         throw new OciError('UNAVAILABLE', `${req.image}: not every blob and manifest could be stored`);
       }
       return this.measure(t, manifest, platforms);
     });
+  }
+
+  /** The digest the origin names for the image's tag now, asked with a HEAD. */
+  async upstreamDigest(req: UpstreamRequest): Promise<string> {
+    const { ref, t } = this.target(req.image);
+    if (ref.digest !== undefined) return ref.digest;
+    const tag = ref.tag ?? 'latest';
+    return this.o.credentials.with(t, req.credentials ?? [], async () => {
+      const res = await this.origin.request(t, 'HEAD', 'manifest', tag, {
+        headers: { accept: MANIFEST_ACCEPT },
+        signal: req.signal,
+      });
+      await res.body.dump();
+      const digest = headerString(res.headers['docker-content-digest']);
+      if (digest === undefined) {
+        throw new OciError('UNAVAILABLE', `${ref.registry} named no digest for ${ref.repository}:${tag}`);
+      }
+      return digest;
+    });
+  }
+
+  private target(image: string): { ref: ImageReference; t: Target } {
+    const ref = parseReference(image);
+    if (!this.o.allowed.matches(ref.registry)) {
+      throw new OciError('DENIED', `registry ${ref.registry} is not in --allowed-registries`);
+    }
+    return {
+      ref,
+      t: {
+        registry: ref.registry,
+        repository: ref.repository,
+        cacheRepo: cacheRepositoryName(ref.registry, ref.repository),
+      },
+    };
   }
 
   /** What is stored for it now: sizes from the manifests, platforms from the index. */

@@ -26,11 +26,11 @@ import type { RegistryClient } from '../oci/registry-client.js';
 import { BlobSource, type BlobAnswer } from './blob-source.js';
 import type { ClusterTier } from './cluster-tier.js';
 import { ManifestSource } from './manifest-source.js';
-import { Origin } from './origin.js';
+import { Origin, type PullEvents } from './origin.js';
 import { Persister } from './persister.js';
 import type { RangeRequest } from './range.js';
 import type { RequestContext, Source } from './request-context.js';
-import { TagResolver, TagWrites } from './tag-resolver.js';
+import { TagResolver, TagWrites, type StaleSink } from './tag-resolver.js';
 import type { Target } from './target.js';
 
 export interface ManifestAnswer {
@@ -50,6 +50,10 @@ export interface PullServiceOptions {
   readonly access?: AccessGate;
   /** Asked before the origin for what the store lacks (--cluster-proxy); none: the origin only. */
   readonly tier?: ClusterTier;
+  /** Rate limits the origins state and fallbacks taken, for metrics. */
+  readonly events?: PullEvents;
+  /** Told of every tag served stale (stale-if-error); the node proxy records Events on its pods. */
+  readonly onStale?: StaleSink;
 }
 
 export class PullService {
@@ -62,7 +66,8 @@ export class PullService {
   constructor(opts: PullServiceOptions) {
     const { store, fills, log } = opts;
     this.access = opts.access;
-    const origin = new Origin(opts.origin, opts.access, opts.tier);
+    const events = opts.events ?? {};
+    const origin = new Origin(opts.origin, opts.access, opts.tier, events);
     const writes = new TagWrites(store);
     this.manifests = new ManifestSource(origin, store);
     this.tags = new TagResolver({
@@ -73,8 +78,10 @@ export class PullService {
       tagTtlMs: opts.tagTtlMs,
       now: opts.now ?? Date.now,
       access: opts.access,
+      events,
+      ...(opts.onStale ? { onStale: opts.onStale } : {}),
     });
-    this.blobs = new BlobSource({ origin, store, fills, access: opts.access });
+    this.blobs = new BlobSource({ origin, store, fills, access: opts.access, events });
     this.persister = new Persister({
       blobs: this.blobs,
       manifests: this.manifests,
@@ -114,6 +121,11 @@ export class PullService {
     if (choice.kind === 'refuse') throw new OciError('MANIFEST_UNKNOWN', choice.message);
     if (choice.kind === 'platform') return this.manifestByDigest(t, choice.digest, ctx);
     return answer;
+  }
+
+  /** Requests streaming a blob from a fill another request started. */
+  get blobWaiters(): number {
+    return this.blobs.waiters;
   }
 
   async blob(

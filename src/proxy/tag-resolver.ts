@@ -3,7 +3,8 @@
  * (free against Docker Hub's pull limit); when the origin cannot answer, or deleted the tag, the
  * cached tag is served stale and the log says so. Auth refusals are never papered over, and a
  * revalidation tells the access gate who the origin answered: a refusal of every credential,
- * anonymous included, makes the repository private there and then.
+ * anonymous included, makes the repository private there and then. Each stale answer is also
+ * reported to an injected sink (the node proxy turns it into Events on the pods that use the tag).
  */
 import type { AccessGate } from '../access/access-control.js';
 import { Memo } from '../cache/memo.js';
@@ -12,7 +13,7 @@ import type { StoredManifest, TagRecord } from '../cache/store.js';
 import { OciError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import type { ManifestSource } from './manifest-source.js';
-import { headerString, isAuthError, isNotFound, type Origin } from './origin.js';
+import { headerString, isAuthError, isNotFound, type Origin, type PullEvents } from './origin.js';
 import type { RequestContext, Source } from './request-context.js';
 import type { Target } from './target.js';
 
@@ -52,6 +53,21 @@ export class TagWrites {
   }
 }
 
+/** A tag served from the cache because the origin could not confirm it. */
+export interface StaleTag {
+  readonly registry: string;
+  readonly repository: string;
+  readonly tag: string;
+  /** The cached digest served. */
+  readonly digest: string;
+  /** When the origin last confirmed the tag; undefined when unknown. */
+  readonly confirmedAt: number | undefined;
+  /** The origin's failure (a typed error's message: no credentials). */
+  readonly reason: string;
+}
+
+export type StaleSink = (served: StaleTag) => void;
+
 export interface TagResolverOptions {
   readonly origin: Origin;
   readonly store: ResilientStore;
@@ -60,6 +76,8 @@ export interface TagResolverOptions {
   readonly tagTtlMs: number;
   readonly now: () => number;
   readonly access: AccessGate | undefined;
+  readonly events?: PullEvents;
+  readonly onStale?: StaleSink;
 }
 
 export class TagResolver {
@@ -94,14 +112,16 @@ export class TagResolver {
       return { manifest: cached, source: 'cache' };
     }
     if (cached) {
-      const revalidated = await this.revalidate(t, tag, cached, ctx);
+      const revalidated = await this.revalidate(t, tag, cached, rec?.confirmedAt, ctx);
       if (revalidated) return revalidated;
     }
     let m: StoredManifest;
     try {
       m = await this.o.manifests.fetch(t, tag, ctx);
     } catch (err) {
-      if (cached && !isAuthError(err)) return this.stale(t, tag, cached, (err as Error).message, ctx, !isNotFound(err));
+      if (cached && !isAuthError(err)) {
+        return this.stale(t, tag, cached, rec?.confirmedAt, (err as Error).message, ctx, !isNotFound(err));
+      }
       throw this.refused(t, err);
     }
     this.remember(t, tag, m.digest, now);
@@ -113,6 +133,7 @@ export class TagResolver {
     t: Target,
     tag: string,
     cached: StoredManifest,
+    confirmedAt: number | undefined,
     ctx: RequestContext,
   ): Promise<TagAnswer | undefined> {
     let digest: string | undefined;
@@ -121,7 +142,7 @@ export class TagResolver {
     } catch (err) {
       if (isAuthError(err)) throw this.refused(t, err);
       // A deleted tag (404) is an answer: the origin-down policy for private images does not apply.
-      return this.stale(t, tag, cached, (err as Error).message, ctx, !isNotFound(err));
+      return this.stale(t, tag, cached, confirmedAt, (err as Error).message, ctx, !isNotFound(err));
     }
     if (digest !== cached.digest) return undefined;
     const now = this.o.now();
@@ -158,6 +179,7 @@ export class TagResolver {
     t: Target,
     tag: string,
     cached: StoredManifest,
+    confirmedAt: number | undefined,
     why: string,
     ctx: RequestContext,
     unreachable: boolean,
@@ -167,6 +189,15 @@ export class TagResolver {
       { image: `${t.registry}/${t.repository}:${tag}`, digest: cached.digest, reason: why },
       'origin could not confirm tag; serving the cached copy (stale-if-error)',
     );
+    this.o.events?.fallback?.('stale-tag');
+    this.o.onStale?.({
+      registry: t.registry,
+      repository: t.repository,
+      tag,
+      digest: cached.digest,
+      confirmedAt,
+      reason: why,
+    });
     return { manifest: cached, source: 'stale' };
   }
 

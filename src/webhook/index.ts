@@ -9,5 +9,11 @@ export {
 export { runWebhook, type RunningWebhook, type WebhookDeps } from './run.js';
 export type { WebhookKubeApi, SecretObject, WebhookConfigurationObject, JsonPatchOperation } from './kube-api.js';
 export { isConflict } from './kube-api.js';
-export { createRewritePolicy, type RewritePolicy } from './policy.js';
+export {
+  createRewritePolicy,
+  ENABLED_NAMESPACE_LABEL,
+  type RewritePolicy,
+  type NamespaceDirectory,
+  type NamespaceLookup,
+} from './policy.js';
 export { ensureCertificates, serviceDnsNames } from './cert-bootstrap.js';

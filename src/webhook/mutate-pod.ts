@@ -9,6 +9,7 @@ import {
   ORIGINAL_IMAGES_ANNOTATION,
   SKIPPED_IMAGES_ANNOTATION,
   nodeIdentityReason,
+  optInReason,
   type RewritePolicy,
 } from './policy.js';
 import type { WebhookSkipReason } from '../observability/metrics.js';
@@ -72,6 +73,8 @@ function podLevelSkip(
 ): { reason: string; kind: WebhookSkipReason } | undefined {
   if (policy.excludedNamespaces.has(ctx.namespace))
     return { reason: `namespace ${ctx.namespace} is excluded`, kind: 'namespace-excluded' };
+  const optIn = optInReason(ctx.namespace, policy);
+  if (optIn) return optIn;
   const labels = isObject(pod.metadata) ? stringRecord(pod.metadata.labels) : {};
   if (labels[IGNORE_LABEL] === IGNORE_LABEL_VALUE)
     return { reason: `pod is labelled ${IGNORE_LABEL}=${IGNORE_LABEL_VALUE}`, kind: 'pod-ignored' };

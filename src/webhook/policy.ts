@@ -3,7 +3,7 @@
  * shared by the pod mutator and the MutatingWebhookConfiguration selectors, so the selectors the
  * API server applies and the checks the webhook repeats cannot drift apart.
  */
-import { DEFAULT_NODE_IDENTITY_REGISTRIES, type PullPolicy } from '../config/webhook.js';
+import { DEFAULT_NODE_IDENTITY_REGISTRIES, type NamespaceMode, type PullPolicy } from '../config/webhook.js';
 import { parseHostList, type HostList } from '../oci/host-pattern.js';
 import { parseReference } from '../oci/reference.js';
 
@@ -11,8 +11,23 @@ export const IGNORE_LABEL = 'pullthrough.dev/image-caching-policy';
 export const IGNORE_LABEL_VALUE = 'ignore';
 export const ORIGINAL_IMAGES_ANNOTATION = 'pullthrough.dev/original-images';
 export const SKIPPED_IMAGES_ANNOTATION = 'pullthrough.dev/skipped-images';
+/** In `--namespaces=labelled` mode, only pods of namespaces carrying this label (value `true`) are rewritten. */
+export const ENABLED_NAMESPACE_LABEL = 'pullthrough.dev/enabled';
+export const ENABLED_NAMESPACE_LABEL_VALUE = 'true';
 /** Namespaces never touched: the webhook's own (its pods must start without it) and kube-system. */
 export const ALWAYS_EXCLUDED_NAMESPACES = ['kube-system'] as const;
+
+/**
+ * What the webhook knows of a namespace's labels, read from a local cache (admission answers must
+ * not wait on the API server). `known: false` says why the namespace cannot be judged.
+ */
+export type NamespaceLookup =
+  | { readonly known: true; readonly labels: Readonly<Record<string, string>> }
+  | { readonly known: false; readonly reason: string };
+
+export interface NamespaceDirectory {
+  lookup(name: string): NamespaceLookup;
+}
 
 export interface RewritePolicy {
   /** host:port the rewritten images point at (containerd on every node resolves it to its proxy). */
@@ -32,6 +47,11 @@ export interface RewritePolicy {
    * the reason names the pattern that matched.
    */
   readonly nodeIdentityRegistries: readonly HostList[];
+  /**
+   * Set in `--namespaces=labelled` mode: only pods of namespaces labelled
+   * ENABLED_NAMESPACE_LABEL=true are rewritten, and a namespace it cannot judge is left alone.
+   */
+  readonly optInNamespaces?: NamespaceDirectory;
 }
 
 export interface RewritePolicyInput {
@@ -43,6 +63,9 @@ export interface RewritePolicyInput {
   skipPullPolicies?: readonly PullPolicy[];
   /** Unset: DEFAULT_NODE_IDENTITY_REGISTRIES; empty: none is left alone for this reason. */
   nodeIdentityRegistries?: readonly string[];
+  /** `labelled` needs `namespaceDirectory`. Default `all`. */
+  namespaces?: NamespaceMode;
+  namespaceDirectory?: NamespaceDirectory;
 }
 
 export function compileRegexes(patterns: readonly string[], flag: string): RegExp[] {
@@ -56,6 +79,9 @@ export function compileRegexes(patterns: readonly string[], flag: string): RegEx
 }
 
 export function createRewritePolicy(input: RewritePolicyInput): RewritePolicy {
+  if (input.namespaces === 'labelled' && !input.namespaceDirectory) {
+    throw new Error('--namespaces=labelled needs a view of the namespaces (a Kubernetes API client)');
+  }
   return {
     proxyHost: input.proxyHost,
     excludedNamespaces: new Set([
@@ -69,6 +95,31 @@ export function createRewritePolicy(input: RewritePolicyInput): RewritePolicy {
     nodeIdentityRegistries: (input.nodeIdentityRegistries ?? DEFAULT_NODE_IDENTITY_REGISTRIES)
       .map((p) => parseHostList([p]))
       .filter((l) => l.patterns.length > 0),
+    ...(input.namespaces === 'labelled' && input.namespaceDirectory
+      ? { optInNamespaces: input.namespaceDirectory }
+      : {}),
+  };
+}
+
+/**
+ * Why a namespace is left alone in `--namespaces=labelled` mode, if it is: not labelled, or not
+ * known to the webhook (never listed, or created after the last event it saw), which fails safe.
+ */
+export function optInReason(
+  namespace: string,
+  policy: RewritePolicy,
+): { reason: string; kind: 'namespace-not-enabled' | 'namespace-unknown' } | undefined {
+  const directory = policy.optInNamespaces;
+  if (!directory) return undefined;
+  const found = directory.lookup(namespace);
+  if (!found.known)
+    return { reason: `namespace ${namespace} cannot be looked up: ${found.reason}`, kind: 'namespace-unknown' };
+  if (found.labels[ENABLED_NAMESPACE_LABEL] === ENABLED_NAMESPACE_LABEL_VALUE) return undefined;
+  return {
+    reason:
+      `namespace ${namespace} is not labelled ${ENABLED_NAMESPACE_LABEL}=${ENABLED_NAMESPACE_LABEL_VALUE} ` +
+      '(--namespaces=labelled)',
+    kind: 'namespace-not-enabled',
   };
 }
 

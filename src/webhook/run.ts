@@ -8,7 +8,7 @@ import type { WebhookConfig } from '../config/webhook.js';
 import type { WebhookMetrics } from '../observability/metrics.js';
 import { ensureCertificates, serviceDnsNames } from './cert-bootstrap.js';
 import type { WebhookKubeApi } from './kube-api.js';
-import { createRewritePolicy } from './policy.js';
+import { createRewritePolicy, type NamespaceDirectory } from './policy.js';
 import { namespaceSelector, objectSelector } from './selectors.js';
 import { createWebhookServer, type TlsMaterial, type WebhookServer } from './server.js';
 
@@ -19,6 +19,8 @@ export interface WebhookDeps {
   /** How long to wait between failed certificate bootstraps at start. */
   retryDelayMs?: number;
   metrics?: WebhookMetrics;
+  /** Required with --namespaces=labelled: the namespaces' labels (src/kube's NamespaceInformer). */
+  namespaces?: NamespaceDirectory;
 }
 
 export interface RunningWebhook {
@@ -40,6 +42,8 @@ export async function runWebhook(config: WebhookConfig, deps: WebhookDeps = {}):
     acceptImages: config.acceptImages,
     skipPullPolicies: config.skipPullPolicies,
     nodeIdentityRegistries: config.nodeIdentityRegistries,
+    namespaces: config.namespaces,
+    ...(deps.namespaces ? { namespaceDirectory: deps.namespaces } : {}),
   });
 
   let refresh: () => Promise<TlsMaterial>;
@@ -85,7 +89,10 @@ export async function runWebhook(config: WebhookConfig, deps: WebhookDeps = {}):
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
   });
   const address = await webhook.app.listen({ host: config.listenHost, port: config.listenPort });
-  log.info({ address, proxyHost: config.proxyHost, excluded: [...policy.excludedNamespaces] }, 'webhook listening');
+  log.info(
+    { address, proxyHost: config.proxyHost, excluded: [...policy.excludedNamespaces], namespaces: config.namespaces },
+    'webhook listening',
+  );
 
   const timer = setInterval(() => {
     refresh()

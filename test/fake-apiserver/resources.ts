@@ -3,7 +3,8 @@
  * pullthrough talks to: pods, secrets, serviceaccounts and events (core/v1, namespaced), events
  * (events.k8s.io/v1), leases (coordination.k8s.io/v1), mutatingwebhookconfigurations
  * (admissionregistration.k8s.io/v1, cluster-scoped) and the cachedimages custom resource
- * (pullthrough.dev/v1alpha1, cluster-scoped, with a status subresource).
+ * (pullthrough.dev/v1alpha1, cluster-scoped, with a status subresource) and namespaces (core/v1,
+ * cluster-scoped; `/api/v1/namespaces/{name}` reads one).
  */
 export interface ResourceType {
   /** Plural, as in the URL. */
@@ -33,6 +34,7 @@ export const RESOURCES: readonly ResourceType[] = [
     namespaced: false,
     statusSubresource: true,
   },
+  { resource: 'namespaces', kind: 'Namespace', apiVersion: 'v1', namespaced: false },
   {
     resource: 'mutatingwebhookconfigurations',
     kind: 'MutatingWebhookConfiguration',

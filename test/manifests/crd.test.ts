@@ -128,6 +128,7 @@ t.test(
           lastUsed: '2026-12-06T20:00:00Z',
           upstreamDigest: `sha256:${'cd'.repeat(32)}`,
           upToDate: true,
+          lastChecked: '2026-12-06T20:05:00Z',
           message: 'cached 3 blobs',
           conditions: [
             {

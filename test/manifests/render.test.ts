@@ -12,6 +12,9 @@ import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { parseNodeSetupConfig } from '../../src/config/node-setup.js';
+import { parseWebhookConfig, type WebhookConfig } from '../../src/config/webhook.js';
+import { mutatePod } from '../../src/webhook/mutate-pod.js';
 import { createRewritePolicy } from '../../src/webhook/policy.js';
 import { namespaceSelector, objectSelector } from '../../src/webhook/selectors.js';
 
@@ -363,3 +366,108 @@ t.test(
     t.ok(JSON.parse(dashboard.data['pullthrough.json']).panels.length > 0, 'holds the dashboard JSON');
   },
 );
+
+/** The webhook's settings as its rendered Deployment gives them (args after the subcommand, env values). */
+function webhookConfigOf(objs: Obj[]): WebhookConfig {
+  const c = find(objs, 'Deployment', 'pullthrough-webhook').spec.template.spec.containers[0];
+  const env = Object.fromEntries(c.env.filter((e: any) => 'value' in e).map((e: any) => [e.name, e.value]));
+  const parsed = parseWebhookConfig(c.args.slice(1), { ...env, POD_NAMESPACE: 'pullthrough' });
+  if (parsed.help) throw new Error('help');
+  return parsed.config;
+}
+
+/** The hostPath volume mounted read-only in `container` at a directory holding `path`, if any. */
+function readOnlyHostMount(podSpec: any, container: any, path: string): any {
+  const mount = (container.volumeMounts ?? []).find(
+    (m: any) => path === m.mountPath || path.startsWith(`${m.mountPath}/`),
+  );
+  if (!mount?.readOnly) return undefined;
+  return podSpec.volumes.find((v: any) => v.name === mount.name && v.hostPath?.path === mount.mountPath);
+}
+
+t.test('overlays that keep nodes working', { skip: bin ? false : 'kubectl is not installed' }, async (t) => {
+  t.test('gradual-rollout: labelled namespaces only, in the webhook and in the API server', async (t) => {
+    const objs = render('overlays/gradual-rollout');
+    const config = webhookConfigOf(objs);
+    t.equal(config.namespaces, 'labelled', 'the webhook runs with --namespaces=labelled');
+    const policy = createRewritePolicy({
+      proxyHost: config.proxyHost,
+      ownNamespace: config.namespace,
+      namespaces: config.namespaces,
+      namespaceDirectory: { lookup: () => ({ known: true, labels: {} }) },
+    });
+    const mwc = find(objs, 'MutatingWebhookConfiguration', 'pullthrough').webhooks[0];
+    t.same(mwc.namespaceSelector, namespaceSelector(policy), 'namespaceSelector is what the webhook renders');
+    t.ok(
+      selects(mwc.namespaceSelector, { 'kubernetes.io/metadata.name': 'team-a', 'pullthrough.dev/enabled': 'true' }),
+      'an opted-in namespace is sent to the webhook',
+    );
+    t.notOk(selects(mwc.namespaceSelector, { 'kubernetes.io/metadata.name': 'team-b' }), 'another is not');
+    t.same(find(objs, 'ClusterRole', 'pullthrough-webhook').rules.at(-1), {
+      apiGroups: [''],
+      resources: ['namespaces'],
+      verbs: ['get', 'list', 'watch'],
+    });
+  });
+
+  t.test('credential-providers: the kubelet config and plugins mounted read-only into the node proxy', async (t) => {
+    const objs = render('overlays/credential-providers');
+    const ds = find(objs, 'DaemonSet', 'pullthrough-node-proxy').spec.template.spec;
+    const proxy = ds.containers.find((c: any) => c.name === 'proxy');
+    const flag = (name: string) =>
+      (proxy.args as string[]).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+    const file = flag('image-credential-provider-config');
+    const dir = flag('image-credential-provider-bin-dir');
+    t.equal(file, '/etc/eks/image-credential-provider/config.json', 'EKS defaults');
+    t.equal(dir, '/etc/eks/image-credential-provider');
+    for (const path of [file!, dir!]) {
+      t.ok(readOnlyHostMount(ds, proxy, path), `${path}: from the node, at the same path, read-only`);
+    }
+    const cluster = find(objs, 'Deployment', 'pullthrough-cluster-proxy').spec.template.spec;
+    t.notOk(
+      JSON.stringify(cluster).includes('credential-provider'),
+      'the cluster proxy, which serves every node, never gets them',
+    );
+    const config = webhookConfigOf(objs);
+    const policy = createRewritePolicy({
+      proxyHost: config.proxyHost,
+      ownNamespace: config.namespace,
+      nodeIdentityRegistries: config.nodeIdentityRegistries,
+    });
+    const m = mutatePod(
+      {
+        metadata: { name: 'p' },
+        spec: {
+          containers: [
+            { name: 'ecr', image: '123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1' },
+            { name: 'acr', image: 'corp.azurecr.io/app:1' },
+          ],
+        },
+      },
+      { namespace: 'team-a' },
+      policy,
+    );
+    t.same(Object.keys(m.rewritten), ['containers/ecr'], 'ECR, which the plugin answers for, is rewritten');
+    t.equal(m.skipKinds['containers/acr'], 'node-identity', 'other node-identity registries are still left alone');
+  });
+
+  t.test('cri-o: node-setup writes the registries.conf.d drop-in and mounts nothing of containerd', async (t) => {
+    const objs = render('overlays/cri-o');
+    const ds = find(objs, 'DaemonSet', 'pullthrough-node-proxy').spec.template.spec;
+    const setup = ds.initContainers.find((c: any) => c.name === 'node-setup');
+    const env = Object.fromEntries(setup.env.map((e: any) => [e.name, e.value]));
+    const parsed = parseNodeSetupConfig(setup.args.slice(1), env);
+    if (parsed.help) throw new Error('help');
+    t.equal(parsed.config.runtime, 'cri-o');
+    const mount = setup.volumeMounts.find((m: any) => m.mountPath === parsed.config.registriesConfDir);
+    t.ok(mount, 'the drop-in directory is mounted');
+    t.same(ds.volumes.find((v: any) => v.name === mount.name).hostPath, {
+      path: '/etc/containers/registries.conf.d',
+      type: 'DirectoryOrCreate',
+    });
+    t.notOk(
+      ds.volumes.some((v: any) => v.hostPath?.path?.startsWith('/etc/containerd')),
+      'no containerd directory created on the node',
+    );
+  });
+});

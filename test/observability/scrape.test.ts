@@ -1,8 +1,9 @@
 /**
  * The loop an operator relies on, against the real thing: a proxy that served a real pull (twice,
- * the second from its cache), a webhook that answered AdmissionReviews and a controller leading
- * against the fake API server, each on its metrics listener; a real Prometheus (the lab's, 2.42)
- * scrapes them and loads the shipped alerts. Every scrape passes `promtool check metrics`; every
+ * the second from its cache) from a registry behind nginx adding Docker Hub's rate-limit headers,
+ * a webhook that answered AdmissionReviews and a controller leading against the fake API server,
+ * each on its metrics listener; a real Prometheus (the lab's, 2.42) scrapes them and loads the
+ * shipped alerts. Every scrape passes `promtool check metrics`; every
  * metric the dashboard and the alerts name is in a live scrape (not in a list kept here); every
  * dashboard query and alert expression evaluates without error, and the dashboard's queries over
  * metrics with samples return series.
@@ -29,12 +30,15 @@ import { ControllerMetrics, ProxyMetrics, WebhookMetrics } from '../../src/obser
 import { createWebhookServer, type WebhookServer } from '../../src/webhook/server.js';
 import { createRewritePolicy } from '../../src/webhook/policy.js';
 import { asPromQL, dashboard, metricNames, promtoolAvailable, ruleGroups } from './rules.js';
+import { rateLimitedFront } from './ratelimit-nginx.js';
 
 const ORIGIN = 15240;
 const PROXY_METRICS = 15241;
 const WEBHOOK_METRICS = 15242;
 const CONTROLLER_METRICS = 15243;
 const PROMETHEUS = 15244;
+/** nginx adding the rate-limit headers in front of ORIGIN (ratelimit-nginx.ts). */
+const FRONT = 15383;
 const targets = {
   'node-proxy': PROXY_METRICS,
   webhook: WEBHOOK_METRICS,
@@ -62,6 +66,7 @@ t.teardown(async () => {
   await api?.close();
   await webhook?.app.close();
   await proxy?.stop();
+  await lab.down('front');
   await lab.cleanup();
 });
 
@@ -73,7 +78,7 @@ async function get(url: string, headers: Record<string, string> = {}): Promise<{
 /** A manifest and its blobs, through the proxy, as containerd pulls them. */
 async function pull(): Promise<void> {
   if (!proxy) throw new Error('no proxy');
-  const ns = `ns=127.0.0.1%3A${ORIGIN}`;
+  const ns = `ns=127.0.0.1%3A${FRONT}`;
   const manifest = await get(`${proxy.url}/v2/library/app/manifests/v1?${ns}`, { accept: MANIFEST_ACCEPT });
   if (manifest.status !== 200) throw new Error(`manifest: ${manifest.status} ${manifest.text}`);
   const m = JSON.parse(manifest.text) as { config: { digest: string }; layers: { digest: string }[] };
@@ -89,8 +94,13 @@ const scrapes: Record<string, string> = {};
 t.before(async () => {
   await lab.registry('origin', ORIGIN);
   await lab.image(`127.0.0.1:${ORIGIN}`, 'library/app', 'v1', ['--layers', '2']);
+  const front = await rateLimitedFront(lab, 'front', FRONT, `http://127.0.0.1:${ORIGIN}`, {
+    limit: 100,
+    remaining: 76,
+    windowSeconds: 21600,
+  });
   const dataDir = lab.tempDir('pt-scrape');
-  proxy = await startProxy(['--data-dir', dataDir, '--insecure-registries', `127.0.0.1:${ORIGIN}`]);
+  proxy = await startProxy(['--data-dir', dataDir, '--insecure-registries', front]);
   proxy.metrics.trackVolume(dataDir); // as runProxy does
   servers.push(startMetricsServer(proxy.metrics.registry, { host: '127.0.0.1', port: PROXY_METRICS }, log));
   await pull();
@@ -169,6 +179,10 @@ t.test('each component serves /metrics in a format promtool accepts', { skip: pr
     'the second pull hit the cache',
   );
   t.match(scrapes['node-proxy'], /^pullthrough_data_volume_free_bytes [1-9]/m, 'free space of the data volume');
+  t.match(scrapes['node-proxy'], /^pullthrough_origin_ratelimit_remaining\{registry="127.0.0.1:\d+"\} 76$/m);
+  t.match(scrapes['node-proxy'], /^pullthrough_ready 1$/m, 'ready, as /readyz says');
+  t.match(scrapes['node-proxy'], /^pullthrough_caching 1$/m);
+  t.match(scrapes['node-proxy'], /^pullthrough_blob_fill_waiters 0$/m, 'no request waits on a fill after the pulls');
   t.match(scrapes.controller, /pullthrough_controller_leader 1/);
   t.match(scrapes.controller, /pullthrough_controller_writes_total [1-9]/);
   t.notMatch(Object.values(scrapes).join('\n'), /app:v2|nginx|library\/app|sha256:/, 'no image names or digests');
