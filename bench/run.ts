@@ -94,6 +94,11 @@ const P = {
   anchorSlow: 15083,
   criStream: 15084,
 };
+/** The cluster row: one cluster proxy and up to 8 node proxies (15091-15098). */
+const CLUSTER_PROXY = 15090;
+const CLUSTER_NODES = Array.from({ length: 8 }, (_, i) => 15091 + i);
+/** How many node proxies pull the same cold image at once in the cluster row. */
+const CLUSTER_SIZES = [1, 4, 8];
 const ORIGIN = `127.0.0.1:${P.origin}`;
 const CORES = cpus().length;
 const SLOW = `127.0.0.1:${P.slow}`;
@@ -700,6 +705,119 @@ async function testConcurrentImage(s: Seed): Promise<void> {
   }
 }
 
+// 7. N node proxies sharing one cache registry and one cluster proxy (docs/cluster-tier.md), one
+// containerd-like client each, pulling the same cold image at once over the slow link; against
+// distribution as the one shared pull-through cache, with N clients.
+async function testCluster(s: Seed): Promise<void> {
+  const clusterUrl = `http://127.0.0.1:${CLUSTER_PROXY}`;
+  for (let rep = 1; rep <= REPS; rep++) {
+    for (const n of CLUSTER_SIZES) {
+      for (const id of rep % 2 ? ['pt-cluster', 'anchor'] : ['anchor', 'pt-cluster']) {
+        let bases: string[];
+        let name: string;
+        let pids: number[];
+        const procs: ChildProcess[] = [];
+        /** The node proxies' names (their log files). */
+        const ids: string[] = [];
+        if (id === 'anchor') {
+          await anchor.reset('slow');
+          bases = Array.from({ length: n }, () => anchor.base('slow'));
+          name = anchor.name('slow', s.multi.repo);
+          pids = anchor.pids();
+        } else {
+          await lab.down('cache');
+          await lab.registry('cache', P.cacheRegistry);
+          const cluster = ['--cache-registry', `http://127.0.0.1:${P.cacheRegistry}`, '--cluster-proxy', clusterUrl];
+          procs.push(await startPt('cluster-proxy', CLUSTER_PROXY, [...cluster, '--cluster-self', clusterUrl]));
+          const ports = CLUSTER_NODES.slice(0, n);
+          for (const p of ports) {
+            ids.push(`cluster-node-${p}`);
+            procs.push(await startPt(`cluster-node-${p}`, p, cluster));
+          }
+          bases = ports.map((p) => `http://127.0.0.1:${p}`);
+          name = `${encoded(SLOW)}/${s.multi.repo}`;
+          pids = procs.map((c) => c.pid ?? 0);
+        }
+        pageIn(s.multi.blobs.map((d) => registryBlobFile(join(lab.dir, 'origin', 'data'), d)));
+        const mark = originLog.mark();
+        const w = new ProcWatch(pids);
+        const t0 = performance.now();
+        const res = await Promise.allSettled(bases.map((b) => clientPull(b, name, s.multi.tag)));
+        const seconds = (performance.now() - t0) / 1000;
+        const p = w.finish();
+        await originLog.settle();
+        const o = summarize(originLog.since(mark));
+        for (const c of procs) await stopChild(c);
+        // A node that went to the origin itself says so, with the reason (docs/cluster-tier.md).
+        const fallbacks = ids.flatMap((p) =>
+          readFileSync(join(lab.dir, `${p}.log`), 'utf8')
+            .split('\n')
+            .filter((l) => l.includes('cluster proxy did not answer')),
+        );
+        if (fallbacks[0]) log(`${fallbacks.length} tier fallback(s), first: ${fallbacks[0].slice(0, 300)}`);
+        record('cluster-slow', `${id} N=${n}`, rep, {
+          seconds,
+          complete: res.filter((x) => x.status === 'fulfilled').length,
+          originBlobGets: o.blobGets,
+          originManifestRequests: o.manifestRequests,
+          originBytesRatio: o.bytes / s.multi.size,
+          tierFallbacks: fallbacks.length,
+          cpuSeconds: p.cpuSeconds,
+        });
+      }
+    }
+  }
+}
+
+/** A pullthrough process for the cluster row, with its own data directory; resolves once healthy. */
+async function startPt(id: string, port: number, extra: string[]): Promise<ChildProcess> {
+  const dataDir = join(lab.dir, `${id}-data`);
+  rmSync(dataDir, { recursive: true, force: true });
+  mkdirSync(dataDir, { recursive: true });
+  const args = [
+    ...SHIPPED_NODE_FLAGS,
+    ...PT_NODE_ARGS,
+    PT_MAIN,
+    'proxy',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--data-dir',
+    dataDir,
+    '--insecure-registries',
+    `${ORIGIN},${SLOW}`,
+    '--metrics-listen',
+    '',
+    '--log-level',
+    'warn',
+    ...extra,
+  ];
+  const logFile = join(lab.dir, `${id}.log`);
+  // Its log is this run's only: the row counts the tier fallbacks in it.
+  rmSync(logFile, { force: true });
+  const child = startChild(process.execPath, args, logFile);
+  children.push(child);
+  try {
+    await waitFor(
+      `${id} /healthz`,
+      async () => (await httpStatus(`http://127.0.0.1:${port}/healthz`, 'GET')) === 200,
+      60_000,
+    );
+  } catch (err) {
+    const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-2000) : '';
+    throw new Error(`${(err as Error).message}; exit ${child.exitCode ?? child.signalCode ?? 'none'}; log:\n${tail}`);
+  }
+  return child;
+}
+
+async function stopChild(c: ChildProcess): Promise<void> {
+  const running = () => c.exitCode === null && c.signalCode === null;
+  if (!running()) return;
+  const exited = new Promise((r) => c.once('exit', r));
+  c.kill('SIGTERM');
+  await Promise.race([exited, sleep(10_000)]);
+  if (running()) c.kill('SIGKILL');
+}
+
 // ---------------------------------------------------------------- report
 
 type Summary = Record<string, Record<string, Record<string, Stat>>>;
@@ -854,9 +972,12 @@ function ratios(summary: Summary): { ratios: Record<string, number>; checks: Che
 // ---------------------------------------------------------------- main
 
 async function setup(): Promise<void> {
-  for (const port of Object.values(P)) {
+  for (const port of [...Object.values(P), CLUSTER_PROXY, ...CLUSTER_NODES]) {
     if (await portInUse(port))
-      throw new Error(`127.0.0.1:${port} is already in use: the benchmark needs ports ${P.origin}-${P.criStream} free`);
+      throw new Error(
+        `127.0.0.1:${port} is already in use: the benchmark needs ports ` +
+          `${P.origin}-${P.criStream} and ${CLUSTER_PROXY}-${CLUSTER_PROXY + CLUSTER_NODES.length} free`,
+      );
   }
   log(`lab dir ${lab.dir}; pullthrough ${PT_MAIN}; ${QUICK ? 'quick' : 'full'} run, ${REPS} repetition(s)`);
   const o = await lab.registry('origin', P.origin);
@@ -914,6 +1035,7 @@ const TESTS: [string, (s: Seed) => Promise<void>][] = [
   ['cri', (s) => testCri(s, 'loop')],
   ['cri-slow', (s) => testCri(s, 'slow')],
   ['concurrent-image-slow', testConcurrentImage],
+  ['cluster', testCluster],
 ];
 
 async function main(): Promise<number> {
@@ -980,7 +1102,8 @@ const hardLimit = setTimeout(
     log('hard time limit reached');
     void teardown().finally(() => process.exit(124));
   },
-  (QUICK ? 10 : 90) * 60_000,
+  // A quick run's repetitions each get its 10 minutes (`--reps 3 --only cluster` takes 15).
+  (QUICK ? 10 * Math.max(1, REPS) : 90) * 60_000,
 );
 hardLimit.unref();
 

@@ -20,6 +20,11 @@
  *    (503). A repository never seen answered anonymously counts as private here.
  * 5. With a peer policy (`--private-to=node`), a request whose peer is not the node itself is
  *    served public repositories only, whatever the pods on this node may pull.
+ * 6. A cluster proxy (`checkEveryRequest`) checks every request before anything is fetched, and
+ *    a request that carries a node proxy's origin credential for itself (the cluster tier's hop)
+ *    is served a repository that is not public only when the origin accepts that credential for
+ *    the object now: one HEAD with it, per request. Nothing of it is recorded: it opens nothing
+ *    for any other request.
  *
  * Domain code: no HTTP server, no Kubernetes client; pods and the origin come in as interfaces.
  */
@@ -63,6 +68,8 @@ export interface ProbeRequest extends AccessTarget {
   readonly reference: string;
   /** Only an anonymous attempt (to learn whether the repository is public). */
   readonly anonymousOnly: boolean;
+  /** Only this Authorization header value (a request's own credential across the cluster tier). */
+  readonly authorization?: string;
 }
 
 export interface ProbeAnswer {
@@ -89,6 +96,8 @@ export interface RequestScope {
   readonly log: Log;
   /** The client's address (the socket's peer); undefined: not known, never the node. */
   readonly peer?: string | undefined;
+  /** The origin credential a node proxy passed for this request only (the cluster tier's hop). */
+  readonly originAuthorization?: string | undefined;
 }
 
 /** What the pull path needs; AccessControl implements it. */
@@ -126,6 +135,11 @@ export interface AccessControlOptions {
   readonly now?: () => number;
   /** `--private-to=node`: which peers are the node itself. Absent: private content to any peer. */
   readonly peers?: PeerPolicy;
+  /**
+   * A cluster proxy: every request is authorized before anything is fetched for it (a fill or a
+   * manifest fetch in progress may be another node's, fetched with that node's credential).
+   */
+  readonly checkEveryRequest?: boolean;
 }
 
 interface Grants {
@@ -153,6 +167,8 @@ export class AccessControl implements AccessGate {
   private readonly publicChecks = new Map<string, Promise<Privacy | 'unknown'>>();
   /** Repositories whose "served while the origin is down" line was logged lately. */
   private readonly downLogged = new NodeCache({ stdTTL: 60, checkperiod: 60, useClones: false });
+  /** Requests whose own credential the origin accepted, with the repository: one check per request. */
+  private readonly hopChecked = new WeakMap<RequestScope, string>();
 
   constructor(opts: AccessControlOptions) {
     this.o = opts;
@@ -181,6 +197,7 @@ export class AccessControl implements AccessGate {
   }
 
   async admit(t: AccessTarget, kind: ObjectKind, reference: string, ctx: RequestScope): Promise<void> {
+    if (this.o.checkEveryRequest) return this.authorize(t, kind, reference, ctx);
     if (this.fromNode(ctx)) return;
     await this.publicOnly(t, kind, reference, ctx);
   }
@@ -196,6 +213,9 @@ export class AccessControl implements AccessGate {
     // Public as last seen, and the origin cannot say otherwise now: still public.
     if (privacy === 'public' && (this.publicNow(t, this.now()) || hint.originUnreachable !== undefined)) return;
     if (!this.fromNode(ctx)) return this.publicOnly(t, kind, reference, ctx);
+    if (ctx.originAuthorization !== undefined) {
+      return this.checkHop(t, kind, reference, ctx.originAuthorization, ctx, hint);
+    }
     const key = repoKey(t);
     const users = this.o.pods.podsUsing(t.registry, t.repository);
     if (this.confirmed(key, users, this.now(), this.o.authTtlMs)) return;
@@ -227,6 +247,66 @@ export class AccessControl implements AccessGate {
     const current = this.o.pods.podsUsing(t.registry, t.repository);
     const reason: RefusalReason = verdict.reason === 'rejected' && current.length === 0 ? 'no-pod' : verdict.reason;
     return this.refuse(t, kind, reference, current, reason, ctx);
+  }
+
+  /**
+   * A request with its own origin credential: public as the origin says anonymously, else served
+   * only when the origin accepts that credential for the object (one HEAD, never shared with
+   * another request, never recorded as a confirmation).
+   */
+  private async checkHop(
+    t: AccessTarget,
+    kind: ObjectKind,
+    reference: string,
+    authorization: string,
+    ctx: RequestScope,
+    hint: { originUnreachable?: string },
+  ): Promise<void> {
+    if (this.hopChecked.get(ctx) === repoKey(t)) return;
+    const privacy = this.o.privacy.get(t.registry, t.repository);
+    if (privacy !== 'private' && hint.originUnreachable === undefined) {
+      const c = await this.classify(t, kind, reference);
+      if (c.kind === 'public' || (c.kind === 'unreachable' && privacy === 'public')) return;
+    }
+    let status: number | undefined;
+    let unreachable = hint.originUnreachable;
+    if (unreachable === undefined) {
+      try {
+        status = (await this.o.probe({ ...pick(t), kind, reference, anonymousOnly: false, authorization })).status;
+      } catch (err) {
+        if (isRefusal(err)) status = 401;
+        else unreachable = (err as Error).message;
+      }
+    }
+    if (status === 200) {
+      this.o.metrics?.probed('granted');
+      this.hopChecked.set(ctx, repoKey(t));
+      return;
+    }
+    if (status === undefined || status >= 500) {
+      this.o.metrics?.probed('unreachable');
+      // Only a node-wide confirmation may serve while the origin cannot check the credential.
+      this.whenOriginDown(t, [], unreachable ?? `origin ${t.registry} answered ${status}`, ctx);
+      return;
+    }
+    const reason: RefusalReason = status === 404 ? 'not-found' : 'rejected';
+    this.o.metrics?.probed(status === 404 ? 'not-found' : 'refused');
+    this.o.metrics?.refused(reason);
+    const image = repoKey(t);
+    ctx.log.warn(
+      { image, [kind === 'manifest' ? 'reference' : 'digest']: reference, reason, status },
+      'private image refused: the origin did not accept the credential the node proxy passed for this request',
+    );
+    if (reason === 'not-found') {
+      throw new OciError(
+        kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN',
+        `origin ${t.registry} has no ${kind} ${reference} for private repository ${image}`,
+      );
+    }
+    throw new OciError(
+      'UNAUTHORIZED',
+      `${image} is private and the origin did not accept the credential passed for this request`,
+    );
   }
 
   /** For tests and health: how many repositories have confirmations. */

@@ -18,3 +18,4 @@ export {
 export { LocalPeers, type InterfaceAddresses, type PeerPolicy } from './node-peers.js';
 export { PrivacyBook, type Privacy, type PrivacyBookOptions } from './privacy.js';
 export { registryProbe } from './origin-probe.js';
+export { originHopAuthorizer, type HopAuthorizer } from './hop-credential.js';

@@ -14,6 +14,8 @@ export function registryProbe(origin: RegistryClient): OriginProbe {
       // Anonymous only: whether the repository is public. Otherwise the pods' credentials, then
       // --registry-credentials, then anonymous, as for any origin request.
       ...(req.anonymousOnly ? { credentials: [undefined] } : {}),
+      // A request's own credential across the cluster tier: that one, as it is.
+      ...(req.authorization !== undefined && !req.anonymousOnly ? { authorization: req.authorization } : {}),
     });
     await res.body.dump();
     // A blob HEAD may be answered with a redirect to the registry's storage: it serves the blob.

@@ -33,6 +33,12 @@ export interface RegistryRequest {
    * Authorization header when a redirect leaves the registry's origin.
    */
   readonly followRedirects?: boolean;
+  /**
+   * An Authorization header value to send as it is, instead of the auth dance: a credential
+   * another proxy obtained for this one request (the cluster tier's hop, docs/credentials.md).
+   * Never cached, never tried with anything else; the answer's `credential` is undefined.
+   */
+  readonly authorization?: string;
 }
 
 export interface RegistryResponse {
@@ -100,6 +106,27 @@ export class RegistryClient {
   }
 
   async request(req: RegistryRequest): Promise<RegistryResponse> {
+    return (await this.exchange(req)).res;
+  }
+
+  /**
+   * A request, and the Authorization header value of the answer (undefined: sent without one):
+   * for the bearer challenge a token from the realm scoped to `repository:<name>:pull`, for Basic
+   * the credential itself. What a node proxy hands its cluster tier for one request.
+   */
+  async requestWithAuthorization(
+    req: RegistryRequest,
+  ): Promise<{ readonly res: RegistryResponse; readonly authorization: string | undefined }> {
+    return this.exchange(req);
+  }
+
+  private async exchange(
+    req: RegistryRequest,
+  ): Promise<{ readonly res: RegistryResponse; readonly authorization: string | undefined }> {
+    if (req.authorization !== undefined) {
+      const res = await this.send(req, req.authorization);
+      return { res: { ...res, credential: undefined }, authorization: req.authorization };
+    }
     const candidates = await this.candidates(req);
     let challenge = this.challenges.get(req.registry);
     let anonymousSent = false;
@@ -107,15 +134,17 @@ export class RegistryClient {
       const res = await this.send(req, undefined);
       // A 401 from where a redirect led is not the registry's challenge: never answer it with the
       // registry's credentials.
-      if (res.statusCode !== 401 || res.redirected) return { ...res, credential: undefined };
+      if (res.statusCode !== 401 || res.redirected)
+        return { res: { ...res, credential: undefined }, authorization: undefined };
       const c = pickChallenge(res.headers['www-authenticate']);
-      if (!c) return { ...res, credential: undefined };
+      if (!c) return { res: { ...res, credential: undefined }, authorization: undefined };
       this.challenges.set(req.registry, c);
       challenge = c;
       anonymousSent = true;
       await res.body.dump();
     }
     let last: (Omit<RegistryResponse, 'credential'> & { credential: Credential | undefined }) | undefined;
+    let lastAuth: string | undefined;
     for (const cred of candidates) {
       let auth: string | undefined;
       try {
@@ -130,9 +159,10 @@ export class RegistryClient {
       if (last) await last.body.dump();
       const res = await this.send(req, auth);
       last = { ...res, credential: cred };
+      lastAuth = auth;
       if (res.statusCode !== 401 || res.redirected) {
         this.accepted.set(`${req.registry}/${req.repository}`, credentialIdentity(cred));
-        return last;
+        return { res: last, authorization: auth };
       }
       // A registry may switch schemes (or realms) under us; follow what it says now.
       const c = pickChallenge(res.headers['www-authenticate']);
@@ -142,7 +172,7 @@ export class RegistryClient {
       }
       this.forgetToken(req, challenge, cred);
     }
-    if (last) return last;
+    if (last) return { res: last, authorization: lastAuth };
     throw new UpstreamError(req.registry, 'no credential could be used for the registry challenge', { status: 401 });
   }
 

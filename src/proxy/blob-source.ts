@@ -83,7 +83,7 @@ export class BlobSource {
     // Joining a fill another request started is serving what that request was allowed to fetch.
     if (fills.get(t.cacheRepo, digest)) await access?.authorize(t, 'blob', digest, ctx, {});
     if (fills.spoolUnavailable && !fills.get(t.cacheRepo, digest)) return this.passThrough(t, digest, range, ctx);
-    const { fill, joined } = this.fill(t, digest);
+    const { fill, joined } = this.fill(t, digest, undefined, ctx.originAuthorization);
     try {
       await fill.started;
     } catch (err) {
@@ -128,8 +128,14 @@ export class BlobSource {
     return false;
   }
 
-  private fill(t: Target, digest: string, declaredSize?: number): { fill: BlobFill; joined: boolean } {
-    return this.o.fills.getOrStart(t.cacheRepo, digest, this.o.origin.blobRequest(t, digest), declaredSize);
+  private fill(
+    t: Target,
+    digest: string,
+    declaredSize?: number,
+    authorization?: string,
+  ): { fill: BlobFill; joined: boolean } {
+    const open = this.o.origin.blobRequest(t, digest, authorization);
+    return this.o.fills.getOrStart(t.cacheRepo, digest, open, declaredSize);
   }
 
   /**
@@ -147,6 +153,7 @@ export class BlobSource {
       headers,
       ok: [200, 206],
       signal: ctx.signal,
+      authorization: ctx.originAuthorization,
     });
     ctx.log.debug(
       { image: `${t.registry}/${t.repository}@${digest}` },
@@ -182,7 +189,10 @@ export class BlobSource {
       await this.o.access?.authorize(t, 'blob', digest, ctx, {});
       return { size: inflight.size, source: 'shared-fetch' };
     }
-    const res = await this.o.origin.request(t, 'HEAD', 'blob', digest, { signal: ctx.signal });
+    const res = await this.o.origin.request(t, 'HEAD', 'blob', digest, {
+      signal: ctx.signal,
+      authorization: ctx.originAuthorization,
+    });
     try {
       await res.body.dump();
     } catch (err) {

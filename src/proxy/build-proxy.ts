@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Agent, type Dispatcher } from 'undici';
 import { AccessControl, type PodDirectory } from '../access/access-control.js';
 import { LocalPeers } from '../access/node-peers.js';
+import { originHopAuthorizer } from '../access/hop-credential.js';
 import { registryProbe } from '../access/origin-probe.js';
 import { PrivacyBook } from '../access/privacy.js';
 import { BlobFills } from '../cache/blob-fills.js';
@@ -274,6 +275,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
           originDownGraceMs: config.originDownGraceMs,
           log,
           ...(config.privateTo === 'node' ? { peers: new LocalPeers() } : {}),
+          // A cluster proxy replica serves other nodes' fills: every request is checked first.
+          ...(config.clusterSelf ? { checkEveryRequest: true } : {}),
           metrics: {
             refused: (reason) => metrics.accessRefusals.inc({ reason }),
             probed: (result) => metrics.accessProbes.inc({ result }),
@@ -308,6 +311,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
           );
         },
         onSkipped: () => metrics.fallbacks.inc({ reason: 'cluster-skipped' }),
+        // A node proxy passes its own credential for a private object; a replica only relays one.
+        ...(config.clusterSelf ? {} : { authorize: originHopAuthorizer(origin, access) }),
       })
     : undefined;
   const pull = new PullService({
@@ -341,6 +346,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     ready,
     log,
     metrics,
+    // Only a replica that checks every request may take a node's credential for one.
+    acceptOriginAuthorization: config.clusterSelf !== undefined && access !== undefined,
   });
   return {
     app,

@@ -7,17 +7,35 @@
  * `Pullthrough-Source` header (the replica stores what it served: the node does not upload it).
  * Anything else (refused, unreachable, slow to answer headers, a 5xx) is no answer: the caller
  * goes to the origin itself, and a replica that failed is skipped for the cool-down.
+ *
+ * A private object (the tier answered 401 without a credential) is asked again with the
+ * credential this node proved at the origin for this one request, in HOP_AUTHORIZATION_HEADER:
+ * a bearer token scoped to the repository, or (an origin that only speaks Basic) the Basic
+ * credential itself. It is sent with that request only, never kept here; which repositories
+ * needed one is remembered (not the credential), so their next requests carry one at once.
  */
 import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { request, type Dispatcher } from 'undici';
 import type { ObjectKind } from '../access/access-control.js';
+import type { HopAuthorizer } from '../access/hop-credential.js';
 import { describe, type RegistryResponse } from '../oci/registry-client.js';
 import type { Target } from './target.js';
 
 /** The header a cluster proxy names its source in; its presence marks a cluster proxy's answer. */
 export const SOURCE_HEADER = 'pullthrough-source';
+
+/**
+ * The header a node proxy passes its origin credential for one request in (docs/credentials.md,
+ * "Across the cluster tier"). Not `Authorization`: that would be a credential for the cluster
+ * proxy itself.
+ */
+export const HOP_AUTHORIZATION_HEADER = 'pullthrough-origin-authorization';
+
+/** How long a repository the tier refused without a credential is asked with one at once. */
+const PRIVATE_MEMORY_MS = 10 * 60_000;
+const PRIVATE_MEMORY_MAX = 10_000;
 
 /** An origin answer, and whether the cluster tier gave it (and stores the object itself). */
 export interface TierResponse extends RegistryResponse {
@@ -102,6 +120,11 @@ export interface ClusterTierOptions {
   readonly onUnavailable?: (replica: string, reason: string) => void;
   /** No replica could be asked (every one cooling down, or none resolved); for metrics. */
   readonly onSkipped?: () => void;
+  /**
+   * A node proxy's way to a credential for one private object (src/access/hop-credential.ts);
+   * absent (a replica): requests carry only the credential they came with.
+   */
+  readonly authorize?: HopAuthorizer;
   readonly now?: () => number;
 }
 
@@ -110,6 +133,8 @@ export interface TierRequest {
   readonly signal?: AbortSignal | undefined;
   /** Statuses that are an answer. */
   readonly ok: readonly number[];
+  /** The origin credential the request came with (a replica relaying a node's request). */
+  readonly authorization?: string | undefined;
 }
 
 export class ClusterTier {
@@ -117,6 +142,8 @@ export class ClusterTier {
   private readonly downUntil = new Map<string, number>();
   private readonly now: () => number;
   private readonly self: string | undefined;
+  /** Repositories the tier refused without a credential, until when (insertion order: oldest first). */
+  private readonly privateUntil = new Map<string, number>();
 
   constructor(opts: ClusterTierOptions) {
     this.o = opts;
@@ -161,19 +188,26 @@ export class ClusterTier {
     if (replica === this.self) return undefined;
     const path = `/v2/${t.repository}/${kind === 'manifest' ? 'manifests' : 'blobs'}/${reference}`;
     const url = `${replica}${path}?ns=${encodeURIComponent(t.registry)}`;
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(url, {
-        method,
-        dispatcher: this.o.dispatcher,
-        ...(opts.headers ? { headers: opts.headers } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-    } catch (err) {
-      // The client going away is not the replica's fault.
-      if (!opts.signal?.aborted) this.unavailable(replica, describe(err));
-      return undefined;
+    const repo = `${t.registry}/${t.repository}`;
+    let hop = opts.authorization;
+    // A HEAD moves no bytes: for a private object the node's own HEAD at the origin (what a
+    // credential for the tier costs) is the answer, so a HEAD is never asked with one.
+    if (hop === undefined && this.o.authorize && this.knownPrivate(repo)) {
+      if (method === 'HEAD') return undefined;
+      hop = await this.hopFor(t, kind, reference, opts.signal);
+      if (hop === undefined) return undefined;
     }
+    let res = await this.ask(replica, url, method, opts, hop);
+    if (res?.statusCode === 401 && hop === undefined && this.o.authorize) {
+      // Private to the tier: this node proves its own access at the origin, and asks again with it.
+      await res.body.dump().catch(() => undefined);
+      this.notePrivate(repo);
+      if (method === 'HEAD') return undefined;
+      hop = await this.hopFor(t, kind, reference, opts.signal);
+      if (hop === undefined) return undefined;
+      res = await this.ask(replica, url, method, opts, hop);
+    }
+    if (!res) return undefined;
     if (opts.ok.includes(res.statusCode) && res.headers[SOURCE_HEADER] !== undefined) {
       return {
         statusCode: res.statusCode,
@@ -193,6 +227,62 @@ export class ClusterTier {
       this.unavailable(replica, `answered ${res.statusCode}`);
     }
     return undefined;
+  }
+
+  /** One request to a replica; undefined when it gave no answer (and is cooling down). */
+  private async ask(
+    replica: string,
+    url: string,
+    method: 'GET' | 'HEAD',
+    opts: TierRequest,
+    hop: string | undefined,
+  ): Promise<Dispatcher.ResponseData | undefined> {
+    const headers = { ...opts.headers, ...(hop === undefined ? {} : { [HOP_AUTHORIZATION_HEADER]: hop }) };
+    try {
+      return await request(url, {
+        method,
+        dispatcher: this.o.dispatcher,
+        headers,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+    } catch (err) {
+      // The client going away is not the replica's fault.
+      if (!opts.signal?.aborted) this.unavailable(replica, describe(err));
+      return undefined;
+    }
+  }
+
+  /** This node's credential for the object, proved at the origin; undefined: it has none. */
+  private async hopFor(
+    t: Target,
+    kind: ObjectKind,
+    reference: string,
+    signal: AbortSignal | undefined,
+  ): Promise<string | undefined> {
+    if (!this.o.authorize) return undefined;
+    try {
+      return await this.o.authorize(t, kind, reference, signal);
+    } catch {
+      // The origin could not say: the node asks it itself, where the failure gets its answer.
+      return undefined;
+    }
+  }
+
+  private knownPrivate(repo: string): boolean {
+    const until = this.privateUntil.get(repo);
+    if (until === undefined) return false;
+    if (until > this.now()) return true;
+    this.privateUntil.delete(repo);
+    return false;
+  }
+
+  private notePrivate(repo: string): void {
+    this.privateUntil.delete(repo);
+    this.privateUntil.set(repo, this.now() + PRIVATE_MEMORY_MS);
+    if (this.privateUntil.size > PRIVATE_MEMORY_MAX) {
+      const oldest = this.privateUntil.keys().next().value;
+      if (oldest !== undefined) this.privateUntil.delete(oldest);
+    }
   }
 
   private unavailable(replica: string, reason: string): void {

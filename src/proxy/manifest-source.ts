@@ -42,7 +42,10 @@ export class ManifestSource {
     return (await this.store.getManifest(t.cacheRepo, digest)) !== undefined;
   }
 
-  /** Whether the cluster tier served this manifest (and stores it, with its blobs and tag). */
+  /**
+   * Whether the cluster tier served this manifest (and stores it, with its blobs and tag), or a
+   * node's credential for one request fetched it: either way, not this proxy's to store.
+   */
   storedByTier(m: StoredManifest): boolean {
     return this.fromTier.has(m);
   }
@@ -63,7 +66,10 @@ export class ManifestSource {
     let contentType: string | undefined;
     let claimed: string | undefined;
     // Not the client's signal: other pullers may be waiting on this same fetch.
-    const res = await this.origin.request(t, 'GET', 'manifest', reference, { headers: { accept: MANIFEST_ACCEPT } });
+    const res = await this.origin.request(t, 'GET', 'manifest', reference, {
+      headers: { accept: MANIFEST_ACCEPT },
+      authorization: ctx.originAuthorization,
+    });
     try {
       const length = Number(res.headers['content-length'] ?? 0);
       if (length > MAX_MANIFEST_BYTES) {
@@ -88,7 +94,9 @@ export class ManifestSource {
       throw err;
     }
     const m: StoredManifest = { bytes, digest, mediaType: parsed.mediaType };
-    if (fromTier(res)) this.fromTier.add(m);
+    // Fetched with a node's credential for one request: this proxy cannot complete the image (its
+    // other blobs) with it later, so it does not store the manifest either.
+    if (fromTier(res) || ctx.originAuthorization !== undefined) this.fromTier.add(m);
     this.memo.set(`${t.cacheRepo}@${digest}`, m, { weight: bytes.byteLength });
     ctx.log.debug({ image: `${t.registry}/${t.repository}`, reference, digest }, 'manifest fetched from origin');
     return m;

@@ -27,6 +27,12 @@ export interface OriginRequestOptions {
   readonly signal?: AbortSignal | undefined;
   /** Statuses that are an answer; any other becomes its typed error. Default: 200. */
   readonly ok?: readonly number[];
+  /**
+   * The origin credential a node proxy passed for this request (RequestContext.originAuthorization):
+   * sent as it is, and its answer not reported to the access gate (it says nothing about who else
+   * may pull).
+   */
+  readonly authorization?: string | undefined;
 }
 
 /** What the pull path reports for metrics; every member optional (tests leave them out). */
@@ -63,6 +69,7 @@ export class Origin {
         ok: opts.ok ?? [200],
         ...(opts.headers ? { headers: opts.headers } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.authorization !== undefined ? { authorization: opts.authorization } : {}),
       });
       if (answer) return answer;
     }
@@ -76,6 +83,7 @@ export class Origin {
         followRedirects: kind === 'blob',
         ...(opts.headers ? { headers: opts.headers } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.authorization !== undefined ? { authorization: opts.authorization } : {}),
       });
       const limit = parseRateLimit(res.headers);
       if (limit) this.events.rateLimit?.(t.registry, limit);
@@ -83,15 +91,18 @@ export class Origin {
     } catch (err) {
       throw originFailure(err, t.registry);
     }
-    this.access?.observe(t, kind, reference, res.credential);
+    if (opts.authorization === undefined) this.access?.observe(t, kind, reference, res.credential);
     return res;
   }
 
-  /** What a blob fill opens: the blob's body from the origin, with its announced size. */
-  blobRequest(t: Target, digest: string): OriginBlobRequest {
+  /**
+   * What a blob fill opens: the blob's body from the origin, with its announced size; with the
+   * credential of the request that starts the fill, when it came with one.
+   */
+  blobRequest(t: Target, digest: string, authorization?: string): OriginBlobRequest {
     return {
       open: async (signal) => {
-        const res = await this.request(t, 'GET', 'blob', digest, { signal });
+        const res = await this.request(t, 'GET', 'blob', digest, { signal, authorization });
         const len = headerString(res.headers['content-length']);
         const size = len === undefined ? undefined : Number(len);
         // The cluster proxy that served it stores it: one writer per blob.

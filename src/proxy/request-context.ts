@@ -9,4 +9,10 @@ export interface RequestContext {
   readonly log: Logger;
   /** The client's address: the access gate serves private content to the node itself only (--private-to). */
   readonly peer?: string | undefined;
+  /**
+   * The origin credential a node proxy passed a cluster proxy for this request only
+   * (HOP_AUTHORIZATION_HEADER): checked at the origin before anything is served, used for what
+   * this request fetches, never kept, never logged.
+   */
+  readonly originAuthorization?: string | undefined;
 }

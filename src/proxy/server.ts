@@ -14,7 +14,7 @@ import { SpoolError } from '../cache/spool-writer.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import type { HostList } from '../oci/host-pattern.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
-import { SOURCE_HEADER } from './cluster-tier.js';
+import { HOP_AUTHORIZATION_HEADER, SOURCE_HEADER } from './cluster-tier.js';
 import type { PullService } from './pull-service.js';
 import type { Source } from './request-context.js';
 import { parseRangeHeader, type RangeRequest } from './range.js';
@@ -32,6 +32,11 @@ export interface ProxyServerDeps {
   readonly ready: () => Promise<{ caching: boolean; reason?: string }>;
   readonly log: Logger;
   readonly metrics: ProxyMetrics;
+  /**
+   * A cluster proxy replica that checks every request's access: it takes the origin credential a
+   * node proxy passes for one request (HOP_AUTHORIZATION_HEADER). Elsewhere the header is ignored.
+   */
+  readonly acceptOriginAuthorization?: boolean;
 }
 
 interface Outcome {
@@ -157,7 +162,13 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) abort.abort(new Error('client went away'));
   });
-  const ctx = { signal: abort.signal, log: req.log, peer: req.socket.remoteAddress };
+  const hop = deps.acceptOriginAuthorization ? headerValue(req.headers[HOP_AUTHORIZATION_HEADER]) : undefined;
+  const ctx = {
+    signal: abort.signal,
+    log: req.log,
+    peer: req.socket.remoteAddress,
+    ...(hop ? { originAuthorization: hop } : {}),
+  };
   if (api.kind === 'manifest') {
     req.outcome.kind = 'manifest';
     const at = api.reference.includes(':') ? '@' : ':';

@@ -138,7 +138,7 @@ export class TagResolver {
   ): Promise<TagAnswer | undefined> {
     let digest: string | undefined;
     try {
-      digest = await this.headDigest(t, tag);
+      digest = await this.headDigest(t, tag, ctx.originAuthorization);
     } catch (err) {
       if (isAuthError(err)) throw this.refused(t, err);
       // A deleted tag (404) is an answer: the origin-down policy for private images does not apply.
@@ -155,12 +155,12 @@ export class TagResolver {
    * The digest the origin's HEAD of the tag names; one HEAD per tag at a time. Not a client's
    * signal: other clients wait on the same HEAD (the origin timeout bounds it).
    */
-  private headDigest(t: Target, tag: string): Promise<string | undefined> {
+  private headDigest(t: Target, tag: string, authorization: string | undefined): Promise<string | undefined> {
     const key = `${t.cacheRepo}:${tag}`;
     let head = this.heads.get(key);
     if (!head) {
       head = this.o.origin
-        .request(t, 'HEAD', 'manifest', tag, { headers: { accept: MANIFEST_ACCEPT } })
+        .request(t, 'HEAD', 'manifest', tag, { headers: { accept: MANIFEST_ACCEPT }, authorization })
         .then(async (res) => {
           await res.body.dump();
           return headerString(res.headers['docker-content-digest']);

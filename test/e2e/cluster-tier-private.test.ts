@@ -1,9 +1,10 @@
 /**
  * A private image across the cluster tier: two node proxies whose pods come from a fake API
  * server ask two cluster-proxy replicas (which hold no credential for the origin) before the
- * origin. The tier refuses the private image (no credential crosses the hop), node A fetches it
- * itself with its pod's secret and serves it; node B, whose pod lacks the secret, is refused, by
- * the origin and from the cache alike.
+ * origin. The tier refuses the private image asked without a credential; node A then passes it
+ * the credential its pod's secret proved at the origin, for that request, and serves the image;
+ * node B, whose pod lacks the secret, is refused, by the tier, the origin and the cache alike.
+ * (cluster-tier-hop.test.ts counts the origin's fetches.)
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
@@ -103,7 +104,7 @@ t.test('node A pulls the private image itself; node B, whose pod lacks the secre
   const blob = await get(a, `blobs/${layer}`);
   t.equal(sha(blob.bytes), layer, 'node A: the layer');
   const tierAnswers = replicas.flatMap((r) => r.logs().filter((l) => l.msg === 'request' && l.status === 401));
-  t.ok(tierAnswers.length >= 1, 'the tier refused the private image (no credential crossed the hop)');
+  t.ok(tierAnswers.length >= 1, 'the tier refused the private image asked without a credential');
   await a.settle();
   for (const what of ['manifests/v1', `manifests/${image.digest}`, `blobs/${layer}`]) {
     const r = await get(b, what);
