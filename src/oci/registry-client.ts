@@ -66,6 +66,19 @@ export interface RegistryClientOptions {
    * src/oci/egress.ts); without it, `dispatcher` serves them too.
    */
   readonly elsewhere?: (registry: string) => Dispatcher;
+  /**
+   * Told when the registry (or its token realm) refused a credential, by the credential's label:
+   * the next candidate is tried, so without this a wrong plugin or secret goes unnoticed.
+   */
+  readonly onRefused?: (refusal: CredentialRefusal) => void;
+}
+
+export interface CredentialRefusal {
+  readonly registry: string;
+  readonly repository: string;
+  /** The credential's label (never its secret). */
+  readonly label: string;
+  readonly reason: string;
 }
 
 class TokenError extends Error {}
@@ -150,8 +163,9 @@ export class RegistryClient {
       try {
         auth = await this.authorization(req, challenge, cred);
       } catch (err) {
-        if (err instanceof TokenError) continue;
-        throw err;
+        if (!(err instanceof TokenError)) throw err;
+        if (cred) this.refused(req, cred, `the token realm refused it: ${err.message}`);
+        continue;
       }
       // Basic has no anonymous credential, but a registry may still serve some repositories to
       // anonymous clients: ask once without one. (Anonymous Bearer is a token of its own.)
@@ -171,9 +185,14 @@ export class RegistryClient {
         challenge = c;
       }
       this.forgetToken(req, challenge, cred);
+      if (cred) this.refused(req, cred, 'the registry refused it (401)');
     }
     if (last) return { res: last, authorization: lastAuth };
     throw new UpstreamError(req.registry, 'no credential could be used for the registry challenge', { status: 401 });
+  }
+
+  private refused(req: RegistryRequest, cred: Credential, reason: string): void {
+    this.opts.onRefused?.({ registry: req.registry, repository: req.repository, label: cred.label, reason });
   }
 
   private async candidates(req: RegistryRequest): Promise<(Credential | undefined)[]> {

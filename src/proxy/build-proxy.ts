@@ -29,6 +29,7 @@ import { ProxyMetrics } from '../observability/metrics.js';
 import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
 import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
+import { credentialRefusalLog } from './credential-refusals.js';
 import { PullService } from './pull-service.js';
 import type { StaleSink } from './tag-resolver.js';
 import { createProxyServer } from './server.js';
@@ -155,6 +156,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     userAgent: USER_AGENT,
     headersTimeoutMs: config.originTimeoutMs,
     bodyTimeoutMs: config.originIdleTimeoutMs,
+    onRefused: credentialRefusalLog(log),
   });
 
   let inner: Store;
