@@ -471,3 +471,48 @@ t.test('overlays that keep nodes working', { skip: bin ? false : 'kubectl is not
     );
   });
 });
+
+t.test(
+  'only the proxies reach the cluster proxy port',
+  { skip: bin ? false : 'kubectl is not installed' },
+  async (t) => {
+    for (const target of targets) {
+      const objs = render(target);
+      const policy = find(objs, 'NetworkPolicy', 'pullthrough-cluster-proxy').spec;
+      const workloads = objs.filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet');
+      const labelsOf = (o: Obj) => o.spec.template.metadata.labels as Record<string, string>;
+      t.same(
+        workloads.filter((o) => selects(policy.podSelector, labelsOf(o))).map((o) => o.metadata.name),
+        ['pullthrough-cluster-proxy'],
+        `${target}: the policy applies to the cluster proxy's pods only`,
+      );
+      t.same(policy.policyTypes, ['Ingress']);
+      const proxyRules = policy.ingress.filter((r: any) => r.ports.some((p: any) => p.port === 'proxy'));
+      t.equal(proxyRules.length, 1, `${target}: one rule admits the proxy port`);
+      const [rule] = proxyRules;
+      t.ok(
+        rule.from.every((peer: any) => peer.podSelector && !peer.namespaceSelector && !peer.ipBlock),
+        `${target}: its peers are pods of this namespace only`,
+      );
+      const admitted = (o: Obj) => rule.from.some((peer: any) => selects(peer.podSelector, labelsOf(o)));
+      t.same(
+        workloads
+          .filter(admitted)
+          .map((o) => o.metadata.name)
+          .sort(),
+        ['pullthrough-cluster-proxy', 'pullthrough-node-proxy'],
+        `${target}: the node proxies and the other replicas, nothing else`,
+      );
+      const others = policy.ingress.filter((r: any) => r !== rule);
+      t.ok(
+        others.every((r: any) => r.ports.every((p: any) => p.port === 'metrics')),
+        `${target}: any other rule opens the metrics port only`,
+      );
+      const cluster = find(objs, 'Deployment', 'pullthrough-cluster-proxy');
+      const portNames = cluster.spec.template.spec.containers.flatMap((c: any) =>
+        (c.ports ?? []).map((p: any) => p.name),
+      );
+      t.ok(portNames.includes('proxy') && portNames.includes('metrics'), `${target}: both named ports exist`);
+    }
+  },
+);
