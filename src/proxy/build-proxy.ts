@@ -28,6 +28,7 @@ import { ProxyMetrics } from '../observability/metrics.js';
 import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
 import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
+import { BlobRedirects } from './blob-source.js';
 import { PullService } from './pull-service.js';
 import { createProxyServer } from './server.js';
 
@@ -153,6 +154,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
 
   let inner: Store;
   let cacheAgent: Agent | undefined;
+  let cacheRedirectAgent: Agent | undefined;
+  let blobRedirects: BlobRedirects | undefined;
   if (config.cacheRegistry) {
     const cacheRegistry = config.cacheRegistry;
     const base = cacheRegistry.toString().replace(/\/+$/, '');
@@ -166,9 +169,23 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       keepAliveTimeout: 30_000,
       connections: 64,
     });
+    // Where the cache registry redirects blob reads (its object store, e.g. presigned S3 URLs) is
+    // set by its storage configuration, which the operator wrote: trusted as the registry is
+    // (private ranges allowed), but loopback still only where named, and link-local never.
+    cacheRedirectAgent = new Agent({
+      connect: guardedConnector(createEgressPolicy({ named: [cacheRegistry.host, ...named], privateRanges: 'any' }), {
+        timeoutMs: config.cacheTimeoutMs,
+      }),
+      headersTimeout: config.cacheTimeoutMs,
+      bodyTimeout: config.originIdleTimeoutMs,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    });
+    const cacheRedirectDispatcher = paced(cacheRedirectAgent);
     const cacheClient = new RegistryClient({
       name: 'cache',
       dispatcher: paced(cacheAgent),
+      elsewhere: () => cacheRedirectDispatcher,
       baseUrl: () => base,
       credentials: {
         credentialsFor: async (req) =>
@@ -178,7 +195,9 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       headersTimeoutMs: config.cacheTimeoutMs,
       bodyTimeoutMs: config.originIdleTimeoutMs,
     });
-    inner = new RegistryStore(cacheClient, CACHE_HOST);
+    const registryStore = new RegistryStore(cacheClient, CACHE_HOST);
+    if (config.blobRedirect === 'auto') blobRedirects = new BlobRedirects(registryStore);
+    inner = registryStore;
   } else {
     inner = new FsStore(config.dataDir);
   }
@@ -309,6 +328,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     log,
     ...(access ? { access } : {}),
     ...(tier ? { tier } : {}),
+    ...(blobRedirects ? { blobRedirects } : {}),
   });
   const app = createProxyServer({
     pull,
@@ -347,6 +367,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       await originAgent.close().catch(() => undefined);
       await elsewhereAgent.close().catch(() => undefined);
       await cacheAgent?.close().catch(() => undefined);
+      await cacheRedirectAgent?.close().catch(() => undefined);
       await tierAgent?.close().catch(() => undefined);
       await inner.close();
     },

@@ -23,7 +23,7 @@ import { parseManifestReference } from '../oci/api-path.js';
 import { OciError } from '../oci/errors.js';
 import { negotiateManifest } from '../oci/media-types.js';
 import type { RegistryClient } from '../oci/registry-client.js';
-import { BlobSource, type BlobAnswer } from './blob-source.js';
+import { BlobSource, type BlobAnswer, type BlobRedirects } from './blob-source.js';
 import type { ClusterTier } from './cluster-tier.js';
 import { ManifestSource } from './manifest-source.js';
 import { Origin } from './origin.js';
@@ -50,6 +50,8 @@ export interface PullServiceOptions {
   readonly access?: AccessGate;
   /** Asked before the origin for what the store lacks (--cluster-proxy); none: the origin only. */
   readonly tier?: ClusterTier;
+  /** Cached blob GETs answered with the cache registry's redirect (--blob-redirect=auto). */
+  readonly blobRedirects?: BlobRedirects;
 }
 
 export class PullService {
@@ -74,7 +76,7 @@ export class PullService {
       now: opts.now ?? Date.now,
       access: opts.access,
     });
-    this.blobs = new BlobSource({ origin, store, fills, access: opts.access });
+    this.blobs = new BlobSource({ origin, store, fills, access: opts.access, redirects: opts.blobRedirects });
     this.persister = new Persister({
       blobs: this.blobs,
       manifests: this.manifests,
