@@ -20,7 +20,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { RegistryStore } from '../../src/cache/registry-store.js';
-import { accessLog, Lab, type Image } from '../helpers/lab.js';
+import { accessLog, Lab, registryRequests } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { testRegistryClient } from '../helpers/registry-client.js';
 import { testTempDir } from '../helpers/temp.js';
@@ -190,7 +190,10 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
   await lab.registry('r1', R1, onS3('/cache'));
   await lab.registry('r2', R2, onS3('/cache'));
   balancer = await startBalancer(BALANCER, [R1, R2]);
-  const app: Image = await lab.image(origin.host, 'library/app', 'v1', ['--layers', '6', '--layer-mb', '4']);
+  const [app, other] = await Promise.all([
+    lab.image(origin.host, 'library/app', 'v1', ['--layers', '6', '--layer-mb', '4']),
+    lab.image(origin.host, 'library/other', 'v1', ['--layers', '3', '--layer-mb', '2']),
+  ]);
   const { hostsDir } = await lab.containerd('node', CRI);
   proxy = await startProxy([
     '--data-dir',
@@ -244,6 +247,77 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
       `containerd fetched layer ${l.slice(7, 19)} from the object store`,
     );
   }
+
+  t.test('a redirect target that fails: containerd goes on to the next host', async (t) => {
+    // The object store refuses the presigned object reads (only those: the registries list and
+    // stat through other paths), as a store unreachable from the node would fail them.
+    await lab.down('s3-front');
+    frontLog = (
+      await lab.logproxy('s3-front', S3_FRONT, `http://127.0.0.1:${S3}`, [
+        '--status',
+        '503',
+        '--match',
+        '/docker/registry/v2/blobs/sha256/.*/data$',
+      ])
+    ).log;
+    await lab.removeImage('node', ref);
+    const originBefore = registryRequests(origin.dir).length;
+    const r = await lab.criPull('node', ref);
+    t.notOk(r.error, `the pull succeeds: ${r.error ?? ''} ${r.details ?? ''}`);
+    const refused = frontEntries().filter((e) => e.ua.startsWith('containerd') && e.status === 503);
+    t.ok(refused.length > 0, 'containerd followed a redirect and the object store refused it');
+    const fromOrigin = registryRequests(origin.dir)
+      .slice(originBefore)
+      .filter((q) => q.method === 'GET' && q.path.includes('/blobs/') && q.status === 200);
+    t.ok(fromOrigin.length >= refused.length, 'each refused blob was then fetched from the next host, the origin');
+    await lab.down('s3-front');
+    frontLog = (await lab.logproxy('s3-front', S3_FRONT, `http://127.0.0.1:${S3}`)).log;
+  });
+
+  t.test('the object store down: pulls go to the origin, and back to the cache when it returns', async (t) => {
+    await lab.down('s3-front');
+    await lab.removeImage('node', ref);
+    const before = p.logs().length;
+    const r = await lab.criPull('node', ref);
+    t.notOk(r.error, `a cached image pulls with the object store down: ${r.error ?? ''} ${r.details ?? ''}`);
+    const o = await lab.criPull('node', `${originHost}/library/other:v1`);
+    t.notOk(o.error, `so does an image not cached: ${o.error ?? ''} ${o.details ?? ''}`);
+    const lines = p.logs().slice(before);
+    const failure = lines.find((l) => l.msg === 'cache store failed; serving from the origin without caching');
+    t.comment(
+      `pulls with the object store down: ${r.seconds} s and ${o.seconds} s; first failure: ${String(failure?.err)}`,
+    );
+    t.ok(failure, 'the proxy says the store failed');
+    t.ok(
+      lines.some(
+        (l) => l.method === 'GET' && String(l.path).includes('/blobs/') && l.source === 'origin' && l.status === 200,
+      ),
+      'blobs came from the origin through the proxy',
+    );
+    await p.settle(120_000);
+
+    frontLog = (await lab.logproxy('s3-front', S3_FRONT, `http://127.0.0.1:${S3}`)).log;
+    const bucket = storeFor(`http://127.0.0.1:${R2}`);
+    for (const l of other.layers) {
+      const opened = await bucket.openBlob(`127.0.0.1_${ORIGIN}/library/other`, l);
+      if (!opened) continue;
+      const hash = createHash('sha256');
+      for await (const c of opened.stream) hash.update(c as Buffer);
+      t.equal(`sha256:${hash.digest('hex')}`, l, `layer ${l.slice(7, 19)}, stored during the outage, is whole`);
+    }
+    t.pass('nothing partial is in the bucket');
+
+    await eventually(() => !p.store.degraded, 'the cool-down after the failure passes', 30_000);
+    await lab.removeImage('node', ref);
+    const back = p.logs().length;
+    const again = await lab.criPull('node', ref);
+    t.notOk(again.error, `pull after the object store returned: ${again.error ?? ''}`);
+    const gets = p
+      .logs()
+      .slice(back)
+      .filter((l) => l.method === 'GET' && String(l.path).includes('/blobs/'));
+    t.ok(gets.length > 0 && gets.every((l) => l.status === 307), 'blobs are redirected to the object store again');
+  });
 
   t.test('a replica killed mid-pull: the pull completes', async (t) => {
     await lab.removeImage('node', ref);
