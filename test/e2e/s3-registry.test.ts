@@ -8,8 +8,10 @@
  *   never through the proxy (its served-bytes metric, and the object store's front log: every
  *   layer fetched by containerd itself); a replica killed mid-pull; the origin stopped.
  *
- * The registries reach radosgw through a logging front (S3_FRONT), so the presigned URLs name
- * the front and every object read is in its log with its user agent. The two replicas sit behind
+ * The replicas run with the config and environment manifests/overlays/s3-registry renders
+ * (test/manifests/s3-overlay.ts). The registries reach radosgw through a logging front
+ * (S3_FRONT), so the presigned URLs name the front and every object read is in its log with its
+ * user agent. The two replicas sit behind
  * a TCP balancer standing in for their Service: it connects to a replica that accepts, as a
  * Service's endpoints hold only ready pods.
  */
@@ -26,6 +28,7 @@ import { testRegistryClient } from '../helpers/registry-client.js';
 import { testTempDir } from '../helpers/temp.js';
 import { eventually } from '../helpers/wait.js';
 import { storeConformance } from '../cache/store-conformance.js';
+import { startOverlayRegistry } from '../manifests/s3-overlay.js';
 
 /** s3-up.sh takes S3..S3+12. */
 const S3 = 15420;
@@ -55,6 +58,7 @@ t.teardown(async () => {
   await proxy?.stop();
   await balancer?.close();
   await agent.close();
+  for (const r of replicas) await lab.down(r);
   // Started with lab.script, so not in the lab's own list: stopped before cleanup removes its directory.
   if (s3Up) await lab.down('s3');
   await lab.cleanup();
@@ -103,6 +107,29 @@ async function startBalancer(port: number, upstreams: number[]): Promise<Balance
         server.close(() => resolve());
       }),
   };
+}
+
+const replicas: string[] = [];
+/** The overlay's registry on this bucket; the Secret's keys and the operator's settings filled in. */
+async function startReplica(name: string, port: number): Promise<void> {
+  replicas.push(name);
+  const [, accessKey, , secretKey] = keys;
+  await startOverlayRegistry(
+    join(lab.dir, name),
+    port,
+    {
+      'pullthrough-registry-s3/access-key': accessKey ?? '',
+      'pullthrough-registry-s3/secret-key': secretKey ?? '',
+      'pullthrough-registry-s3/http-secret': 'the-replicas-share-this',
+    },
+    {
+      REGISTRY_HTTP_ADDR: `127.0.0.1:${port}`,
+      REGISTRY_STORAGE_S3_REGIONENDPOINT: `http://${s3Front}`,
+      REGISTRY_STORAGE_S3_SECURE: 'false',
+      REGISTRY_STORAGE_S3_BUCKET: 'registry',
+      REGISTRY_STORAGE_S3_ROOTDIRECTORY: '/cache',
+    },
+  );
 }
 
 function vars(out: string): Record<string, string> {
@@ -186,9 +213,9 @@ async function servedBytes(p: TestProxy): Promise<number> {
 
 t.test('a node proxy hands containerd the registry redirects', async (t) => {
   const origin = await lab.registry('origin', ORIGIN);
-  // Two replicas on one bucket and root: registry-up.sh gives them the same http.secret.
-  await lab.registry('r1', R1, onS3('/cache'));
-  await lab.registry('r2', R2, onS3('/cache'));
+  // Two replicas on one bucket and root, each run as manifests/overlays/s3-registry runs it.
+  await startReplica('r1', R1);
+  await startReplica('r2', R2);
   balancer = await startBalancer(BALANCER, [R1, R2]);
   const [app, other] = await Promise.all([
     lab.image(origin.host, 'library/app', 'v1', ['--layers', '6', '--layer-mb', '4']),
