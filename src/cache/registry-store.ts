@@ -19,6 +19,7 @@
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { digestOf } from '../oci/digest.js';
+import { UpstreamError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType, parseManifest } from '../oci/media-types.js';
 import { readCappedBytes, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
 import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
@@ -280,8 +281,13 @@ function verified(bytes: Buffer, contentType: string | undefined, digest: string
   return { bytes, digest, mediaType: parseManifest(bytes, contentType).mediaType };
 }
 
-function unexpected(what: string, res: RegistryResponse, text?: string): RegistryStoreError {
-  return new RegistryStoreError(
-    `cache registry ${what} answered ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ''}`,
-  );
+/**
+ * A 5xx is the registry (or its storage: an object store it cannot reach answers 500) not
+ * serving: an UpstreamError, so the store is skipped for its cool-down as when it does not
+ * answer at all. Anything else is a refusal of this one request.
+ */
+function unexpected(what: string, res: RegistryResponse, text?: string): RegistryStoreError | UpstreamError {
+  const message = `cache registry ${what} answered ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ''}`;
+  if (res.statusCode >= 500) return new UpstreamError('cache registry', message, { status: res.statusCode });
+  return new RegistryStoreError(message);
 }

@@ -233,7 +233,7 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
     '--cache-timeout',
     '5s',
     '--cache-cooldown',
-    '3s',
+    '10s',
   ]);
   const p = proxy;
   await lab.hostsToml(hostsDir, originHost, origin.url, [p.url]);
@@ -310,16 +310,22 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
     const o = await lab.criPull('node', `${originHost}/library/other:v1`);
     t.notOk(o.error, `so does an image not cached: ${o.error ?? ''} ${o.details ?? ''}`);
     const lines = p.logs().slice(before);
-    const failure = lines.find((l) => l.msg === 'cache store failed; serving from the origin without caching');
+    const failures = lines.filter((l) => l.msg === 'cache store failed; serving from the origin without caching');
+    const failure = failures[0];
     t.comment(
       `pulls with the object store down: ${r.seconds} s and ${o.seconds} s; first failure: ${String(failure?.err)}`,
     );
     t.ok(failure, 'the proxy says the store failed');
+    // A registry that answers 500 is skipped for the cool-down like one that does not answer, so
+    // the pulls do not wait for it once per request.
+    t.ok(failures.length <= 3, `the store is skipped after its first failures (${failures.length} failed operations)`);
+    // The cached image's blobs are still redirected (the registry answers from its in-memory
+    // blob descriptors); containerd cannot reach the store and takes them from the origin itself.
+    // The image not cached comes from the origin through the proxy.
+    const otherBlobs = lines.filter((l) => l.method === 'GET' && String(l.path).includes('/library/other/blobs/'));
     t.ok(
-      lines.some(
-        (l) => l.method === 'GET' && String(l.path).includes('/blobs/') && l.source === 'origin' && l.status === 200,
-      ),
-      'blobs came from the origin through the proxy',
+      otherBlobs.length > 0 && otherBlobs.every((l) => l.status === 200 && l.source !== 'cache'),
+      'the uncached image came from the origin through the proxy',
     );
     await p.settle(120_000);
 
