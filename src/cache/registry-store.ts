@@ -159,6 +159,8 @@ export class RegistryStore implements Store {
       return { kind: 'redirect', url: new URL(location, res.url).toString() };
     }
     if (res.statusCode === 200) {
+      // Destroying an unread body emits an abort error: expected here, not a failure.
+      res.body.on('error', () => undefined);
       res.body.destroy();
       return { kind: 'served' };
     }
