@@ -53,20 +53,17 @@ const NO_REDIRECT_RECHECK_MS = 5 * 60_000;
 export class BlobRedirects {
   private noRedirectUntil = 0;
 
-  constructor(
-    private readonly locator: BlobLocator,
-    private readonly now: () => number = Date.now,
-  ) {}
+  constructor(private readonly locator: BlobLocator) {}
 
   async locate(repo: string, digest: string, signal?: AbortSignal): Promise<string | undefined> {
-    if (this.now() < this.noRedirectUntil) return undefined;
+    if (Date.now() < this.noRedirectUntil) return undefined;
     let loc: BlobLocation;
     try {
       loc = await this.locator.blobLocation(repo, digest, signal);
     } catch {
       return undefined;
     }
-    if (loc.kind === 'served') this.noRedirectUntil = this.now() + NO_REDIRECT_RECHECK_MS;
+    if (loc.kind === 'served') this.noRedirectUntil = Date.now() + NO_REDIRECT_RECHECK_MS;
     return loc.kind === 'redirect' ? loc.url : undefined;
   }
 }
