@@ -64,8 +64,11 @@ async function presigned(base: string, repo: string, digest: string): Promise<st
 }
 
 async function blobStored(repo: string, digest: string): Promise<boolean> {
-  const r = await curl(`http://127.0.0.1:${P.bucket}/v2/${repo}/blobs/${digest}`, true).catch(() => undefined);
-  return r?.status === 200;
+  const url = `http://127.0.0.1:${P.bucket}/v2/${repo}/blobs/${digest}`;
+  const { stdout } = await run('curl', ['-sS', '-I', '-L', '-o', '/dev/null', '-w', '%{http_code}', url]).catch(() => ({
+    stdout: '',
+  }));
+  return stdout.trim() === '200';
 }
 
 const cpuSeconds = () => {
@@ -119,9 +122,14 @@ async function main(): Promise<void> {
     const pulled = await lab.criPull('node', `${p.host}/${manyRepo}@${many.digest}`);
     if (pulled.error) throw new Error(`cold pull: ${pulled.error}`);
     await p.settle(300_000);
+    // Uploads to the cache registry yield to pulls for up to 30 s, then take their time.
     for (const d of [bigDigest, ...many.layers]) {
       const repo = d === bigDigest ? bigRepo : manyRepo;
-      if (!(await blobStored(repo, d))) throw new Error(`${d} not stored`);
+      const until = Date.now() + 180_000;
+      while (!(await blobStored(repo, d))) {
+        if (Date.now() > until) throw new Error(`${d} not stored`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
     }
 
     const mbps: Record<string, number[]> = { pt: [], s3: [], 'registry-redirect': [], 'registry-relay': [] };

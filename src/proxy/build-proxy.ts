@@ -196,7 +196,9 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       bodyTimeoutMs: config.originIdleTimeoutMs,
     });
     const registryStore = new RegistryStore(cacheClient, CACHE_HOST);
-    if (config.blobRedirect === 'auto') blobRedirects = new BlobRedirects(registryStore);
+    // A cluster proxy relays: the node proxies asking it fill from its answer, and its tier client
+    // takes a redirect for no answer (it would go to the origin instead).
+    if (config.blobRedirect === 'auto' && !config.clusterSelf) blobRedirects = new BlobRedirects(registryStore);
     inner = registryStore;
   } else {
     inner = new FsStore(config.dataDir);
