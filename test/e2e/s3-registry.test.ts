@@ -353,6 +353,9 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
   });
 
   t.test('a replica killed mid-pull: the pull completes', async (t) => {
+    // Object reads slowed down, so that the pull is still fetching when the replica dies.
+    await lab.down('s3-front');
+    frontLog = (await lab.logproxy('s3-front', S3_FRONT, `http://127.0.0.1:${S3}`, ['--rate', '4000000'])).log;
     await lab.removeImage('node', ref);
     const before = p.logs().length;
     const pulling = lab.criPull('node', ref);
@@ -368,6 +371,17 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
     await lab.down('r1');
     const r = await pulling;
     t.notOk(r.error, `pull with replica 1 gone: ${r.error ?? ''} ${r.details ?? ''}`);
+    const during = p
+      .logs()
+      .slice(before)
+      .filter((l) => l.method === 'GET' && String(l.path).includes('/blobs/'));
+    t.comment(during.map((l) => `${String(l.status)} ${String(l.source)}`).join(', '));
+    t.ok(
+      during.every((l) => l.status === 307),
+      'every blob of that pull was redirected: requests after the kill went to replica 2',
+    );
+    await lab.down('s3-front');
+    frontLog = (await lab.logproxy('s3-front', S3_FRONT, `http://127.0.0.1:${S3}`)).log;
     // The next pull finds only replica 2 behind the balancer, and is still served from the bucket.
     await lab.removeImage('node', ref);
     const again = p.logs().length;
