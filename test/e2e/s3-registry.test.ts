@@ -48,6 +48,8 @@ const agent = new Agent({ connect: { timeout: 2000 } });
 const dataDir = lab.tempDir('pt-s3');
 const s3Front = `127.0.0.1:${S3_FRONT}`;
 const originHost = `127.0.0.1:${ORIGIN}`;
+/** The rewritten form of the origin's library/app, as the proxy serves it without ?ns=. */
+const CACHE_REPO_OF_APP = `127.0.0.1_${ORIGIN}/library/app`;
 let s3Up = false;
 let keys: string[] = [];
 let frontLog = '';
@@ -274,6 +276,26 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
       `containerd fetched layer ${l.slice(7, 19)} from the object store`,
     );
   }
+
+  t.test('--blob-redirect=off: the proxy relays the cached bytes', async (t) => {
+    const relay = await startProxy([
+      '--data-dir',
+      lab.tempDir('pt-s3-off'),
+      '--cache-registry',
+      `http://127.0.0.1:${BALANCER}`,
+      '--insecure-registries',
+      `${originHost},${s3Front}`,
+      '--blob-redirect',
+      'off',
+    ]);
+    t.teardown(() => relay.stop());
+    const layer = app.layers[0] as string;
+    const res = await request(`${relay.url}/v2/${CACHE_REPO_OF_APP}/blobs/${layer}`, { dispatcher: agent });
+    const bytes = Buffer.from(await res.body.arrayBuffer());
+    t.equal(res.statusCode, 200, 'a 200, not a redirect');
+    t.equal(res.headers['pullthrough-source'], 'cache', 'from the cache');
+    t.equal(`sha256:${createHash('sha256').update(bytes).digest('hex')}`, layer, 'with the blob');
+  });
 
   t.test('a redirect target that fails: containerd goes on to the next host', async (t) => {
     // The object store refuses the presigned object reads (only those: the registries list and
