@@ -11,10 +11,15 @@
  *   registry can have: it holds no `.` or `_`): an empty OCI manifest whose annotations carry the
  *   target digest, media type and when the origin last confirmed it. So a tag never needs its
  *   target to be pushable, and every node sees when it was last confirmed.
+ * - A registry on object storage (distribution's s3 driver) answers blob GETs and HEADs with a 307
+ *   to a presigned object URL: reads follow it (each hop that leaves the registry goes through the
+ *   client's `elsewhere` dispatcher, which build-proxy.ts holds to the cache registry's trust), and
+ *   `blobLocation` hands the GET's redirect out instead, for a client to fetch the bytes itself.
  */
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { digestOf } from '../oci/digest.js';
+import { UpstreamError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType, parseManifest } from '../oci/media-types.js';
 import { readCappedBytes, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
 import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
@@ -27,6 +32,14 @@ const A_MEDIATYPE = 'dev.pullthrough.target.mediaType';
 const A_CONFIRMED = 'dev.pullthrough.confirmedAt';
 
 export class RegistryStoreError extends Error {}
+
+/** Where a blob's bytes are to be fetched from, as the cache registry says. */
+export type BlobLocation =
+  /** The registry redirects: the URL (presigned, short-lived) serves the blob, Range included. */
+  | { readonly kind: 'redirect'; readonly url: string }
+  /** The registry serves the bytes itself (filesystem storage, or redirects disabled). */
+  | { readonly kind: 'served' }
+  | { readonly kind: 'missing' };
 
 const UPLOAD_CHUNK = 1024 * 1024;
 const UPLOAD_BUFFERS = 3;
@@ -74,7 +87,13 @@ export class RegistryStore implements Store {
     repo: string,
     method: 'GET' | 'HEAD' | 'PUT' | 'POST',
     path: string,
-    extra: { headers?: Record<string, string>; body?: Readable | Buffer; actions?: string; signal?: AbortSignal } = {},
+    extra: {
+      headers?: Record<string, string>;
+      body?: Readable | Buffer;
+      actions?: string;
+      signal?: AbortSignal;
+      followRedirects?: boolean;
+    } = {},
   ): Promise<RegistryResponse> {
     return this.client.request({ registry: this.host, repository: repo, method, path, ...extra });
   }
@@ -99,7 +118,9 @@ export class RegistryStore implements Store {
   }
 
   async statBlob(repo: string, digest: string): Promise<{ size: number } | undefined> {
-    const res = await this.req(repo, 'HEAD', `/v2/${repo}/blobs/${digest}`);
+    // On object storage the HEAD is a 307 without the blob's length; the presigned HEAD it leads
+    // to has it.
+    const res = await this.req(repo, 'HEAD', `/v2/${repo}/blobs/${digest}`, { followRedirects: true });
     if (!(await this.found(res, 'HEAD blob'))) return undefined;
     await res.body.dump();
     return { size: Number(res.headers['content-length'] ?? 0) };
@@ -112,7 +133,7 @@ export class RegistryStore implements Store {
     signal?: AbortSignal,
   ): Promise<OpenedBlob | undefined> {
     const headers: Record<string, string> = range ? { range: `bytes=${range.start}-${range.end}` } : {};
-    const res = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`, { headers, signal });
+    const res = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`, { headers, signal, followRedirects: true });
     if (res.statusCode === 404) {
       await res.body.dump();
       return undefined;
@@ -123,6 +144,28 @@ export class RegistryStore implements Store {
       if (total !== undefined) return { size: Number(total), stream: res.body };
     }
     await res.body.dump();
+    throw unexpected('GET blob', res);
+  }
+
+  /**
+   * Asks for the blob without following a redirect. A body the registry starts sending itself is
+   * cut off, not read: the caller learns only that this registry does not redirect.
+   */
+  async blobLocation(repo: string, digest: string, signal?: AbortSignal): Promise<BlobLocation> {
+    const res = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`, { signal });
+    const location = res.headers.location;
+    if ((res.statusCode === 307 || res.statusCode === 302) && typeof location === 'string' && location) {
+      await res.body.dump();
+      return { kind: 'redirect', url: new URL(location, res.url).toString() };
+    }
+    if (res.statusCode === 200) {
+      // Destroying an unread body emits an abort error: expected here, not a failure.
+      res.body.on('error', () => undefined);
+      res.body.destroy();
+      return { kind: 'served' };
+    }
+    await res.body.dump();
+    if (res.statusCode === 404) return { kind: 'missing' };
     throw unexpected('GET blob', res);
   }
 
@@ -160,7 +203,7 @@ export class RegistryStore implements Store {
       return verified(await readCappedBytes(res.body, MAX_MANIFEST_BYTES), res.headers['content-type'] ?? '', digest);
     }
     // An index stored as a blob because its children were not all cached.
-    const blob = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`);
+    const blob = await this.req(repo, 'GET', `/v2/${repo}/blobs/${digest}`, { followRedirects: true });
     if (!(await this.found(blob, 'GET manifest blob'))) return undefined;
     return verified(await readCappedBytes(blob.body, MAX_MANIFEST_BYTES), undefined, digest);
   }
@@ -240,8 +283,13 @@ function verified(bytes: Buffer, contentType: string | undefined, digest: string
   return { bytes, digest, mediaType: parseManifest(bytes, contentType).mediaType };
 }
 
-function unexpected(what: string, res: RegistryResponse, text?: string): RegistryStoreError {
-  return new RegistryStoreError(
-    `cache registry ${what} answered ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ''}`,
-  );
+/**
+ * A 5xx is the registry (or its storage: an object store it cannot reach answers 500) not
+ * serving: an UpstreamError, so the store is skipped for its cool-down as when it does not
+ * answer at all. Anything else is a refusal of this one request.
+ */
+function unexpected(what: string, res: RegistryResponse, text?: string): RegistryStoreError | UpstreamError {
+  const message = `cache registry ${what} answered ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ''}`;
+  if (res.statusCode >= 500) return new UpstreamError('cache registry', message, { status: res.statusCode });
+  return new RegistryStoreError(message);
 }

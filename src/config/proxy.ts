@@ -37,6 +37,15 @@ export const proxyFlags: readonly FlagSpec[] = [
       'Without it, the embedded store in --data-dir is used.',
   },
   {
+    name: 'blob-redirect',
+    kind: 'string',
+    default: 'auto',
+    help:
+      "auto: a cached blob GET is answered with the --cache-registry's own redirect (a registry on object " +
+      'storage: a presigned URL), so clients fetch the bytes from the object store; blobs are relayed when ' +
+      'the registry serves them itself. off: always relay (the object store is not reachable from nodes).',
+  },
+  {
     name: 'data-dir',
     kind: 'string',
     default: './data',
@@ -255,9 +264,14 @@ export const PROXY_HELP = helpText(
 export const ORIGIN_DOWN_POLICIES = ['serve-confirmed', 'refuse'] as const;
 export type OriginDownPolicy = (typeof ORIGIN_DOWN_POLICIES)[number];
 
+/** Whether a cached blob GET may be answered with the cache registry's redirect (--blob-redirect). */
+export const BLOB_REDIRECT_MODES = ['auto', 'off'] as const;
+export type BlobRedirectMode = (typeof BLOB_REDIRECT_MODES)[number];
+
 export interface ProxyConfig {
   readonly listen: { host: string; port: number };
   readonly cacheRegistry: URL | undefined;
+  readonly blobRedirect: BlobRedirectMode;
   readonly dataDir: string;
   readonly credentials: readonly DockerConfigEntry[];
   /** The kubelet's credential provider plugins, when configured. */
@@ -331,6 +345,7 @@ export function readProxyConfig(
     config: {
       listen,
       cacheRegistry,
+      blobRedirect: blobRedirectMode(v['blob-redirect']),
       dataDir: resolve(valueOf(v, 'data-dir')),
       credentials,
       credentialProviders: readCredentialProviders(
@@ -400,6 +415,12 @@ function originDownPolicy(v: string | undefined): OriginDownPolicy {
     throw new ConfigError(`--private-when-origin-down: expected ${expected}, got ${JSON.stringify(v)}`);
   }
   return p as OriginDownPolicy;
+}
+
+function blobRedirectMode(v: string | undefined): BlobRedirectMode {
+  const mode = (BLOB_REDIRECT_MODES as readonly string[]).find((x) => x === v);
+  if (!mode) throw new ConfigError(`--blob-redirect: expected auto or off, got ${JSON.stringify(v)}`);
+  return mode as BlobRedirectMode;
 }
 
 function clusterProxyUrl(v: string): URL {

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccessGate } from '../access/access-control.js';
 import type { BlobFill } from '../cache/blob-fill.js';
 import type { BlobFills } from '../cache/blob-fills.js';
+import type { BlobLocation, RegistryStore } from '../cache/registry-store.js';
 import type { ResilientStore } from '../cache/resilient-store.js';
 import { SpoolError } from '../cache/spool-writer.js';
 import { parseDigest } from '../oci/digest.js';
@@ -29,9 +30,42 @@ const OWNER_COMMIT_WAIT_MS = 5 * 60_000;
 export interface BlobAnswer {
   readonly size: number | undefined;
   readonly source: Source;
-  /** Absent for HEAD. */
+  /** Absent for HEAD and for a redirect. */
   readonly stream?: Readable;
   readonly range?: ByteRange;
+  /** Where the client fetches the bytes itself (a presigned URL: a credential, never logged). */
+  readonly redirect?: string;
+}
+
+export type BlobLocator = Pick<RegistryStore, 'blobLocation'>;
+
+/**
+ * How long a cache registry that served a blob itself is not asked for redirects again: it has no
+ * redirecting storage, and each ask costs a request whose body is cut off.
+ */
+const NO_REDIRECT_RECHECK_MS = 5 * 60_000;
+
+/**
+ * The cache registry's redirects for cached blobs (--blob-redirect=auto). Anything but a redirect
+ * (a miss, a registry serving the bytes itself, a failure) leaves the blob to the usual path,
+ * which has its own handling of a failing store.
+ */
+export class BlobRedirects {
+  private noRedirectUntil = 0;
+
+  constructor(private readonly locator: BlobLocator) {}
+
+  async locate(repo: string, digest: string, signal?: AbortSignal): Promise<string | undefined> {
+    if (Date.now() < this.noRedirectUntil) return undefined;
+    let loc: BlobLocation;
+    try {
+      loc = await this.locator.blobLocation(repo, digest, signal);
+    } catch {
+      return undefined;
+    }
+    if (loc.kind === 'served') this.noRedirectUntil = Date.now() + NO_REDIRECT_RECHECK_MS;
+    return loc.kind === 'redirect' ? loc.url : undefined;
+  }
 }
 
 /** A blob on its way into the store. */
@@ -46,6 +80,8 @@ export interface BlobSourceOptions {
   readonly fills: BlobFills;
   readonly access: AccessGate | undefined;
   readonly events?: PullEvents;
+  /** With --blob-redirect=auto and a cache registry; absent: cached bytes are relayed. */
+  readonly redirects?: BlobRedirects | undefined;
 }
 
 export class BlobSource {
@@ -69,7 +105,14 @@ export class BlobSource {
     ctx: RequestContext,
   ): Promise<BlobAnswer> {
     parseDigest(digest);
-    const { store, fills, access } = this.o;
+    const { store, fills, access, redirects } = this.o;
+    if (method === 'GET' && redirects && !store.degraded) {
+      const url = await redirects.locate(t.cacheRepo, digest, ctx.signal);
+      if (url) {
+        await access?.authorize(t, 'blob', digest, ctx, {});
+        return { size: undefined, source: 'cache', redirect: url };
+      }
+    }
     const stat = await store.statBlob(t.cacheRepo, digest);
     if (stat) {
       await access?.authorize(t, 'blob', digest, ctx, {});

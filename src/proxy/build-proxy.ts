@@ -30,6 +30,7 @@ import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
 import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { credentialRefusalLog } from './credential-refusals.js';
+import { BlobRedirects } from './blob-source.js';
 import { PullService } from './pull-service.js';
 import type { StaleSink } from './tag-resolver.js';
 import { createProxyServer } from './server.js';
@@ -161,6 +162,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
 
   let inner: Store;
   let cacheAgent: Agent | undefined;
+  let cacheRedirectAgent: Agent | undefined;
+  let blobRedirects: BlobRedirects | undefined;
   if (config.cacheRegistry) {
     const cacheRegistry = config.cacheRegistry;
     const base = cacheRegistry.toString().replace(/\/+$/, '');
@@ -174,9 +177,23 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       keepAliveTimeout: 30_000,
       connections: 64,
     });
+    // Where the cache registry redirects blob reads (its object store, e.g. presigned S3 URLs) is
+    // set by its storage configuration, which the operator wrote: trusted as the registry is
+    // (private ranges allowed), but loopback still only where named, and link-local never.
+    cacheRedirectAgent = new Agent({
+      connect: guardedConnector(createEgressPolicy({ named: [cacheRegistry.host, ...named], privateRanges: 'any' }), {
+        timeoutMs: config.cacheTimeoutMs,
+      }),
+      headersTimeout: config.cacheTimeoutMs,
+      bodyTimeout: config.originIdleTimeoutMs,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    });
+    const cacheRedirectDispatcher = paced(cacheRedirectAgent);
     const cacheClient = new RegistryClient({
       name: 'cache',
       dispatcher: paced(cacheAgent),
+      elsewhere: () => cacheRedirectDispatcher,
       baseUrl: () => base,
       credentials: {
         credentialsFor: async (req) =>
@@ -186,7 +203,11 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       headersTimeoutMs: config.cacheTimeoutMs,
       bodyTimeoutMs: config.originIdleTimeoutMs,
     });
-    inner = new RegistryStore(cacheClient, CACHE_HOST);
+    const registryStore = new RegistryStore(cacheClient, CACHE_HOST);
+    // A cluster proxy relays: the node proxies asking it fill from its answer, and its tier client
+    // takes a redirect for no answer (it would go to the origin instead).
+    if (config.blobRedirect === 'auto' && !config.clusterSelf) blobRedirects = new BlobRedirects(registryStore);
+    inner = registryStore;
   } else {
     inner = new FsStore(config.dataDir);
   }
@@ -331,6 +352,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       fallback: (reason) => metrics.fallbacks.inc({ reason }),
     },
     ...(deps.onStale ? { onStale: deps.onStale } : {}),
+    ...(blobRedirects ? { blobRedirects } : {}),
   });
   metrics.trackWaiters(() => pull.blobWaiters);
   const ready = async (): Promise<{ caching: boolean; reason?: string }> => {
@@ -375,6 +397,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       await originAgent.close().catch(() => undefined);
       await elsewhereAgent.close().catch(() => undefined);
       await cacheAgent?.close().catch(() => undefined);
+      await cacheRedirectAgent?.close().catch(() => undefined);
       await tierAgent?.close().catch(() => undefined);
       await inner.close();
     },

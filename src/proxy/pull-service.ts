@@ -23,7 +23,7 @@ import { parseManifestReference } from '../oci/api-path.js';
 import { OciError } from '../oci/errors.js';
 import { negotiateManifest } from '../oci/media-types.js';
 import type { RegistryClient } from '../oci/registry-client.js';
-import { BlobSource, type BlobAnswer } from './blob-source.js';
+import { BlobSource, type BlobAnswer, type BlobRedirects } from './blob-source.js';
 import type { ClusterTier } from './cluster-tier.js';
 import { ManifestSource } from './manifest-source.js';
 import { Origin, type PullEvents } from './origin.js';
@@ -54,6 +54,8 @@ export interface PullServiceOptions {
   readonly events?: PullEvents;
   /** Told of every tag served stale (stale-if-error); the node proxy records Events on its pods. */
   readonly onStale?: StaleSink;
+  /** Cached blob GETs answered with the cache registry's redirect (--blob-redirect=auto). */
+  readonly blobRedirects?: BlobRedirects;
 }
 
 export class PullService {
@@ -81,7 +83,14 @@ export class PullService {
       events,
       ...(opts.onStale ? { onStale: opts.onStale } : {}),
     });
-    this.blobs = new BlobSource({ origin, store, fills, access: opts.access, events });
+    this.blobs = new BlobSource({
+      origin,
+      store,
+      fills,
+      access: opts.access,
+      events,
+      redirects: opts.blobRedirects,
+    });
     this.persister = new Persister({
       blobs: this.blobs,
       manifests: this.manifests,

@@ -194,6 +194,18 @@ async function distribution(deps: ProxyServerDeps, req: FastifyRequest, reply: F
   const range = method === 'GET' ? parseRangeHeader(headerValue(req.headers.range)) : NO_RANGE;
   const answer = await deps.pull.blob(target, api.digest, method, range, ctx);
   req.outcome.source = answer.source;
+  if (answer.redirect !== undefined) {
+    // The cache registry's own answer, passed on: the client follows it as it would the registry's.
+    return reply
+      .code(307)
+      .headers({
+        ...API_VERSION,
+        location: answer.redirect,
+        'docker-content-digest': api.digest,
+        [SOURCE_HEADER]: answer.source,
+      })
+      .send();
+  }
   const headers: Record<string, string> = {
     ...API_VERSION,
     'content-type': 'application/octet-stream',

@@ -249,10 +249,32 @@ t.test('overlays change what they say', { skip: bin ? false : 'kubectl is not in
   const reg = find(s3, 'Deployment', 'pullthrough-registry');
   t.ok(reg.spec.replicas > 1, 'several registry replicas');
   t.match(reg.spec.template.spec.volumes, [{ name: 'config', configMap: { name: /^pullthrough-registry-config-/ } }]);
-  t.ok(find(s3, 'PodDisruptionBudget', 'pullthrough-registry'));
+  t.same(
+    reg.spec.strategy,
+    { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+    'replaced one at a time, a new replica ready before an old one goes',
+  );
+  const pdb = find(s3, 'PodDisruptionBudget', 'pullthrough-registry');
+  t.ok(
+    selects(pdb.spec.selector, reg.spec.template.metadata.labels),
+    "the disruption budget covers the registry's pods",
+  );
+  t.equal(pdb.spec.maxUnavailable, 1, 'one replica disrupted at a time');
+  const env = reg.spec.template.spec.containers[0].env;
+  const fromSecret = (name: string) => env.find((e: any) => e.name === name)?.valueFrom?.secretKeyRef?.name;
+  for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'REGISTRY_HTTP_SECRET']) {
+    t.equal(fromSecret(name), 'pullthrough-registry-s3', `${name} from the Secret`);
+  }
+  t.notOk(
+    env.some((e: any) => e.name === 'REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY'),
+    'no filesystem storage left',
+  );
   const cm = s3.find((o) => o.kind === 'ConfigMap')!;
   const conf = parseAllDocuments(cm.data['config.yml'])[0]!.toJS();
   t.match(conf.storage, { s3: { bucket: String }, delete: { enabled: true } });
+  t.notOk(conf.storage.filesystem, 'one storage driver');
+  t.notOk(conf.storage.redirect?.disable, 'blob reads are redirected to the bucket');
+  t.notOk(conf.http.secret, 'the http secret is not in the ConfigMap');
 
   const cmgr = render('overlays/cert-manager');
   const wh = find(cmgr, 'Deployment', 'pullthrough-webhook').spec.template.spec;
