@@ -7,6 +7,7 @@ import * as k8s from '@kubernetes/client-node';
 import type { KubeClient } from './client.js';
 import { describeKubeError } from './errors.js';
 import type { PodRef } from './types.js';
+import type { ScanStatus } from './scan-status.js';
 
 export const CACHED_IMAGE_GROUP = 'pullthrough.dev';
 export const CACHED_IMAGE_VERSION = 'v1alpha1';
@@ -34,6 +35,8 @@ export interface CachedImageStatus {
   readonly upstreamDigest?: string;
   readonly upToDate?: boolean;
   readonly message?: string;
+  /** The vulnerability scan of `digest` (src/kube/cached-image-scan.ts). */
+  readonly scan?: ScanStatus;
 }
 
 export interface CachedImage {

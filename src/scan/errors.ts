@@ -20,7 +20,9 @@ export type ScanErrorCode =
   /** A report whose artifact is another digest than the one asked for. */
   | 'REPORT_WRONG_DIGEST'
   /** No pull credential could be had for the cache registry. */
-  | 'PULL_CREDENTIAL_FAILED';
+  | 'PULL_CREDENTIAL_FAILED'
+  /** The cache registry could not be read (to learn what a digest is). */
+  | 'CACHE_REGISTRY_UNREACHABLE';
 
 export class ScanError extends Error {
   readonly code: ScanErrorCode;
