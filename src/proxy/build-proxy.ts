@@ -28,7 +28,7 @@ import { ProxyMetrics } from '../observability/metrics.js';
 import { YoungGcPacer, type CollectYoung } from '../runtime/young-gc.js';
 import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
-import { PullService } from './pull-service.js';
+import { PullService, type ServeGate } from './pull-service.js';
 import { createProxyServer } from './server.js';
 
 const VERSION = '0.1.0';
@@ -51,6 +51,8 @@ export interface ProxyDeps {
    * socket buffers are freed early (src/runtime/young-gc.ts). Without it, V8 decides alone.
    */
   readonly collectYoung?: CollectYoung;
+  /** The vulnerability gate (--scan-policy enforce refuses what it denies); none: everything is served. */
+  readonly gate?: ServeGate;
 }
 
 /**
@@ -309,6 +311,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     log,
     ...(access ? { access } : {}),
     ...(tier ? { tier } : {}),
+    ...(deps.gate ? { gate: deps.gate } : {}),
   });
   const app = createProxyServer({
     pull,

@@ -50,11 +50,20 @@ export interface PullServiceOptions {
   readonly access?: AccessGate;
   /** Asked before the origin for what the store lacks (--cluster-proxy); none: the origin only. */
   readonly tier?: ClusterTier;
+  /** The vulnerability gate (--scan-policy): a manifest whose verdict it denies is refused. */
+  readonly gate?: ServeGate;
+}
+
+/** What the proxy asks of the vulnerability gate (src/scan/gate.ts). */
+export interface ServeGate {
+  serve(registry: string, repository: string, digest: string): { readonly action: string; readonly reason: string };
 }
 
 export class PullService {
   readonly persister: Persister;
   private readonly access: AccessGate | undefined;
+  private readonly gate: ServeGate | undefined;
+  private readonly log: Logger;
   private readonly manifests: ManifestSource;
   private readonly tags: TagResolver;
   private readonly blobs: BlobSource;
@@ -62,6 +71,8 @@ export class PullService {
   constructor(opts: PullServiceOptions) {
     const { store, fills, log } = opts;
     this.access = opts.access;
+    this.gate = opts.gate;
+    this.log = log;
     const origin = new Origin(opts.origin, opts.access, opts.tier);
     const writes = new TagWrites(store);
     this.manifests = new ManifestSource(origin, store);
@@ -109,11 +120,22 @@ export class PullService {
       }
       answer = { manifest: resolved.manifest, source: resolved.source };
     }
-    if (accept === undefined) return answer;
+    if (accept === undefined) return this.gated(t, answer);
     const choice = negotiateManifest(answer.manifest, accept, ref.kind === 'tag');
     if (choice.kind === 'refuse') throw new OciError('MANIFEST_UNKNOWN', choice.message);
-    if (choice.kind === 'platform') return this.manifestByDigest(t, choice.digest, ctx);
-    return answer;
+    if (choice.kind === 'platform') return this.gated(t, await this.manifestByDigest(t, choice.digest, ctx));
+    return this.gated(t, answer);
+  }
+
+  /** The answer, unless the vulnerability gate denies its digest (an image's or its index's verdict). */
+  private gated(t: Target, answer: ManifestAnswer): ManifestAnswer {
+    const d = this.gate?.serve(t.registry, t.repository, answer.manifest.digest);
+    if (d?.action !== 'deny') return answer;
+    this.log.warn(
+      { registry: t.registry, repository: t.repository, digest: answer.manifest.digest, reason: d.reason },
+      'manifest refused by the vulnerability gate',
+    );
+    throw new OciError('DENIED', `refused by the vulnerability gate: ${d.reason}`);
   }
 
   async blob(
