@@ -13,6 +13,7 @@ import { startMetricsServer } from '../observability/metrics-server.js';
 import { buildProxy } from '../proxy/build-proxy.js';
 import { youngGcFunction } from '../runtime/young-gc.js';
 import { untilSignal } from './usage.js';
+import { startVerdicts } from './verdicts.js';
 
 export async function runProxy(argv: readonly string[]): Promise<number> {
   const { config, help } = readProxyConfig(argv, process.env);
@@ -24,8 +25,10 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   await prepareSpoolDir(join(config.dataDir, 'tmp'));
   const kube = await startKube(config, log);
   const collectYoung = youngGcFunction();
+  const verdicts = await startVerdicts(config.scanPolicy, log, config.kubeconfig);
   const proxy = buildProxy(config, {
     log,
+    ...(verdicts ? { gate: verdicts.gate } : {}),
     ...(collectYoung ? { collectYoung } : {}),
     ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}),
   });
@@ -53,6 +56,7 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   log.info({ signal: await untilSignal() }, 'shutting down');
   metricsServer?.close();
   await proxy.close();
+  verdicts?.stop();
   await kube?.stop();
   return 0;
 }

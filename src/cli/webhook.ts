@@ -9,6 +9,7 @@ import { startMetricsServer } from '../observability/metrics-server.js';
 import { WebhookMetrics } from '../observability/metrics.js';
 import type { WebhookKubeApi } from '../webhook/index.js';
 import { untilSignal } from './usage.js';
+import { startVerdicts } from './verdicts.js';
 
 export async function runWebhookCommand(argv: readonly string[]): Promise<number> {
   const parsed = parseWebhookConfig(argv, process.env);
@@ -27,8 +28,15 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
   const { metricsListen } = parsed.config;
   // Before the certificates: a webhook stuck waiting for them still answers Prometheus.
   const metricsServer = metricsListen ? startMetricsServer(metrics.registry, metricsListen, log) : undefined;
-  const running = await runWebhook(parsed.config, { ...(kubeApi ? { kubeApi } : {}), logger: log, metrics });
+  const verdicts = await startVerdicts(parsed.config.scanPolicy, log);
+  const running = await runWebhook(parsed.config, {
+    ...(kubeApi ? { kubeApi } : {}),
+    logger: log,
+    metrics,
+    ...(verdicts ? { gate: verdicts.gate } : {}),
+  });
   log.info({ signal: await untilSignal() }, 'shutting down');
+  verdicts?.stop();
   metricsServer?.close();
   await running.close();
   return 0;

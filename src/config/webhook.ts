@@ -3,6 +3,8 @@
  * so the Deployment can set them either way. The configuration owns the values it validates (the
  * pull policy names); the webhook imports them from here.
  */
+import type { GatePolicy } from '../scan/policy.js';
+import { parseScanPolicy, scanPolicyFlags } from './scan.js';
 import { ConfigError, helpText, parseFlags, parseHostPort, parseList, valueOf, type FlagSpec } from './flags.js';
 
 /** A container's imagePullPolicy values, as --skip-pull-policies accepts them. */
@@ -55,6 +57,8 @@ export interface WebhookConfig {
   logLevel: string;
   /** Plain-HTTP /metrics; undefined: off. */
   metricsListen?: { host: string; port: number };
+  /** The vulnerability gate (--scan-policy): denies or warns at admission. */
+  scanPolicy?: GatePolicy;
 }
 
 export const webhookFlags: readonly FlagSpec[] = [
@@ -178,6 +182,7 @@ export const webhookFlags: readonly FlagSpec[] = [
       'Where Prometheus /metrics is served on plain HTTP (admission counts and latency, no image names); ' +
       'empty disables it.',
   },
+  ...scanPolicyFlags,
 ];
 
 export const WEBHOOK_HELP = helpText(
@@ -193,7 +198,8 @@ export type ParsedWebhookArgs = { help: true } | { help: false; config: WebhookC
 
 export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedWebhookArgs {
   // An empty variable is unset here, so a manifest's `value: ""` keeps the default.
-  const { values: v, repeated, help } = parseFlags(webhookFlags, argv, env, { emptyEnvIsUnset: true });
+  const flags = parseFlags(webhookFlags, argv, env, { emptyEnvIsUnset: true });
+  const { values: v, repeated, help } = flags;
   if (help) return { help: true };
   const listen = hostPort('listen', v.listen);
   // Read raw: with emptyEnvIsUnset an empty variable keeps the default, an empty flag turns it off.
@@ -238,6 +244,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       maxBodyBytes: positiveInt(v, 'max-body-bytes'),
       logLevel: valueOf(v, 'log-level'),
       ...(metricsListen ? { metricsListen } : {}),
+      scanPolicy: parseScanPolicy(flags),
     },
   };
 }

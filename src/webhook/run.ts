@@ -11,6 +11,7 @@ import type { WebhookKubeApi } from './kube-api.js';
 import { createRewritePolicy } from './policy.js';
 import { namespaceSelector, objectSelector } from './selectors.js';
 import { createWebhookServer, type TlsMaterial, type WebhookServer } from './server.js';
+import type { AdmissionGate } from './vulnerability-gate.js';
 
 export interface WebhookDeps {
   /** Required unless the configuration names --tls-cert/--tls-key. */
@@ -19,6 +20,8 @@ export interface WebhookDeps {
   /** How long to wait between failed certificate bootstraps at start. */
   retryDelayMs?: number;
   metrics?: WebhookMetrics;
+  /** The vulnerability gate (--scan-policy warn|enforce). */
+  gate?: AdmissionGate;
 }
 
 export interface RunningWebhook {
@@ -83,6 +86,7 @@ export async function runWebhook(config: WebhookConfig, deps: WebhookDeps = {}):
     logger: log,
     maxBodyBytes: config.maxBodyBytes,
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
+    ...(deps.gate ? { gate: deps.gate } : {}),
   });
   const address = await webhook.app.listen({ host: config.listenHost, port: config.listenPort });
   log.info({ address, proxyHost: config.proxyHost, excluded: [...policy.excludedNamespaces] }, 'webhook listening');
