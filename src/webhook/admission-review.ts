@@ -1,7 +1,8 @@
 /**
  * AdmissionReview v1 in, AdmissionReview v1 out. Anything malformed either cannot be answered
  * (no uid: the caller gets a 400) or is answered `allowed: true` with a warning: the webhook is
- * fail-open by design and must never be the reason a pod is refused.
+ * fail-open by design and is never the reason a pod is refused, except by the vulnerability gate
+ * in `enforce` (vulnerability-gate.ts), whose denials name the image, the counts and the policy.
  */
 import { mutatePod, type PodMutation } from './mutate-pod.js';
 import type { RewritePolicy } from './policy.js';
