@@ -3,8 +3,8 @@
  * the objects every `intervalMs` and replaces the cache at once, so a lookup never waits on the API
  * server. While the API server is away the last list stays in force.
  */
-import type { VerdictCache } from '../scan/verdict-cache.js';
-import type { CachedImageApi } from './cached-images.js';
+import type { VerdictCache, VerdictEntry } from '../scan/verdict-cache.js';
+import type { CachedImage, CachedImageApi } from './cached-images.js';
 import { verdictEntryOf } from './cached-image-scan.js';
 import { describeKubeError } from './errors.js';
 import type { KubeLogger } from './logger.js';
@@ -38,7 +38,7 @@ export class VerdictFeed {
   async refresh(): Promise<void> {
     try {
       const objects = await this.o.api.list();
-      this.o.cache.replaceAll(objects.flatMap((o) => verdictEntryOf(o) ?? []));
+      this.o.cache.replaceAll(objects.flatMap((o) => entryOrNothing(o, this.o.log)));
       this.listed++;
     } catch (err) {
       this.o.log.warn({ err: describeKubeError(err) }, 'reading CachedImage verdicts failed; keeping the last ones');
@@ -47,5 +47,16 @@ export class VerdictFeed {
 
   stop(): void {
     clearInterval(this.timer);
+  }
+}
+
+/** One object's entry; a status that is not the schema's (written by hand) counts as no verdict. */
+function entryOrNothing(o: CachedImage, log: KubeLogger): VerdictEntry[] {
+  try {
+    const e = verdictEntryOf(o);
+    return e ? [e] : [];
+  } catch {
+    log.warn({ cachedImage: o.metadata.name }, 'CachedImage status.scan is malformed; treated as not scanned');
+    return [];
   }
 }
