@@ -56,7 +56,11 @@ export interface PullServiceOptions {
 
 /** What the proxy asks of the vulnerability gate (src/scan/gate.ts). */
 export interface ServeGate {
-  serve(registry: string, repository: string, digest: string): { readonly action: string; readonly reason: string };
+  serve(
+    registry: string,
+    repository: string,
+    digest: string,
+  ): { readonly action: string; readonly reason: string; readonly notice?: string };
 }
 
 export class PullService {
@@ -130,11 +134,13 @@ export class PullService {
   /** The answer, unless the vulnerability gate denies its digest (an image's or its index's verdict). */
   private gated(t: Target, answer: ManifestAnswer): ManifestAnswer {
     const d = this.gate?.serve(t.registry, t.repository, answer.manifest.digest);
-    if (d?.action !== 'deny') return answer;
-    this.log.warn(
-      { registry: t.registry, repository: t.repository, digest: answer.manifest.digest, reason: d.reason },
-      'manifest refused by the vulnerability gate',
-    );
+    if (!d) return answer;
+    const fields = { registry: t.registry, repository: t.repository, digest: answer.manifest.digest, reason: d.reason };
+    // Served anyway: the log says why (warn mode, or a scan without a verdict failing open).
+    if (d.action === 'warn') this.log.info(fields, 'manifest served although the vulnerability gate fails it (warn)');
+    else if (d.action === 'allow' && d.notice) this.log.info(fields, 'manifest served without a verdict');
+    if (d.action !== 'deny') return answer;
+    this.log.warn(fields, 'manifest refused by the vulnerability gate');
     throw new OciError('DENIED', `refused by the vulnerability gate: ${d.reason}`);
   }
 

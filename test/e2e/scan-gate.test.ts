@@ -281,6 +281,12 @@ t.test('vulnerability gate', { skip }, async (t) => {
       t.equal(open.allowed, true);
       t.match(open.warnings?.join('\n'), /failing open/);
       t.equal((await manifest(other, 'v1')).status, 200);
+      t.ok(
+        proxy
+          .logs()
+          .some((l) => l.msg === 'manifest served without a verdict' && String(l.reason).includes('failing open')),
+        'the proxy logs that it failed open',
+      );
       policy = { ...policy, scannerDown: 'fail-closed' };
       t.teardown(() => void (policy = { ...policy, scannerDown: 'fail-open' }));
       const closed = await admit(`${origin}/team/other:v1`);
