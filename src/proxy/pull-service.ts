@@ -60,7 +60,7 @@ export interface ServeGate {
     registry: string,
     repository: string,
     digest: string,
-  ): { readonly action: string; readonly reason: string; readonly notice?: string };
+  ): { readonly action: string; readonly reason: string; readonly outcome: string };
 }
 
 export class PullService {
@@ -138,7 +138,8 @@ export class PullService {
     const fields = { registry: t.registry, repository: t.repository, digest: answer.manifest.digest, reason: d.reason };
     // Served anyway: the log says why (warn mode, or a scan without a verdict failing open).
     if (d.action === 'warn') this.log.info(fields, 'manifest served although the vulnerability gate fails it (warn)');
-    else if (d.action === 'allow' && d.notice) this.log.info(fields, 'manifest served without a verdict');
+    else if (d.action === 'allow' && d.outcome === 'scanner-down')
+      this.log.info(fields, 'manifest served without a verdict');
     if (d.action !== 'deny') return answer;
     this.log.warn(fields, 'manifest refused by the vulnerability gate');
     throw new OciError('DENIED', `refused by the vulnerability gate: ${d.reason}`);
