@@ -78,7 +78,15 @@ export class ScanQueue {
       this.o.log.warn({ cachedImage: name, reason: (err as Error).message }, 'not scanned: the image does not parse');
       return;
     }
-    const { record, digests } = await this.o.scan(repository, digest, leading);
+    let outcome: ScanOutcome;
+    try {
+      outcome = await this.o.scan(repository, digest, leading);
+    } catch (err) {
+      // The scanner reports failures as records; anything else is a bug, logged, never a crash.
+      this.o.log.error({ cachedImage: name, reason: (err as Error).message }, 'scan threw');
+      return;
+    }
+    const { record, digests } = outcome;
     if (leading.aborted) return;
     const status = scanStatusOf(record, digests);
     try {
