@@ -2,7 +2,9 @@
  * `pullthrough controller`: reads the configuration and runs the CachedImage controller until
  * SIGTERM or SIGINT, handing its Lease back on the way out.
  */
-import { CONTROLLER_HELP, parseControllerConfig } from '../config/controller.js';
+import { CONTROLLER_HELP, parseControllerConfig, type ControllerConfig } from '../config/controller.js';
+import { ConfigError } from '../config/flags.js';
+import type { EventRecorder, KubeClient } from '../kube/index.js';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { startMetricsServer } from '../observability/metrics-server.js';
@@ -23,10 +25,12 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   // Pre-warm runs the proxy's own pull path, configured by the proxy's flag parser.
   const warming = config.warmProxyArgs ? await startWarmer(config.warmProxyArgs, log) : undefined;
   const events = new EventRecorder({ client, namespace: config.namespace, component: 'pullthrough-controller', log });
+  const scans = config.scanner ? await scanQueue(config, client, events, log) : undefined;
   const running = runController(config, {
     client,
     log,
     events,
+    ...(scans ? { scans } : {}),
     ...(warming ? { warm: { warmer: warming.prewarmer, secrets: secretCredentials(client) } } : {}),
   });
   const metrics = new ControllerMetrics({
@@ -44,6 +48,40 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   await running.close();
   await warming?.close();
   return 0;
+}
+
+/** Scans of cached digests: the scanner adapter, reading the cache registry pre-warm writes to. */
+async function scanQueue(config: ControllerConfig, client: KubeClient, events: EventRecorder, log: Logger) {
+  const scanner = config.scanner;
+  const registryUrl = config.cacheRegistry;
+  if (!scanner || !registryUrl)
+    throw new ConfigError('--scanner-url: scanning reads the cache registry; set --cache-registry');
+  const { ScannerClient } = await import('../scan/client.js');
+  const { DigestScanner } = await import('../scan/digest-scanner.js');
+  const { registryPullCredentials } = await import('../scan/pull-credential.js');
+  const { ScanQueue } = await import('../kube/scan-queue.js');
+  const { createCachedImageApi } = await import('../kube/cached-images.js');
+  const digests = new DigestScanner({
+    client: new ScannerClient({
+      url: scanner.url,
+      ...(scanner.authorization ? { authorization: scanner.authorization } : {}),
+      requestTimeoutMs: scanner.requestTimeoutMs,
+      scanTimeoutMs: scanner.scanTimeoutMs,
+      maxBodyBytes: scanner.maxReportBytes,
+    }),
+    credentials: registryPullCredentials({ registryUrl, ...(scanner.registryUser ?? {}) }),
+    registryUrl,
+    ...(scanner.registryUrl ? { scannerRegistryUrl: scanner.registryUrl } : {}),
+  });
+  log.info({ scanner: scanner.url, rescanIntervalMs: scanner.rescanIntervalMs }, 'scanning cached images');
+  return new ScanQueue({
+    api: createCachedImageApi(client),
+    scan: (repository, digest, signal) => digests.scan(repository, digest, signal),
+    rescanIntervalMs: scanner.rescanIntervalMs,
+    ...(config.scanPolicy ? { policy: config.scanPolicy } : {}),
+    events,
+    log,
+  });
 }
 
 async function startWarmer(args: readonly string[], log: Logger) {

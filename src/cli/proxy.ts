@@ -14,6 +14,7 @@ import { buildProxy } from '../proxy/build-proxy.js';
 import type { StaleSink } from '../proxy/tag-resolver.js';
 import { youngGcFunction } from '../runtime/young-gc.js';
 import { untilSignal } from './usage.js';
+import { startVerdicts } from './verdicts.js';
 
 export async function runProxy(argv: readonly string[]): Promise<number> {
   const { config, help } = readProxyConfig(argv, process.env);
@@ -26,8 +27,10 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   const kube = await startKube(config, log);
   const collectYoung = youngGcFunction();
   const onStale = kube ? await staleImageEvents(kube, log) : undefined;
+  const verdicts = await startVerdicts(config.scanPolicy, log, config.kubeconfig);
   const proxy = buildProxy(config, {
     log,
+    ...(verdicts ? { gate: verdicts.gate } : {}),
     ...(collectYoung ? { collectYoung } : {}),
     ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}),
     ...(onStale ? { onStale } : {}),
@@ -56,6 +59,7 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   log.info({ signal: await untilSignal() }, 'shutting down');
   metricsServer?.close();
   await proxy.close();
+  verdicts?.stop();
   await kube?.stop();
   return 0;
 }

@@ -10,6 +10,7 @@ import { startMetricsServer } from '../observability/metrics-server.js';
 import { WebhookMetrics } from '../observability/metrics.js';
 import type { NamespaceDirectory, WebhookKubeApi } from '../webhook/index.js';
 import { untilSignal } from './usage.js';
+import { startVerdicts } from './verdicts.js';
 
 export async function runWebhookCommand(argv: readonly string[]): Promise<number> {
   const parsed = parseWebhookConfig(argv, process.env);
@@ -36,13 +37,16 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
   const { metricsListen } = parsed.config;
   // Before the certificates: a webhook stuck waiting for them still answers Prometheus.
   const metricsServer = metricsListen ? startMetricsServer(metrics.registry, metricsListen, log) : undefined;
+  const verdicts = await startVerdicts(parsed.config.scanPolicy, log, parsed.config.kubeconfig);
   const running = await runWebhook(parsed.config, {
     ...(kubeApi ? { kubeApi } : {}),
     ...(namespaces ? { namespaces } : {}),
     logger: log,
     metrics,
+    ...(verdicts ? { gate: verdicts.gate } : {}),
   });
   log.info({ signal: await untilSignal() }, 'shutting down');
+  verdicts?.stop();
   metricsServer?.close();
   await running.close();
   await namespaces?.stop();

@@ -4,6 +4,8 @@
  * never share one.
  */
 import { hostname } from 'node:os';
+import type { GatePolicy } from '../scan/policy.js';
+import { parseScannerConfig, parseScanPolicy, scanPolicyFlags, scannerFlags, type ScannerConfig } from './scan.js';
 import { ConfigError, helpText, parseDuration, parseFlags, parseHostPort, valueOf, type FlagSpec } from './flags.js';
 
 export interface ControllerConfig {
@@ -27,6 +29,12 @@ export interface ControllerConfig {
   readonly logLevel: string;
   /** Plain-HTTP /metrics; undefined: off. */
   readonly metricsListen?: { host: string; port: number };
+  /** The cache registry (--cache-registry), which scans read from. */
+  readonly cacheRegistry?: string;
+  /** Scanning (--scanner-url); undefined: nothing is scanned. */
+  readonly scanner?: ScannerConfig;
+  /** Classifies scan Events (ScanBlocked). */
+  readonly scanPolicy?: GatePolicy;
 }
 
 export const controllerFlags: readonly FlagSpec[] = [
@@ -90,6 +98,8 @@ export const controllerFlags: readonly FlagSpec[] = [
     default: '0.0.0.0:7440',
     help: 'Where Prometheus /metrics is served (leader, writes, backlog); empty disables it.',
   },
+  ...scanPolicyFlags,
+  ...scannerFlags,
 ];
 
 export const CONTROLLER_HELP = helpText(
@@ -108,7 +118,8 @@ export function parseControllerConfig(
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
 ): ParsedControllerArgs {
-  const { values: v, help } = parseFlags(controllerFlags, argv, env, { emptyEnvIsUnset: true });
+  const flags = parseFlags(controllerFlags, argv, env, { emptyEnvIsUnset: true });
+  const { values: v, help } = flags;
   if (help) return { help: true };
   const duration = (name: string): number => parseDuration(name, valueOf(v, name));
   const leaseDurationMs = duration('lease-duration');
@@ -121,6 +132,7 @@ export function parseControllerConfig(
       `--status-writes-per-second: ${JSON.stringify(v['status-writes-per-second'])} is not a positive number`,
     );
   }
+  const scanner = parseScannerConfig(v, v['cache-registry']);
   const identity = (v.identity ?? (env.POD_NAME || hostname())).trim();
   if (identity === '') throw new ConfigError('--identity: empty');
   return {
@@ -156,6 +168,9 @@ export function parseControllerConfig(
         : {}),
       logLevel: valueOf(v, 'log-level'),
       ...(v['metrics-listen'] ? { metricsListen: parseHostPort('metrics-listen', v['metrics-listen']) } : {}),
+      ...(v['cache-registry'] ? { cacheRegistry: v['cache-registry'] } : {}),
+      ...(scanner ? { scanner } : {}),
+      scanPolicy: parseScanPolicy(flags),
     },
   };
 }

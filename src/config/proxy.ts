@@ -10,6 +10,8 @@ import {
   type CredentialProviderSpec,
 } from '../oci/credential-provider.js';
 import { parseDockerConfig, type DockerConfigEntry } from '../oci/credentials.js';
+import type { GatePolicy } from '../scan/policy.js';
+import { parseScanPolicy, scanPolicyFlags } from './scan.js';
 import {
   ConfigError,
   helpText,
@@ -246,6 +248,7 @@ export const proxyFlags: readonly FlagSpec[] = [
     default: '127.0.0.1:7440',
     help: 'HOST:PORT for Prometheus /metrics; empty disables it.',
   },
+  ...scanPolicyFlags,
 ];
 
 export const PROXY_HELP = helpText(
@@ -302,6 +305,8 @@ export interface ProxyConfig {
   readonly originDownGraceMs: number;
   readonly logLevel: string;
   readonly metricsListen: { host: string; port: number } | undefined;
+  /** The vulnerability gate (--scan-policy); the proxy refuses what it denies. */
+  readonly scanPolicy?: GatePolicy;
 }
 
 export interface CredentialProvidersConfig {
@@ -314,7 +319,8 @@ export function readProxyConfig(
   argv: readonly string[],
   env: NodeJS.ProcessEnv,
 ): { config: ProxyConfig; help: boolean } {
-  const { values: v, help } = parseFlags(proxyFlags, argv, env);
+  const flags = parseFlags(proxyFlags, argv, env);
+  const { values: v, help } = flags;
   let cacheRegistry: URL | undefined;
   if (v['cache-registry']) {
     try {
@@ -373,6 +379,7 @@ export function readProxyConfig(
       privateWhenOriginDown: originDownPolicy(v['private-when-origin-down']),
       privateImages,
       privateTo: privateTo(v['private-to'], privateImages),
+      scanPolicy: parseScanPolicy(flags),
       originDownGraceMs: parseDuration('origin-down-grace', v['origin-down-grace']),
       logLevel: level,
       metricsListen: v['metrics-listen'] ? parseHostPort('metrics-listen', v['metrics-listen']) : undefined,

@@ -3,6 +3,8 @@
  * so the Deployment can set them either way. The configuration owns the values it validates (the
  * pull policy names); the webhook imports them from here.
  */
+import type { GatePolicy } from '../scan/policy.js';
+import { parseScanPolicy, scanPolicyFlags } from './scan.js';
 import { ConfigError, helpText, parseFlags, parseHostPort, parseList, valueOf, type FlagSpec } from './flags.js';
 
 /** A container's imagePullPolicy values, as --skip-pull-policies accepts them. */
@@ -63,6 +65,8 @@ export interface WebhookConfig {
   metricsListen?: { host: string; port: number };
   /** A kubeconfig file; unset: the in-cluster ServiceAccount. */
   kubeconfig?: string;
+  /** The vulnerability gate (--scan-policy): denies or warns at admission. */
+  scanPolicy?: GatePolicy;
 }
 
 export const webhookFlags: readonly FlagSpec[] = [
@@ -202,6 +206,7 @@ export const webhookFlags: readonly FlagSpec[] = [
       'Where Prometheus /metrics is served on plain HTTP (admission counts and latency, no image names); ' +
       'empty disables it.',
   },
+  ...scanPolicyFlags,
 ];
 
 export const WEBHOOK_HELP = helpText(
@@ -217,7 +222,8 @@ export type ParsedWebhookArgs = { help: true } | { help: false; config: WebhookC
 
 export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedWebhookArgs {
   // An empty variable is unset here, so a manifest's `value: ""` keeps the default.
-  const { values: v, repeated, help } = parseFlags(webhookFlags, argv, env, { emptyEnvIsUnset: true });
+  const flags = parseFlags(webhookFlags, argv, env, { emptyEnvIsUnset: true });
+  const { values: v, repeated, help } = flags;
   if (help) return { help: true };
   const listen = hostPort('listen', v.listen);
   // Read raw: with emptyEnvIsUnset an empty variable keeps the default, an empty flag turns it off.
@@ -264,6 +270,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
       logLevel: valueOf(v, 'log-level'),
       ...(metricsListen ? { metricsListen } : {}),
       ...(v.kubeconfig ? { kubeconfig: v.kubeconfig } : {}),
+      scanPolicy: parseScanPolicy(flags),
     },
   };
 }

@@ -13,6 +13,7 @@ import type { KubeLogger } from '../kube/logger.js';
 import { PodInformer } from '../kube/pod-informer.js';
 import { PodUsageFeed } from '../kube/pod-usage-feed.js';
 import type { EventRecorder } from '../kube/event-recorder.js';
+import type { ScanQueue } from '../kube/scan-queue.js';
 import type { SecretCredentials } from '../kube/secret-credentials.js';
 import { UsageBook } from './usage-book.js';
 import { UsageWriter } from './usage-writer.js';
@@ -26,6 +27,8 @@ export interface ControllerDeps {
   /** Pre-warm (the proxy's pull path, with the cache registry): without it nothing is fetched. */
   readonly warm?: { readonly warmer: ImageWarmer; readonly secrets: SecretCredentials };
   readonly events?: EventRecorder;
+  /** Vulnerability scans of cached digests (--scanner-url); without it nothing is scanned. */
+  readonly scans?: ScanQueue;
 }
 
 /** Between two lists of every CachedImage (new ones are warmed; the writer sees others' writes). */
@@ -95,11 +98,12 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
         if (!started) await writer.start();
         started = true;
         await writer.pass();
-        if (warms && Date.now() - listedAt >= LIST_EVERY_MS) {
+        if ((warms || deps.scans) && Date.now() - listedAt >= LIST_EVERY_MS) {
           listedAt = Date.now();
           const objects = await api.list();
           writer.observe(objects);
-          warms.schedule(objects, leading);
+          warms?.schedule(objects, leading);
+          deps.scans?.schedule(objects, leading);
         }
       } catch (err) {
         log.warn({ err: describeKubeError(err) }, 'reading CachedImages failed; retrying');
@@ -108,6 +112,7 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
       await sleep(config.syncIntervalMs, leading);
     }
     await warms?.idle();
+    await deps.scans?.idle();
     current = undefined;
   };
   const done = elector.run(stop.signal, lead);

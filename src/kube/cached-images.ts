@@ -7,6 +7,7 @@ import * as k8s from '@kubernetes/client-node';
 import type { KubeClient } from './client.js';
 import { describeKubeError } from './errors.js';
 import type { PodRef } from './types.js';
+import type { ScanStatus } from './scan-status.js';
 
 export const CACHED_IMAGE_GROUP = 'pullthrough.dev';
 export const CACHED_IMAGE_VERSION = 'v1alpha1';
@@ -36,6 +37,8 @@ export interface CachedImageStatus {
   /** When the origin was last asked which digest the tag names (a refresh). */
   readonly lastChecked?: string;
   readonly message?: string;
+  /** The vulnerability scan of `digest` (src/kube/cached-image-scan.ts). */
+  readonly scan?: ScanStatus;
 }
 
 export interface CachedImage {

@@ -31,8 +31,8 @@ import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { credentialRefusalLog } from './credential-refusals.js';
 import { BlobRedirects } from './blob-source.js';
-import { PullService } from './pull-service.js';
 import type { StaleSink } from './tag-resolver.js';
+import { PullService, type ServeGate } from './pull-service.js';
 import { createProxyServer } from './server.js';
 
 const VERSION = '0.1.0';
@@ -57,6 +57,8 @@ export interface ProxyDeps {
   readonly collectYoung?: CollectYoung;
   /** Told of every tag served stale because its origin could not confirm it (pod Events). */
   readonly onStale?: StaleSink;
+  /** The vulnerability gate (--scan-policy enforce refuses what it denies); none: everything is served. */
+  readonly gate?: ServeGate;
 }
 
 /**
@@ -353,6 +355,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     },
     ...(deps.onStale ? { onStale: deps.onStale } : {}),
     ...(blobRedirects ? { blobRedirects } : {}),
+    ...(deps.gate ? { gate: deps.gate } : {}),
   });
   metrics.trackWaiters(() => pull.blobWaiters);
   const ready = async (): Promise<{ caching: boolean; reason?: string }> => {

@@ -56,11 +56,24 @@ export interface PullServiceOptions {
   readonly onStale?: StaleSink;
   /** Cached blob GETs answered with the cache registry's redirect (--blob-redirect=auto). */
   readonly blobRedirects?: BlobRedirects;
+  /** The vulnerability gate (--scan-policy): a manifest whose verdict it denies is refused. */
+  readonly gate?: ServeGate;
+}
+
+/** What the proxy asks of the vulnerability gate (src/scan/gate.ts). */
+export interface ServeGate {
+  serve(
+    registry: string,
+    repository: string,
+    digest: string,
+  ): { readonly action: string; readonly reason: string; readonly outcome: string };
 }
 
 export class PullService {
   readonly persister: Persister;
   private readonly access: AccessGate | undefined;
+  private readonly gate: ServeGate | undefined;
+  private readonly log: Logger;
   private readonly manifests: ManifestSource;
   private readonly tags: TagResolver;
   private readonly blobs: BlobSource;
@@ -70,6 +83,8 @@ export class PullService {
     this.access = opts.access;
     const events = opts.events ?? {};
     const origin = new Origin(opts.origin, opts.access, opts.tier, events);
+    this.gate = opts.gate;
+    this.log = log;
     const writes = new TagWrites(store);
     this.manifests = new ManifestSource(origin, store);
     this.tags = new TagResolver({
@@ -125,11 +140,25 @@ export class PullService {
       }
       answer = { manifest: resolved.manifest, source: resolved.source };
     }
-    if (accept === undefined) return answer;
+    if (accept === undefined) return this.gated(t, answer);
     const choice = negotiateManifest(answer.manifest, accept, ref.kind === 'tag');
     if (choice.kind === 'refuse') throw new OciError('MANIFEST_UNKNOWN', choice.message);
-    if (choice.kind === 'platform') return this.manifestByDigest(t, choice.digest, ctx);
-    return answer;
+    if (choice.kind === 'platform') return this.gated(t, await this.manifestByDigest(t, choice.digest, ctx));
+    return this.gated(t, answer);
+  }
+
+  /** The answer, unless the vulnerability gate denies its digest (an image's or its index's verdict). */
+  private gated(t: Target, answer: ManifestAnswer): ManifestAnswer {
+    const d = this.gate?.serve(t.registry, t.repository, answer.manifest.digest);
+    if (!d) return answer;
+    const fields = { registry: t.registry, repository: t.repository, digest: answer.manifest.digest, reason: d.reason };
+    // Served anyway: the log says why (warn mode, or a scan without a verdict failing open).
+    if (d.action === 'warn') this.log.info(fields, 'manifest served although the vulnerability gate fails it (warn)');
+    else if (d.action === 'allow' && d.outcome === 'scanner-down')
+      this.log.info(fields, 'manifest served without a verdict');
+    if (d.action !== 'deny') return answer;
+    this.log.warn(fields, 'manifest refused by the vulnerability gate');
+    throw new OciError('DENIED', `refused by the vulnerability gate: ${d.reason}`);
   }
 
   /** Requests streaming a blob from a fill another request started. */

@@ -1,16 +1,20 @@
 /**
  * AdmissionReview v1 in, AdmissionReview v1 out. Anything malformed either cannot be answered
  * (no uid: the caller gets a 400) or is answered `allowed: true` with a warning: the webhook is
- * fail-open by design and must never be the reason a pod is refused.
+ * fail-open by design and is never the reason a pod is refused, except by the vulnerability gate
+ * in `enforce` (vulnerability-gate.ts), whose denials name the image, the counts and the policy.
  */
 import { mutatePod, type PodMutation } from './mutate-pod.js';
 import type { RewritePolicy } from './policy.js';
+import { gatePod, type AdmissionGate } from './vulnerability-gate.js';
 
 export const ADMISSION_API_VERSION = 'admission.k8s.io/v1';
 
 export interface AdmissionResponse {
   uid: string;
-  allowed: true;
+  /** false only when the vulnerability gate denies the pod (--scan-policy enforce). */
+  allowed: boolean;
+  status?: { code: number; message: string };
   patchType?: 'JSONPatch';
   patch?: string;
   warnings?: string[];
@@ -35,17 +39,17 @@ function allow(uid: string, warning?: string): ReviewOutcome {
 }
 
 /** Parses the raw body text and reviews it. */
-export function reviewText(text: string, policy: RewritePolicy): ReviewOutcome {
+export function reviewText(text: string, policy: RewritePolicy, gate?: AdmissionGate): ReviewOutcome {
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch (err) {
     return { status: 400, error: `body is not JSON: ${(err as Error).message}` };
   }
-  return review(body, policy);
+  return review(body, policy, gate);
 }
 
-export function review(body: unknown, policy: RewritePolicy): ReviewOutcome {
+export function review(body: unknown, policy: RewritePolicy, gate?: AdmissionGate): ReviewOutcome {
   if (!isObject(body)) return { status: 400, error: 'body is not a JSON object' };
   if (body.kind !== 'AdmissionReview')
     return { status: 400, error: `kind is ${JSON.stringify(body.kind)}, not AdmissionReview` };
@@ -82,7 +86,15 @@ export function review(body: unknown, policy: RewritePolicy): ReviewOutcome {
     { namespace, ...(sub ? { subresource: sub } : {}), oldPod: request.oldObject },
     policy,
   );
+  const gated = gate
+    ? gatePod(pod, { namespace, ...(sub ? { subresource: sub } : {}), oldPod: request.oldObject }, policy, gate)
+    : undefined;
+  if (gated?.denied !== undefined) {
+    const response: AdmissionResponse = { uid, allowed: false, status: { code: 403, message: gated.denied } };
+    return { status: 200, body: { apiVersion: ADMISSION_API_VERSION, kind: 'AdmissionReview', response }, mutation };
+  }
   const out = allow(uid);
+  if (out.status === 200 && gated && gated.warnings.length > 0) out.body.response.warnings = [...gated.warnings];
   if (out.status === 200) {
     out.mutation = mutation;
     if (mutation.patch.length > 0) {

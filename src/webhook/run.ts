@@ -11,6 +11,7 @@ import type { WebhookKubeApi } from './kube-api.js';
 import { createRewritePolicy, type NamespaceDirectory } from './policy.js';
 import { namespaceSelector, objectSelector } from './selectors.js';
 import { createWebhookServer, type TlsMaterial, type WebhookServer } from './server.js';
+import type { AdmissionGate } from './vulnerability-gate.js';
 
 export interface WebhookDeps {
   /** Required unless the configuration names --tls-cert/--tls-key. */
@@ -21,6 +22,8 @@ export interface WebhookDeps {
   metrics?: WebhookMetrics;
   /** Required with --namespaces=labelled: the namespaces' labels (src/kube's NamespaceInformer). */
   namespaces?: NamespaceDirectory;
+  /** The vulnerability gate (--scan-policy warn|enforce). */
+  gate?: AdmissionGate;
 }
 
 export interface RunningWebhook {
@@ -87,6 +90,7 @@ export async function runWebhook(config: WebhookConfig, deps: WebhookDeps = {}):
     logger: log,
     maxBodyBytes: config.maxBodyBytes,
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
+    ...(deps.gate ? { gate: deps.gate } : {}),
   });
   const address = await webhook.app.listen({ host: config.listenHost, port: config.listenPort });
   log.info(

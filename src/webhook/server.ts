@@ -7,6 +7,7 @@ import type { Server as HttpsServer } from 'node:https';
 import type { WebhookMetrics } from '../observability/metrics.js';
 import { reviewText } from './admission-review.js';
 import type { RewritePolicy } from './policy.js';
+import type { AdmissionGate } from './vulnerability-gate.js';
 
 export interface TlsMaterial {
   cert: string;
@@ -23,6 +24,8 @@ export interface WebhookServerOptions {
   /** Readiness: false until certificates are in place. */
   ready?: () => boolean;
   metrics?: WebhookMetrics;
+  /** The vulnerability gate (--scan-policy warn|enforce); none: every pod is admitted. */
+  gate?: AdmissionGate;
 }
 
 export interface WebhookServer {
@@ -61,7 +64,7 @@ export function createWebhookServer(opts: WebhookServerOptions): WebhookServer {
   app.post(MUTATE_PATH, async (req, reply) => {
     const started = process.hrtime.bigint();
     const text = typeof req.body === 'string' ? req.body : '';
-    const outcome = reviewText(text, opts.policy);
+    const outcome = reviewText(text, opts.policy, opts.gate);
     const metrics = opts.metrics;
     if (outcome.status === 400) {
       req.log.warn({ reason: outcome.error }, 'bad AdmissionReview');
@@ -76,6 +79,8 @@ export function createWebhookServer(opts: WebhookServerOptions): WebhookServer {
       for (const reason of Object.values(m?.skipKinds ?? {})) metrics.skippedImages.inc({ reason });
       metrics.duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     }
+    const response = outcome.body.response;
+    if (!response.allowed) req.log.warn({ uid: response.uid, reason: response.status?.message }, 'pod denied');
     if (m && (Object.keys(m.rewritten).length > 0 || Object.keys(m.skipped).length > 0)) {
       req.log.info(
         { uid: outcome.body.response.uid, rewritten: m.rewritten, skipped: m.skipped },
