@@ -12,6 +12,7 @@ import { PrivacyBook } from '../access/privacy.js';
 import { BlobFills } from '../cache/blob-fills.js';
 import { isDiskFull, SpoolError } from '../cache/spool-writer.js';
 import { FsStore } from '../cache/fs-store.js';
+import { CacheBudgetError, resolveStoreBudget } from '../cache/store-budget.js';
 import { RegistryStore } from '../cache/registry-store.js';
 import { ResilientStore } from '../cache/resilient-store.js';
 import type { Store } from '../cache/store.js';
@@ -180,12 +181,28 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     });
     inner = new RegistryStore(cacheClient, CACHE_HOST);
   } else {
-    inner = new FsStore(config.dataDir);
+    const fs = new FsStore(config.dataDir, {
+      ...(config.maxCacheSize
+        ? { budget: resolveStoreBudget(config.maxCacheSize, config.cacheLowWater, config.dataDir) }
+        : {}),
+      onEvicted: (digest, bytes) => {
+        metrics.evictions.inc();
+        metrics.evictedBytes.inc(bytes);
+        log.debug({ digest, bytes }, 'evicted from the embedded store (least recently used)');
+      },
+    });
+    metrics.trackCacheUsage(() => fs.usedBytes);
+    inner = fs;
   }
   const store = new ResilientStore(
     inner,
     {
       storeFailed: (op, err) => {
+        if (err instanceof CacheBudgetError) {
+          metrics.uncached.inc({ reason: 'too-large' });
+          log.info({ op, bytes: err.bytes, err: err.message }, 'too large to cache: served from the origin');
+          return;
+        }
         metrics.storeFailures.inc({ op });
         if (isDiskFull(err)) {
           metrics.diskFull.inc({ where: 'store' });
