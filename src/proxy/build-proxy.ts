@@ -12,7 +12,8 @@ import { PrivacyBook } from '../access/privacy.js';
 import { BlobFills } from '../cache/blob-fills.js';
 import { isDiskFull, SpoolError } from '../cache/spool-writer.js';
 import { FsStore } from '../cache/fs-store.js';
-import { CacheBudgetError, resolveStoreBudget } from '../cache/store-budget.js';
+import { NoSpaceError, SpaceGuard } from '../cache/space-guard.js';
+import { CacheBudgetError, resolveStoreBudget, type StoreBudget } from '../cache/store-budget.js';
 import { RegistryStore } from '../cache/registry-store.js';
 import { ResilientStore } from '../cache/resilient-store.js';
 import type { Store } from '../cache/store.js';
@@ -153,6 +154,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   });
 
   let inner: Store;
+  /** The embedded store's budget (--max-cache-size). */
+  let budget: StoreBudget | undefined;
   let cacheAgent: Agent | undefined;
   if (config.cacheRegistry) {
     const cacheRegistry = config.cacheRegistry;
@@ -181,10 +184,11 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     });
     inner = new RegistryStore(cacheClient, CACHE_HOST);
   } else {
+    budget = config.maxCacheSize
+      ? resolveStoreBudget(config.maxCacheSize, config.cacheLowWater, config.dataDir)
+      : undefined;
     const fs = new FsStore(config.dataDir, {
-      ...(config.maxCacheSize
-        ? { budget: resolveStoreBudget(config.maxCacheSize, config.cacheLowWater, config.dataDir) }
-        : {}),
+      ...(budget ? { budget } : {}),
       onEvicted: (digest, bytes) => {
         metrics.evictions.inc();
         metrics.evictedBytes.inc(bytes);
@@ -224,6 +228,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   const fills = new BlobFills({
     tmpDir: join(config.dataDir, 'tmp'),
     store,
+    space: new SpaceGuard({ dir: join(config.dataDir, 'tmp'), ...(budget ? { budget } : {}) }),
     spoolCooldownMs: config.cacheCooldownMs,
     // Uploads to the cache registry yield to pulls in progress, which they would slow down; a
     // rename into the embedded store costs nothing.
@@ -236,6 +241,14 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
         store.noteWritten();
       },
       onFailed: (f, err) => {
+        if (err instanceof CacheBudgetError) {
+          metrics.uncached.inc({ reason: 'too-large' });
+          log.info(
+            { repo: f.repo, digest: f.digest, bytes: err.bytes, err: err.message },
+            'too large to cache: served from the origin, verified, uncached',
+          );
+          return;
+        }
         metrics.fills.inc({ result: 'failed' });
         // A spool failure has had its line (onSpoolFailed), once for the fill.
         if (err instanceof SpoolError) return;
@@ -247,6 +260,16 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       onSpoolFailed: (f, err) => {
         metrics.storeFailures.inc({ op: 'spool' });
         const at = { repo: f.repo, digest: f.digest, bytes: f.written };
+        if (err instanceof NoSpaceError) {
+          metrics.uncached.inc({ reason: 'no-space' });
+          metrics.diskFull.inc({ where: 'spool' });
+          store.noteDiskFull();
+          log.warn(
+            { ...at, size: f.size, where: 'spool', code: 'ENOSPC', err: err.message },
+            'disk full: not enough free space to cache this blob; serving it from the origin without caching',
+          );
+          return;
+        }
         if (isDiskFull(err)) {
           metrics.diskFull.inc({ where: 'spool' });
           store.noteDiskFull();
