@@ -12,6 +12,7 @@ import { PrivacyBook } from '../access/privacy.js';
 import { BlobFills } from '../cache/blob-fills.js';
 import { isDiskFull, SpoolError } from '../cache/spool-writer.js';
 import { FsStore } from '../cache/fs-store.js';
+import type { WriteHold } from '../cache/write-hold.js';
 import { NoSpaceError, SpaceGuard } from '../cache/space-guard.js';
 import { CacheBudgetError, resolveStoreBudget, type StoreBudget } from '../cache/store-budget.js';
 import { RegistryStore } from '../cache/registry-store.js';
@@ -53,6 +54,11 @@ export interface ProxyDeps {
    * socket buffers are freed early (src/runtime/young-gc.ts). Without it, V8 decides alone.
    */
   readonly collectYoung?: CollectYoung;
+  /**
+   * Writes to the cache registry wait while it holds (a collection runs there:
+   * docs/garbage-collection.md). Without it, writes never wait.
+   */
+  readonly writeHold?: WriteHold;
 }
 
 /**
@@ -182,7 +188,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       headersTimeoutMs: config.cacheTimeoutMs,
       bodyTimeoutMs: config.originIdleTimeoutMs,
     });
-    inner = new RegistryStore(cacheClient, CACHE_HOST);
+    inner = new RegistryStore(cacheClient, CACHE_HOST, deps.writeHold);
   } else {
     budget = config.maxCacheSize
       ? resolveStoreBudget(config.maxCacheSize, config.cacheLowWater, config.dataDir)
