@@ -22,7 +22,8 @@ import { readCappedBytes, type RegistryClient, type RegistryResponse } from '../
 import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
 import type { WriteHold } from './write-hold.js';
 
-const TAG_REPO_PREFIX = 'pullthrough-tags';
+/** Tag pointers live in `pullthrough-tags/<cache repository>`. */
+export const TAG_REPO_PREFIX = 'pullthrough-tags';
 const EMPTY_CONFIG = Buffer.from('{}');
 const EMPTY_DIGEST = digestOf(EMPTY_CONFIG);
 const A_DIGEST = 'dev.pullthrough.target.digest';
