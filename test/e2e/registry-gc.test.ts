@@ -9,11 +9,14 @@
  */
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadAllYaml } from '@kubernetes/client-node';
 import { Agent, request } from 'undici';
+import { RegistryStore } from '../../src/cache/registry-store.js';
 import type { WriteHold } from '../../src/cache/write-hold.js';
 import { RegistryCollector } from '../../src/controller/registry-collector.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
@@ -25,6 +28,7 @@ import { eventually } from '../helpers/wait.js';
 const ORIGIN = 15463;
 const CACHE = 15464;
 const NO_DELETES = 15465;
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const lab = new Lab('registry-gc');
 const originHost = `127.0.0.1:${ORIGIN}`;
 const enc = `127.0.0.1_${ORIGIN}`;
@@ -89,13 +93,14 @@ const storageBytes = () =>
       .split('\t')[0],
   );
 
-function garbageCollect(opts: { killOnFirstLine?: boolean } = {}): Promise<number | null> {
+function garbageCollect(opts: { killAtFirstDeletion?: boolean } = {}): Promise<number | null> {
   const child = spawn('docker-registry', ['garbage-collect', join(cacheDir, 'config.yml')], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  if (opts.killOnFirstLine) child.stdout.once('data', () => child.kill('SIGKILL'));
   child.stdout.resume();
-  child.stderr.resume();
+  child.stderr.on('data', (c: Buffer) => {
+    if (opts.killAtFirstDeletion && c.toString().includes('Deleting blob')) child.kill('SIGKILL');
+  });
   return once(child, 'exit').then(([code]) => code as number | null);
 }
 
@@ -208,11 +213,44 @@ t.test('a removed image is refetched from the origin; with the origin stopped th
 });
 
 t.test('a garbage-collect killed mid-run, run again: consistent and finished', async (t) => {
-  t.equal(await garbageCollect({ killOnFirstLine: true }), null, 'killed');
-  const rerun = await garbageCollect();
-  t.equal(rerun, 0, 'the next run finishes');
+  // Garbage to sweep: blobs no manifest names (as a removed image's layers are).
+  const store = new RegistryStore(
+    testRegistryClient(`http://127.0.0.1:${CACHE}`, { name: 'cache', dispatcher: agent, timeoutMs: 5000 }),
+    'cache',
+  );
+  const garbage: string[] = [];
+  const dir = lab.tempDir('garbage');
+  for (let i = 0; i < 150; i++) {
+    const blob = randomBytes(1024);
+    const file = join(dir, `g${i}`);
+    writeFileSync(file, blob);
+    await store.putBlobFile('garbage/blobs', sha(blob), blob.length, file);
+    garbage.push(sha(blob));
+  }
+  const left = () => garbage.filter((d) => existsSync(blobFile(d))).length;
+  t.equal(left(), 150, 'the garbage is in the storage');
+  t.equal(await garbageCollect({ killAtFirstDeletion: true }), null, 'garbage-collect was killed');
+  const afterKill = left();
+  t.ok(afterKill > 0 && afterKill < 150, `killed mid-sweep: ${150 - afterKill} of 150 blobs deleted`);
+  const mid = await proxy(lab.tempDir('pt-gc-mid'));
+  t.equal((await pull(mid, 'team/kept', 'v1')).digest, kept.digest, 'the kept image pulls whole in between');
+  t.equal(await garbageCollect(), 0, 'the next run finishes');
+  t.equal(left(), 0, 'and sweeps the rest');
   const p = await proxy(lab.tempDir('pt-gc-d'));
   t.equal((await pull(p, 'team/kept', 'v1')).digest, kept.digest, 'the kept image still pulls whole (origin stopped)');
+});
+
+t.test('the shipped cache registry runs without a blob descriptor cache', async (t) => {
+  const docs = loadAllYaml(readFileSync(join(ROOT, 'manifests/base/registry.yaml'), 'utf8')) as {
+    kind?: string;
+    spec?: { template?: { spec?: { containers?: { name: string; env?: { name: string; value?: string }[] }[] } } };
+  }[];
+  const registry = docs
+    .find((d) => d.kind === 'Deployment')
+    ?.spec?.template?.spec?.containers?.find((c) => c.name === 'registry');
+  const env = Object.fromEntries((registry?.env ?? []).map((e) => [e.name, e.value]));
+  t.equal(env.REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR, '', 'the in-memory cache of the image default is turned off');
+  t.equal(env.REGISTRY_STORAGE_DELETE_ENABLED, 'true', 'deletes are enabled');
 });
 
 t.test('a registry with deletes disabled is detected at start', async (t) => {
