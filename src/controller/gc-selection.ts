@@ -17,7 +17,7 @@ export interface Candidate {
   readonly size: number;
   readonly retained: boolean;
   readonly inUse: boolean;
-  /** Last pulled or used by a pod, else when created (ms since epoch); 0 when unknown. */
+  /** Last used by a pod, else when created (ms since epoch); 0 when unknown. */
   readonly lastActive: number;
 }
 
@@ -38,8 +38,9 @@ export interface Selection {
   readonly afterBytes: number;
 }
 
-export function candidateOf(obj: CachedImage, lastPulled?: number): Candidate {
-  const times = [lastPulled, Date.parse(obj.status?.lastUsed ?? ''), Date.parse(obj.metadata.creationTimestamp ?? '')];
+/** A CachedImage as a candidate; its last pod use stands for its last pull (docs/garbage-collection.md). */
+export function candidateOf(obj: CachedImage): Candidate {
+  const times = [Date.parse(obj.status?.lastUsed ?? ''), Date.parse(obj.metadata.creationTimestamp ?? '')];
   return {
     name: obj.metadata.name,
     image: obj.spec.image,
@@ -47,7 +48,7 @@ export function candidateOf(obj: CachedImage, lastPulled?: number): Candidate {
     size: obj.status?.size ?? 0,
     retained: obj.spec.retain === true,
     inUse: (obj.status?.usedBy?.count ?? 0) > 0,
-    lastActive: Math.max(0, ...times.filter((x): x is number => x !== undefined && Number.isFinite(x))),
+    lastActive: Math.max(0, ...times.filter((x) => Number.isFinite(x))),
   };
 }
 
