@@ -148,12 +148,20 @@ export class BlobFill extends EventEmitter implements FollowedFill {
    * Fetches the blob into the spool file and verifies it; never throws (the state says how it
    * went). `declaredSize`: what the manifest declares, when the fill is for one of its descriptors.
    */
-  async run(request: OriginBlobRequest, events: FillEvents, bounds: FillBounds, declaredSize?: number): Promise<void> {
+  async run(
+    request: OriginBlobRequest,
+    events: FillEvents,
+    bounds: FillBounds,
+    declaredSize?: number,
+    room?: (size: number) => Promise<Error | undefined>,
+  ): Promise<void> {
     const expected = parseDigest(this.digest);
     let deadline: NodeJS.Timeout | undefined;
     try {
+      let handle: FileHandle;
       try {
-        this.handle = await open(this.file, 'w+');
+        handle = await open(this.file, 'w+');
+        this.handle = handle;
       } catch (err) {
         const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
         throw new SpoolError(`cannot open a spool file in ${this.file.replace(/\/[^/]*$/, '')}: ${why}`, err);
@@ -175,46 +183,23 @@ export class BlobFill extends EventEmitter implements FollowedFill {
           Math.min(ms, 2 ** 31 - 1),
         );
       }
+      // Checked before the first byte is written: a blob that cannot be cached is not spooled.
+      const refused = this.size !== undefined && room ? await room(this.size) : undefined;
+      if (refused && this.pinned && this.readers === 0) {
+        // A background completion alone has nobody to serve without caching.
+        origin.stream.destroy();
+        throw refused;
+      }
       this.state = 'streaming';
       this.resolveStarted();
       this.emit('change');
       const verifier = new DigestVerifier(expected);
       let handover: { unwritten: Buffer[]; length: number; ended: boolean } | undefined;
-      const spooling = spoolStream(origin.stream, this.handle, {
-        signal: this.abort.signal,
-        // Large writes are faster for a fill streamed alone, but with many clients the origin's
-        // chunks held through a large write outlive the young generation and inflate the RSS.
-        maxPending: () => (this.activity.streamingLittle() ? BIG_WRITE : READ_CHUNK),
-        onChunk: (chunk) => {
-          if (verifier.size + chunk.byteLength > limit) {
-            this.abort.abort(new Error(`origin sent more than the ${limit} bytes of ${this.digest}`));
-            return;
-          }
-          verifier.update(chunk);
-        },
-        onWritten: (chunks, length) => {
-          if (this.state === 'streaming') this.keepRecent(chunks);
-          this.written = length;
-          this.spooled = length;
-          this.emit('change');
-        },
-        writeError: (err, written, length) =>
-          err
-            ? new SpoolError(`spool write failed: ${err.code ?? err.message}`, err)
-            : new SpoolError(`spool write stopped after ${written} of ${length} bytes`, undefined),
-        onWriteFailed: (err, unwritten, length, ended) => {
-          this.reportSpoolFailure(err, events);
-          // A background completion alone has nobody to serve without a spool.
-          if (this.pinned && this.readers === 0) return false;
-          handover = { unwritten, length, ended };
-          return true;
-        },
-      });
-      try {
-        await spooling;
-      } catch (err) {
-        if (!handover) throw err;
+      if (refused) {
+        handover = { unwritten: [], length: 0, ended: false };
         await this.relayFrom(origin.stream, handover, verifier, limit);
+      } else {
+        await this.spoolFrom(handle, origin.stream, verifier, limit, events, (h) => (handover = h));
       }
       const seen = verifier.finish();
       if (seen !== this.digest) throw new Error(`origin sent bytes with digest ${seen}, not ${this.digest}`);
@@ -229,7 +214,7 @@ export class BlobFill extends EventEmitter implements FollowedFill {
         // The clients get their last byte; the fill fails, so that nothing is stored.
         this.relayed = true;
         this.emit('change');
-        throw new SpoolError('served without caching: the spool could not be written', undefined);
+        throw refused ?? new SpoolError('served without caching: the spool could not be written', undefined);
       }
       this.state = 'verified';
       this.emit('change');
@@ -244,6 +229,58 @@ export class BlobFill extends EventEmitter implements FollowedFill {
       clearTimeout(deadline);
       this.resolveFetched(this.state === 'verified');
       this.release();
+    }
+  }
+
+  /**
+   * Copies the origin's stream into the spool file; when a write fails and readers are there, the
+   * rest is handed over (`handOver`) and relayed without the file.
+   */
+  private async spoolFrom(
+    handle: FileHandle,
+    source: Readable,
+    verifier: DigestVerifier,
+    limit: number,
+    events: FillEvents,
+    handOver: (h: { unwritten: Buffer[]; length: number; ended: boolean }) => void,
+  ): Promise<void> {
+    let handover: { unwritten: Buffer[]; length: number; ended: boolean } | undefined;
+    const spooling = spoolStream(source, handle, {
+      signal: this.abort.signal,
+      // Large writes are faster for a fill streamed alone, but with many clients the origin's
+      // chunks held through a large write outlive the young generation and inflate the RSS.
+      maxPending: () => (this.activity.streamingLittle() ? BIG_WRITE : READ_CHUNK),
+      onChunk: (chunk) => {
+        if (verifier.size + chunk.byteLength > limit) {
+          this.abort.abort(new Error(`origin sent more than the ${limit} bytes of ${this.digest}`));
+          return;
+        }
+        verifier.update(chunk);
+      },
+      onWritten: (chunks, length) => {
+        if (this.state === 'streaming') this.keepRecent(chunks);
+        this.written = length;
+        this.spooled = length;
+        this.emit('change');
+      },
+      writeError: (err, written, length) =>
+        err
+          ? new SpoolError(`spool write failed: ${err.code ?? err.message}`, err)
+          : new SpoolError(`spool write stopped after ${written} of ${length} bytes`, undefined),
+      onWriteFailed: (err, unwritten, length, ended) => {
+        this.reportSpoolFailure(err, events);
+        // A background completion alone has nobody to serve without a spool.
+        if (this.pinned && this.readers === 0) return false;
+        handover = { unwritten, length, ended };
+        handOver(handover);
+        return true;
+      },
+    });
+    try {
+      await spooling;
+    } catch (err) {
+      if (!handover) throw err;
+      await this.relayFrom(source, handover, verifier, limit);
     }
   }
 

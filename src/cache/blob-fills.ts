@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { BlobFill, type FillBounds, type FillEvents, type OriginBlobRequest } from './blob-fill.js';
 import { CommitGate, type CommitGateOptions } from './commit-gate.js';
 import { FillActivity } from './fill-activity.js';
+import type { SpaceGuard } from './space-guard.js';
 import { SpoolError } from './spool-writer.js';
 
 /** Where verified blobs go: the store (ResilientStore in the proxy). False: not stored. */
@@ -24,6 +25,11 @@ export interface BlobFillsOptions extends CommitGateOptions {
   readonly events?: FillEvents;
   /** After a spool failure, how long new fills are not attempted (callers stream straight through). */
   readonly spoolCooldownMs?: number;
+  /**
+   * Checks, before a fill of known size writes its first byte, that it can be cached (budget and
+   * free space); a fill refused streams its blob through, verified, uncached. None: no check.
+   */
+  readonly space?: SpaceGuard;
   /** Bounds of every fill; defaults below. */
   readonly bounds?: Partial<FillBounds>;
 }
@@ -104,7 +110,9 @@ export class BlobFills {
     };
     try {
       try {
-        await fill.run(noted, this.opts.events ?? {}, this.bounds, declaredSize);
+        const space = this.opts.space;
+        const room = space && ((size: number) => space.refusal(size, this.unwrittenBytes(fill)));
+        await fill.run(noted, this.opts.events ?? {}, this.bounds, declaredSize, room);
       } finally {
         this.activity.fetching--;
         this.activity.wake();
@@ -125,6 +133,15 @@ export class BlobFills {
       await unlink(fill.file).catch(() => undefined);
       fill.settleCommit(ok);
     }
+  }
+
+  /** Bytes the other fills under way have announced and not yet written. */
+  private unwrittenBytes(except: BlobFill): number {
+    let sum = 0;
+    for (const f of this.activity.active.values()) {
+      if (f !== except && f.size !== undefined) sum += Math.max(0, f.size - f.written);
+    }
+    return sum;
   }
 
   /**

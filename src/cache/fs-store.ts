@@ -9,25 +9,57 @@
  *
  * Per-repository links keep one repository's blobs from being served under another's name (a
  * private layer must not leak through a public repository that names its digest).
+ *
+ * With a budget (--max-cache-size), content files are evicted least recently used first, before a
+ * commit would exceed it, down to its low-water mark (docs/garbage-collection.md). Coherence: an
+ * image manifest is served only while its config and layers are stored, a tag only while its
+ * manifest is; otherwise they miss and the pull goes to the origin. A blob evicted while a client
+ * reads it stays readable through the open file descriptor (Linux keeps an unlinked file until
+ * its last descriptor closes), so the reader gets every byte.
  */
-import { mkdir, open, readFile, rename, stat, unlink, writeFile, access } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, unlink, utimes, writeFile, access } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
 import { FileReadable } from './file-readable.js';
+import { LruIndex } from './lru-index.js';
+import { CacheBudgetError, imageBlobs, listContent, type StoreBudget } from './store-budget.js';
+
+export interface FsStoreOptions {
+  /** Bounds the stored content; none: unbounded. */
+  readonly budget?: StoreBudget;
+  /** A content file was evicted to stay within the budget. */
+  readonly onEvicted?: (digest: string, bytes: number) => void;
+  readonly now?: () => number;
+}
+
+/** A file's modification time follows its accesses to this precision (one utimes per hour at most). */
+const PERSIST_ACCESS_MS = 3_600_000;
 
 export class FsStore implements Store {
   readonly kind = 'embedded' as const;
   readonly dir: string;
   private readonly ready: Promise<void>;
+  private readonly opts: FsStoreOptions;
+  /** Present with a budget. */
+  private readonly lru: LruIndex | undefined;
+  /** Admissions (room made, file moved in, counted) run one at a time so usage never overshoots. */
+  private admitting: Promise<unknown> = Promise.resolve();
 
-  constructor(dir: string) {
+  constructor(dir: string, opts: FsStoreOptions = {}) {
     this.dir = dir;
-    this.ready = Promise.all(['blobs', 'repos', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true }))).then(
-      () => undefined,
+    this.opts = opts;
+    this.lru = opts.budget ? new LruIndex() : undefined;
+    this.ready = Promise.all(['blobs', 'repos', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true }))).then(() =>
+      this.loadIndex(),
     );
     // A failed mkdir surfaces through ping() and every operation; do not crash on it here.
     this.ready.catch(() => undefined);
+  }
+
+  /** Bytes of stored content (known only with a budget; undefined without). */
+  get usedBytes(): number | undefined {
+    return this.lru?.usedBytes;
   }
 
   get tmpDir(): string {
@@ -56,6 +88,10 @@ export class FsStore implements Store {
   async statBlob(repo: string, digest: string): Promise<{ size: number } | undefined> {
     await this.ready;
     if (!(await exists(this.linkPath(repo, '_blobs', digest)))) return undefined;
+    if (this.lru) {
+      const size = this.lru.sizeOf(digest);
+      return size === undefined ? undefined : { size };
+    }
     try {
       return { size: (await stat(this.blobPath(digest))).size };
     } catch (err) {
@@ -67,6 +103,7 @@ export class FsStore implements Store {
   async openBlob(repo: string, digest: string, range?: BlobRange): Promise<OpenedBlob | undefined> {
     await this.ready;
     if (!(await exists(this.linkPath(repo, '_blobs', digest)))) return undefined;
+    if (this.lru && !this.lru.has(digest)) return undefined;
     let handle;
     try {
       handle = await open(this.blobPath(digest), 'r');
@@ -81,16 +118,20 @@ export class FsStore implements Store {
       await handle.close();
       throw err;
     }
+    this.touch(digest);
     // The stream owns the handle from here and closes it when it ends or is destroyed.
     const stream = new FileReadable(handle, range?.start ?? 0, range?.end ?? size - 1);
     return { size, stream };
   }
 
-  async putBlobFile(repo: string, digest: string, _size: number, file: string): Promise<void> {
+  async putBlobFile(repo: string, digest: string, size: number, file: string): Promise<void> {
     await this.ready;
     const target = this.blobPath(digest);
     await mkdir(join(target, '..'), { recursive: true });
-    if (await exists(target)) await unlink(file).catch(() => undefined);
+    if (this.lru) {
+      await this.admit(digest, size, () => rename(file, target));
+      await unlink(file).catch(() => undefined);
+    } else if (await exists(target)) await unlink(file).catch(() => undefined);
     else await rename(file, target);
     await this.writeLink(repo, '_blobs', digest, '');
   }
@@ -104,18 +145,41 @@ export class FsStore implements Store {
       if (isNotFound(err)) return undefined;
       throw err;
     }
+    if (this.lru && !this.lru.has(digest)) return undefined;
+    let bytes: Buffer;
     try {
-      return { bytes: await readFile(this.blobPath(digest)), mediaType, digest };
+      bytes = await readFile(this.blobPath(digest));
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
     }
+    if (this.lru) {
+      // An image whose config or a layer was evicted is a miss: the pull refills it from the origin.
+      const blobs = imageBlobs(bytes) ?? [];
+      if (blobs.some((b) => !this.lru?.has(b.digest))) return undefined;
+      // Its blobs are about to be asked for: they are the last to be evicted.
+      this.touch(digest);
+      for (const b of blobs) this.touch(b.digest);
+    }
+    return { bytes, mediaType, digest };
   }
 
   async putManifest(repo: string, manifest: StoredManifest): Promise<void> {
     await this.ready;
     const target = this.blobPath(manifest.digest);
-    if (!(await exists(target))) await this.atomicWrite(target, manifest.bytes);
+    if (this.lru) {
+      const image = imageBlobs(manifest.bytes);
+      const bytes = image?.reduce((sum, b) => sum + b.size, manifest.bytes.byteLength);
+      const budget = this.opts.budget as StoreBudget;
+      // Stored, it would evict its own layers on every pull.
+      if (bytes !== undefined && bytes > budget.lowWaterBytes) {
+        throw new CacheBudgetError(
+          `an image of ${bytes} bytes is larger than the cache budget's low-water mark (${budget.lowWaterBytes} bytes)`,
+          bytes,
+        );
+      }
+      await this.admit(manifest.digest, manifest.bytes.byteLength, () => this.atomicWrite(target, manifest.bytes));
+    } else if (!(await exists(target))) await this.atomicWrite(target, manifest.bytes);
     await this.writeLink(repo, '_manifests', manifest.digest, manifest.mediaType);
   }
 
@@ -128,13 +192,17 @@ export class FsStore implements Store {
       if (isNotFound(err)) return undefined;
       throw err;
     }
+    let rec: TagRecord;
     try {
-      const rec = JSON.parse(text) as { digest?: unknown; confirmedAt?: unknown };
-      if (typeof rec.digest !== 'string') return undefined;
-      return { digest: rec.digest, confirmedAt: typeof rec.confirmedAt === 'number' ? rec.confirmedAt : 0 };
+      const doc = JSON.parse(text) as { digest?: unknown; confirmedAt?: unknown };
+      if (typeof doc.digest !== 'string') return undefined;
+      rec = { digest: doc.digest, confirmedAt: typeof doc.confirmedAt === 'number' ? doc.confirmedAt : 0 };
     } catch {
       return undefined;
     }
+    // A tag whose manifest or any of its image's blobs was evicted is a miss, not a pointer to nothing.
+    if (this.lru && !(await this.whole(rec.digest))) return undefined;
+    return rec;
   }
 
   async putTag(repo: string, tag: string, manifest: StoredManifest, confirmedAt: number): Promise<void> {
@@ -145,6 +213,83 @@ export class FsStore implements Store {
   /** Nothing to release: every file is opened and closed by the call that uses it. */
   close(): Promise<void> {
     return Promise.resolve();
+  }
+
+  /** Whether a stored manifest is there with, for an image, its config and every layer. */
+  private async whole(digest: string): Promise<boolean> {
+    if (!this.lru?.has(digest)) return false;
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(this.blobPath(digest));
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+    return (imageBlobs(bytes) ?? []).every((b) => this.lru?.has(b.digest));
+  }
+
+  /**
+   * Counts in a content file that `write` puts in place, first evicting the least recently used
+   * ones while it would take usage over the budget; already stored, it is only touched.
+   */
+  private admit(digest: string, size: number, write: () => Promise<void>): Promise<void> {
+    const run = async (): Promise<void> => {
+      const lru = this.lru as LruIndex;
+      if (lru.has(digest)) {
+        this.touch(digest);
+        return;
+      }
+      await this.makeRoom(size);
+      await write();
+      lru.add(digest, size, this.now());
+    };
+    const done = this.admitting.then(run, run);
+    this.admitting = done.catch(() => undefined);
+    return done;
+  }
+
+  /** Evicts least recently used files until `incoming` more bytes fit under the low-water mark. */
+  private async makeRoom(incoming: number): Promise<void> {
+    const lru = this.lru as LruIndex;
+    const budget = this.opts.budget as StoreBudget;
+    if (incoming > budget.lowWaterBytes) {
+      throw new CacheBudgetError(
+        `${incoming} bytes is larger than the cache budget's low-water mark (${budget.lowWaterBytes} bytes)`,
+        incoming,
+      );
+    }
+    if (lru.usedBytes + incoming <= budget.maxBytes) return;
+    for (const v of lru.oldest(lru.usedBytes + incoming - budget.lowWaterBytes)) {
+      // A reader holding the file open keeps reading it: unlink only drops the name.
+      try {
+        await unlink(this.blobPath(v.digest));
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+      lru.remove(v.digest);
+      this.opts.onEvicted?.(v.digest, v.size);
+    }
+  }
+
+  private touch(digest: string): void {
+    if (!this.lru?.touch(digest, this.now(), PERSIST_ACCESS_MS)) return;
+    const at = new Date(this.now());
+    // Best effort: a missed update only makes the order after a restart a little older.
+    utimes(this.blobPath(digest), at, at).catch(() => undefined);
+  }
+
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  /** With a budget: counts what is stored, oldest access first, and evicts what exceeds it. */
+  private async loadIndex(): Promise<void> {
+    const lru = this.lru;
+    if (!lru) return;
+    const files = await listContent(this.dir);
+    files.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    for (const f of files) lru.add(f.digest, f.size, f.mtimeMs);
+    await this.makeRoom(0);
   }
 
   private async writeLink(repo: string, kind: '_blobs' | '_manifests', digest: string, content: string): Promise<void> {

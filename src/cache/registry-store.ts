@@ -15,6 +15,8 @@
  *   to a presigned object URL: reads follow it (each hop that leaves the registry goes through the
  *   client's `elsewhere` dispatcher, which build-proxy.ts holds to the cache registry's trust), and
  *   `blobLocation` hands the GET's redirect out instead, for a client to fetch the bytes itself.
+ * - With a write hold (a collection may run on the registry), a blob's bytes go in a PATCH and
+ *   the closing PUT, which makes the blob visible, waits for the hold like manifest and tag PUTs.
  */
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
@@ -23,8 +25,10 @@ import { UpstreamError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType, parseManifest } from '../oci/media-types.js';
 import { readCappedBytes, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
 import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
+import type { WriteHold } from './write-hold.js';
 
-const TAG_REPO_PREFIX = 'pullthrough-tags';
+/** Tag pointers live in `pullthrough-tags/<cache repository>`. */
+export const TAG_REPO_PREFIX = 'pullthrough-tags';
 const EMPTY_CONFIG = Buffer.from('{}');
 const EMPTY_DIGEST = digestOf(EMPTY_CONFIG);
 const A_DIGEST = 'dev.pullthrough.target.digest';
@@ -77,15 +81,17 @@ export class RegistryStore implements Store {
   /** The client resolves this name to the cache registry's base URL. */
   private readonly host: string;
   private readonly emptyConfigPushed = new Set<string>();
+  private readonly hold: WriteHold | undefined;
 
-  constructor(client: RegistryClient, host: string) {
+  constructor(client: RegistryClient, host: string, hold?: WriteHold) {
     this.client = client;
     this.host = host;
+    this.hold = hold;
   }
 
   private req(
     repo: string,
-    method: 'GET' | 'HEAD' | 'PUT' | 'POST',
+    method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH',
     path: string,
     extra: {
       headers?: Record<string, string>;
@@ -184,7 +190,26 @@ export class RegistryStore implements Store {
     if (start.statusCode !== 202) throw unexpected('POST upload', start);
     const location = start.headers.location ?? '';
     if (!location) throw new RegistryStoreError('cache registry gave no upload location');
-    const url = new URL(location, this.client.urlFor(this.host, '/'));
+    let url = new URL(location, this.client.urlFor(this.host, '/'));
+    if (this.hold) {
+      const patch = await this.req(repo, 'PATCH', url.toString(), {
+        actions: 'pull,push',
+        headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+        body: body(),
+      });
+      await patch.body.dump();
+      if (patch.statusCode !== 202) throw unexpected('PATCH upload', patch);
+      url = new URL(patch.headers.location ?? location, this.client.urlFor(this.host, '/'));
+      url.searchParams.set('digest', digest);
+      await this.hold.clear();
+      const put = await this.req(repo, 'PUT', url.toString(), {
+        actions: 'pull,push',
+        headers: { 'content-length': '0' },
+      });
+      await put.body.dump();
+      if (put.statusCode !== 201) throw unexpected('PUT upload', put);
+      return;
+    }
     url.searchParams.set('digest', digest);
     const put = await this.req(repo, 'PUT', url.toString(), {
       actions: 'pull,push',
@@ -209,6 +234,7 @@ export class RegistryStore implements Store {
   }
 
   async putManifest(repo: string, manifest: StoredManifest): Promise<void> {
+    await this.hold?.clear();
     const res = await this.req(repo, 'PUT', `/v2/${repo}/manifests/${manifest.digest}`, {
       actions: 'pull,push',
       headers: { 'content-type': manifest.mediaType },
@@ -261,6 +287,7 @@ export class RegistryStore implements Store {
         },
       }),
     );
+    await this.hold?.clear();
     const res = await this.req(pointerRepo, 'PUT', `/v2/${pointerRepo}/manifests/${tag}`, {
       actions: 'pull,push',
       headers: { 'content-type': MediaType.OciManifest },

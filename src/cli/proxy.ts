@@ -4,6 +4,7 @@
  */
 import { join } from 'node:path';
 import { prepareSpoolDir } from '../cache/blob-fills.js';
+import { budgetRefusal, resolveStoreBudget } from '../cache/store-budget.js';
 import { ConfigError } from '../config/flags.js';
 import { PROXY_HELP, readProxyConfig, type ProxyConfig } from '../config/proxy.js';
 // Type only: src/kube loads @kubernetes/client-node, whose RSS only the commands that need it pay.
@@ -24,6 +25,13 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   }
   const log = createLogger(config.logLevel);
   await prepareSpoolDir(join(config.dataDir, 'tmp'));
+  if (config.maxCacheSize && !config.cacheRegistry) {
+    const refusal = await budgetRefusal(
+      config.dataDir,
+      resolveStoreBudget(config.maxCacheSize, config.cacheLowWater, config.dataDir),
+    );
+    if (refusal) throw new ConfigError(`--max-cache-size: ${refusal}`);
+  }
   const kube = await startKube(config, log);
   const collectYoung = youngGcFunction();
   const onStale = kube ? await staleImageEvents(kube, log) : undefined;

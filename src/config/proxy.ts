@@ -54,6 +54,22 @@ export const proxyFlags: readonly FlagSpec[] = [
     help: 'Embedded store, and the spool directory for blobs being filled (also with --cache-registry).',
   },
   {
+    name: 'max-cache-size',
+    kind: 'string',
+    default: '',
+    arg: 'SIZE',
+    help:
+      'Bounds the embedded store: bytes (20GiB, 500MiB, 1TB) or a share of the --data-dir volume (80%). ' +
+      'Least recently used content is evicted first. Empty: unbounded.',
+  },
+  {
+    name: 'cache-low-water',
+    kind: 'string',
+    default: '0.9',
+    arg: 'FRACTION',
+    help: 'Eviction stops once the embedded store holds this fraction of --max-cache-size.',
+  },
+  {
     name: 'registry-credentials',
     kind: 'string',
     default: '',
@@ -276,6 +292,10 @@ export interface ProxyConfig {
   readonly cacheRegistry: URL | undefined;
   readonly blobRedirect: BlobRedirectMode;
   readonly dataDir: string;
+  /** --max-cache-size: bytes, or a share of the --data-dir volume; undefined: unbounded. */
+  readonly maxCacheSize: CacheSize | undefined;
+  /** --cache-low-water, a fraction in (0, 1]. */
+  readonly cacheLowWater: number;
   readonly credentials: readonly DockerConfigEntry[];
   /** The kubelet's credential provider plugins, when configured. */
   readonly credentialProviders: CredentialProvidersConfig | undefined;
@@ -353,6 +373,8 @@ export function readProxyConfig(
       cacheRegistry,
       blobRedirect: blobRedirectMode(v['blob-redirect']),
       dataDir: resolve(valueOf(v, 'data-dir')),
+      maxCacheSize: v['max-cache-size'] ? parseCacheSize('max-cache-size', v['max-cache-size']) : undefined,
+      cacheLowWater: parseFraction('cache-low-water', valueOf(v, 'cache-low-water')),
       credentials,
       credentialProviders: readCredentialProviders(
         v['image-credential-provider-config'],
@@ -385,6 +407,53 @@ export function readProxyConfig(
       metricsListen: v['metrics-listen'] ? parseHostPort('metrics-listen', v['metrics-listen']) : undefined,
     },
   };
+}
+
+export type CacheSize = { readonly bytes: number } | { readonly shareOfVolume: number };
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  m: 1e6,
+  mb: 1e6,
+  g: 1e9,
+  gb: 1e9,
+  t: 1e12,
+  tb: 1e12,
+  ki: 2 ** 10,
+  kib: 2 ** 10,
+  mi: 2 ** 20,
+  mib: 2 ** 20,
+  gi: 2 ** 30,
+  gib: 2 ** 30,
+  ti: 2 ** 40,
+  tib: 2 ** 40,
+};
+
+/** `20GiB`, `500MB`, `1048576` -> bytes; `80%` -> a share of the volume. */
+export function parseCacheSize(name: string, v: string): CacheSize {
+  const pct = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(v);
+  if (pct) {
+    const share = Number(pct[1]) / 100;
+    if (share <= 0 || share > 1) throw new ConfigError(`--${name}: a share of the volume is over 0% and at most 100%`);
+    return { shareOfVolume: share };
+  }
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v);
+  const unit = SIZE_UNITS[(m?.[2] ?? '').toLowerCase()];
+  if (!m || unit === undefined || Number(m[1]) <= 0) {
+    throw new ConfigError(`--${name}: not a size: ${JSON.stringify(v)} (use e.g. 20GiB, 500MB or 80%)`);
+  }
+  return { bytes: Math.floor(Number(m[1]) * unit) };
+}
+
+function parseFraction(name: string, v: string): number {
+  const n = Number(v);
+  if (!(n > 0 && n <= 1)) {
+    throw new ConfigError(`--${name}: expected a fraction over 0 and at most 1, got ${JSON.stringify(v)}`);
+  }
+  return n;
 }
 
 export type PrivateImagesMode = 'pods' | 'node-credentials' | 'open';

@@ -240,6 +240,38 @@ export class ProxyMetrics {
     this.rateLimits.set(label, { ...r, seenAt: Date.now() });
   }
 
+  readonly evictions = new Counter({
+    name: 'pullthrough_cache_evictions_total',
+    help: 'Content files evicted from the embedded store to stay within --max-cache-size.',
+    registers: [this.registry],
+  });
+  readonly evictedBytes = new Counter({
+    name: 'pullthrough_cache_evicted_bytes_total',
+    help: 'Bytes evicted from the embedded store to stay within --max-cache-size.',
+    registers: [this.registry],
+  });
+  readonly uncached = new Counter({
+    name: 'pullthrough_uncached_blobs_total',
+    help: 'Blobs and images served without being cached, by reason (too-large for the budget, no-space on disk).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private cacheUsageProvider: () => number | undefined = () => undefined;
+  readonly cacheUsage: Gauge = new Gauge({
+    name: 'pullthrough_cache_used_bytes',
+    help: 'Bytes of content in the embedded store (with --max-cache-size).',
+    registers: [this.registry],
+    collect: (): void => {
+      const used = this.cacheUsageProvider();
+      if (used !== undefined) this.cacheUsage.set(used);
+    },
+  });
+
+  /** What the cache-usage gauge reports (the embedded store's count). */
+  trackCacheUsage(provider: () => number | undefined): void {
+    this.cacheUsageProvider = provider;
+  }
+
   private volumeDir: string | undefined;
   /** Read at scrape time; without a directory (or when it cannot be read) no sample. */
   private volume(): { size: number; free: number } | undefined {

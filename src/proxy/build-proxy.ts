@@ -13,6 +13,9 @@ import { PrivacyBook } from '../access/privacy.js';
 import { BlobFills } from '../cache/blob-fills.js';
 import { isDiskFull, SpoolError } from '../cache/spool-writer.js';
 import { FsStore } from '../cache/fs-store.js';
+import type { WriteHold } from '../cache/write-hold.js';
+import { NoSpaceError, SpaceGuard } from '../cache/space-guard.js';
+import { CacheBudgetError, resolveStoreBudget, type StoreBudget } from '../cache/store-budget.js';
 import { RegistryStore } from '../cache/registry-store.js';
 import { ResilientStore } from '../cache/resilient-store.js';
 import type { Store } from '../cache/store.js';
@@ -59,6 +62,11 @@ export interface ProxyDeps {
   readonly onStale?: StaleSink;
   /** The vulnerability gate (--scan-policy enforce refuses what it denies); none: everything is served. */
   readonly gate?: ServeGate;
+  /**
+   * Writes to the cache registry wait while it holds (a collection runs there:
+   * docs/garbage-collection.md). Without it, writes never wait.
+   */
+  readonly writeHold?: WriteHold;
 }
 
 /**
@@ -163,6 +171,8 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   });
 
   let inner: Store;
+  /** The embedded store's budget (--max-cache-size). */
+  let budget: StoreBudget | undefined;
   let cacheAgent: Agent | undefined;
   let cacheRedirectAgent: Agent | undefined;
   let blobRedirects: BlobRedirects | undefined;
@@ -205,18 +215,35 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       headersTimeoutMs: config.cacheTimeoutMs,
       bodyTimeoutMs: config.originIdleTimeoutMs,
     });
-    const registryStore = new RegistryStore(cacheClient, CACHE_HOST);
+    const registryStore = new RegistryStore(cacheClient, CACHE_HOST, deps.writeHold);
     // A cluster proxy relays: the node proxies asking it fill from its answer, and its tier client
     // takes a redirect for no answer (it would go to the origin instead).
     if (config.blobRedirect === 'auto' && !config.clusterSelf) blobRedirects = new BlobRedirects(registryStore);
     inner = registryStore;
   } else {
-    inner = new FsStore(config.dataDir);
+    budget = config.maxCacheSize
+      ? resolveStoreBudget(config.maxCacheSize, config.cacheLowWater, config.dataDir)
+      : undefined;
+    const fs = new FsStore(config.dataDir, {
+      ...(budget ? { budget } : {}),
+      onEvicted: (digest, bytes) => {
+        metrics.evictions.inc();
+        metrics.evictedBytes.inc(bytes);
+        log.debug({ digest, bytes }, 'evicted from the embedded store (least recently used)');
+      },
+    });
+    metrics.trackCacheUsage(() => fs.usedBytes);
+    inner = fs;
   }
   const store = new ResilientStore(
     inner,
     {
       storeFailed: (op, err) => {
+        if (err instanceof CacheBudgetError) {
+          metrics.uncached.inc({ reason: 'too-large' });
+          log.info({ op, bytes: err.bytes, err: err.message }, 'too large to cache: served from the origin');
+          return;
+        }
         metrics.storeFailures.inc({ op });
         metrics.fallbacks.inc({ reason: 'cache-failed' });
         if (isDiskFull(err)) {
@@ -240,6 +267,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
   const fills = new BlobFills({
     tmpDir: join(config.dataDir, 'tmp'),
     store,
+    space: new SpaceGuard({ dir: join(config.dataDir, 'tmp'), ...(budget ? { budget } : {}) }),
     spoolCooldownMs: config.cacheCooldownMs,
     // Uploads to the cache registry yield to pulls in progress, which they would slow down; a
     // rename into the embedded store costs nothing.
@@ -252,6 +280,14 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
         store.noteWritten();
       },
       onFailed: (f, err) => {
+        if (err instanceof CacheBudgetError) {
+          metrics.uncached.inc({ reason: 'too-large' });
+          log.info(
+            { repo: f.repo, digest: f.digest, bytes: err.bytes, err: err.message },
+            'too large to cache: served from the origin, verified, uncached',
+          );
+          return;
+        }
         metrics.fills.inc({ result: 'failed' });
         // A spool failure has had its line (onSpoolFailed), once for the fill.
         if (err instanceof SpoolError) return;
@@ -263,6 +299,16 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       onSpoolFailed: (f, err) => {
         metrics.storeFailures.inc({ op: 'spool' });
         const at = { repo: f.repo, digest: f.digest, bytes: f.written };
+        if (err instanceof NoSpaceError) {
+          metrics.uncached.inc({ reason: 'no-space' });
+          metrics.diskFull.inc({ where: 'spool' });
+          store.noteDiskFull();
+          log.warn(
+            { ...at, size: f.size, where: 'spool', code: 'ENOSPC', err: err.message },
+            'disk full: not enough free space to cache this blob; serving it from the origin without caching',
+          );
+          return;
+        }
         if (isDiskFull(err)) {
           metrics.diskFull.inc({ where: 'spool' });
           store.noteDiskFull();
