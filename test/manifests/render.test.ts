@@ -12,7 +12,9 @@ import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { parseControllerConfig } from '../../src/config/controller.js';
 import { parseNodeSetupConfig } from '../../src/config/node-setup.js';
+import { readProxyConfig } from '../../src/config/proxy.js';
 import { parseWebhookConfig, type WebhookConfig } from '../../src/config/webhook.js';
 import { mutatePod } from '../../src/webhook/mutate-pod.js';
 import { createRewritePolicy } from '../../src/webhook/policy.js';
@@ -430,6 +432,37 @@ t.test('overlays that keep nodes working', { skip: bin ? false : 'kubectl is not
       resources: ['namespaces'],
       verbs: ['get', 'list', 'watch'],
     });
+  });
+
+  t.test('vulnerability-gate: one policy on the webhook, the node proxies and the controller', async (t) => {
+    const objs = render('overlays/vulnerability-gate');
+    const envOf = (c: any): Record<string, string> =>
+      Object.fromEntries(c.env.filter((e: any) => 'value' in e).map((e: any) => [e.name, e.value]));
+    const webhook = webhookConfigOf(objs).scanPolicy;
+    const proxyC = find(objs, 'DaemonSet', 'pullthrough-node-proxy').spec.template.spec.containers[0];
+    const proxy = readProxyConfig(proxyC.args.slice(1), {
+      ...envOf(proxyC),
+      NODE_NAME: 'node-1',
+      POD_NAMESPACE: 'pullthrough',
+    }).config.scanPolicy;
+    const ctlC = find(objs, 'Deployment', 'pullthrough-controller').spec.template.spec.containers[0];
+    const parsed = parseControllerConfig(ctlC.args.slice(1), { ...envOf(ctlC), POD_NAME: 'c-0' });
+    if (parsed.help) throw new Error('help');
+    t.equal(webhook?.mode, 'enforce', 'the webhook enforces');
+    t.same(proxy, webhook, 'the node proxy runs the same policy');
+    t.same(parsed.config.scanPolicy, webhook, 'and the controller');
+    t.ok(parsed.config.scanner?.url, 'the controller has a scanner to ask');
+    for (const role of ['pullthrough-webhook', 'pullthrough-proxy'])
+      t.same(
+        find(objs, 'ClusterRole', role).rules.at(-1),
+        { apiGroups: ['pullthrough.dev'], resources: ['cachedimages'], verbs: ['list'] },
+        `${role} may list the verdicts`,
+      );
+    const from = find(objs, 'NetworkPolicy', 'pullthrough-registry').spec.ingress[0].from;
+    t.ok(
+      from.some((p: any) => selects(p.podSelector, { 'app.kubernetes.io/component': 'scanner' })),
+      'the scanner may pull from the cache registry',
+    );
   });
 
   t.test('credential-providers: the kubelet config and plugins mounted read-only into the node proxy', async (t) => {
