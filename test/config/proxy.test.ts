@@ -226,3 +226,13 @@ t.test('readProxyConfig: --registry-credentials', async (t) => {
   t.notMatch(message, /hunter2/);
   t.throws(() => readProxyConfig(['--registry-credentials', dir], {}), { message: /EISDIR/ });
 });
+
+t.test('--blob-redirect: auto by default, off, and anything else refused by name', async (t) => {
+  t.equal(readProxyConfig([], {}).config.blobRedirect, 'auto');
+  t.equal(readProxyConfig(['--blob-redirect=off'], {}).config.blobRedirect, 'off');
+  t.equal(readProxyConfig([], { PULLTHROUGH_BLOB_REDIRECT: 'off' }).config.blobRedirect, 'off');
+  for (const bad of ['on', 'AUTO', '', 'true']) {
+    const e = configError(() => readProxyConfig([`--blob-redirect=${bad}`], {}));
+    t.match(e?.message, /--blob-redirect/, `${JSON.stringify(bad)} is refused, naming the flag`);
+  }
+});
