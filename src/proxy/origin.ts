@@ -15,6 +15,7 @@
  */
 import type { AccessGate, ObjectKind } from '../access/access-control.js';
 import type { OriginBlobRequest } from '../cache/blob-fill.js';
+import type { Credential } from '../oci/credentials.js';
 import { OciError, UpstreamError } from '../oci/errors.js';
 import { describe, SizeError, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
 import type { FallbackReason, OriginRateLimit } from '../observability/metrics.js';
@@ -33,6 +34,11 @@ export interface OriginRequestOptions {
    * may pull).
    */
   readonly authorization?: string | undefined;
+  /**
+   * Exactly these candidates (undefined: anonymous), instead of what the credential source offers
+   * for the repository: a pre-warm proving its own pull secret's access.
+   */
+  readonly credentials?: readonly (Credential | undefined)[];
 }
 
 /** What the pull path reports for metrics; every member optional (tests leave them out). */
@@ -84,6 +90,7 @@ export class Origin {
         ...(opts.headers ? { headers: opts.headers } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...(opts.authorization !== undefined ? { authorization: opts.authorization } : {}),
+        ...(opts.credentials ? { credentials: opts.credentials } : {}),
       });
       const limit = parseRateLimit(res.headers);
       if (limit) this.events.rateLimit?.(t.registry, limit);

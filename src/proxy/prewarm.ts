@@ -15,7 +15,7 @@ import { formatPlatform, MANIFEST_ACCEPT, parseManifest } from '../oci/media-typ
 import { parseReference, type ImageReference } from '../oci/reference.js';
 import type { RegistryClient } from '../oci/registry-client.js';
 import type { Log as Logger } from '../observability/logger.js';
-import { headerString, Origin } from './origin.js';
+import { headerString, isAuthError, Origin } from './origin.js';
 import { wants } from './persister.js';
 import type { PullService } from './pull-service.js';
 import type { Target } from './target.js';
@@ -96,6 +96,7 @@ export class Prewarmer {
     return this.o.credentials.with(t, req.credentials ?? [], async () => {
       const tagName = ref.digest === undefined ? (ref.tag ?? 'latest') : undefined;
       const reference = ref.digest ?? req.digest ?? tagName ?? 'latest';
+      await this.provesAccess(t, reference, req.credentials ?? [], req.signal);
       const { manifest } = await this.o.pull.manifest(t, reference, ctx);
       const tag = tagName !== undefined ? { name: tagName, confirmedAt: (this.o.now ?? Date.now)() } : undefined;
       if (!(await this.o.pull.persister.persist(t, manifest, tag, platforms))) {
@@ -103,6 +104,32 @@ export class Prewarmer {
       }
       return this.measure(t, manifest, platforms);
     });
+  }
+
+  /**
+   * A warm proves what a pull through a node proxy proves: that the origin lets these credentials
+   * (or nobody's) read the image. A copy already in the cache does not stand in for that, or a
+   * CachedImage without its pull secret would show a private image as Cached. An origin that
+   * cannot be asked (air-gapped, down) or no longer has it does not refuse: what is cached is
+   * warmed from the cache, as a pull would be served.
+   */
+  private async provesAccess(
+    t: Target,
+    reference: string,
+    credentials: readonly Credential[],
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    try {
+      // Its own secret or none: never another warm's of the same repository running meanwhile.
+      const res = await this.origin.request(t, 'HEAD', 'manifest', reference, {
+        headers: { accept: MANIFEST_ACCEPT },
+        credentials: [...credentials, undefined],
+        signal,
+      });
+      await res.body.dump();
+    } catch (err) {
+      if (isAuthError(err)) throw err;
+    }
   }
 
   /** The digest the origin names for the image's tag now, asked with a HEAD. */
@@ -113,6 +140,7 @@ export class Prewarmer {
     return this.o.credentials.with(t, req.credentials ?? [], async () => {
       const res = await this.origin.request(t, 'HEAD', 'manifest', tag, {
         headers: { accept: MANIFEST_ACCEPT },
+        credentials: [...(req.credentials ?? []), undefined],
         signal: req.signal,
       });
       await res.body.dump();

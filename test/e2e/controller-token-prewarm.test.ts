@@ -116,7 +116,7 @@ t.test('pre-warm of a private image behind token auth', { skip }, async (t) => {
     refresh: '1s',
     pullSecretRef: { namespace: 'team-a', name: 'alice' },
   });
-  // Another repository, not cached yet (a cached one is served from the cache to the warm).
+  // Another repository, not cached yet.
   put('no-secret', { image: `${locked}/team/other:v1` });
 
   const o = await eventually(
@@ -149,8 +149,19 @@ t.test('pre-warm of a private image behind token auth', { skip }, async (t) => {
   );
   t.match(refused.status?.message, /unauthorized|denied|refused|401/i, String(refused.status?.message));
 
+  // The same private image, already cached, by digest and without a secret: the cache does not
+  // stand in for the origin's yes.
+  put('cached-no-secret', { image: `${locked}/team/multi@${image.digest}` });
+  const cachedRefused = await eventually(
+    () => (object('cached-no-secret')?.status?.phase === 'Failed' ? object('cached-no-secret') : undefined),
+    'a cached private image without a secret: Failed',
+    120_000,
+  );
+  t.match(cachedRefused.status?.message, /unauthorized|denied|refused|401/i, String(cachedRefused.status?.message));
+  t.notOk(cachedRefused.status?.digest, 'and its status shows no digest');
+
   const events = api.store.list({ resource: 'events', kind: 'Event', apiVersion: 'v1', namespaced: true });
-  const everything = JSON.stringify({ events, objects: ['private', 'no-secret'].map(object) });
+  const everything = JSON.stringify({ events, objects: ['private', 'no-secret', 'cached-no-secret'].map(object) });
   t.notOk(everything.includes(PW), 'no password in a status or an Event');
   t.notOk(everything.includes(Buffer.from(`alice:${PW}`).toString('base64')), 'nor its base64');
 });
