@@ -102,3 +102,4 @@ export {
   type NodeReadiness,
   type NodeReadinessReport,
 } from './node-readiness.js';
+export { NotReadyNodes, type NotReadyNodesOptions } from './not-ready-nodes.js';

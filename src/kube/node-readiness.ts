@@ -9,8 +9,9 @@ import type { KubeClient } from './client.js';
 import { describeKubeError } from './errors.js';
 import { EventRecorder } from './event-recorder.js';
 import type { KubeLogger } from './logger.js';
+import { NODE_READY_LABEL } from '../webhook/policy.js';
 
-export const NODE_READY_LABEL = 'pullthrough.dev/node-ready';
+export { NODE_READY_LABEL };
 export const NODE_SETUP_ANNOTATION = 'pullthrough.dev/node-setup';
 export const NODE_NOT_READY_REASON = 'PullthroughNodeNotReady';
 /** Node Events go where the kubelet puts its own: the default namespace. */

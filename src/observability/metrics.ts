@@ -326,6 +326,7 @@ export const WEBHOOK_SKIP_REASONS = [
   'node-identity',
   'namespace-not-enabled',
   'namespace-unknown',
+  'node-not-ready',
 ] as const;
 export type WebhookSkipReason = (typeof WEBHOOK_SKIP_REASONS)[number];
 

@@ -112,5 +112,14 @@ for (const target of ['.', 'overlays/cri-o']) {
     t.ok(allowed('nodes', 'patch'), 'may patch Nodes (the label)');
     t.ok(allowed('events', 'create'), 'may create Events');
     t.notOk(allowed('nodes', 'update') || allowed('nodes', 'delete'), 'patch only');
+
+    // The webhook watches the Nodes labelled not ready, read-only, through a role of its own.
+    t.same(find(objs, 'ClusterRole', 'pullthrough-webhook-nodes').rules, [
+      { apiGroups: [''], resources: ['nodes'], verbs: ['list', 'watch'] },
+    ]);
+    t.match(find(objs, 'ClusterRoleBinding', 'pullthrough-webhook-nodes'), {
+      roleRef: { name: 'pullthrough-webhook-nodes' },
+      subjects: [{ kind: 'ServiceAccount', name: 'pullthrough-webhook', namespace: 'pullthrough' }],
+    });
   });
 }
