@@ -3,7 +3,8 @@
  * --node-name` against the fake API server and temp-dir containerd configurations. A node whose
  * containerd has no config_path naming the hosts dir (or no containerd config at all) gets the
  * label pullthrough.dev/node-ready=false and a Warning Event; a good node the label `true` and no
- * Event. The command exits 0 either way, and the status file holds the verdict.
+ * Event. The command exits 0 either way, and the status file holds the verdict, which the node
+ * proxy exports as pullthrough_node_setup_ok.
  */
 import t, { type Test } from 'tap';
 import { mkdir, mkdtemp, readFile, writeFile, rm } from 'node:fs/promises';
@@ -11,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeApiServer, writeKubeconfig, type KubeObject } from '../fake-apiserver/index.js';
 import { runNodeSetupCommand } from '../../src/cli/node-setup.js';
+import { readProxyConfig } from '../../src/config/proxy.js';
+import { ProxyMetrics } from '../../src/observability/metrics.js';
 import { NODE_NOT_READY_REASON, NODE_READY_LABEL, NODE_SETUP_ANNOTATION } from '../../src/kube/index.js';
 import { resourceByKind } from '../fake-apiserver/resources.js';
 
@@ -117,4 +120,33 @@ t.test('a hosts dir that cannot be written: not ready, still exit 0, status says
     ready: false,
     problems: [/registry configuration not written/],
   });
+});
+
+t.test("the node proxy exports node-setup's verdict as pullthrough_node_setup_ok", async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'pt-node-ready-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const statusFile = join(root, 'node-setup.json');
+  const proxyConfig = readProxyConfig(['--node-setup-status', statusFile], {}).config;
+  t.equal(proxyConfig.nodeSetupStatus, statusFile, '--node-setup-status');
+
+  const untracked = new ProxyMetrics({ defaults: false });
+  t.notMatch(await untracked.registry.metrics(), /pullthrough_node_setup_ok/, 'no series without a node-setup');
+
+  const metrics = new ProxyMetrics({ defaults: false });
+  metrics.trackNodeSetup(statusFile);
+  const value = async () => /^pullthrough_node_setup_ok (\d)$/m.exec(await metrics.registry.metrics())?.[1];
+  t.equal(await value(), '0', 'no status file yet: 0');
+  const setup = async (config: string) => {
+    await writeFile(join(root, 'config.toml'), config.replace('/etc/containerd/certs.d', join(root, 'certs.d')));
+    await runNodeSetupCommand([
+      '--runtime=containerd',
+      `--hosts-dir=${join(root, 'certs.d')}`,
+      `--containerd-config=${join(root, 'config.toml')}`,
+      `--status-file=${statusFile}`,
+    ]);
+  };
+  await setup(BAD);
+  t.equal(await value(), '0', 'a node node-setup cannot serve: 0');
+  await setup(GOOD);
+  t.equal(await value(), '1', 'a good node: 1');
 });
