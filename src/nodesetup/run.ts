@@ -92,7 +92,9 @@ export async function runNodeSetup(config: NodeSetupConfig, deps: NodeSetupDeps 
         ? await setupCrio(config, lookup, log, warn, problem, warnings)
         : await setupContainerd(config, lookup, log, warn, problem, warnings);
   } catch (err) {
-    // A write that fails (read-only or full host path, permissions): the node cannot be served.
+    // An undo that fails is the operator's error to see; a setup write that fails (read-only or
+    // full host path, permissions) is a node that cannot be served, reported like the others.
+    if (config.remove) throw err;
     problem(`${runtime} registry configuration not written: ${(err as Error).message} (check the hostPath mount)`);
     outcome = { runtime, files: {}, warnings };
   }
