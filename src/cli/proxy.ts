@@ -44,6 +44,7 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
     ...(onStale ? { onStale } : {}),
   });
   proxy.metrics.trackVolume(config.dataDir);
+  if (config.nodeSetupStatus) proxy.metrics.trackNodeSetup(config.nodeSetupStatus);
   const metricsServer = config.metricsListen
     ? startMetricsServer(proxy.metrics.registry, config.metricsListen, log)
     : undefined;

@@ -8,7 +8,7 @@ import { parseWebhookConfig, WEBHOOK_HELP } from '../config/webhook.js';
 import { createLogger } from '../observability/logger.js';
 import { startMetricsServer } from '../observability/metrics-server.js';
 import { WebhookMetrics } from '../observability/metrics.js';
-import type { NamespaceDirectory, WebhookKubeApi } from '../webhook/index.js';
+import type { NamespaceDirectory, NodeReadinessDirectory, WebhookKubeApi } from '../webhook/index.js';
 import { untilSignal } from './usage.js';
 import { startVerdicts } from './verdicts.js';
 
@@ -22,8 +22,11 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
   const { runWebhook } = await import('../webhook/index.js');
   let kubeApi: WebhookKubeApi | undefined;
   let namespaces: (NamespaceDirectory & { stop(): Promise<void> }) | undefined;
+  // With a Kubernetes client (the default install), pods bound to a node labelled not ready are left alone.
+  let nodes: (NodeReadinessDirectory & { stop(): Promise<void> }) | undefined;
   if (!parsed.config.tlsCertFile || parsed.config.namespaces === 'labelled') {
-    const { createKubeClient, createWebhookKubeApi, NamespaceInformer } = await import('../kube/index.js');
+    const { createKubeClient, createWebhookKubeApi, NamespaceInformer, NotReadyNodes } =
+      await import('../kube/index.js');
     const { kubeconfig } = parsed.config;
     const client = createKubeClient(kubeconfig ? { kubeconfig } : {});
     if (!parsed.config.tlsCertFile) kubeApi = createWebhookKubeApi(client);
@@ -32,6 +35,9 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
       informer.start();
       namespaces = informer;
     }
+    const notReady = new NotReadyNodes({ client, logger: log });
+    notReady.start();
+    nodes = notReady;
   }
   const metrics = new WebhookMetrics();
   const { metricsListen } = parsed.config;
@@ -41,6 +47,7 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
   const running = await runWebhook(parsed.config, {
     ...(kubeApi ? { kubeApi } : {}),
     ...(namespaces ? { namespaces } : {}),
+    ...(nodes ? { nodes } : {}),
     logger: log,
     metrics,
     ...(verdicts ? { gate: verdicts.gate } : {}),
@@ -50,5 +57,6 @@ export async function runWebhookCommand(argv: readonly string[]): Promise<number
   metricsServer?.close();
   await running.close();
   await namespaces?.stop();
+  await nodes?.stop();
   return 0;
 }

@@ -20,6 +20,13 @@ export interface NodeSetupConfig {
   clusterProxyUrl?: string;
   mirrorAll: boolean;
   containerdConfig?: string;
+  /** Where the node's root is mounted: stripped from --hosts-dir to compare with containerd's config_path. */
+  hostRoot?: string;
+  /** The Node labelled and given an Event (the downward API's spec.nodeName). */
+  nodeName?: string;
+  kubeconfig?: string;
+  /** JSON verdict the node proxy reads for pullthrough_node_setup_ok. */
+  statusFile?: string;
   remove: boolean;
 }
 
@@ -84,6 +91,30 @@ export const nodeSetupFlags: readonly FlagSpec[] = [
     arg: 'FILE',
     help: 'Check that its config_path includes --hosts-dir.',
   },
+  {
+    name: 'host-root',
+    kind: 'string',
+    arg: 'DIR',
+    default: '',
+    help:
+      "Where the node's root is mounted (e.g. /host): --hosts-dir without it is the path containerd's " +
+      'config_path must name.',
+  },
+  {
+    name: 'node-name',
+    kind: 'string',
+    arg: 'NAME',
+    help:
+      'Label this Node pullthrough.dev/node-ready=true|false, and record a Warning Event on it when it ' +
+      'cannot be served.',
+  },
+  { name: 'kubeconfig', kind: 'string', arg: 'FILE', help: 'For --node-name; in-cluster configuration without it.' },
+  {
+    name: 'status-file',
+    kind: 'string',
+    arg: 'FILE',
+    help: "Write the verdict here as JSON (the node proxy's --node-setup-status reads it).",
+  },
   { name: 'remove', kind: 'boolean', help: 'Undo: restore backups, remove our files.' },
 ];
 
@@ -125,6 +156,10 @@ export function parseNodeSetupConfig(
       ...(cluster ? { clusterProxyUrl: httpUrl('cluster-proxy', cluster) } : {}),
       mirrorAll: isTrue(v['mirror-all']),
       ...(containerdConfig ? { containerdConfig } : {}),
+      ...(v['host-root'] ? { hostRoot: v['host-root'].replace(/\/+$/, '') } : {}),
+      ...(v['node-name'] ? { nodeName: v['node-name'] } : {}),
+      ...(v.kubeconfig ? { kubeconfig: v.kubeconfig } : {}),
+      ...(v['status-file'] ? { statusFile: v['status-file'] } : {}),
       remove: isTrue(v.remove),
     },
   };

@@ -264,6 +264,12 @@ export const proxyFlags: readonly FlagSpec[] = [
     default: '127.0.0.1:7440',
     help: 'HOST:PORT for Prometheus /metrics; empty disables it.',
   },
+  {
+    name: 'node-setup-status',
+    kind: 'string',
+    arg: 'FILE',
+    help: "node-setup's --status-file: exported as pullthrough_node_setup_ok (the node proxy).",
+  },
   ...scanPolicyFlags,
 ];
 
@@ -325,6 +331,7 @@ export interface ProxyConfig {
   readonly originDownGraceMs: number;
   readonly logLevel: string;
   readonly metricsListen: { host: string; port: number } | undefined;
+  readonly nodeSetupStatus?: string;
   /** The vulnerability gate (--scan-policy); the proxy refuses what it denies. */
   readonly scanPolicy?: GatePolicy;
 }
@@ -405,6 +412,7 @@ export function readProxyConfig(
       originDownGraceMs: parseDuration('origin-down-grace', v['origin-down-grace']),
       logLevel: level,
       metricsListen: v['metrics-listen'] ? parseHostPort('metrics-listen', v['metrics-listen']) : undefined,
+      ...(v['node-setup-status'] ? { nodeSetupStatus: v['node-setup-status'] } : {}),
     },
   };
 }

@@ -94,3 +94,12 @@ export { EventRecorder, type EventRecorderOptions, type EventTarget } from './ev
 export { secretCredentials, type SecretCredentials, type SecretRef } from './secret-credentials.js';
 export { LeaderElector, type LeaderElectionOptions, type LeaseApi, type LeadFunction } from './leader-election.js';
 export { NamespaceInformer, type NamespaceInformerOptions } from './namespace-informer.js';
+export {
+  reportNodeReadiness,
+  NODE_READY_LABEL,
+  NODE_SETUP_ANNOTATION,
+  NODE_NOT_READY_REASON,
+  type NodeReadiness,
+  type NodeReadinessReport,
+} from './node-readiness.js';
+export { NotReadyNodes, type NotReadyNodesOptions } from './not-ready-nodes.js';

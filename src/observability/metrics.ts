@@ -307,8 +307,30 @@ export class ProxyMetrics {
     this.volumeDir = dir;
   }
 
+  /**
+   * Registered by trackNodeSetup only: the node proxy has a node-setup, the cluster proxy none (an
+   * unlabelled gauge would otherwise show 0 there). A status file that is missing or unreadable is
+   * 0 too: node-setup did not say the node is served.
+   */
+  trackNodeSetup(statusFile: string): void {
+    const gauge: Gauge = new Gauge({
+      name: 'pullthrough_node_setup_ok',
+      help: "1 when node-setup found this node's runtime pulls through pullthrough, else 0 (its Event says why).",
+      registers: [this.registry],
+      collect: (): void => gauge.set(readNodeSetupStatus(statusFile) ? 1 : 0),
+    });
+  }
+
   constructor(opts: { defaults?: boolean } = {}) {
     registerCommon(this.registry, opts.defaults !== false);
+  }
+}
+
+function readNodeSetupStatus(file: string): boolean {
+  try {
+    return (JSON.parse(readFileSync(file, 'utf8')) as { ready?: unknown }).ready === true;
+  } catch {
+    return false;
   }
 }
 
@@ -326,6 +348,7 @@ export const WEBHOOK_SKIP_REASONS = [
   'node-identity',
   'namespace-not-enabled',
   'namespace-unknown',
+  'node-not-ready',
 ] as const;
 export type WebhookSkipReason = (typeof WEBHOOK_SKIP_REASONS)[number];
 

@@ -14,6 +14,7 @@ export {
   ENABLED_NAMESPACE_LABEL,
   type RewritePolicy,
   type NamespaceDirectory,
+  type NodeReadinessDirectory,
   type NamespaceLookup,
 } from './policy.js';
 export { ensureCertificates, serviceDnsNames } from './cert-bootstrap.js';

@@ -6,6 +6,7 @@ import { pointerSegment, type JsonPatchOp } from './json-patch.js';
 import {
   IGNORE_LABEL,
   IGNORE_LABEL_VALUE,
+  NODE_READY_LABEL,
   ORIGINAL_IMAGES_ANNOTATION,
   SKIPPED_IMAGES_ANNOTATION,
   nodeIdentityReason,
@@ -78,6 +79,13 @@ function podLevelSkip(
   const labels = isObject(pod.metadata) ? stringRecord(pod.metadata.labels) : {};
   if (labels[IGNORE_LABEL] === IGNORE_LABEL_VALUE)
     return { reason: `pod is labelled ${IGNORE_LABEL}=${IGNORE_LABEL_VALUE}`, kind: 'pod-ignored' };
+  // Only a pod bound at admission (static, DaemonSet, spec.nodeName set by hand) names its node.
+  const nodeName = isObject(pod.spec) && typeof pod.spec.nodeName === 'string' ? pod.spec.nodeName : '';
+  if (nodeName && policy.nodeReadiness?.isNotReady(nodeName))
+    return {
+      reason: `node ${nodeName} is labelled ${NODE_READY_LABEL}=false (node-setup cannot serve it)`,
+      kind: 'node-not-ready',
+    };
   return undefined;
 }
 

@@ -9,6 +9,8 @@ import { parseReference } from '../oci/reference.js';
 
 export const IGNORE_LABEL = 'pullthrough.dev/image-caching-policy';
 export const IGNORE_LABEL_VALUE = 'ignore';
+/** node-setup labels its Node `true` or `false` (src/kube/node-readiness.ts). */
+export const NODE_READY_LABEL = 'pullthrough.dev/node-ready';
 export const ORIGINAL_IMAGES_ANNOTATION = 'pullthrough.dev/original-images';
 export const SKIPPED_IMAGES_ANNOTATION = 'pullthrough.dev/skipped-images';
 /** In `--namespaces=labelled` mode, only pods of namespaces carrying this label (value `true`) are rewritten. */
@@ -27,6 +29,11 @@ export type NamespaceLookup =
 
 export interface NamespaceDirectory {
   lookup(name: string): NamespaceLookup;
+}
+
+/** Nodes node-setup reported it cannot serve (src/kube's NotReadyNodes). */
+export interface NodeReadinessDirectory {
+  isNotReady(nodeName: string): boolean;
 }
 
 export interface RewritePolicy {
@@ -52,6 +59,8 @@ export interface RewritePolicy {
    * ENABLED_NAMESPACE_LABEL=true are rewritten, and a namespace it cannot judge is left alone.
    */
   readonly optInNamespaces?: NamespaceDirectory;
+  /** A pod already bound to a node listed here (spec.nodeName set at admission) is left alone. */
+  readonly nodeReadiness?: NodeReadinessDirectory;
 }
 
 export interface RewritePolicyInput {
@@ -66,6 +75,7 @@ export interface RewritePolicyInput {
   /** `labelled` needs `namespaceDirectory`. Default `all`. */
   namespaces?: NamespaceMode;
   namespaceDirectory?: NamespaceDirectory;
+  nodeReadiness?: NodeReadinessDirectory;
 }
 
 export function compileRegexes(patterns: readonly string[], flag: string): RegExp[] {
@@ -98,6 +108,7 @@ export function createRewritePolicy(input: RewritePolicyInput): RewritePolicy {
     ...(input.namespaces === 'labelled' && input.namespaceDirectory
       ? { optInNamespaces: input.namespaceDirectory }
       : {}),
+    ...(input.nodeReadiness ? { nodeReadiness: input.nodeReadiness } : {}),
   };
 }
 

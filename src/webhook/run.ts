@@ -8,7 +8,7 @@ import type { WebhookConfig } from '../config/webhook.js';
 import type { WebhookMetrics } from '../observability/metrics.js';
 import { ensureCertificates, serviceDnsNames } from './cert-bootstrap.js';
 import type { WebhookKubeApi } from './kube-api.js';
-import { createRewritePolicy, type NamespaceDirectory } from './policy.js';
+import { createRewritePolicy, type NamespaceDirectory, type NodeReadinessDirectory } from './policy.js';
 import { namespaceSelector, objectSelector } from './selectors.js';
 import { createWebhookServer, type TlsMaterial, type WebhookServer } from './server.js';
 import type { AdmissionGate } from './vulnerability-gate.js';
@@ -22,6 +22,8 @@ export interface WebhookDeps {
   metrics?: WebhookMetrics;
   /** Required with --namespaces=labelled: the namespaces' labels (src/kube's NamespaceInformer). */
   namespaces?: NamespaceDirectory;
+  /** Nodes node-setup labelled not ready (src/kube's NotReadyNodes); pods bound to them are left alone. */
+  nodes?: NodeReadinessDirectory;
   /** The vulnerability gate (--scan-policy warn|enforce). */
   gate?: AdmissionGate;
 }
@@ -47,6 +49,7 @@ export async function runWebhook(config: WebhookConfig, deps: WebhookDeps = {}):
     nodeIdentityRegistries: config.nodeIdentityRegistries,
     namespaces: config.namespaces,
     ...(deps.namespaces ? { namespaceDirectory: deps.namespaces } : {}),
+    ...(deps.nodes ? { nodeReadiness: deps.nodes } : {}),
   });
 
   let refresh: () => Promise<TlsMaterial>;

@@ -4,7 +4,7 @@
  * (events.k8s.io/v1), leases (coordination.k8s.io/v1), mutatingwebhookconfigurations
  * (admissionregistration.k8s.io/v1, cluster-scoped) and the cachedimages custom resource
  * (pullthrough.dev/v1alpha1, cluster-scoped, with a status subresource) and namespaces (core/v1,
- * cluster-scoped; `/api/v1/namespaces/{name}` reads one).
+ * cluster-scoped; `/api/v1/namespaces/{name}` reads one) and nodes (core/v1, cluster-scoped).
  */
 export interface ResourceType {
   /** Plural, as in the URL. */
@@ -35,6 +35,7 @@ export const RESOURCES: readonly ResourceType[] = [
     statusSubresource: true,
   },
   { resource: 'namespaces', kind: 'Namespace', apiVersion: 'v1', namespaced: false },
+  { resource: 'nodes', kind: 'Node', apiVersion: 'v1', namespaced: false },
   {
     resource: 'mutatingwebhookconfigurations',
     kind: 'MutatingWebhookConfiguration',

@@ -102,6 +102,9 @@ t.before(async () => {
   const dataDir = lab.tempDir('pt-scrape');
   proxy = await startProxy(['--data-dir', dataDir, '--insecure-registries', front]);
   proxy.metrics.trackVolume(dataDir); // as runProxy does
+  const nodeSetupStatus = join(dataDir, 'node-setup.json');
+  writeFileSync(nodeSetupStatus, JSON.stringify({ ready: true, problems: [], runtime: 'containerd' }));
+  proxy.metrics.trackNodeSetup(nodeSetupStatus); // as runProxy does with --node-setup-status
   servers.push(startMetricsServer(proxy.metrics.registry, { host: '127.0.0.1', port: PROXY_METRICS }, log));
   await pull();
   await pull();
@@ -182,6 +185,7 @@ t.test('each component serves /metrics in a format promtool accepts', { skip: pr
   t.match(scrapes['node-proxy'], /^pullthrough_origin_ratelimit_remaining\{registry="127.0.0.1:\d+"\} 76$/m);
   t.match(scrapes['node-proxy'], /^pullthrough_ready 1$/m, 'ready, as /readyz says');
   t.match(scrapes['node-proxy'], /^pullthrough_caching 1$/m);
+  t.match(scrapes['node-proxy'], /^pullthrough_node_setup_ok 1$/m, "node-setup's verdict");
   t.match(scrapes['node-proxy'], /^pullthrough_blob_fill_waiters 0$/m, 'no request waits on a fill after the pulls');
   t.match(scrapes.controller, /pullthrough_controller_leader 1/);
   t.match(scrapes.controller, /pullthrough_controller_writes_total [1-9]/);
