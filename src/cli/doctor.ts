@@ -16,6 +16,7 @@ import { DOCTOR_HELP, parseDoctorConfig, type DoctorConfig } from '../config/doc
 import {
   checkContainerdConfig,
   detectRuntime,
+  nodePath,
   DROP_IN_MARKER,
   DROP_IN_NAME,
   HOSTS_MARKER,
@@ -204,7 +205,7 @@ async function containerdConfigPath(config: DoctorConfig): Promise<CheckResult> 
       fix: "mount the node's containerd config and pass it as --containerd-config",
     };
   }
-  const c = checkContainerdConfig(text, config.hostsDir);
+  const c = checkContainerdConfig(text, nodePath(config.hostsDir, config.hostRoot));
   return c.ok
     ? { check, verdict: 'ok', why: `${c.message} (${config.containerdConfig})` }
     : {

@@ -11,6 +11,8 @@ export interface DoctorConfig {
   crioDir: string;
   registriesConfDir: string;
   hostsDir: string;
+  /** Where the node's root is mounted when the doctor runs in a pod (--host-root). */
+  hostRoot?: string;
   proxyHost: string;
   nodeProxyUrl: string;
   clusterProxyUrl?: string;
@@ -24,7 +26,16 @@ export interface DoctorConfig {
 }
 
 /** node-setup's flags the checks read; `containerd-config` defaults to where containerd keeps it. */
-const shared = ['runtime', 'crio-dir', 'registries-conf-dir', 'hosts-dir', 'proxy-host', 'node-proxy', 'cluster-proxy'];
+const shared = [
+  'runtime',
+  'crio-dir',
+  'registries-conf-dir',
+  'hosts-dir',
+  'host-root',
+  'proxy-host',
+  'node-proxy',
+  'cluster-proxy',
+];
 
 export const doctorFlags: readonly FlagSpec[] = [
   ...nodeSetupFlags.filter((f) => shared.includes(f.name)),
@@ -97,6 +108,7 @@ export function parseDoctorConfig(
       crioDir: valueOf(v, 'crio-dir'),
       registriesConfDir: valueOf(v, 'registries-conf-dir'),
       hostsDir: valueOf(v, 'hosts-dir'),
+      ...(v['host-root'] ? { hostRoot: v['host-root'].replace(/\/+$/, '') } : {}),
       proxyHost,
       nodeProxyUrl: baseUrl('node-proxy', valueOf(v, 'node-proxy')),
       ...(cluster ? { clusterProxyUrl: baseUrl('cluster-proxy', cluster) } : {}),

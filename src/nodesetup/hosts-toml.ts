@@ -62,6 +62,14 @@ export function renderHostsFiles(o: HostsOptions): HostsPlan[] {
   return plans;
 }
 
+/**
+ * The path as containerd on the node sees it: node-setup and the doctor run in a pod with the
+ * node's root mounted at `hostRoot` (e.g. `/host`), and containerd's `config_path` names node paths.
+ */
+export function nodePath(path: string, hostRoot: string | undefined): string {
+  return hostRoot && path.startsWith(`${hostRoot}/`) ? path.slice(hostRoot.length) : path;
+}
+
 /** Does containerd's config.toml point the CRI registry at a hosts directory? */
 export function checkContainerdConfig(text: string, hostsDir: string): { ok: boolean; message: string } {
   // A basic or a literal string: containerd 2.x's `config dump` writes the latter.

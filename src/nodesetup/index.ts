@@ -7,6 +7,12 @@ export {
   type NodeSetupResult,
   type NodeSetupStatus,
 } from './run.js';
-export { renderHostsFiles, checkContainerdConfig, MARKER as HOSTS_MARKER, type HostsOptions } from './hosts-toml.js';
+export {
+  renderHostsFiles,
+  checkContainerdConfig,
+  nodePath,
+  MARKER as HOSTS_MARKER,
+  type HostsOptions,
+} from './hosts-toml.js';
 export { writeHostsFiles, removeHostsFiles } from './write-hosts.js';
 export { renderRegistriesConf, writeDropIn, removeDropIn, DROP_IN_NAME, DROP_IN_MARKER } from './registries-conf.js';

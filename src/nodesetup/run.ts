@@ -12,7 +12,7 @@ import { isIP } from 'node:net';
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { NodeSetupConfig } from '../config/node-setup.js';
-import { checkContainerdConfig, renderHostsFiles } from './hosts-toml.js';
+import { checkContainerdConfig, nodePath, renderHostsFiles } from './hosts-toml.js';
 import { removeDropIn, renderRegistriesConf, writeDropIn } from './registries-conf.js';
 import { removeHostsFiles, writeHostsFiles } from './write-hosts.js';
 
@@ -131,10 +131,7 @@ async function setupContainerd(
   const runtime = 'containerd';
   if (config.containerdConfig && !config.remove) {
     // containerd reads config_path on the node, where the host root is /.
-    const nodeHostsDir =
-      config.hostRoot && config.hostsDir.startsWith(`${config.hostRoot}/`)
-        ? config.hostsDir.slice(config.hostRoot.length)
-        : config.hostsDir;
+    const nodeHostsDir = nodePath(config.hostsDir, config.hostRoot);
     let text: string | undefined;
     try {
       text = await readFile(config.containerdConfig, 'utf8');
