@@ -398,9 +398,15 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
       .slice(before)
       .filter((l) => l.method === 'GET' && String(l.path).includes('/blobs/'));
     t.comment(during.map((l) => `${String(l.status)} ${String(l.source)}`).join(', '));
+    // A blob whose redirect was asked of the dying replica is relayed from the cache instead (the
+    // proxy's ask for a redirect does not retry; its store read does): never the origin.
     t.ok(
-      during.every((l) => l.status === 307),
-      'every blob of that pull was redirected: requests after the kill went to replica 2',
+      during.length > 0 && during.every((l) => l.source === 'cache' && (l.status === 307 || l.status === 200)),
+      'every blob of that pull came from the cache: redirected, or relayed across the kill',
+    );
+    t.ok(
+      during.some((l) => l.status === 307),
+      'and redirects went on across the kill',
     );
     await lab.down('s3-front');
     frontLog = (await lab.logproxy('s3-front', S3_FRONT, `http://127.0.0.1:${S3}`)).log;
