@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { startMetricsServer } from '../observability/metrics-server.js';
 import { ControllerMetrics } from '../observability/metrics.js';
+import type { WriteHold } from '../cache/write-hold.js';
+import type { LeaseWriteHold } from '../kube/gc-lease.js';
 import { untilSignal } from './usage.js';
 
 export async function runControllerCommand(argv: readonly string[]): Promise<number> {
@@ -22,8 +24,11 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   const { createKubeClient, EventRecorder, secretCredentials } = await import('../kube/index.js');
   const { runController } = await import('../controller/run.js');
   const client = createKubeClient(config.kubeconfig !== undefined ? { kubeconfig: config.kubeconfig } : {});
-  // Pre-warm runs the proxy's own pull path, configured by the proxy's flag parser.
-  const warming = config.warmProxyArgs ? await startWarmer(config.warmProxyArgs, log) : undefined;
+  // Pre-warm runs the proxy's own pull path, configured by the proxy's flag parser; it writes to
+  // the cache registry, so it waits while a collection holds the Lease, as every writer does.
+  const writeHold = config.warmProxyArgs ? await startWriteHold(client, config.namespace, log) : undefined;
+  const warming =
+    config.warmProxyArgs && writeHold ? await startWarmer(config.warmProxyArgs, writeHold, log) : undefined;
   const events = new EventRecorder({ client, namespace: config.namespace, component: 'pullthrough-controller', log });
   const scans = config.scanner ? await scanQueue(config, client, events, log) : undefined;
   const running = runController(config, {
@@ -47,6 +52,7 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   metricsServer?.close();
   await running.close();
   await warming?.close();
+  await writeHold?.stop();
   return 0;
 }
 
@@ -84,11 +90,18 @@ async function scanQueue(config: ControllerConfig, client: KubeClient, events: E
   });
 }
 
-async function startWarmer(args: readonly string[], log: Logger) {
+async function startWriteHold(client: KubeClient, namespace: string, log: Logger): Promise<LeaseWriteHold> {
+  const { LeaseWriteHold } = await import('../kube/gc-lease.js');
+  const hold = new LeaseWriteHold({ api: client.coordination, namespace, log });
+  hold.start();
+  return hold;
+}
+
+async function startWarmer(args: readonly string[], writeHold: WriteHold, log: Logger) {
   const { readProxyConfig } = await import('../config/proxy.js');
   const { prepareSpoolDir } = await import('../cache/blob-fills.js');
   const { buildPrewarmer } = await import('../proxy/build-proxy.js');
   const { config } = readProxyConfig(args, {});
   await prepareSpoolDir(join(config.dataDir, 'tmp'));
-  return buildPrewarmer(config, { log });
+  return buildPrewarmer(config, { log, writeHold });
 }

@@ -144,7 +144,7 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-webhook'));
   t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-cluster-proxy'));
   const cluster = find(objs, 'Deployment', 'pullthrough-cluster-proxy').spec.template.spec;
-  t.equal(cluster.automountServiceAccountToken, false, 'the cluster proxy never talks to the API server');
+  t.notOk(cluster.automountServiceAccountToken === false, 'the cluster proxy reads the collection Lease');
   t.match(
     cluster.containers[0].args,
     ['proxy', /--listen=/, /--data-dir=/, /--cache-registry=/, '--node-name=', '--private-images=node-credentials'],
@@ -223,9 +223,19 @@ t.test(
     ]);
     t.same(rules('Role', 'pullthrough-controller'), [
       ['coordination.k8s.io', 'leases', undefined, ['create']],
-      ['coordination.k8s.io', 'leases', ['pullthrough-controller'], ['get', 'update']],
+      ['coordination.k8s.io', 'leases', ['pullthrough-controller', 'pullthrough-gc'], ['get', 'update']],
       ['', 'events', undefined, ['create']],
     ]);
+    t.same(
+      rules('Role', 'pullthrough-gc-lease-reader'),
+      [['coordination.k8s.io', 'leases', ['pullthrough-gc'], ['get']]],
+      'the collection Lease: read by name only',
+    );
+    t.same(
+      find(objs, 'RoleBinding', 'pullthrough-gc-lease-reader').subjects.map((s: any) => s.name),
+      ['pullthrough-proxy', 'pullthrough-cluster-proxy'],
+      'every proxy reads the collection Lease',
+    );
     const binding = find(objs, 'RoleBinding', 'pullthrough-controller');
     t.equal(binding.metadata.namespace, 'pullthrough', 'the Lease lives in the install namespace');
     t.notOk(
