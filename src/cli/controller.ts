@@ -31,10 +31,12 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
     config.warmProxyArgs && writeHold ? await startWarmer(config.warmProxyArgs, writeHold, log) : undefined;
   const events = new EventRecorder({ client, namespace: config.namespace, component: 'pullthrough-controller', log });
   const scans = config.scanner ? await scanQueue(config, client, events, log) : undefined;
+  const collector = config.collection ? await registryCollector(config, client, log) : undefined;
   const running = runController(config, {
     client,
     log,
     events,
+    ...(collector ? { collector } : {}),
     ...(scans ? { scans } : {}),
     ...(warming ? { warm: { warmer: warming.prewarmer, secrets: secretCredentials(client) } } : {}),
   });
@@ -43,6 +45,7 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
     writes: () => running.writes(),
     backlog: () => running.backlog(),
     images: () => running.book.images().length,
+    collections: () => running.collections(),
   });
   const metricsServer = config.metricsListen
     ? startMetricsServer(metrics.registry, config.metricsListen, log)
@@ -88,6 +91,54 @@ async function scanQueue(config: ControllerConfig, client: KubeClient, events: E
     events,
     log,
   });
+}
+
+/**
+ * The collector of the cache registry: deletes through the registry API, holds the writers on the
+ * collection Lease, and asks the registry pod's gc-runner to sweep. Deletes must be enabled.
+ */
+export async function registryCollector(config: ControllerConfig, client: KubeClient, log: Logger) {
+  const collection = config.collection;
+  const cacheRegistry = config.cacheRegistry;
+  if (!collection || !cacheRegistry) return undefined;
+  const { Agent } = await import('undici');
+  const { RegistryClient } = await import('../oci/registry-client.js');
+  const { RegistryCollector } = await import('../controller/registry-collector.js');
+  const { runnerGarbageCollect } = await import('../controller/gc-runner-client.js');
+  const { holdGcLease } = await import('../kube/gc-lease.js');
+  const collector = new RegistryCollector({
+    client: new RegistryClient({
+      name: 'cache',
+      dispatcher: new Agent({ connections: 4 }),
+      baseUrl: () => cacheRegistry,
+      credentials: { credentialsFor: () => Promise.resolve([]) },
+      userAgent: 'pullthrough-controller',
+      headersTimeoutMs: 30_000,
+      bodyTimeoutMs: 30_000,
+    }),
+    host: 'cache',
+    holdWriters: (work) =>
+      holdGcLease(
+        {
+          api: client.coordination,
+          namespace: config.namespace,
+          identity: config.identity,
+          leaseDurationMs: config.leaseDurationMs,
+          renewDeadlineMs: config.renewDeadlineMs,
+          retryPeriodMs: config.retryPeriodMs,
+          log,
+        },
+        work,
+      ),
+    settleMs: collection.settleMs,
+    garbageCollect: runnerGarbageCollect(collection.runnerUrl),
+    log,
+  });
+  log.info(
+    { intervalMs: collection.intervalMs, maxBytes: collection.maxBytes, runner: collection.runnerUrl },
+    'collecting the cache registry',
+  );
+  return collector;
 }
 
 async function startWriteHold(client: KubeClient, namespace: string, log: Logger): Promise<LeaseWriteHold> {

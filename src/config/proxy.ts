@@ -461,7 +461,7 @@ export function parseCacheSize(name: string, v: string): CacheSize {
   return { bytes: Math.floor(Number(m[1]) * unit) };
 }
 
-function parseFraction(name: string, v: string): number {
+export function parseFraction(name: string, v: string): number {
   const n = Number(v);
   if (!(n > 0 && n <= 1)) {
     throw new ConfigError(`--${name}: expected a fraction over 0 and at most 1, got ${JSON.stringify(v)}`);
