@@ -3,8 +3,9 @@
  * as the cache registry, the gc-runner sidecar running the lab's docker-registry garbage-collect on
  * that registry's storage, and the controller (its run function with the collector its CLI
  * builds). Two CachedImages: one expired and unused, one a pod uses. After one collection the
- * expired image is gone from the registry (manifest 404, its layer's bytes off the disk) and its
- * CachedImage says Evicted; the used one still pulls through a proxy with the origin stopped.
+ * expired image is gone from the registry (manifest 404, its layer's bytes off the disk), its
+ * CachedImage says Evicted (no digest, an Event) and turns Pending once a pod uses it again; the
+ * used one still pulls through a proxy with the origin stopped.
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
@@ -156,9 +157,28 @@ t.test('one collection removes the expired, unused image and keeps the used one'
   await eventually(() => running.collections()?.imagesRemoved === 1, 'the collection to count one removal', 30_000);
   t.pass('one image removed');
   t.same(running.book.images(), [usedRef], 'the controller sees the pod use the kept image');
-  await close();
+  const evicted = await eventually(
+    () =>
+      api.store
+        .list({ resource: 'events', kind: 'Event', apiVersion: 'v1', namespaced: true })
+        .map((e) => e as unknown as { reason: string; involvedObject: { name: string }; message: string })
+        .find((e) => e.reason === 'Evicted'),
+    'the Evicted Event',
+    30_000,
+  );
+  t.equal(evicted.involvedObject.name, cachedImageName(oldRef), 'an Event on the evicted CachedImage');
+  t.match(evicted.message, /team\/old:v1 removed from the cache \(expired\)/);
   t.equal(object(oldRef).status?.digest, undefined, 'the evicted CachedImage names no stored digest');
   t.match(object(oldRef).status?.message, /removed from the cache \(expired\)/);
+  // Used again: Pending, so the pull (or the pre-warmer) caches it again.
+  api.addPod(pod('again', { images: [`127.0.0.1:7439/${enc}/team/old:v1`] }));
+  await eventually(
+    () => object(oldRef).status?.phase === 'Pending',
+    'the evicted image, used again, to be Pending',
+    30_000,
+  );
+  t.pass('an evicted image used again is Pending');
+  await close();
   t.equal(object(usedRef).status?.digest, used.digest, 'the used image is still Cached');
 
   const head = async (repo: string, digest: string) => {
