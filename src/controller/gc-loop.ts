@@ -70,8 +70,16 @@ export class CollectionLoop {
     return this.stats;
   }
 
-  /** Passes every interval until `signal` aborts; the first one an interval after the start. */
+  /**
+   * Passes every interval until `signal` aborts; the first one an interval after the start. A
+   * registry that refuses deletes is said at once (and again by each pass that needs them).
+   */
   async run(signal: AbortSignal): Promise<void> {
+    try {
+      await this.o.collector.checkDeletes();
+    } catch (err) {
+      this.o.log.warn({ err: describeError(err) }, 'collection cannot remove anything from the cache registry');
+    }
     for (;;) {
       await sleep(this.o.intervalMs, signal);
       if (signal.aborted) return;
@@ -181,6 +189,8 @@ function describeError(err: unknown): object {
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
+    // Aborted already (leadership lost during the start check): an abort event never comes.
+    if (signal.aborted) return resolve();
     const timer = setTimeout(done, ms);
     function done(): void {
       clearTimeout(timer);

@@ -84,6 +84,35 @@ t.test('a failed pass makes the next one sweep; removed images become Evicted', 
   t.equal(w.loop.totals.imagesRemoved, 1);
 });
 
+t.test('a registry that refuses deletes is said at the start', async (t) => {
+  const warnings: string[] = [];
+  const stop = new AbortController();
+  const loop = new CollectionLoop({
+    api: {
+      list: () => Promise.resolve([]),
+      create: () => Promise.reject(new Error()),
+      patchStatus: () => Promise.reject(new Error()),
+    },
+    collector: {
+      checkDeletes: () =>
+        Promise.reject(Object.assign(new Error('the cache registry refuses deletes'), { code: 'DELETES_DISABLED' })),
+      collect: () => Promise.reject(new Error('not reached')),
+    },
+    budget: undefined,
+    expireAfterMs: DAY,
+    intervalMs: 3_600_000,
+    log: {
+      info: () => undefined,
+      warn: (obj) => {
+        warnings.push(JSON.stringify(obj));
+        stop.abort();
+      },
+    },
+  });
+  await loop.run(stop.signal);
+  t.match(warnings, [/DELETES_DISABLED.*refuses deletes/]);
+});
+
 t.test('the flags that turn collection on', async (t) => {
   const parse = (...argv: string[]) => {
     const p = parseControllerConfig(argv, {});
