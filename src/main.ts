@@ -10,6 +10,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runControllerCommand } from './cli/controller.js';
 import { runDoctorCommand } from './cli/doctor.js';
 import { runDecode, runEncode } from './cli/encode.js';
+import { runGcRunnerCommand } from './cli/gc-runner.js';
 import { runNodeSetupCommand } from './cli/node-setup.js';
 import { runProxy } from './cli/proxy.js';
 import { USAGE } from './cli/usage.js';
@@ -36,6 +37,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runWarmCommand(rest);
       case 'node-setup':
         return await runNodeSetupCommand(rest);
+      case 'gc-runner':
+        return await runGcRunnerCommand(rest);
       case 'doctor':
         return await runDoctorCommand(rest);
       case 'encode':

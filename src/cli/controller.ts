@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { startMetricsServer } from '../observability/metrics-server.js';
 import { ControllerMetrics } from '../observability/metrics.js';
+import type { WriteHold } from '../cache/write-hold.js';
+import type { LeaseWriteHold } from '../kube/gc-lease.js';
 import { untilSignal } from './usage.js';
 
 export async function runControllerCommand(argv: readonly string[]): Promise<number> {
@@ -22,14 +24,19 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   const { createKubeClient, EventRecorder, secretCredentials } = await import('../kube/index.js');
   const { runController } = await import('../controller/run.js');
   const client = createKubeClient(config.kubeconfig !== undefined ? { kubeconfig: config.kubeconfig } : {});
-  // Pre-warm runs the proxy's own pull path, configured by the proxy's flag parser.
-  const warming = config.warmProxyArgs ? await startWarmer(config.warmProxyArgs, log) : undefined;
+  // Pre-warm runs the proxy's own pull path, configured by the proxy's flag parser; it writes to
+  // the cache registry, so it waits while a collection holds the Lease, as every writer does.
+  const writeHold = config.warmProxyArgs ? await startWriteHold(client, config.namespace, log) : undefined;
+  const warming =
+    config.warmProxyArgs && writeHold ? await startWarmer(config.warmProxyArgs, writeHold, log) : undefined;
   const events = new EventRecorder({ client, namespace: config.namespace, component: 'pullthrough-controller', log });
   const scans = config.scanner ? await scanQueue(config, client, events, log) : undefined;
+  const collector = config.collection ? await registryCollector(config, client, log) : undefined;
   const running = runController(config, {
     client,
     log,
     events,
+    ...(collector ? { collector } : {}),
     ...(scans ? { scans } : {}),
     ...(warming ? { warm: { warmer: warming.prewarmer, secrets: secretCredentials(client) } } : {}),
   });
@@ -38,6 +45,7 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
     writes: () => running.writes(),
     backlog: () => running.backlog(),
     images: () => running.book.images().length,
+    collections: () => running.collections(),
   });
   const metricsServer = config.metricsListen
     ? startMetricsServer(metrics.registry, config.metricsListen, log)
@@ -47,6 +55,7 @@ export async function runControllerCommand(argv: readonly string[]): Promise<num
   metricsServer?.close();
   await running.close();
   await warming?.close();
+  await writeHold?.stop();
   return 0;
 }
 
@@ -84,11 +93,66 @@ async function scanQueue(config: ControllerConfig, client: KubeClient, events: E
   });
 }
 
-async function startWarmer(args: readonly string[], log: Logger) {
+/**
+ * The collector of the cache registry: deletes through the registry API, holds the writers on the
+ * collection Lease, and asks the registry pod's gc-runner to sweep. Deletes must be enabled.
+ */
+export async function registryCollector(config: ControllerConfig, client: KubeClient, log: Logger) {
+  const collection = config.collection;
+  const cacheRegistry = config.cacheRegistry;
+  if (!collection || !cacheRegistry) return undefined;
+  const { Agent } = await import('undici');
+  const { RegistryClient } = await import('../oci/registry-client.js');
+  const { RegistryCollector } = await import('../controller/registry-collector.js');
+  const { runnerGarbageCollect } = await import('../controller/gc-runner-client.js');
+  const { holdGcLease } = await import('../kube/gc-lease.js');
+  const collector = new RegistryCollector({
+    client: new RegistryClient({
+      name: 'cache',
+      dispatcher: new Agent({ connections: 4 }),
+      baseUrl: () => cacheRegistry,
+      credentials: { credentialsFor: () => Promise.resolve([]) },
+      userAgent: 'pullthrough-controller',
+      headersTimeoutMs: 30_000,
+      bodyTimeoutMs: 30_000,
+    }),
+    host: 'cache',
+    holdWriters: (work) =>
+      holdGcLease(
+        {
+          api: client.coordination,
+          namespace: config.namespace,
+          identity: config.identity,
+          leaseDurationMs: config.leaseDurationMs,
+          renewDeadlineMs: config.renewDeadlineMs,
+          retryPeriodMs: config.retryPeriodMs,
+          log,
+        },
+        work,
+      ),
+    settleMs: collection.settleMs,
+    garbageCollect: runnerGarbageCollect(collection.runnerUrl),
+    log,
+  });
+  log.info(
+    { intervalMs: collection.intervalMs, maxBytes: collection.maxBytes, runner: collection.runnerUrl },
+    'collecting the cache registry',
+  );
+  return collector;
+}
+
+async function startWriteHold(client: KubeClient, namespace: string, log: Logger): Promise<LeaseWriteHold> {
+  const { LeaseWriteHold } = await import('../kube/gc-lease.js');
+  const hold = new LeaseWriteHold({ api: client.coordination, namespace, log });
+  hold.start();
+  return hold;
+}
+
+async function startWarmer(args: readonly string[], writeHold: WriteHold, log: Logger) {
   const { readProxyConfig } = await import('../config/proxy.js');
   const { prepareSpoolDir } = await import('../cache/blob-fills.js');
   const { buildPrewarmer } = await import('../proxy/build-proxy.js');
   const { config } = readProxyConfig(args, {});
   await prepareSpoolDir(join(config.dataDir, 'tmp'));
-  return buildPrewarmer(config, { log });
+  return buildPrewarmer(config, { log, writeHold });
 }

@@ -9,6 +9,7 @@ import { ConfigError } from '../config/flags.js';
 import { PROXY_HELP, readProxyConfig, type ProxyConfig } from '../config/proxy.js';
 // Type only: src/kube loads @kubernetes/client-node, whose RSS only the commands that need it pay.
 import type { NodeKube } from '../kube/index.js';
+import type { LeaseWriteHold } from '../kube/gc-lease.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { startMetricsServer } from '../observability/metrics-server.js';
 import { buildProxy } from '../proxy/build-proxy.js';
@@ -36,8 +37,10 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   const collectYoung = youngGcFunction();
   const onStale = kube ? await staleImageEvents(kube, log) : undefined;
   const verdicts = await startVerdicts(config.scanPolicy, log, config.kubeconfig);
+  const writeHold = await startWriteHold(config, kube, log);
   const proxy = buildProxy(config, {
     log,
+    ...(writeHold ? { writeHold } : {}),
     ...(verdicts ? { gate: verdicts.gate } : {}),
     ...(collectYoung ? { collectYoung } : {}),
     ...(kube ? { podCredentials: kube.source, pods: kube.credentials } : {}),
@@ -62,6 +65,7 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
         : false,
       // Off only where V8 refused to hand out gc: then streaming's peak RSS is higher.
       youngGcPacing: collectYoung !== undefined,
+      collectionLease: writeHold ? `${config.gcLeaseNamespace}/pullthrough-gc` : false,
     },
     'pullthrough proxy ready',
   );
@@ -69,8 +73,38 @@ export async function runProxy(argv: readonly string[]): Promise<number> {
   metricsServer?.close();
   await proxy.close();
   verdicts?.stop();
+  await writeHold?.stop();
   await kube?.stop();
   return 0;
+}
+
+/**
+ * The collection Lease's reader: with a cache registry and a Lease namespace, writes to the
+ * registry wait while a collection runs there (src/kube/gc-lease.ts). It reads in the background;
+ * until its first read says the Lease is free, writes wait.
+ */
+export async function startWriteHold(
+  config: ProxyConfig,
+  kube: NodeKube | undefined,
+  log: Logger,
+): Promise<LeaseWriteHold | undefined> {
+  if (!config.cacheRegistry || !config.gcLeaseNamespace) return undefined;
+  const { createKubeClient, KubeConfigError } = await import('../kube/index.js');
+  const { LeaseWriteHold } = await import('../kube/gc-lease.js');
+  let client = kube?.client;
+  try {
+    client ??= createKubeClient(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {});
+  } catch (err) {
+    if (err instanceof KubeConfigError) throw new ConfigError(`--gc-lease-namespace: ${err.message}`);
+    throw err;
+  }
+  const hold = new LeaseWriteHold({
+    api: client.coordination,
+    namespace: config.gcLeaseNamespace,
+    log: log.child({ component: 'kube' }),
+  });
+  hold.start();
+  return hold;
 }
 
 /** Events on this node's pods when a tag they use is served stale (src/kube/stale-image-events.ts). */

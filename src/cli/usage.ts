@@ -8,6 +8,7 @@ Commands:
   proxy       the node proxy (serves pulls from the cache, fills it from origins)
   webhook     the admission webhook that rewrites pod images to the node proxy
   controller  keeps a CachedImage for every image pods use (one leader at a time)
+  gc-runner   runs the cache registry's garbage-collect for the controller (the registry's sidecar)
   warm        creates CachedImages from a list of images, so the controller fetches them
   node-setup  write containerd hosts.toml for the fallback chain (the DaemonSet's init step)
   doctor      check that this node can pull through pullthrough (exit 1 when it cannot)

@@ -6,6 +6,7 @@
 import { hostname } from 'node:os';
 import type { GatePolicy } from '../scan/policy.js';
 import { parseScannerConfig, parseScanPolicy, scanPolicyFlags, scannerFlags, type ScannerConfig } from './scan.js';
+import { parseCacheSize, parseFraction } from './proxy.js';
 import { ConfigError, helpText, parseDuration, parseFlags, parseHostPort, valueOf, type FlagSpec } from './flags.js';
 
 export interface ControllerConfig {
@@ -35,6 +36,19 @@ export interface ControllerConfig {
   readonly scanner?: ScannerConfig;
   /** Classifies scan Events (ScanBlocked). */
   readonly scanPolicy?: GatePolicy;
+  /** Collections of the cache registry (docs/garbage-collection.md); undefined: none. */
+  readonly collection?: CollectionConfig;
+}
+
+export interface CollectionConfig {
+  readonly intervalMs: number;
+  /** The gc-runner sidecar's base URL (POST /collect). */
+  readonly runnerUrl: string;
+  /** Undefined: only expired images are removed. */
+  readonly maxBytes?: number;
+  readonly lowWaterBytes?: number;
+  /** After the writers' hold is taken, before the sweep. */
+  readonly settleMs: number;
 }
 
 export const controllerFlags: readonly FlagSpec[] = [
@@ -97,6 +111,41 @@ export const controllerFlags: readonly FlagSpec[] = [
     arg: 'HOST:PORT',
     default: '0.0.0.0:7440',
     help: 'Where Prometheus /metrics is served (leader, writes, backlog); empty disables it.',
+  },
+  {
+    name: 'gc-interval',
+    kind: 'duration',
+    default: '1h',
+    help:
+      'Between collections of the cache registry (expired images, then the least recently pulled over ' +
+      '--max-cache-size); 0 turns collection off. Needs --cache-registry and --gc-runner.',
+  },
+  {
+    name: 'gc-runner',
+    kind: 'string',
+    arg: 'URL',
+    help: "The registry pod's gc-runner sidecar (POST /collect runs garbage-collect); without it nothing is collected.",
+  },
+  {
+    name: 'max-cache-size',
+    kind: 'string',
+    arg: 'SIZE',
+    help: 'The cache registry budget (e.g. 40GiB): above it the least recently pulled images are removed.',
+  },
+  {
+    name: 'cache-low-water',
+    kind: 'string',
+    arg: 'FRACTION',
+    default: '0.9',
+    help: 'A collection over --max-cache-size removes images until usage is under this share of it.',
+  },
+  {
+    name: 'gc-settle',
+    kind: 'duration',
+    default: '15s',
+    help:
+      "After taking the collection Lease, before the sweep: a writer's poll period (5s) plus the longest " +
+      'a write started before it saw the Lease may take.',
   },
   ...scanPolicyFlags,
   ...scannerFlags,
@@ -171,6 +220,34 @@ export function parseControllerConfig(
       ...(v['cache-registry'] ? { cacheRegistry: v['cache-registry'] } : {}),
       ...(scanner ? { scanner } : {}),
       scanPolicy: parseScanPolicy(flags),
+      ...collectionConfig(v, duration),
+    },
+  };
+}
+
+function collectionConfig(
+  v: Record<string, string | undefined>,
+  duration: (name: string) => number,
+): { collection?: CollectionConfig } {
+  const intervalMs = duration('gc-interval');
+  const runnerUrl = v['gc-runner'];
+  if (intervalMs === 0 || !runnerUrl) return {};
+  if (!v['cache-registry'])
+    throw new ConfigError('--gc-runner: collection removes images from --cache-registry; set it');
+  let maxBytes: number | undefined;
+  if (v['max-cache-size']) {
+    const size = parseCacheSize('max-cache-size', v['max-cache-size']);
+    if (!('bytes' in size))
+      throw new ConfigError('--max-cache-size: the controller takes a size (e.g. 40GiB), not a share');
+    maxBytes = size.bytes;
+  }
+  const lowWater = parseFraction('cache-low-water', valueOf(v, 'cache-low-water'));
+  return {
+    collection: {
+      intervalMs,
+      runnerUrl,
+      ...(maxBytes !== undefined ? { maxBytes, lowWaterBytes: Math.floor(maxBytes * lowWater) } : {}),
+      settleMs: duration('gc-settle'),
     },
   };
 }

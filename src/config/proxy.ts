@@ -231,7 +231,9 @@ export const proxyFlags: readonly FlagSpec[] = [
     name: 'kubeconfig',
     kind: 'string',
     default: '',
-    help: 'A kubeconfig file for the API server; empty: the in-cluster ServiceAccount. Only used with a node name.',
+    help:
+      'A kubeconfig file for the API server; empty: the in-cluster ServiceAccount. Only used with a node name ' +
+      'or a collection Lease (--gc-lease-namespace).',
   },
   {
     name: 'auth-ttl',
@@ -256,6 +258,14 @@ export const proxyFlags: readonly FlagSpec[] = [
     help:
       'With --private-when-origin-down=serve-confirmed: how old a confirmation may be and still serve a ' +
       'private image while the origin is unreachable.',
+  },
+  {
+    name: 'gc-lease-namespace',
+    kind: 'string',
+    help:
+      'With --cache-registry: the namespace of the collection Lease (pullthrough-gc) this proxy reads, holding ' +
+      'its writes to the cache registry while a collection runs there (docs/garbage-collection.md). Unset: ' +
+      'POD_NAMESPACE; empty: writes never wait (no collection may run on that registry).',
   },
   { name: 'log-level', kind: 'string', default: 'info', help: 'pino level: trace, debug, info, warn, error.' },
   {
@@ -324,6 +334,8 @@ export interface ProxyConfig {
   /** Empty: no pod credentials (standalone). */
   readonly nodeName: string;
   readonly kubeconfig: string | undefined;
+  /** The collection Lease's namespace: writes to the cache registry wait while it is held; empty: never. */
+  readonly gcLeaseNamespace: string;
   readonly authTtlMs: number;
   readonly privateImages: PrivateImagesMode;
   readonly privateTo: PrivateTo;
@@ -404,6 +416,7 @@ export function readProxyConfig(
       clusterCooldownMs: parseDuration('cluster-cooldown', v['cluster-cooldown']),
       nodeName,
       kubeconfig: v.kubeconfig ? resolve(v.kubeconfig) : undefined,
+      gcLeaseNamespace: cacheRegistry ? (v['gc-lease-namespace'] ?? env.POD_NAMESPACE ?? '').trim() : '',
       authTtlMs: parseDuration('auth-ttl', v['auth-ttl']),
       privateWhenOriginDown: originDownPolicy(v['private-when-origin-down']),
       privateImages,
@@ -456,7 +469,7 @@ export function parseCacheSize(name: string, v: string): CacheSize {
   return { bytes: Math.floor(Number(m[1]) * unit) };
 }
 
-function parseFraction(name: string, v: string): number {
+export function parseFraction(name: string, v: string): number {
   const n = Number(v);
   if (!(n > 0 && n <= 1)) {
     throw new ConfigError(`--${name}: expected a fraction over 0 and at most 1, got ${JSON.stringify(v)}`);

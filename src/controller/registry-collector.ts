@@ -11,7 +11,7 @@ import { cacheRepositoryName } from '../oci/encoding.js';
 import type { RegistryClient, RegistryResponse } from '../oci/registry-client.js';
 import { parseReference } from '../oci/reference.js';
 
-export type CollectorErrorCode = 'DELETES_DISABLED' | 'DELETE_FAILED';
+export type CollectorErrorCode = 'DELETES_DISABLED' | 'DELETE_FAILED' | 'COLLECT_FAILED';
 
 export class CollectorError extends Error {
   readonly code: CollectorErrorCode;
@@ -40,7 +40,7 @@ export interface RegistryCollectorOptions {
    */
   readonly settleMs: number;
   /** Runs distribution's garbage-collect on the registry's storage (never --delete-untagged). */
-  readonly garbageCollect: (signal: AbortSignal) => Promise<void>;
+  readonly garbageCollect: (signal: AbortSignal) => Promise<unknown>;
   readonly log: CollectorLog;
 }
 

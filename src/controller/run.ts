@@ -15,6 +15,7 @@ import { PodUsageFeed } from '../kube/pod-usage-feed.js';
 import type { EventRecorder } from '../kube/event-recorder.js';
 import type { ScanQueue } from '../kube/scan-queue.js';
 import type { SecretCredentials } from '../kube/secret-credentials.js';
+import { CollectionLoop, type CollectionStats, type Collector } from './gc-loop.js';
 import { UsageBook } from './usage-book.js';
 import { UsageWriter } from './usage-writer.js';
 import { WarmQueue, type ImageWarmer } from './warm-queue.js';
@@ -29,6 +30,8 @@ export interface ControllerDeps {
   readonly events?: EventRecorder;
   /** Vulnerability scans of cached digests (--scanner-url); without it nothing is scanned. */
   readonly scans?: ScanQueue;
+  /** Removes images from the cache registry (with config.collection); without it nothing is collected. */
+  readonly collector?: Collector;
 }
 
 /** Between two lists of every CachedImage (new ones are warmed; the writer sees others' writes). */
@@ -41,6 +44,8 @@ export interface RunningController {
   writes(): number;
   /** Images waiting for a write while leading; undefined while not leading. */
   backlog(): number | undefined;
+  /** Collections since start; undefined when collection is off. */
+  collections(): CollectionStats | undefined;
   /** Stops leading (handing the Lease back) and watching. */
   close(): Promise<void>;
 }
@@ -72,6 +77,21 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
     retryPeriodMs: config.retryPeriodMs,
     log,
   });
+  const collection =
+    config.collection && deps.collector
+      ? new CollectionLoop({
+          api,
+          collector: deps.collector,
+          budget:
+            config.collection.maxBytes !== undefined && config.collection.lowWaterBytes !== undefined
+              ? { maxBytes: config.collection.maxBytes, lowWaterBytes: config.collection.lowWaterBytes }
+              : undefined,
+          expireAfterMs: config.expireAfterMs,
+          intervalMs: config.collection.intervalMs,
+          log,
+          ...(deps.events ? { events: deps.events } : {}),
+        })
+      : undefined;
   let writes = 0;
   let current: UsageWriter | undefined;
   const stop = new AbortController();
@@ -90,6 +110,8 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
       ? new WarmQueue({ api, log, ...deps.warm, ...(deps.events ? { events: deps.events } : {}) })
       : undefined;
     current = writer;
+    // Collections run beside the status writes: a sweep takes long and must not stall them.
+    const collecting = collection?.run(leading);
     const before = writes;
     let started = false;
     let listedAt = 0;
@@ -113,6 +135,7 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
     }
     await warms?.idle();
     await deps.scans?.idle();
+    await collecting;
     current = undefined;
   };
   const done = elector.run(stop.signal, lead);
@@ -121,6 +144,7 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
     isLeader: () => elector.isLeader,
     writes: () => writes,
     backlog: () => current?.backlog,
+    collections: () => collection?.totals,
     async close() {
       stop.abort();
       await done;

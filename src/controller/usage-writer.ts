@@ -102,7 +102,8 @@ export class UsageWriter {
   private *dueToExpire(): Iterable<string> {
     const now = this.o.now();
     for (const object of this.known.values()) {
-      if (object.spec.retain === true || object.status?.phase === 'Expiring') continue;
+      const phase = object.status?.phase;
+      if (object.spec.retain === true || phase === 'Expiring' || phase === 'Evicted') continue;
       const usage = this.o.book.usage(object.spec.image);
       const last = this.lastUsed(object, usage.lastUsed);
       if (usage.pods.length === 0 && last !== undefined && now - last >= this.o.expireAfterMs) yield object.spec.image;
@@ -172,7 +173,13 @@ export class UsageWriter {
       object.spec.retain !== true &&
       lastUsed !== undefined &&
       this.o.now() - lastUsed >= this.o.expireAfterMs;
-    if (expiring && status.phase !== 'Expiring') {
+    if (status.phase === 'Evicted') {
+      // Removed by a collection: Pending once used (or retained) again, which fetches it again.
+      if (pods.length > 0 || object.spec.retain === true) {
+        patch.phase = 'Pending';
+        patch.message = null;
+      }
+    } else if (expiring && status.phase !== 'Expiring') {
       patch.phase = 'Expiring';
       patch.message = `unused since ${String(lastUsedText)}`;
     } else if (!expiring && status.phase === 'Expiring') {

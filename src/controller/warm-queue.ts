@@ -120,7 +120,8 @@ export class WarmQueue {
     if (this.running.has(o.metadata.name)) return false;
     const s = o.status;
     const generation = o.metadata.generation ?? 1;
-    if (s?.phase === 'Expiring') return false;
+    // Unused ones: expiring, or removed from the cache by a collection (fetched again once used).
+    if (s?.phase === 'Expiring' || s?.phase === 'Evicted') return false;
     if (s?.phase === 'Cached' && s.observedGeneration === generation) return false;
     const retry = this.retries.get(o.metadata.name);
     if (!retry) return true;

@@ -13,7 +13,7 @@ export const CACHED_IMAGE_GROUP = 'pullthrough.dev';
 export const CACHED_IMAGE_VERSION = 'v1alpha1';
 export const CACHED_IMAGE_PLURAL = 'cachedimages';
 
-export type CachedImagePhase = 'Pending' | 'Caching' | 'Cached' | 'Failed' | 'Expiring';
+export type CachedImagePhase = 'Pending' | 'Caching' | 'Cached' | 'Failed' | 'Expiring' | 'Evicted';
 
 export interface CachedImageSpec {
   readonly image: string;

@@ -392,6 +392,16 @@ export interface ControllerState {
   backlog(): number | undefined;
   /** Images the usage book knows. */
   images(): number;
+  /** Collections of the cache registry since start; undefined or absent: collection is off. */
+  collections?(): ControllerCollections | undefined;
+}
+
+export interface ControllerCollections {
+  readonly succeeded: number;
+  readonly failed: number;
+  readonly imagesRemoved: number;
+  readonly usedBytesBefore: number;
+  readonly usedBytesAfter: number;
 }
 
 export class ControllerMetrics {
@@ -425,6 +435,43 @@ export class ControllerMetrics {
       help: "Images in this replica's usage book (what pods use across the cluster).",
       registers: [this.registry],
       collect: (): void => images.set(state.images()),
+    });
+    const collections = new Counter<'outcome'>({
+      name: 'pullthrough_controller_collections_total',
+      help: 'Collections of the cache registry this replica ran, by outcome (succeeded, failed).',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+      collect: (): void => {
+        const c = state.collections?.();
+        collections.reset();
+        if (!c) return;
+        collections.inc({ outcome: 'succeeded' }, c.succeeded);
+        collections.inc({ outcome: 'failed' }, c.failed);
+      },
+    });
+    const removed: Counter = new Counter({
+      name: 'pullthrough_controller_images_removed_total',
+      help: 'Images the collections removed from the cache registry.',
+      registers: [this.registry],
+      collect: (): void => {
+        removed.reset();
+        removed.inc(state.collections?.()?.imagesRemoved ?? 0);
+      },
+    });
+    const used = new Gauge<'when'>({
+      name: 'pullthrough_controller_cache_estimated_bytes',
+      help:
+        "The cache registry's usage as the last collection estimated it (the sum of its images' sizes: a " +
+        'shared layer counts in each image), before and after its removals.',
+      labelNames: ['when'],
+      registers: [this.registry],
+      collect: (): void => {
+        const c = state.collections?.();
+        used.reset();
+        if (!c) return;
+        used.set({ when: 'before' }, c.usedBytesBefore);
+        used.set({ when: 'after' }, c.usedBytesAfter);
+      },
     });
   }
 }

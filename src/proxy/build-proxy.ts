@@ -464,9 +464,16 @@ export interface BuiltPrewarmer {
  * wiring and flags as a proxy, with no pods to check (it serves nobody) and each warm's own
  * credentials.
  */
-export function buildPrewarmer(config: ProxyConfig, deps: { readonly log: Logger }): BuiltPrewarmer {
+export function buildPrewarmer(
+  config: ProxyConfig,
+  deps: { readonly log: Logger; readonly writeHold?: WriteHold },
+): BuiltPrewarmer {
   const credentials = new WarmCredentials();
-  const proxy = buildProxy(config, { log: deps.log, podCredentials: credentials });
+  const proxy = buildProxy(config, {
+    log: deps.log,
+    podCredentials: credentials,
+    ...(deps.writeHold ? { writeHold: deps.writeHold } : {}),
+  });
   const prewarmer = new Prewarmer({
     pull: proxy.pull,
     origin: proxy.origin,

@@ -138,6 +138,30 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   }
   const reg = find(objs, 'Deployment', 'pullthrough-registry').spec.template.spec;
   t.match(reg.containers[0].image, /^registry:(3|2\.8)/);
+  const runner = reg.containers.find((c: any) => c.name === 'gc-runner');
+  t.equal(runner.args[0], 'gc-runner', 'the gc-runner sidecar runs in the registry pod');
+  const dataMount = (c: any) => c.volumeMounts.find((m: any) => m.name === 'data')?.mountPath;
+  t.equal(dataMount(runner), dataMount(reg.containers[0]), "the gc-runner shares the registry's volume");
+  t.equal(
+    runner.env.find((e: any) => e.name === 'REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY')?.value,
+    reg.containers[0].env.find((e: any) => e.name === 'REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY')?.value,
+    "the gc-runner sees the registry's storage where the registry does",
+  );
+  t.same(reg.initContainers[0].image, reg.containers[0].image, "the gc-runner runs the registry's own binary");
+  const regPolicy = find(objs, 'NetworkPolicy', 'pullthrough-registry').spec.ingress;
+  t.same(
+    regPolicy.filter((r: any) => r.ports.some((p: any) => p.port === 'gc-runner')).map((r: any) => r.from),
+    [
+      [
+        {
+          podSelector: {
+            matchLabels: { 'app.kubernetes.io/name': 'pullthrough', 'app.kubernetes.io/component': 'controller' },
+          },
+        },
+      ],
+    ],
+    'only the controller reaches the gc-runner',
+  );
   t.match(reg.containers[0].env, [
     { name: 'REGISTRY_HTTP_ADDR' },
     { name: 'REGISTRY_STORAGE_DELETE_ENABLED', value: 'true' },
@@ -146,7 +170,7 @@ t.test('what the install depends on', { skip: bin ? false : 'kubectl is not inst
   t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-webhook'));
   t.ok(find(objs, 'PodDisruptionBudget', 'pullthrough-cluster-proxy'));
   const cluster = find(objs, 'Deployment', 'pullthrough-cluster-proxy').spec.template.spec;
-  t.equal(cluster.automountServiceAccountToken, false, 'the cluster proxy never talks to the API server');
+  t.notOk(cluster.automountServiceAccountToken === false, 'the cluster proxy reads the collection Lease');
   t.match(
     cluster.containers[0].args,
     ['proxy', /--listen=/, /--data-dir=/, /--cache-registry=/, '--node-name=', '--private-images=node-credentials'],
@@ -211,6 +235,8 @@ t.test(
       'controller',
       '--cache-registry=http://pullthrough-registry.pullthrough.svc.cluster.local:5000',
       '--spool-dir=/tmp/pullthrough',
+      '--gc-runner=http://pullthrough-registry.pullthrough.svc.cluster.local:5001',
+      '--gc-interval=1h',
     ]);
     t.match(pod.volumes, [{ name: 'tmp', emptyDir: {} }], 'the spool on a volume of its own');
     const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
@@ -225,9 +251,19 @@ t.test(
     ]);
     t.same(rules('Role', 'pullthrough-controller'), [
       ['coordination.k8s.io', 'leases', undefined, ['create']],
-      ['coordination.k8s.io', 'leases', ['pullthrough-controller'], ['get', 'update']],
+      ['coordination.k8s.io', 'leases', ['pullthrough-controller', 'pullthrough-gc'], ['get', 'update']],
       ['', 'events', undefined, ['create']],
     ]);
+    t.same(
+      rules('Role', 'pullthrough-gc-lease-reader'),
+      [['coordination.k8s.io', 'leases', ['pullthrough-gc'], ['get']]],
+      'the collection Lease: read by name only',
+    );
+    t.same(
+      find(objs, 'RoleBinding', 'pullthrough-gc-lease-reader').subjects.map((s: any) => s.name),
+      ['pullthrough-proxy', 'pullthrough-cluster-proxy'],
+      'every proxy reads the collection Lease',
+    );
     const binding = find(objs, 'RoleBinding', 'pullthrough-controller');
     t.equal(binding.metadata.namespace, 'pullthrough', 'the Lease lives in the install namespace');
     t.notOk(
@@ -325,8 +361,16 @@ t.test('only the proxies reach the cache registry', { skip: bin ? false : 'kubec
       `${target}: and to no other pods`,
     );
     t.same(policy.policyTypes, ['Ingress']);
-    t.equal(policy.ingress.length, 1, 'one rule');
-    const [rule] = policy.ingress;
+    t.equal(policy.ingress.length, 2, 'two rules: the registry port, and the gc-runner port');
+    const [rule, gcRule] = policy.ingress;
+    t.same(gcRule.ports, [{ protocol: 'TCP', port: 'gc-runner' }]);
+    t.same(
+      workloads
+        .filter((o) => gcRule.from.some((peer: any) => selects(peer.podSelector, labelsOf(o))))
+        .map((o) => o.metadata.name),
+      ['pullthrough-controller'],
+      `${target}: only the controller reaches the gc-runner`,
+    );
     t.ok(
       rule.from.every((peer: any) => peer.podSelector && !peer.namespaceSelector && !peer.ipBlock),
       `${target}: peers are pods of this namespace only`,
@@ -350,6 +394,7 @@ t.test('only the proxies reach the cache registry', { skip: bin ? false : 'kubec
     );
     t.same(rule.ports, [{ protocol: 'TCP', port: 'registry' }]);
     t.ok(portNames.includes('registry'), `${target}: the policy's named port is the registry container's`);
+    t.ok(portNames.includes('gc-runner'), `${target}: and the gc-runner's`);
   }
 });
 
