@@ -27,6 +27,7 @@ export class NamespaceInformer implements NamespaceDirectory {
       path: '/api/v1/namespaces',
       list: () => core.listNamespace(),
       what: 'namespace list/watch',
+      recovered: 'namespace watch recovered',
       staleMeans: 'namespace labels may be stale until it recovers',
     });
   }

@@ -32,6 +32,7 @@ export class NotReadyNodes implements NodeReadinessDirectory {
       list: () => core.listNode({ labelSelector: SELECTOR }),
       labelSelector: SELECTOR,
       what: `node list/watch (${SELECTOR})`,
+      recovered: 'node watch recovered',
       staleMeans: 'node readiness may be stale',
     });
   }

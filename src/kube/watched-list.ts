@@ -5,7 +5,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { KubeClient } from './client.js';
-import { DeadlineWatch } from './deadline-watch.js';
+import { DeadlineWatch, type WatchDeadlines } from './deadline-watch.js';
 import { describeKubeError } from './errors.js';
 import { silentLogger, type KubeLogger } from './logger.js';
 
@@ -16,13 +16,21 @@ export interface WatchedListOptions<T extends k8s.KubernetesObject> {
   /** The list call (with the same label selector as `labelSelector`). */
   readonly list: () => Promise<k8s.KubernetesListObject<T>>;
   readonly labelSelector?: string;
+  readonly fieldSelector?: string;
   /** What the log lines call it, e.g. `namespace list/watch`. */
   readonly what: string;
+  /** What the recovery line says, e.g. `namespace watch recovered`. */
+  readonly recovered: string;
+  /** Fields on every log line, e.g. the node a pod list is for. */
+  readonly logFields?: Record<string, unknown>;
+  /** Told of every change after the list (ListWatch's ADD, UPDATE, DELETE). */
+  readonly sink?: { upsert(o: T): void; remove(o: T): void };
   /** What a failure means for the answers, for the outage's one warning. */
   readonly staleMeans: string;
   readonly logger?: KubeLogger;
   /** Retry delays after a failed list or watch. Default 500 ms doubling to 30 s. */
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly watch?: Partial<WatchDeadlines>;
 }
 
 export class WatchedList<T extends k8s.KubernetesObject> {
@@ -41,25 +49,37 @@ export class WatchedList<T extends k8s.KubernetesObject> {
     this.log = o.logger ?? silentLogger;
     this.backoff = o.backoff ?? { initialMs: 500, maxMs: 30_000 };
     this.delay = this.backoff.initialMs;
-    // Spread like client-go's: 5 to 10 minutes.
-    const timeoutSeconds = 300 + Math.floor(Math.random() * 300);
-    this.watcher = new DeadlineWatch(
-      o.client.config,
-      { connectTimeoutMs: 30_000, idleTimeoutMs: (timeoutSeconds + 60) * 1000, timeoutSeconds },
-      () => this.healthy(),
-    );
+    // client-go picks a watch timeout between 5 and 10 minutes so watches across nodes spread out.
+    const timeoutSeconds = o.watch?.timeoutSeconds ?? 300 + Math.floor(Math.random() * 300);
+    const deadlines: WatchDeadlines = {
+      connectTimeoutMs: o.watch?.connectTimeoutMs ?? 30_000,
+      idleTimeoutMs: o.watch?.idleTimeoutMs ?? (timeoutSeconds + 60) * 1000,
+      timeoutSeconds,
+    };
+    this.watcher = new DeadlineWatch(o.client.config, deadlines, () => this.healthy());
     const list = async (): Promise<k8s.KubernetesListObject<T>> => {
       const items = await o.list();
       this.listed(items.items.length);
       return items;
     };
-    this.informer = new k8s.ListWatch<T>(o.path, this.watcher, list, false, o.labelSelector);
+    this.informer = new k8s.ListWatch<T>(o.path, this.watcher, list, false, o.labelSelector, o.fieldSelector);
+    const sink = o.sink;
+    if (sink) {
+      this.informer.on(k8s.ADD, (x) => sink.upsert(x));
+      this.informer.on(k8s.UPDATE, (x) => sink.upsert(x));
+      this.informer.on(k8s.DELETE, (x) => sink.remove(x));
+    }
     this.informer.on(k8s.ERROR, (err) => this.failed(err));
   }
 
   /** Whether the first list has been indexed. */
   get synced(): boolean {
     return this.syncedOnce;
+  }
+
+  /** False while list or watch is failing and being retried. */
+  get connected(): boolean {
+    return this.syncedOnce && !this.failing;
   }
 
   get(name: string): T | undefined {
@@ -92,7 +112,7 @@ export class WatchedList<T extends k8s.KubernetesObject> {
 
   private listed(count: number): void {
     this.healthy();
-    this.log.debug({ items: count }, `${this.o.what}: listed`);
+    this.log.debug({ ...this.o.logFields, items: count }, `${this.o.what}: listed`);
     // ListWatch indexes the items after this function's promise settles; let it finish first.
     if (!this.syncedOnce) {
       setImmediate(() => {
@@ -103,7 +123,7 @@ export class WatchedList<T extends k8s.KubernetesObject> {
   }
 
   private healthy(): void {
-    if (this.failing) this.log.info({}, `${this.o.what} recovered`);
+    if (this.failing) this.log.info({ ...this.o.logFields }, this.o.recovered);
     this.failing = false;
     this.delay = this.backoff.initialMs;
   }
@@ -111,7 +131,12 @@ export class WatchedList<T extends k8s.KubernetesObject> {
   private failed(err: unknown): void {
     if (!this.running) return;
     const f = describeKubeError(err);
-    const fields = { reason: f.reason, ...(f.code !== undefined ? { status: f.code } : {}), retryInMs: this.delay };
+    const fields = {
+      ...this.o.logFields,
+      reason: f.reason,
+      ...(f.code !== undefined ? { status: f.code } : {}),
+      retryInMs: this.delay,
+    };
     if (!this.failing) this.log.warn(fields, `${this.o.what} failed; ${this.o.staleMeans}`);
     else this.log.debug(fields, `${this.o.what} still failing`);
     this.failing = true;
