@@ -8,6 +8,7 @@
 import type { CachedImage, CachedImageApi } from '../kube/cached-images.js';
 import type { EventRecorder } from '../kube/event-recorder.js';
 import { describeKubeError } from '../kube/errors.js';
+import { abortableSleep } from '../runtime/abortable-sleep.js';
 import { candidateOf, selectRemovals, type Selection } from './gc-selection.js';
 import type { Removal } from './registry-collector.js';
 
@@ -81,7 +82,7 @@ export class CollectionLoop {
       this.o.log.warn({ err: describeError(err) }, 'collection cannot remove anything from the cache registry');
     }
     for (;;) {
-      await sleep(this.o.intervalMs, signal);
+      await abortableSleep(this.o.intervalMs, signal);
       if (signal.aborted) return;
       try {
         await this.pass();
@@ -186,16 +187,3 @@ function describeError(err: unknown): object {
   if (err instanceof Error && 'code' in err) return { code: err.code, message: err.message };
   return describeKubeError(err);
 }
-
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    // Aborted already (leadership lost during the start check): an abort event never comes.
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });

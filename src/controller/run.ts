@@ -8,6 +8,7 @@ import type { ControllerConfig } from '../config/controller.js';
 import { createCachedImageApi, type CachedImageApi } from '../kube/cached-images.js';
 import type { KubeClient } from '../kube/client.js';
 import { describeKubeError } from '../kube/errors.js';
+import { abortableSleep } from '../runtime/abortable-sleep.js';
 import { LeaderElector } from '../kube/leader-election.js';
 import type { KubeLogger } from '../kube/logger.js';
 import { PodInformer } from '../kube/pod-informer.js';
@@ -50,17 +51,6 @@ export interface RunningController {
   close(): Promise<void>;
 }
 
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-
 export function runController(config: ControllerConfig, deps: ControllerDeps): RunningController {
   const { client, log } = deps;
   const book = new UsageBook();
@@ -97,7 +87,7 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
   const stop = new AbortController();
   const lead = async (leading: AbortSignal): Promise<void> => {
     // Until the first list, the book knows no pod: writing then would empty every usedBy.
-    await Promise.race([informer.whenSynced(), sleep(2 ** 31 - 1, leading)]);
+    await Promise.race([informer.whenSynced(), abortableSleep(2 ** 31 - 1, leading)]);
     const writer = new UsageWriter({
       api,
       book,
@@ -131,7 +121,7 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
         log.warn({ err: describeKubeError(err) }, 'reading CachedImages failed; retrying');
       }
       writes = before + writer.writeCount;
-      await sleep(config.syncIntervalMs, leading);
+      await abortableSleep(config.syncIntervalMs, leading);
     }
     await warms?.idle();
     await deps.scans?.idle();

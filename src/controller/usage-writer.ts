@@ -10,6 +10,7 @@ import type { CachedImage, CachedImageApi, CachedImageStatus, StatusPatch } from
 import { describeKubeError } from '../kube/errors.js';
 import type { EventRecorder } from '../kube/event-recorder.js';
 import type { KubeLogger } from '../kube/logger.js';
+import { TokenBucket } from '../runtime/token-bucket.js';
 import type { PodRef } from '../kube/types.js';
 import { cachedImageName } from './object-name.js';
 import type { UsageBook } from './usage-book.js';
@@ -46,14 +47,12 @@ export class UsageWriter {
   private readonly known = new Map<string, CachedImage>();
   /** Images to look at on the next pass. */
   private readonly pending = new Set<string>();
-  private tokens: number;
-  private refilledAt: number;
+  private readonly budget: TokenBucket;
   private writes = 0;
 
   constructor(opts: UsageWriterOptions) {
     this.o = { now: Date.now, ...opts };
-    this.tokens = opts.writesPerSecond;
-    this.refilledAt = this.o.now();
+    this.budget = new TokenBucket(opts.writesPerSecond, this.o.now);
   }
 
   /** Images waiting for a write (the book's unread changes included). */
@@ -118,15 +117,11 @@ export class UsageWriter {
   }
 
   private hasBudget(): boolean {
-    const now = this.o.now();
-    const rate = this.o.writesPerSecond;
-    this.tokens = Math.min(rate, this.tokens + ((now - this.refilledAt) / 1000) * rate);
-    this.refilledAt = now;
-    return this.tokens >= 1;
+    return this.budget.available();
   }
 
   private spend(): void {
-    this.tokens -= 1;
+    this.budget.take();
     this.writes++;
   }
 

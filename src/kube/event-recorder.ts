@@ -7,6 +7,7 @@
 import type { KubeClient } from './client.js';
 import { describeKubeError } from './errors.js';
 import type { KubeLogger } from './logger.js';
+import { TokenBucket } from '../runtime/token-bucket.js';
 
 export interface EventTarget {
   readonly apiVersion: string;
@@ -30,13 +31,11 @@ export interface EventRecorderOptions {
 export class EventRecorder {
   private readonly o: Required<EventRecorderOptions>;
   private readonly lastSent = new Map<string, number>();
-  private tokens: number;
-  private refilledAt: number;
+  private readonly budget: TokenBucket;
 
   constructor(opts: EventRecorderOptions) {
     this.o = { perSecond: 5, repeatAfterMs: 5 * 60_000, now: Date.now, ...opts };
-    this.tokens = this.o.perSecond;
-    this.refilledAt = this.o.now();
+    this.budget = new TokenBucket(this.o.perSecond, this.o.now);
   }
 
   /** Records it unless the same reason on the same object was recorded lately or the budget is spent. */
@@ -45,10 +44,7 @@ export class EventRecorder {
     const key = `${target.kind}/${target.namespace ?? ''}/${target.name}/${reason}`;
     const last = this.lastSent.get(key);
     if (last !== undefined && now - last < this.o.repeatAfterMs) return false;
-    this.tokens = Math.min(this.o.perSecond, this.tokens + ((now - this.refilledAt) / 1000) * this.o.perSecond);
-    this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    if (!this.budget.tryTake()) return false;
     this.lastSent.set(key, now);
     const namespace = target.namespace ?? this.o.namespace;
     const time = new Date(now);

@@ -9,6 +9,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { describeKubeError } from './errors.js';
 import type { KubeLogger } from './logger.js';
+import { abortableSleep } from '../runtime/abortable-sleep.js';
 
 /** The three Lease calls this needs (CoordinationV1Api has them). */
 export interface LeaseApi {
@@ -36,21 +37,6 @@ export interface LeaderElectionOptions {
 }
 
 export type LeadFunction = (leading: AbortSignal) => Promise<void> | void;
-
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) {
-      resolve();
-      return;
-    }
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 
 export class LeaderElector {
   private readonly opts: Required<Omit<LeaderElectionOptions, 'now'>> & { now: () => number };
@@ -84,7 +70,7 @@ export class LeaderElector {
   async run(signal: AbortSignal, lead: LeadFunction): Promise<void> {
     while (!signal.aborted) {
       if (!(await this.attempt())) {
-        await sleep(this.opts.retryPeriodMs, signal);
+        await abortableSleep(this.opts.retryPeriodMs, signal);
         continue;
       }
       this.leading = true;
@@ -117,7 +103,7 @@ export class LeaderElector {
   private async renewUntilLost(stopped: AbortSignal): Promise<void> {
     let renewedAt = this.opts.now();
     while (!stopped.aborted) {
-      await sleep(this.opts.retryPeriodMs, stopped);
+      await abortableSleep(this.opts.retryPeriodMs, stopped);
       if (await this.attempt()) renewedAt = this.opts.now();
       else if (this.opts.now() - renewedAt >= this.opts.renewDeadlineMs) return;
     }
