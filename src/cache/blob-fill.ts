@@ -167,6 +167,7 @@ export class BlobFill extends EventEmitter implements FollowedFill {
         throw new SpoolError(`cannot open a spool file in ${this.file.replace(/\/[^/]*$/, '')}: ${why}`, err);
       }
       const origin = await request.open(this.abort.signal);
+      this.storedElsewhere = origin.storedElsewhere === true;
       if (declaredSize !== undefined && origin.size !== undefined && origin.size !== declaredSize) {
         origin.stream.destroy();
         throw new Error(`origin announced ${origin.size} bytes for a blob the manifest declares as ${declaredSize}`);

@@ -101,18 +101,11 @@ export class BlobFills {
     const hold = fill.retain();
     this.activity.fetching++;
     let ok = false;
-    const noted: OriginBlobRequest = {
-      open: async (signal) => {
-        const blob = await request.open(signal);
-        fill.storedElsewhere = blob.storedElsewhere === true;
-        return blob;
-      },
-    };
     try {
       try {
         const space = this.opts.space;
         const room = space && ((size: number) => space.refusal(size, this.unwrittenBytes(fill)));
-        await fill.run(noted, this.opts.events ?? {}, this.bounds, declaredSize, room);
+        await fill.run(request, this.opts.events ?? {}, this.bounds, declaredSize, room);
       } finally {
         this.activity.fetching--;
         this.activity.wake();

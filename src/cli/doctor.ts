@@ -22,6 +22,7 @@ import {
   HOSTS_MARKER,
 } from '../nodesetup/index.js';
 import { CredentialProviderConfigError, parseCredentialProviderConfig } from '../oci/credential-provider.js';
+import { readCapped } from '../oci/registry-client.js';
 
 export type Verdict = 'ok' | 'warn' | 'fail' | 'skip';
 
@@ -58,7 +59,8 @@ async function httpGet(url: string, timeoutMs: number): Promise<HttpAnswer> {
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
   });
-  const body = await res.body.text();
+  // A health or /v2/ answer is small; a huge body is no answer worth holding in memory.
+  const body = await readCapped(res.body, 64 * 1024);
   const date = res.headers.date;
   return { status: res.statusCode, body, date: Array.isArray(date) ? date[0] : date };
 }

@@ -11,6 +11,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { describeKubeError } from './errors.js';
 import { LeaderElector, type LeaseApi } from './leader-election.js';
 import type { KubeLogger } from './logger.js';
+import { abortableSleep } from '../runtime/abortable-sleep.js';
 
 export const GC_LEASE_NAME = 'pullthrough-gc';
 
@@ -124,14 +125,7 @@ export class LeaseWriteHold {
   private async run(): Promise<void> {
     while (!this.stopped.signal.aborted) {
       await this.poll();
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.opts.pollMs);
-        const wake = (): void => {
-          clearTimeout(timer);
-          resolve();
-        };
-        this.stopped.signal.addEventListener('abort', wake, { once: true });
-      });
+      await abortableSleep(this.opts.pollMs, this.stopped.signal);
     }
   }
 

@@ -9,7 +9,8 @@
  */
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { writeAtomically } from './files.js';
 import { dirname } from 'node:path';
 import type { NodeSetupConfig } from '../config/node-setup.js';
 import { checkContainerdConfig, nodePath, renderHostsFiles } from './hosts-toml.js';
@@ -113,8 +114,7 @@ async function writeStatus(file: string, status: NodeSetupStatus, warn: (msg: st
   try {
     await mkdir(dirname(file), { recursive: true });
     // Whole or absent: the node proxy may read it at any moment.
-    await writeFile(`${file}.tmp`, `${JSON.stringify(status)}\n`);
-    await rename(`${file}.tmp`, file);
+    await writeAtomically(file, `${JSON.stringify(status)}\n`);
   } catch (err) {
     warn(`status file ${file} not written: ${(err as Error).message}`);
   }
