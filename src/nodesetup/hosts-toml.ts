@@ -70,10 +70,27 @@ export function nodePath(path: string, hostRoot: string | undefined): string {
   return hostRoot && path.startsWith(`${hostRoot}/`) ? path.slice(hostRoot.length) : path;
 }
 
+/**
+ * containerd 2.x's built-in registry `config_path` (what `containerd config default` prints for
+ * `[plugins.'io.containerd.cri.v1.images'.registry]`); 1.x has none.
+ */
+export const CONTAINERD2_DEFAULT_CONFIG_PATH = '/etc/containerd/certs.d:/etc/docker/certs.d';
+
 /** Does containerd's config.toml point the CRI registry at a hosts directory? */
 export function checkContainerdConfig(text: string, hostsDir: string): { ok: boolean; message: string } {
   // A basic or a literal string: containerd 2.x's `config dump` writes the latter.
   const m = /^\s*config_path\s*=\s*(?:"([^"]*)"|'([^']*)')/m.exec(text);
+  // A 2.x config (version 3) that does not set config_path runs with the built-in default.
+  if (!m && /^\s*version\s*=\s*3\s*$/m.test(text)) {
+    return CONTAINERD2_DEFAULT_CONFIG_PATH.split(':').includes(hostsDir)
+      ? { ok: true, message: `containerd 2.x's default config_path includes ${hostsDir}` }
+      : {
+          ok: false,
+          message:
+            `containerd 2.x's default config_path ${JSON.stringify(CONTAINERD2_DEFAULT_CONFIG_PATH)} ` +
+            `does not include ${hostsDir}`,
+        };
+  }
   if (!m) {
     return {
       ok: false,

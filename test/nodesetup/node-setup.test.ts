@@ -145,3 +145,17 @@ t.test('containerd config check reads TOML literal strings (containerd 2.x confi
     message: /does not include/,
   });
 });
+
+t.test("a containerd 2.x config without config_path runs with 2.x's default, which includes certs.d", async (t) => {
+  const v3 = ['version = 3', "[plugins.'io.containerd.cri.v1.images']", "  snapshotter = 'overlayfs'"].join('\n');
+  t.match(checkContainerdConfig(v3, '/etc/containerd/certs.d'), { ok: true, message: /default config_path/ });
+  t.match(checkContainerdConfig(v3, '/etc/docker/certs.d'), { ok: true });
+  t.match(checkContainerdConfig(v3, '/var/lib/rancher/k3s/agent/etc/containerd/certs.d'), {
+    ok: false,
+    message: /default config_path .* does not include/,
+  });
+  t.match(checkContainerdConfig('version = 2\n', '/etc/containerd/certs.d'), {
+    ok: false,
+    message: /no registry config_path/,
+  });
+});
