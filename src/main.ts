@@ -7,15 +7,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
-import { runControllerCommand } from './cli/controller.js';
-import { runDoctorCommand } from './cli/doctor.js';
-import { runDecode, runEncode } from './cli/encode.js';
-import { runGcRunnerCommand } from './cli/gc-runner.js';
-import { runNodeSetupCommand } from './cli/node-setup.js';
-import { runProxy } from './cli/proxy.js';
 import { USAGE } from './cli/usage.js';
-import { runWarmCommand } from './cli/warm.js';
-import { runWebhookCommand } from './cli/webhook.js';
 import { ConfigError } from './config/flags.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -25,26 +17,28 @@ export async function main(argv: string[]): Promise<number> {
   // connection.
   setFlagsFromString('--liftoff-only');
   const [command, ...rest] = argv;
+  // Each subcommand's module is loaded only when it runs: loading all of them costs every start
+  // (the node-setup init container, the doctor, the gc-runner sidecar) several CPU-seconds.
   try {
     switch (command) {
       case 'proxy':
-        return await runProxy(rest);
+        return await (await import('./cli/proxy.js')).runProxy(rest);
       case 'webhook':
-        return await runWebhookCommand(rest);
+        return await (await import('./cli/webhook.js')).runWebhookCommand(rest);
       case 'controller':
-        return await runControllerCommand(rest);
+        return await (await import('./cli/controller.js')).runControllerCommand(rest);
       case 'warm':
-        return await runWarmCommand(rest);
+        return await (await import('./cli/warm.js')).runWarmCommand(rest);
       case 'node-setup':
-        return await runNodeSetupCommand(rest);
+        return await (await import('./cli/node-setup.js')).runNodeSetupCommand(rest);
       case 'gc-runner':
-        return await runGcRunnerCommand(rest);
+        return await (await import('./cli/gc-runner.js')).runGcRunnerCommand(rest);
       case 'doctor':
-        return await runDoctorCommand(rest);
+        return await (await import('./cli/doctor.js')).runDoctorCommand(rest);
       case 'encode':
-        return runEncode(rest);
+        return (await import('./cli/encode.js')).runEncode(rest);
       case 'decode':
-        return runDecode(rest);
+        return (await import('./cli/encode.js')).runDecode(rest);
       case undefined:
       case '--help':
       case 'help':
