@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
 import { FileReadable } from './file-readable.js';
 import { LruIndex } from './lru-index.js';
-import { CacheBudgetError, imageBlobs, listContent, type StoreBudget } from './store-budget.js';
+import { imageBlobs, imageBytes, listContent, tooLarge, type StoreBudget } from './store-budget.js';
 
 export interface FsStoreOptions {
   /** Bounds the stored content; none: unbounded. */
@@ -31,6 +31,12 @@ export interface FsStoreOptions {
   /** A content file was evicted to stay within the budget. */
   readonly onEvicted?: (digest: string, bytes: number) => void;
   readonly now?: () => number;
+}
+
+/** A stored manifest with, for an image, its config and layers (none for an index). */
+interface StoredImage {
+  readonly bytes: Buffer;
+  readonly blobs: readonly { readonly digest: string; readonly size: number }[];
 }
 
 /** A file's modification time follows its accesses to this precision (one utimes per hour at most). */
@@ -45,6 +51,11 @@ export class FsStore implements Store {
   private readonly lru: LruIndex | undefined;
   /** Admissions (room made, file moved in, counted) run one at a time so usage never overshoots. */
   private admitting: Promise<unknown> = Promise.resolve();
+  /**
+   * With a budget: the manifest getTag's check just read, for the getManifest that resolves the
+   * tag right after, so the tag's manifest is read and parsed once. The next getTag replaces it.
+   */
+  private checked: { readonly digest: string; readonly image: StoredImage } | undefined;
 
   constructor(dir: string, opts: FsStoreOptions = {}) {
     this.dir = dir;
@@ -145,39 +156,26 @@ export class FsStore implements Store {
       if (isNotFound(err)) return undefined;
       throw err;
     }
-    if (this.lru && !this.lru.has(digest)) return undefined;
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(this.blobPath(digest));
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
+    if (!this.lru) {
+      const bytes = await this.readContent(digest);
+      return bytes && { bytes, mediaType, digest };
     }
-    if (this.lru) {
-      // An image whose config or a layer was evicted is a miss: the pull refills it from the origin.
-      const blobs = imageBlobs(bytes) ?? [];
-      if (blobs.some((b) => !this.lru?.has(b.digest))) return undefined;
-      // Its blobs are about to be asked for: they are the last to be evicted.
-      this.touch(digest);
-      for (const b of blobs) this.touch(b.digest);
-    }
-    return { bytes, mediaType, digest };
+    // An image whose config or a layer was evicted is a miss: the pull refills it from the origin.
+    const image = await this.whole(digest, this.takeChecked(digest));
+    if (!image) return undefined;
+    // Its blobs are about to be asked for: they are the last to be evicted.
+    this.touch(digest);
+    for (const b of image.blobs) this.touch(b.digest);
+    return { bytes: image.bytes, mediaType, digest };
   }
 
   async putManifest(repo: string, manifest: StoredManifest): Promise<void> {
     await this.ready;
     const target = this.blobPath(manifest.digest);
     if (this.lru) {
-      const image = imageBlobs(manifest.bytes);
-      const bytes = image?.reduce((sum, b) => sum + b.size, manifest.bytes.byteLength);
-      const budget = this.opts.budget as StoreBudget;
-      // Stored, it would evict its own layers on every pull.
-      if (bytes !== undefined && bytes > budget.lowWaterBytes) {
-        throw new CacheBudgetError(
-          `an image of ${bytes} bytes is larger than the cache budget's low-water mark (${budget.lowWaterBytes} bytes)`,
-          bytes,
-        );
-      }
+      const bytes = imageBytes(manifest.bytes);
+      const refused = bytes === undefined ? undefined : tooLarge(this.opts.budget as StoreBudget, bytes, 'image');
+      if (refused) throw refused;
       await this.admit(manifest.digest, manifest.bytes.byteLength, () => this.atomicWrite(target, manifest.bytes));
     } else if (!(await exists(target))) await this.atomicWrite(target, manifest.bytes);
     await this.writeLink(repo, '_manifests', manifest.digest, manifest.mediaType);
@@ -200,8 +198,12 @@ export class FsStore implements Store {
     } catch {
       return undefined;
     }
-    // A tag whose manifest or any of its image's blobs was evicted is a miss, not a pointer to nothing.
-    if (this.lru && !(await this.whole(rec.digest))) return undefined;
+    if (this.lru) {
+      // A tag whose manifest or any of its image's blobs was evicted is a miss, not a pointer to nothing.
+      const image = await this.whole(rec.digest);
+      if (!image) return undefined;
+      this.checked = { digest: rec.digest, image };
+    }
     return rec;
   }
 
@@ -215,17 +217,37 @@ export class FsStore implements Store {
     return Promise.resolve();
   }
 
-  /** Whether a stored manifest is there with, for an image, its config and every layer. */
-  private async whole(digest: string): Promise<boolean> {
-    if (!this.lru?.has(digest)) return false;
-    let bytes: Buffer;
+  /**
+   * A stored manifest when it is there with, for an image, its config and every layer; `read` is
+   * the same manifest read before, which content addressing keeps equal to the file.
+   */
+  private async whole(digest: string, read?: StoredImage): Promise<StoredImage | undefined> {
+    if (!this.lru?.has(digest)) return undefined;
+    let image = read;
+    if (!image) {
+      const bytes = await this.readContent(digest);
+      if (!bytes) return undefined;
+      image = { bytes, blobs: imageBlobs(bytes) ?? [] };
+    }
+    return image.blobs.every((b) => this.lru?.has(b.digest)) ? image : undefined;
+  }
+
+  /** The manifest getTag checked, once, when `digest` is the one it resolved to. */
+  private takeChecked(digest: string): StoredImage | undefined {
+    const checked = this.checked;
+    if (checked?.digest !== digest) return undefined;
+    this.checked = undefined;
+    return checked.image;
+  }
+
+  /** A content file's bytes; undefined when it is not there. */
+  private async readContent(digest: string): Promise<Buffer | undefined> {
     try {
-      bytes = await readFile(this.blobPath(digest));
+      return await readFile(this.blobPath(digest));
     } catch (err) {
-      if (isNotFound(err)) return false;
+      if (isNotFound(err)) return undefined;
       throw err;
     }
-    return (imageBlobs(bytes) ?? []).every((b) => this.lru?.has(b.digest));
   }
 
   /**
@@ -252,12 +274,8 @@ export class FsStore implements Store {
   private async makeRoom(incoming: number): Promise<void> {
     const lru = this.lru as LruIndex;
     const budget = this.opts.budget as StoreBudget;
-    if (incoming > budget.lowWaterBytes) {
-      throw new CacheBudgetError(
-        `${incoming} bytes is larger than the cache budget's low-water mark (${budget.lowWaterBytes} bytes)`,
-        incoming,
-      );
-    }
+    const refused = tooLarge(budget, incoming);
+    if (refused) throw refused;
     if (lru.usedBytes + incoming <= budget.maxBytes) return;
     for (const v of lru.oldest(lru.usedBytes + incoming - budget.lowWaterBytes)) {
       // A reader holding the file open keeps reading it: unlink only drops the name.

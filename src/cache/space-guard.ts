@@ -6,7 +6,7 @@
  * fill refused either way streams its blob through, verified, uncached.
  */
 import { statfs } from 'node:fs/promises';
-import { CacheBudgetError, type StoreBudget } from './store-budget.js';
+import { tooLarge, type StoreBudget } from './store-budget.js';
 import { SpoolError } from './spool-writer.js';
 
 /** The spool's volume cannot hold the blob. Its cause has the code ENOSPC: it is disk pressure. */
@@ -49,13 +49,8 @@ export class SpaceGuard {
    * to write; undefined when it can (or when the volume cannot be read: the write will tell).
    */
   async refusal(size: number, pending: number): Promise<Error | undefined> {
-    const budget = this.opts.budget;
-    if (budget && size > budget.lowWaterBytes) {
-      return new CacheBudgetError(
-        `${size} bytes is larger than the cache budget's low-water mark (${budget.lowWaterBytes} bytes)`,
-        size,
-      );
-    }
+    const refused = this.opts.budget && tooLarge(this.opts.budget, size);
+    if (refused) return refused;
     let v: Volume;
     try {
       v = await (this.opts.volume ?? readVolume)(this.opts.dir);

@@ -29,6 +29,24 @@ export class CacheBudgetError extends Error {
 }
 
 /**
+ * The refusal of content of `bytes` the budget cannot hold, or undefined when it fits: anything
+ * over the low-water mark would be evicted by the next commit (an image, its own layers on every
+ * pull). `what` names it in the message: one file's bytes, or an image's with its config and layers.
+ */
+export function tooLarge(
+  budget: StoreBudget,
+  bytes: number,
+  what: 'content' | 'image' = 'content',
+): CacheBudgetError | undefined {
+  if (bytes <= budget.lowWaterBytes) return undefined;
+  const size = what === 'image' ? `an image of ${bytes} bytes` : `${bytes} bytes`;
+  return new CacheBudgetError(
+    `${size} is larger than the cache budget's low-water mark (${budget.lowWaterBytes} bytes)`,
+    bytes,
+  );
+}
+
+/**
  * The budget for `size` (bytes, or a share of the volume holding `dir`) with eviction down to
  * `lowWater` of it.
  */

@@ -350,17 +350,25 @@ export function formatResult(r: CheckResult): string {
   return `${r.verdict.padEnd(4)}  ${r.check}: ${r.why}${r.fix ? `; fix: ${r.fix}` : ''}`;
 }
 
-export async function runDoctorCommand(argv: readonly string[]): Promise<number> {
-  const parsed = parseDoctorConfig(argv, process.env);
+/** Where the command reads its environment and writes its report; the process's own by default. */
+export interface DoctorIo {
+  readonly env?: NodeJS.ProcessEnv;
+  readonly out?: { write(text: string): unknown };
+  readonly deps?: DoctorDeps;
+}
+
+export async function runDoctorCommand(argv: readonly string[], io: DoctorIo = {}): Promise<number> {
+  const out = io.out ?? process.stdout;
+  const parsed = parseDoctorConfig(argv, io.env ?? process.env);
   if (parsed.help) {
-    process.stdout.write(`${DOCTOR_HELP}\n`);
+    out.write(`${DOCTOR_HELP}\n`);
     return 0;
   }
-  const results = await runChecks(parsed.config);
-  for (const r of results) process.stdout.write(`${formatResult(r)}\n`);
+  const results = await runChecks(parsed.config, io.deps);
+  for (const r of results) out.write(`${formatResult(r)}\n`);
   const failed = results.filter((r) => r.verdict === 'fail').length;
   const warned = results.filter((r) => r.verdict === 'warn').length;
-  process.stdout.write(
+  out.write(
     failed > 0
       ? `this node cannot pull through pullthrough: ${failed} check(s) failed, ${warned} warning(s)\n`
       : `this node is fit: ${warned} warning(s)\n`,

@@ -4,15 +4,14 @@
  * the budget applied at start, and the store conformance suite with a budget.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { FsStore } from '../../src/cache/fs-store.js';
-import { budgetRefusal, CacheBudgetError, type StoreBudget } from '../../src/cache/store-budget.js';
+import { budgetRefusal, CacheBudgetError, tooLarge, type StoreBudget } from '../../src/cache/store-budget.js';
 import type { StoredManifest } from '../../src/cache/store.js';
+import { runProxy } from '../../src/cli/proxy.js';
+import { ConfigError } from '../../src/config/flags.js';
 import { parseCacheSize } from '../../src/config/proxy.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { testTempDir } from '../helpers/temp.js';
@@ -20,7 +19,6 @@ import { storeConformance } from './store-conformance.js';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const KB = 1000;
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const REPO = 'docker.io/team/app';
 
 function spoolFile(content: Buffer): string {
@@ -154,6 +152,38 @@ t.test('content larger than the low-water mark is refused, nothing evicted for i
   t.ok(await store.statBlob(REPO, sha(small)), 'what was stored stays');
 });
 
+t.test('one refusal for content too large for the budget: a file, or an image with its layers', async (t) => {
+  const b = budget(1000 * KB, 800 * KB);
+  t.equal(tooLarge(b, 800 * KB), undefined, 'the low-water mark itself fits');
+  const file = tooLarge(b, 800 * KB + 1);
+  t.ok(file instanceof CacheBudgetError);
+  t.equal(file?.bytes, 800 * KB + 1);
+  t.equal(file?.message, "800001 bytes is larger than the cache budget's low-water mark (800000 bytes)");
+  t.equal(
+    tooLarge(b, 900 * KB, 'image')?.message,
+    "an image of 900000 bytes is larger than the cache budget's low-water mark (800000 bytes)",
+  );
+});
+
+t.test("a tag's manifest, read by the tag's check, is still checked whole when it is asked for", async (t) => {
+  const store = new FsStore(testTempDir('tag-then-manifest-'), { budget: budget(1000 * KB, 850 * KB) });
+  const config = Buffer.from(`{"os":"linux","r":"${randomBytes(4).toString('hex')}"}`);
+  const layer = randomBytes(400 * KB);
+  await put(store, config);
+  await put(store, layer);
+  const m = imageManifest(config, [layer]);
+  await store.putManifest(REPO, m);
+  await store.putTag(REPO, 'v1', m, 1);
+  t.equal((await store.getTag(REPO, 'v1'))?.digest, m.digest, 'the tag is served: its image is whole');
+  t.same((await store.getManifest(REPO, m.digest))?.bytes, m.bytes, 'and its manifest, the bytes stored');
+  t.equal((await store.getTag(REPO, 'v1'))?.digest, m.digest, 'the tag again');
+  // Between the tag and its manifest, another blob needs the room the image's config and layer take.
+  await put(store, randomBytes(700 * KB));
+  t.equal(await store.statBlob(REPO, sha(layer)), undefined, 'the layer was evicted');
+  t.equal(await store.getManifest(REPO, m.digest), undefined, 'so the manifest the tag named misses');
+  t.equal(await store.getTag(REPO, 'v1'), undefined, 'and so does the tag');
+});
+
 t.test('at start: the store is counted, the oldest evicted past the budget, too small a budget refused', async (t) => {
   const dir = testTempDir('restart-');
   const first = new FsStore(dir);
@@ -198,26 +228,14 @@ t.test('pullthrough proxy refuses at start a budget smaller than an image in its
   await put(store, config);
   await put(store, layer);
   await store.putManifest(REPO, imageManifest(config, [layer]));
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/main.ts',
-      'proxy',
-      '--data-dir',
-      dir,
-      '--max-cache-size',
-      '500KB',
-      '--listen',
-      '127.0.0.1:0',
-    ],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  // The command's own run function, in this process: its ConfigError is what main() prints to
+  // standard error with exit code 2.
+  await t.rejects(
+    runProxy(['--data-dir', dir, '--max-cache-size', '500KB', '--listen', '127.0.0.1:0']),
+    {
+      constructor: ConfigError,
+      message: /--max-cache-size: the cache budget .* is smaller than an image already in the store/,
+    },
+    'the proxy does not start',
   );
-  let err = '';
-  child.stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
-  child.stdout.resume();
-  const [code] = (await once(child, 'exit')) as [number];
-  t.not(code, 0, 'the proxy does not start');
-  t.match(err, /--max-cache-size: the cache budget .* is smaller than an image already in the store/, err);
 });

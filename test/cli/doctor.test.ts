@@ -1,9 +1,11 @@
 /**
- * `pullthrough doctor` as an operator runs it: the command as a child process, against a real
- * node proxy and cluster proxy (in this process), a lab registry as the cache registry, and
- * temp-dir fixtures: containerd configs as the lab writes them with and without `config_path`,
- * the hosts.toml node-setup writes, a CRI-O drop-in directory, a kubelet CredentialProviderConfig.
- * Each case reads the verdict line of the check it is about and the exit code.
+ * `pullthrough doctor` as an operator runs it, against a real node proxy and cluster proxy (in
+ * this process), a lab registry as the cache registry, and temp-dir fixtures: containerd configs
+ * as the lab writes them with and without `config_path`, the hosts.toml node-setup writes, a CRI-O
+ * drop-in directory, a kubelet CredentialProviderConfig. Each case reads the verdict line of the
+ * check it is about and the exit code. Most cases run the command in this process (a child costs
+ * a tsx start); a fit node and a failing one run `src/main.ts doctor` as a child, which proves
+ * the real entry point's exit codes and output.
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
@@ -14,6 +16,7 @@ import { Lab } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { parseNodeSetupConfig } from '../../src/config/node-setup.js';
 import { runNodeSetup } from '../../src/nodesetup/index.js';
+import { runDoctorCommand } from '../../src/cli/doctor.js';
 
 const CACHE = 15393;
 const NODE_PROXY = 15394;
@@ -92,30 +95,26 @@ t.before(async () => {
   );
 });
 
-async function doctor(args: string[]): Promise<{ code: number; out: string; lines: Map<string, string> }> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/main.ts',
-      'doctor',
-      '--runtime',
-      'containerd',
-      '--hosts-dir',
-      hostsDir,
-      '--crio-dir',
-      join(dir, 'no-crio'),
-      '--timeout',
-      '10s',
-      ...args,
-    ],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  const [code] = (await once(child, 'exit')) as [number];
+interface DoctorRun {
+  code: number;
+  out: string;
+  lines: Map<string, string>;
+}
+
+/** The flags every case passes: containerd named, node-setup's hosts dir, no CRI-O here. */
+const baseArgs = (args: string[]) => [
+  '--runtime',
+  'containerd',
+  '--hosts-dir',
+  hostsDir,
+  '--crio-dir',
+  join(dir, 'no-crio'),
+  '--timeout',
+  '10s',
+  ...args,
+];
+
+function read(code: number, out: string): DoctorRun {
   // `verdict  check: why`, by check.
   const lines = new Map<string, string>();
   for (const l of out.split('\n')) {
@@ -123,6 +122,26 @@ async function doctor(args: string[]): Promise<{ code: number; out: string; line
     if (m) lines.set(m[2] as string, l);
   }
   return { code, out, lines };
+}
+
+/** The command in this process, its report written to a string. */
+async function doctor(args: string[]): Promise<DoctorRun> {
+  let out = '';
+  const code = await runDoctorCommand(baseArgs(args), { env: {}, out: { write: (s: string) => (out += s) } });
+  return read(code, out);
+}
+
+/** The command as an operator starts it: `src/main.ts doctor` in a child process. */
+async function doctorChild(args: string[]): Promise<DoctorRun> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'doctor', ...baseArgs(args)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  const [code] = (await once(child, 'exit')) as [number];
+  return read(code, out);
 }
 
 const fitNode = () => [
@@ -139,7 +158,7 @@ const fitNode = () => [
 ];
 
 t.test('a fit node: every check ok, exit 0', async (t) => {
-  const r = await doctor(fitNode());
+  const r = await doctorChild(fitNode());
   t.equal(r.code, 0, r.out);
   for (const check of [
     'runtime',
@@ -160,7 +179,7 @@ t.test('a fit node: every check ok, exit 0', async (t) => {
 });
 
 t.test('containerd without config_path: fail with the fix, exit 1', async (t) => {
-  const r = await doctor([...fitNode(), '--containerd-config', containerdConfig('no-path.toml')]);
+  const r = await doctorChild([...fitNode(), '--containerd-config', containerdConfig('no-path.toml')]);
   t.equal(r.code, 1, r.out);
   t.match(r.lines.get('containerd config_path'), /^fail .*no registry config_path.*; fix: set config_path = /);
   t.match(r.out, /^this node cannot pull through pullthrough: 1 check\(s\) failed/m);

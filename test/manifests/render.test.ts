@@ -45,8 +45,16 @@ interface Obj {
   [k: string]: any;
 }
 
+/** kustomize's output by target: several cases read the same target, and the files do not change. */
+const rendered = new Map<string, string>();
+
+/** Fresh objects on every call, so one case's walk cannot change what another reads. */
 function render(target: string): Obj[] {
-  const out = execFileSync(bin as string, ['kustomize', join(root, target)], { encoding: 'utf8' });
+  let out = rendered.get(target);
+  if (out === undefined) {
+    out = execFileSync(bin as string, ['kustomize', join(root, target)], { encoding: 'utf8' });
+    rendered.set(target, out);
+  }
   return parseAllDocuments(out)
     .map((d) => d.toJS() as Obj)
     .filter(Boolean);
