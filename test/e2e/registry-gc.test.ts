@@ -1,10 +1,12 @@
 /**
  * Collection on a real distribution registry as the cache registry (filesystem storage, deletes
- * enabled): two images share a base layer; one is removed while pulls of both go on through a
- * proxy whose writes are held during the collection. Kept pulls never fail and stay
- * byte-identical; the removed image is fetched from the origin again; the removed image's own
- * layer leaves the registry's storage and its bytes shrink, the shared layer stays, and the kept
- * image pulls with the origin stopped. A garbage-collect killed mid-run and run again leaves the
+ * enabled): two images share a base layer; one is removed while a real containerd (CRI pulls, as
+ * the kubelet makes them) and ten HTTP clients pull both through a proxy whose writes are held
+ * during the collection, from before the deletes until after the sweep. Kept pulls never fail and
+ * stay byte-identical (in containerd's content store and in the registry's storage); the removed
+ * image's pulls complete, and it is fetched from the origin again (the origin's access log); the
+ * removed image's own layer leaves the registry's storage and its bytes shrink, the shared layer
+ * stays, and the kept image pulls with the origin stopped. A garbage-collect killed mid-run and run again leaves the
  * registry consistent. A registry with deletes disabled is detected.
  */
 import t from 'tap';
@@ -250,6 +252,18 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
         `${repo} was pulled from the step "${phase}"`,
       );
     }
+  }
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    // The config is the image's own blob (containerd keeps the shared layer while the other image names it).
+    const config = want[repo].blobs[0] as string;
+    const pulls = records.filter((r) => r.repo === repo).length;
+    const configGets = p
+      .logs()
+      .filter((l) => l.msg === 'request' && l.method === 'GET' && String(l.path).endsWith(`/${repo}/blobs/${config}`));
+    t.ok(configGets.length >= pulls, `every pull of ${repo} fetched through the proxy, containerd's too`, {
+      pulls,
+      configGets: configGets.length,
+    });
   }
   t.same(
     records.filter((r) => r.repo === 'team/kept' && r.failure),
