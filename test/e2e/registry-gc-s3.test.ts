@@ -5,16 +5,17 @@
  * and ten HTTP clients pull both through a proxy whose writes are held, from before the deletes
  * until after the sweep. Kept pulls never fail and stay byte-identical (in containerd's content
  * store and in the bucket); the removed image's pulls complete (a transfer the sweep cuts is
- * retried, as clients do, and misses to the origin); its own layer leaves the bucket while the
- * shared one stays, and its next pull gets it from the origin; the kept image pulls with the
- * origin stopped.
+ * retried, as clients do, and misses to the origin); its own layer leaves the bucket (radosgw's
+ * bucket stats shrink by it) while the shared one stays, and its next pull gets it from the
+ * origin; the kept image pulls with the origin stopped.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
 import type { WriteHold } from '../../src/cache/write-hold.js';
 import { RegistryCollector } from '../../src/controller/registry-collector.js';
@@ -37,6 +38,8 @@ const agent = new Agent({ connect: { timeout: 2000 } });
 const proxies: TestProxy[] = [];
 let cacheConfig: string;
 let originDir: string;
+let cephConf: string;
+let bucket: string;
 let kept: Image;
 let removed: Image;
 
@@ -74,6 +77,7 @@ const proxy = async (dir: string) => {
   return p;
 };
 
+const run = promisify(execFile);
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** Blob GETs a pull had to repeat, by repository (a client retries a transfer that was cut). */
@@ -123,6 +127,8 @@ t.before(async () => {
       .map((m) => [m[1], (m[2] as string).replace(/^"|"$/g, '')]),
   ) as Record<string, string>;
   t.teardown(() => lab.down('s3'));
+  cephConf = vars.CEPH_CONF ?? '';
+  bucket = vars.S3_BUCKET ?? '';
   const s3env = {
     S3_ACCESS_KEY: vars.S3_ACCESS_KEY ?? '',
     S3_SECRET_KEY: vars.S3_SECRET_KEY ?? '',
@@ -162,6 +168,15 @@ t.before(async () => {
     lab.containerd('node', CRI),
   ]);
 });
+
+/** The bytes the bucket holds, as radosgw accounts them (every category: objects, multipart parts). */
+async function bucketBytes(): Promise<number> {
+  const { stdout } = await run('radosgw-admin', ['-c', cephConf, 'bucket', 'stats', `--bucket=${bucket}`], {
+    timeout: 60_000,
+  });
+  const stats = JSON.parse(stdout) as { usage: Record<string, { size: number }> };
+  return Object.values(stats.usage).reduce((sum, u) => sum + u.size, 0);
+}
 
 /** GETs of a blob the origin answered, from its access log. */
 const originGets = (repo: string, digest: string) =>
@@ -203,6 +218,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   t.ok(await inCache('team/removed', own), "the removed image's own layer is in the bucket");
   const want = { 'team/kept': await fromOrigin('team/kept'), 'team/removed': await fromOrigin('team/removed') };
   const keptConfigGets = originGets('team/kept', want['team/kept'].blobs[0] as string);
+  const before = await bucketBytes();
 
   // Containerd pulls each image over and over, ten HTTP clients pull once in each step, from
   // before the deletes until after the sweep.
@@ -228,6 +244,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   }
   await race.eachFinishedFrom('before', workers);
 
+  let afterGc = 0;
   let ownGone = false;
   let sharedKept = false;
   let ownGetsAtSweep = 0;
@@ -252,6 +269,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
       ownGetsAtSweep = originGets('team/removed', own);
       race.enter('swept');
       // Still held: nothing of the removed image is stored again yet.
+      afterGc = await bucketBytes();
       ownGone = !(await inCache('team/removed', own));
       sharedKept = await inCache('team/kept', kept.layers[0] as string);
       // Pulls after the sweep, still under the hold: the removed layer can only come from the origin.
@@ -326,6 +344,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
     keptConfigGets,
     "the kept image's blobs came from the cache throughout",
   );
+  t.ok(afterGc <= before - 2 * 1024 * 1024, `the bucket shrank by the removed layer: ${before} -> ${afterGc} bytes`);
   t.ok(ownGone, "the removed image's own layer left the bucket");
   t.ok(sharedKept, 'the shared base layer stayed');
   await p.settle();
