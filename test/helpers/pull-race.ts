@@ -80,7 +80,7 @@ export class PullRace {
     );
   }
 
-  /** Waits until every worker has a pull under way that started in `phase` (or later). */
+  /** Waits until every worker has started a pull in `phase` or later (under way or done). */
   async eachStartedIn(phase: Phase, workers: readonly string[]): Promise<void> {
     const at = PHASES.indexOf(phase);
     await eventually(
