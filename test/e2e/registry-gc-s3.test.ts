@@ -1,29 +1,35 @@
 /**
  * Collection on a cache registry whose storage is S3 (the lab's Ceph radosgw), as
  * manifests/overlays/s3-registry installs it (no redirects, no blob descriptor cache): two images
- * share a base layer, one is removed while 20 pulls of both go on through a proxy whose writes are
- * held; kept pulls never fail and stay byte-identical, the removed image's pulls complete (a
- * transfer the sweep cuts is retried, as clients do, and misses to the origin), its own layer
- * leaves the bucket while the shared one stays, and the kept image pulls with the origin stopped.
+ * share a base layer, one is removed while a real containerd (CRI pulls, as the kubelet makes them)
+ * and ten HTTP clients pull both through a proxy whose writes are held, from before the deletes
+ * until after the sweep. Kept pulls never fail and stay byte-identical (in containerd's content
+ * store and in the bucket); the removed image's pulls complete (a transfer the sweep cuts is
+ * retried, as clients do, and misses to the origin); its own layer leaves the bucket (radosgw's
+ * bucket stats shrink by it) while the shared one stays, and its next pull gets it from the
+ * origin; the kept image pulls with the origin stopped.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
 import type { WriteHold } from '../../src/cache/write-hold.js';
 import { RegistryCollector } from '../../src/controller/registry-collector.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
-import { Lab, type Image } from '../helpers/lab.js';
+import { Lab, registryRequests, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { checkStoredImage, PullRace } from '../helpers/pull-race.js';
 import { testRegistryClient } from '../helpers/registry-client.js';
 import { eventually } from '../helpers/wait.js';
 
 const S3 = 15470; // and 15471-15482 for Ceph's mon and OSD
 const CACHE = 15483;
 const ORIGIN = 15484;
+const CRI = 15616;
 const lab = new Lab('registry-gc-s3');
 const originHost = `127.0.0.1:${ORIGIN}`;
 const enc = `127.0.0.1_${ORIGIN}`;
@@ -31,6 +37,9 @@ const cacheUrl = `http://127.0.0.1:${CACHE}`;
 const agent = new Agent({ connect: { timeout: 2000 } });
 const proxies: TestProxy[] = [];
 let cacheConfig: string;
+let originDir: string;
+let cephConf: string;
+let bucket: string;
 let kept: Image;
 let removed: Image;
 
@@ -68,6 +77,7 @@ const proxy = async (dir: string) => {
   return p;
 };
 
+const run = promisify(execFile);
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** Blob GETs a pull had to repeat, by repository (a client retries a transfer that was cut). */
@@ -117,6 +127,8 @@ t.before(async () => {
       .map((m) => [m[1], (m[2] as string).replace(/^"|"$/g, '')]),
   ) as Record<string, string>;
   t.teardown(() => lab.down('s3'));
+  cephConf = vars.CEPH_CONF ?? '';
+  bucket = vars.S3_BUCKET ?? '';
   const s3env = {
     S3_ACCESS_KEY: vars.S3_ACCESS_KEY ?? '',
     S3_SECRET_KEY: vars.S3_SECRET_KEY ?? '',
@@ -149,12 +161,52 @@ t.before(async () => {
     'the S3 cache registry to answer',
     60_000,
   );
-  await lab.registry('origin', ORIGIN);
+  originDir = (await lab.registry('origin', ORIGIN)).dir;
   [kept, removed] = await Promise.all([
     lab.image(originHost, 'team/kept', 'v1', ['--seed', 'gc-s3', '--layers', '1', '--layer-mb', '2']),
     lab.image(originHost, 'team/removed', 'v1', ['--seed', 'gc-s3', '--layers', '2', '--layer-mb', '2']),
+    lab.containerd('node', CRI),
   ]);
 });
+
+/** The bytes the bucket holds, as radosgw accounts them (every category: objects, multipart parts). */
+async function bucketBytes(): Promise<number> {
+  const { stdout } = await run('radosgw-admin', ['-c', cephConf, 'bucket', 'stats', `--bucket=${bucket}`], {
+    timeout: 60_000,
+  });
+  const stats = JSON.parse(stdout) as { usage: Record<string, { size: number }> };
+  return Object.values(stats.usage).reduce((sum, u) => sum + u.size, 0);
+}
+
+/** GETs of a blob the origin answered, from its access log. */
+const originGets = (repo: string, digest: string) =>
+  registryRequests(originDir).filter((r) => r.method === 'GET' && r.path.startsWith(`/v2/${repo}/blobs/${digest}`))
+    .length;
+
+/** An image's manifest digest and its config and layers, as the origin has them. */
+async function fromOrigin(repo: string): Promise<{ digest: string; blobs: string[] }> {
+  const m = await request(`http://${originHost}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+  const bytes = Buffer.from(await m.body.arrayBuffer());
+  const doc = JSON.parse(bytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+  return { digest: sha(bytes), blobs: [doc.config.digest, ...doc.layers.map((l) => l.digest)] };
+}
+
+/** The kubelet's pull of an image through the node proxy, then what containerd stored, checked. */
+async function criPull(p: TestProxy, repo: string, want: { digest: string; blobs: string[] }): Promise<void> {
+  const ref = `${p.host}/${enc}/${repo}:v1`;
+  // --fresh: the image and its content leave containerd first, so every pull fetches every blob.
+  const r = await lab.criPull('node', ref, ['--fresh', '--timeout', '120']);
+  if (r.image_ref !== want.blobs[0]) throw new Error(`containerd pull of ${repo}: ${JSON.stringify(r)}`);
+  await checkStoredImage(lab, 'node', ref, want.digest, want.blobs);
+}
+
+/** The sha256 of what the cache registry (which sends the bytes itself) serves for a blob or manifest. */
+async function cachedDigest(repo: string, kind: 'blobs' | 'manifests', digest: string): Promise<string> {
+  const res = await request(`${cacheUrl}/v2/${enc}/${repo}/${kind}/${digest}`, {
+    headers: { accept: MANIFEST_ACCEPT },
+  });
+  return sha(Buffer.from(await res.body.arrayBuffer()));
+}
 
 t.test('on S3: collection while pulls go on; the shared layer stays, the removed one goes', async (t) => {
   t.equal(kept.layers[0], removed.layers[0], 'the two images share their base layer');
@@ -164,10 +216,39 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   await p.settle();
   const own = removed.layers[1] as string;
   t.ok(await inCache('team/removed', own), "the removed image's own layer is in the bucket");
+  const want = { 'team/kept': await fromOrigin('team/kept'), 'team/removed': await fromOrigin('team/removed') };
+  const keptConfigGets = originGets('team/kept', want['team/kept'].blobs[0] as string);
+  const before = await bucketBytes();
 
-  const pulls: Promise<string>[] = [];
+  // Containerd pulls each image over and over, ten HTTP clients pull once in each step, from
+  // before the deletes until after the sweep.
+  const race = new PullRace();
+  const workers: string[] = [];
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    workers.push(`containerd ${repo}`);
+    race.worker(`containerd ${repo}`, repo, 5, () => criPull(p, repo, want[repo]));
+  }
+  for (let i = 0; i < 10; i++) {
+    const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
+    workers.push(`client ${i}`);
+    race.worker(
+      `client ${i}`,
+      repo,
+      1,
+      async () => {
+        const d = await pull(p, repo, 'v1');
+        if (d !== want[repo].digest) throw new Error(`${repo} pulled as ${d}`);
+      },
+      { oncePerPhase: true },
+    );
+  }
+  await race.eachFinishedFrom('before', workers);
+
+  let afterGc = 0;
   let ownGone = false;
   let sharedKept = false;
+  let ownGetsAtSweep = 0;
+  let ownGetsSwept = 0;
   const collector = new RegistryCollector({
     client: testRegistryClient(cacheUrl, { name: 'cache', dispatcher: agent, timeoutMs: 10_000 }),
     host: 'cache',
@@ -181,44 +262,128 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
     },
     settleMs: 0,
     garbageCollect: async () => {
-      for (let i = 0; i < 20; i++) {
-        const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
-        pulls.push(
-          pull(p, repo, 'v1').then(
-            (d) => `${repo}:${d}`,
-            (err: unknown) => `${repo}:failed ${(err as Error).message}`,
-          ),
-        );
-      }
+      race.enter('held');
+      // Every worker has a pull under way (or done) since the hold: the sweep runs under pulls.
+      await race.eachStartedIn('held', workers);
       t.equal(await garbageCollect(), 0, 'garbage-collect ran on the bucket');
+      ownGetsAtSweep = originGets('team/removed', own);
+      race.enter('swept');
       // Still held: nothing of the removed image is stored again yet.
+      afterGc = await bucketBytes();
       ownGone = !(await inCache('team/removed', own));
       sharedKept = await inCache('team/kept', kept.layers[0] as string);
+      // Pulls after the sweep, still under the hold: the removed layer can only come from the origin.
+      await race.eachFinishedFrom('swept', workers);
+      ownGetsSwept = originGets('team/removed', own);
     },
     log: { info: () => undefined, warn: () => undefined },
   });
   await collector.checkDeletes();
-  t.same(await collector.collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]), {
-    deleted: 1,
-    absent: 0,
-  });
-  const outcomes = await Promise.all(pulls);
-  t.equal(outcomes.filter((o) => o === `team/kept:${kept.digest}`).length, 10, 'all ten kept pulls byte-identical');
+  race.enter('deleting');
+  t.same(
+    await collector.collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]),
+    { deleted: 1, absent: 0 },
+    "the removed image's manifest was deleted",
+  );
+  race.enter('after');
+  const records = await race.done();
+  const summary = records.map((r) => `${r.worker} ${r.started}->${r.ended}${r.failure ? ` FAILED ${r.failure}` : ''}`);
+  const byContainerd = records.filter((r) => r.worker.startsWith('containerd'));
+  const byClients = records.filter((r) => r.worker.startsWith('client'));
+  t.ok(
+    byContainerd.length >= 10 && byClients.length >= 10,
+    `${byContainerd.length} containerd and ${byClients.length} client pulls`,
+  );
+  t.ok(
+    byContainerd.some(
+      (r) => r.started !== 'swept' && r.started !== 'after' && r.ended !== 'held' && r.ended !== 'before',
+    ),
+    'a containerd pull was under way while garbage-collect ran',
+    { summary },
+  );
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    for (const phase of ['before', 'held', 'swept', 'after'] as const) {
+      t.ok(
+        records.some((r) => r.repo === repo && r.started === phase),
+        `${repo} was pulled from the step "${phase}"`,
+      );
+    }
+  }
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    // The config is the image's own blob (containerd keeps the shared layer while the other image names it).
+    const config = want[repo].blobs[0] as string;
+    const pulls = records.filter((r) => r.repo === repo).length;
+    const configGets = p
+      .logs()
+      .filter((l) => l.msg === 'request' && l.method === 'GET' && String(l.path).endsWith(`/${repo}/blobs/${config}`));
+    t.ok(configGets.length >= pulls, `every pull of ${repo} fetched through the proxy, containerd's too`, {
+      pulls,
+      configGets: configGets.length,
+    });
+  }
+  t.same(
+    records.filter((r) => r.repo === 'team/kept' && r.failure),
+    [],
+    'no pull of the kept image failed; each was byte-identical (containerd: its stored content hashed)',
+  );
   t.same(retries.get('team/kept') ?? [], [], 'no transfer of the kept image was ever cut');
   // A removed blob's transfer from the bucket can be cut when the sweep deletes it mid-read; the
-  // client's retry then misses the cache and gets the blob from the origin.
+  // client's retry (containerd's own, with a Range) then misses the cache and gets it from the origin.
   t.comment(`retried transfers of the removed image: ${JSON.stringify(retries.get('team/removed') ?? [])}`);
-  t.equal(
-    outcomes.filter((o) => o === `team/removed:${removed.digest}`).length,
-    10,
-    'the removed image pulls too, whole (after a retry when the sweep cut a transfer)',
-    { outcomes },
+  t.same(
+    records.filter((r) => r.repo === 'team/removed' && r.failure),
+    [],
+    'every pull of the removed image racing its deletion completed byte-identical (retried when the sweep cut it)',
   );
+  t.ok(
+    ownGetsSwept > ownGetsAtSweep,
+    `after the sweep, removed pulls got its own layer from the origin: ${ownGetsAtSweep} -> ${ownGetsSwept} GETs`,
+  );
+  t.equal(
+    originGets('team/kept', want['team/kept'].blobs[0] as string),
+    keptConfigGets,
+    "the kept image's blobs came from the cache throughout",
+  );
+  t.ok(afterGc <= before - 2 * 1024 * 1024, `the bucket shrank by the removed layer: ${before} -> ${afterGc} bytes`);
   t.ok(ownGone, "the removed image's own layer left the bucket");
   t.ok(sharedKept, 'the shared base layer stayed');
+  await p.settle();
+  const keptDigest = want['team/kept'].digest;
+  t.equal(await cachedDigest('team/kept', 'manifests', keptDigest), keptDigest, "the bucket's kept manifest is intact");
+  for (const d of want['team/kept'].blobs) {
+    t.equal(
+      await cachedDigest('team/kept', 'blobs', d),
+      d,
+      `the bucket's copy of the kept blob ${d.slice(7, 19)} is intact`,
+    );
+  }
+
+  // After the collection, with nothing pulled meanwhile: the next pull of the removed image gets
+  // its own layer from the origin.
+  const quiet = new RegistryCollector({
+    client: testRegistryClient(cacheUrl, { name: 'cache', dispatcher: agent, timeoutMs: 10_000 }),
+    host: 'cache',
+    holdWriters: async (work) => {
+      hold.set(true);
+      try {
+        return await work(new AbortController().signal);
+      } finally {
+        hold.set(false);
+      }
+    },
+    settleMs: 0,
+    garbageCollect: async () => t.equal(await garbageCollect(), 0),
+    log: { info: () => undefined, warn: () => undefined },
+  });
+  await quiet.collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
+  t.notOk(await inCache('team/removed', own), "the removed image's own layer left the bucket again");
+  const ownGets = originGets('team/removed', own);
+  await t.resolves(criPull(p, 'team/removed', want['team/removed']), 'containerd pulls the removed image');
+  t.equal(originGets('team/removed', own), ownGets + 1, "containerd's pull fetched the removed layer from the origin");
   await p.settle();
 
   await lab.stop('origin');
   const fresh = await proxy(lab.tempDir('pt-gc-s3-b'));
   t.equal(await pull(fresh, 'team/kept', 'v1'), kept.digest, 'the kept image pulls with the origin stopped');
+  await t.resolves(criPull(fresh, 'team/kept', want['team/kept']), 'containerd pulls it whole with the origin stopped');
 });

@@ -1,10 +1,12 @@
 /**
  * Collection on a real distribution registry as the cache registry (filesystem storage, deletes
- * enabled): two images share a base layer; one is removed while pulls of both go on through a
- * proxy whose writes are held during the collection. Kept pulls never fail and stay
- * byte-identical; the removed image is fetched from the origin again; the removed image's own
- * layer leaves the registry's storage and its bytes shrink, the shared layer stays, and the kept
- * image pulls with the origin stopped. A garbage-collect killed mid-run and run again leaves the
+ * enabled): two images share a base layer; one is removed while a real containerd (CRI pulls, as
+ * the kubelet makes them) and ten HTTP clients pull both through a proxy whose writes are held
+ * during the collection, from before the deletes until after the sweep. Kept pulls never fail and
+ * stay byte-identical (in containerd's content store and in the registry's storage); the removed
+ * image's pulls complete, and it is fetched from the origin again (the origin's access log); the
+ * removed image's own layer leaves the registry's storage and its bytes shrink, the shared layer
+ * stays, and the kept image pulls with the origin stopped. A garbage-collect killed mid-run and run again leaves the
  * registry consistent. A registry with deletes disabled is detected.
  */
 import t from 'tap';
@@ -20,14 +22,16 @@ import { RegistryStore } from '../../src/cache/registry-store.js';
 import type { WriteHold } from '../../src/cache/write-hold.js';
 import { RegistryCollector } from '../../src/controller/registry-collector.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
-import { Lab, restartRegistry, type Image } from '../helpers/lab.js';
+import { Lab, registryRequests, restartRegistry, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { checkStoredImage, PullRace } from '../helpers/pull-race.js';
 import { testRegistryClient } from '../helpers/registry-client.js';
 import { eventually } from '../helpers/wait.js';
 
 const ORIGIN = 15463;
 const CACHE = 15464;
 const NO_DELETES = 15465;
+const CRI = 15615;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const lab = new Lab('registry-gc');
 const originHost = `127.0.0.1:${ORIGIN}`;
@@ -35,6 +39,7 @@ const enc = `127.0.0.1_${ORIGIN}`;
 const agent = new Agent({ connect: { timeout: 2000 } });
 const proxies: TestProxy[] = [];
 let cacheDir: string;
+let originDir: string;
 let kept: Image;
 let removed: Image;
 
@@ -123,7 +128,7 @@ function collector(gc: () => Promise<void>): RegistryCollector {
 }
 
 t.before(async () => {
-  await lab.registry('origin', ORIGIN);
+  originDir = (await lab.registry('origin', ORIGIN)).dir;
   cacheDir = (await lab.registry('cache', CACHE)).dir;
   // As manifests/base/registry.yaml runs it: no in-memory blob descriptor cache, which would go on
   // answering for blobs garbage-collect deleted.
@@ -135,8 +140,35 @@ t.before(async () => {
   [kept, removed] = await Promise.all([
     lab.image(originHost, 'team/kept', 'v1', ['--seed', 'gc-base', '--layers', '1', '--layer-mb', '2']),
     lab.image(originHost, 'team/removed', 'v1', ['--seed', 'gc-base', '--layers', '2', '--layer-mb', '2']),
+    lab.containerd('node', CRI),
   ]);
 });
+
+/** GETs of a blob the origin answered, from its access log. */
+const originGets = (repo: string, digest: string) =>
+  registryRequests(originDir).filter((r) => r.method === 'GET' && r.path.startsWith(`/v2/${repo}/blobs/${digest}`))
+    .length;
+
+/** An image's manifest digest and its config and layers, as the origin has them. */
+async function fromOrigin(repo: string): Promise<{ digest: string; blobs: string[] }> {
+  const m = await request(`http://${originHost}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+  const bytes = Buffer.from(await m.body.arrayBuffer());
+  const doc = JSON.parse(bytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+  return { digest: sha(bytes), blobs: [doc.config.digest, ...doc.layers.map((l) => l.digest)] };
+}
+
+/** The kubelet's pull of an image through the node proxy, then what containerd stored, checked. */
+async function criPull(p: TestProxy, repo: string, want: { digest: string; blobs: string[] }): Promise<void> {
+  const ref = `${p.host}/${enc}/${repo}:v1`;
+  // --fresh: the image and its content leave containerd first, so every pull fetches every blob.
+  const r = await lab.criPull('node', ref, ['--fresh', '--timeout', '120']);
+  if (r.image_ref !== want.blobs[0]) throw new Error(`containerd pull of ${repo}: ${JSON.stringify(r)}`);
+  await checkStoredImage(lab, 'node', ref, want.digest, want.blobs);
+}
+
+/** Whether the registry's stored files of an image (manifest, config, layers) hash to their digests. */
+const storedIntact = (want: { digest: string; blobs: string[] }) =>
+  [want.digest, ...want.blobs].every((d) => existsSync(blobFile(d)) && sha(readFileSync(blobFile(d))) === d);
 
 t.test('collection while pulls go on: kept images intact, removed ones refetched, space reclaimed', async (t) => {
   t.equal(kept.layers[0], removed.layers[0], 'the two images share their base layer');
@@ -147,38 +179,111 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
   const own = removed.layers[1] as string;
   t.ok(existsSync(blobFile(own)), "the removed image's own layer is in the registry's storage");
   const before = storageBytes();
+  const keptConfigGets = originGets('team/kept', keptPull.blobs[0] as string);
 
-  const pulls: Promise<string>[] = [];
-  let failedKept = 0;
+  // Containerd pulls each image over and over, ten HTTP clients pull once in each step, from
+  // before the deletes until after the sweep.
+  const race = new PullRace();
+  const want = { 'team/kept': keptPull, 'team/removed': removedPull };
+  const workers: string[] = [];
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    workers.push(`containerd ${repo}`);
+    race.worker(`containerd ${repo}`, repo, 5, () => criPull(p, repo, want[repo]));
+  }
+  for (let i = 0; i < 10; i++) {
+    const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
+    workers.push(`client ${i}`);
+    race.worker(
+      `client ${i}`,
+      repo,
+      1,
+      async () => {
+        const r = await pull(p, repo, 'v1');
+        if (r.digest !== want[repo].digest) throw new Error(`${repo} pulled as ${r.digest}`);
+      },
+      { oncePerPhase: true },
+    );
+  }
+  await race.eachFinishedFrom('before', workers);
+
   let afterGc = 0;
   let ownGone = false;
   let sharedKept = false;
+  let ownGetsAtSweep = 0;
+  let ownGetsSwept = 0;
   const gc = collector(async () => {
-    // Pulls go on while writes are held and the registry collects.
-    for (let i = 0; i < 20; i++) {
-      const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
-      pulls.push(
-        pull(p, repo, 'v1').then(
-          (r) => `${repo}:${r.digest}`,
-          (err: unknown) => {
-            if (repo === 'team/kept') failedKept++;
-            return `${repo}:failed ${(err as Error).message}`;
-          },
-        ),
-      );
-    }
+    race.enter('held');
+    // Every worker has a pull under way (or done) since the hold: the sweep runs under pulls.
+    await race.eachStartedIn('held', workers);
     t.equal(await garbageCollect(), 0, 'garbage-collect ran');
-    // Still held: the removed image's pulls above are not stored again yet.
+    ownGetsAtSweep = originGets('team/removed', own);
+    race.enter('swept');
+    // Still held: the removed image's pulls are not stored again yet.
     afterGc = storageBytes();
     ownGone = !existsSync(blobFile(own));
     sharedKept = existsSync(blobFile(kept.layers[0] as string));
+    // Pulls after the sweep, still under the hold: the removed layer can only come from the origin.
+    await race.eachFinishedFrom('swept', workers);
+    ownGetsSwept = originGets('team/removed', own);
   });
+  race.enter('deleting');
   const result = await gc.collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
+  race.enter('after');
   t.same(result, { deleted: 1, absent: 0 }, "the removed image's manifest was deleted");
-  const outcomes = await Promise.all(pulls);
-  t.equal(failedKept, 0, 'no pull of the kept image failed');
-  t.equal(outcomes.filter((o) => o === `team/kept:${kept.digest}`).length, 10, 'all ten kept pulls byte-identical');
-  t.equal(outcomes.filter((o) => o === `team/removed:${removed.digest}`).length, 10, 'the removed image pulls too');
+  const records = await race.done();
+  const summary = records.map((r) => `${r.worker} ${r.started}->${r.ended}${r.failure ? ` FAILED ${r.failure}` : ''}`);
+  const byContainerd = records.filter((r) => r.worker.startsWith('containerd'));
+  const byClients = records.filter((r) => r.worker.startsWith('client'));
+  t.ok(
+    byContainerd.length >= 10 && byClients.length >= 10,
+    `${byContainerd.length} containerd and ${byClients.length} client pulls`,
+  );
+  t.ok(
+    byContainerd.some(
+      (r) => r.started !== 'swept' && r.started !== 'after' && r.ended !== 'held' && r.ended !== 'before',
+    ),
+    'a containerd pull was under way while garbage-collect ran',
+    { summary },
+  );
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    for (const phase of ['before', 'held', 'swept', 'after'] as const) {
+      t.ok(
+        records.some((r) => r.repo === repo && r.started === phase),
+        `${repo} was pulled from the step "${phase}"`,
+      );
+    }
+  }
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    // The config is the image's own blob (containerd keeps the shared layer while the other image names it).
+    const config = want[repo].blobs[0] as string;
+    const pulls = records.filter((r) => r.repo === repo).length;
+    const configGets = p
+      .logs()
+      .filter((l) => l.msg === 'request' && l.method === 'GET' && String(l.path).endsWith(`/${repo}/blobs/${config}`));
+    t.ok(configGets.length >= pulls, `every pull of ${repo} fetched through the proxy, containerd's too`, {
+      pulls,
+      configGets: configGets.length,
+    });
+  }
+  t.same(
+    records.filter((r) => r.repo === 'team/kept' && r.failure),
+    [],
+    'no pull of the kept image failed; each was byte-identical (containerd: its stored content hashed)',
+  );
+  t.same(
+    records.filter((r) => r.repo === 'team/removed' && r.failure),
+    [],
+    'every pull of the removed image racing its deletion completed byte-identical',
+  );
+  t.ok(
+    ownGetsSwept > ownGetsAtSweep,
+    `after the sweep, removed pulls got its own layer from the origin: ${ownGetsAtSweep} -> ${ownGetsSwept} GETs`,
+  );
+  t.equal(
+    originGets('team/kept', keptPull.blobs[0] as string),
+    keptConfigGets,
+    "the kept image's blobs came from the cache throughout",
+  );
   await p.settle();
 
   t.ok(
@@ -187,10 +292,10 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
   );
   t.ok(ownGone, "the removed image's own layer left the storage");
   t.ok(sharedKept, 'the shared base layer stayed');
+  t.ok(storedIntact(keptPull), "the kept image's stored manifest, config and layers hash to their digests");
   t.equal(keptPull.digest, kept.digest);
   t.equal(removedPull.digest, removed.digest);
 });
-
 t.test('a removed image is refetched from the origin; with the origin stopped the kept one still pulls', async (t) => {
   const p = await proxy(lab.tempDir('pt-gc-b'));
   // The previous test's pulls of the removed image stored it again: remove and collect once more.
@@ -199,6 +304,13 @@ t.test('a removed image is refetched from the origin; with the origin stopped th
   }).collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
   t.notOk(existsSync(blobFile(removed.layers[1] as string)), "the removed image's own layer left the storage");
   t.ok(existsSync(blobFile(kept.layers[0] as string)), 'the shared base layer stayed');
+  const ownGets = originGets('team/removed', removed.layers[1] as string);
+  await t.resolves(criPull(p, 'team/removed', await fromOrigin('team/removed')), 'containerd pulls the removed image');
+  t.equal(
+    originGets('team/removed', removed.layers[1] as string),
+    ownGets + 1,
+    "containerd's pull fetched the removed layer from the origin",
+  );
   t.equal((await pull(p, 'team/removed', 'v1')).digest, removed.digest, 'the removed image pulls again');
   await p.settle();
   // The registry no longer had its own layer: those bytes came from the origin, and are cached again.
@@ -207,9 +319,11 @@ t.test('a removed image is refetched from the origin; with the origin stopped th
   await collector(async () => {
     t.equal(await garbageCollect(), 0);
   }).collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
+  const keptBlobs = await fromOrigin('team/kept');
   await lab.stop('origin');
   const fresh = await proxy(lab.tempDir('pt-gc-c'));
   t.equal((await pull(fresh, 'team/kept', 'v1')).digest, kept.digest, 'the kept image pulls with the origin stopped');
+  await t.resolves(criPull(fresh, 'team/kept', keptBlobs), 'containerd pulls it whole with the origin stopped');
 });
 
 t.test('a garbage-collect killed mid-run, run again: consistent and finished', async (t) => {

@@ -1,0 +1,158 @@
+/**
+ * Pulls that race a collection: workers (a containerd, an HTTP client) pull in a loop from before
+ * the deletes until after the sweep, each pull recorded with the collection phase it started and
+ * ended in, so a test can show which pulls overlapped which step and wait on a worker's progress
+ * (an event) instead of sleeping. Also reads what a lab containerd stored, with `ctr`, as an
+ * operator would check it.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import type { Lab } from './lab.js';
+import { eventually } from './wait.js';
+
+const run = promisify(execFile);
+
+/** The steps of a collection, in order. */
+export const PHASES = ['before', 'deleting', 'held', 'swept', 'after'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface PullRecord {
+  readonly worker: string;
+  readonly repo: string;
+  readonly started: Phase;
+  readonly ended: Phase;
+  /** Empty when the pull succeeded and its content checked out; otherwise why not. */
+  readonly failure: string;
+}
+
+export class PullRace {
+  readonly records: PullRecord[] = [];
+  private phaseIndex = 0;
+  private readonly loops: Promise<void>[] = [];
+  private readonly inFlight = new Map<string, Phase>();
+  private entered: () => void = () => undefined;
+  /** Resolves at the next enter(). */
+  private nextPhase = new Promise<void>((r) => (this.entered = r));
+
+  get phase(): Phase {
+    return PHASES[this.phaseIndex] as Phase;
+  }
+
+  enter(phase: Phase): void {
+    this.phaseIndex = PHASES.indexOf(phase);
+    const entered = this.entered;
+    this.nextPhase = new Promise<void>((r) => (this.entered = r));
+    entered();
+  }
+
+  /**
+   * Starts a worker pulling `repo` with `pullOnce` (which throws when the pull failed or its
+   * content is wrong) until it has done `minPulls` and one pull that started after the collection;
+   * back to back, or with `oncePerPhase` one pull per phase (the next waits for the next phase).
+   */
+  worker(
+    name: string,
+    repo: string,
+    minPulls: number,
+    pullOnce: () => Promise<void>,
+    opts: { oncePerPhase?: boolean } = {},
+  ): void {
+    this.loops.push(
+      (async () => {
+        let done = 0;
+        let last: Phase | undefined;
+        for (;;) {
+          if (opts.oncePerPhase && last === this.phase) await this.nextPhase;
+          const started = this.phase;
+          last = started;
+          this.inFlight.set(name, started);
+          const failure = await pullOnce().then(
+            () => '',
+            (err: unknown) => (err as Error).message || String(err),
+          );
+          this.inFlight.delete(name);
+          this.records.push({ worker: name, repo, started, ended: this.phase, failure });
+          done++;
+          if (started === 'after' && done >= minPulls) return;
+        }
+      })(),
+    );
+  }
+
+  /** Waits until every worker has started a pull in `phase` or later (under way or done). */
+  async eachStartedIn(phase: Phase, workers: readonly string[]): Promise<void> {
+    const at = PHASES.indexOf(phase);
+    await eventually(
+      () =>
+        workers.every((w) => {
+          const inFlight = this.inFlight.get(w);
+          return (
+            (inFlight !== undefined && PHASES.indexOf(inFlight) >= at) ||
+            this.records.some((r) => r.worker === w && PHASES.indexOf(r.started) >= at)
+          );
+        }),
+      `every worker to start a pull in phase ${phase}`,
+      120_000,
+    );
+  }
+
+  /** Waits until every worker has finished a pull that started in `phase` (or later). */
+  async eachFinishedFrom(phase: Phase, workers: readonly string[]): Promise<void> {
+    const at = PHASES.indexOf(phase);
+    await eventually(
+      () => workers.every((w) => this.records.some((r) => r.worker === w && PHASES.indexOf(r.started) >= at)),
+      `every worker to finish a pull started in phase ${phase}`,
+      180_000,
+    );
+  }
+
+  /** Resolves when every worker has stopped (call after enter('after')). */
+  async done(): Promise<PullRecord[]> {
+    await Promise.all(this.loops);
+    return this.records;
+  }
+}
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+function ctr(lab: Lab, node: string, args: string[]): Promise<Buffer> {
+  return run('ctr', ['-a', `${lab.dir}/${node}/containerd.sock`, '-n', 'k8s.io', ...args], {
+    encoding: 'buffer',
+    maxBuffer: 256 * 1024 * 1024,
+  }).then((r) => r.stdout);
+}
+
+/** The manifest digest containerd recorded for `ref` (the CRI plugin's namespace), if any. */
+export async function ctrImageTarget(lab: Lab, node: string, ref: string): Promise<string | undefined> {
+  const out = (await ctr(lab, node, ['images', 'ls'])).toString('utf8');
+  for (const line of out.split('\n').slice(1)) {
+    const [name, , digest] = line.split(/\s+/);
+    if (name === ref) return digest;
+  }
+  return undefined;
+}
+
+/** The sha256 of the bytes containerd's content store holds under `digest`. */
+export async function ctrContentDigest(lab: Lab, node: string, digest: string): Promise<string> {
+  return sha256(await ctr(lab, node, ['content', 'get', digest]));
+}
+
+/**
+ * Checks what containerd stored for a pulled image: the image record names `manifest`, and the
+ * manifest and each of `blobs` hash to their digests. Throws saying what differs.
+ */
+export async function checkStoredImage(
+  lab: Lab,
+  node: string,
+  ref: string,
+  manifest: string,
+  blobs: readonly string[],
+): Promise<void> {
+  const target = await ctrImageTarget(lab, node, ref);
+  if (target !== manifest) throw new Error(`containerd recorded ${ref} as ${target ?? 'nothing'}, not ${manifest}`);
+  for (const d of [manifest, ...blobs]) {
+    const got = await ctrContentDigest(lab, node, d);
+    if (got !== d) throw new Error(`containerd's content ${d} hashes to ${got}`);
+  }
+}
