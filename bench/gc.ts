@@ -6,8 +6,8 @@
  * images go on through a node proxy. Reports the pass's wall time and its parts (deletes, taking
  * the collection Lease, the writers' settle time, garbage-collect), the bytes it reclaims on the
  * registry's volume, the origin bytes during the pass and of one removed image's later refetch,
- * and the pulls' latency during the pass against the same pulls without one, measured just before
- * (the anchor). Real parts: distribution as origin and as cache registry (deletes on, no blob
+ * and the pulls' latency during the pass against the same pulls, in the same run, just before and
+ * just after it (the anchor). Real parts: distribution as origin and as cache registry (deletes on, no blob
  * descriptor cache, as manifests/base/registry.yaml runs it), the node proxy and `pullthrough
  * gc-runner` from dist/ (run `npm run build` first), the lab's containerd for CRI pulls, the test
  * suite's fake API server for the collection Lease that the proxy reads, and the controller's
@@ -16,6 +16,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Agent, request } from 'undici';
@@ -52,8 +53,10 @@ const opt = (name: string): string | undefined => {
 const SIZES = QUICK ? [6] : [10, 50];
 const BASE_MIB = 8;
 const OWN_MIB = 2;
-/** How long the pulls run without a pass (the anchor) before each pass. */
+/** The anchor: how long the pulls are counted without a pass, before it and again after it. */
 const ANCHOR_S = Number(opt('--anchor-s') ?? (QUICK ? 4 : 8));
+/** Pulls before the anchor that are not counted: each loop's first ones are slower. */
+const LEAD_IN_MS = 3000;
 /** The controller's default --gc-settle: a writer's 5 s poll period plus the longest closing PUT. */
 const SETTLE_MS = 15_000;
 const P = { origin: 15630, cache: 15631, runner: 15632, proxy: 15633, cri: 15634 };
@@ -217,17 +220,19 @@ interface Sample {
   kind: 'client' | 'cri';
   start: number;
   end: number;
+  /** NaN when the pull failed. */
   seconds: number;
+  failed?: string;
 }
 
 /**
  * Warm pulls of the kept images until `stop` is set: two client pulls at a time (manifest and
  * blobs, as containerd fetches them) and one CRI pull at a time through the lab's containerd (the
- * image removed from containerd first, so that it fetches every blob). Failures are counted.
+ * image removed from containerd first, so that it fetches every blob). A failed pull is a sample
+ * that says why.
  */
 function startLoad(lab: Lab, kept: OriginImage[]) {
   const samples: Sample[] = [];
-  const failures: string[] = [];
   let stop = false;
   let turn = 0;
   const nextImage = () => kept[turn++ % kept.length] as OriginImage;
@@ -240,7 +245,8 @@ function startLoad(lab: Lab, kept: OriginImage[]) {
         if (r.bytes !== img.bytes) throw new Error(`${img.repo}: ${r.bytes} bytes, expected ${img.bytes}`);
         samples.push({ kind: 'client', start, end: performance.now(), seconds: r.seconds });
       } catch (err) {
-        failures.push(`client ${img.repo}: ${(err as Error).message}`);
+        const failed = `client ${img.repo}: ${(err as Error).message}`;
+        samples.push({ kind: 'client', start, end: performance.now(), seconds: NaN, failed });
       }
     }
   };
@@ -251,14 +257,13 @@ function startLoad(lab: Lab, kept: OriginImage[]) {
       await lab.removeImage('node', ref);
       const start = performance.now();
       const r = await lab.criPull('node', ref);
-      if (r.error) failures.push(`cri ${img.repo}: ${r.error} ${r.details ?? ''}`);
-      else samples.push({ kind: 'cri', start, end: performance.now(), seconds: r.seconds });
+      const failed = r.error ? `cri ${img.repo}: ${r.error} ${r.details ?? ''}` : undefined;
+      samples.push({ kind: 'cri', start, end: performance.now(), seconds: failed ? NaN : r.seconds, failed });
     }
   };
   const loops = Promise.all([clientLoop(), clientLoop(), criLoop()]);
   return {
     samples,
-    failures,
     async finish(): Promise<void> {
       stop = true;
       await loops;
@@ -266,8 +271,8 @@ function startLoad(lab: Lab, kept: OriginImage[]) {
   };
 }
 
-const seconds = (s: Sample[], kind: Sample['kind'], from: number, to: number) =>
-  s.filter((x) => x.kind === kind && x.end > from && x.start < to).map((x) => x.seconds);
+const secondsOf = (s: Sample[], kind: Sample['kind']) => stat(s.filter((x) => x.kind === kind).map((x) => x.seconds));
+const overlapping = (s: Sample[], from: number, to: number) => s.filter((x) => x.end > from && x.start < to);
 
 // ---------------------------------------------------------------- one size
 
@@ -284,6 +289,8 @@ interface Result {
   anchor: { client: Stat; cri: Stat };
   during: { client: Stat; cri: Stat; clientGc: Stat; criGc: Stat };
   failures: { anchor: number; during: number; first: string | undefined };
+  /** The node proxy logged that it saw the collection Lease held. */
+  sawHold: boolean;
 }
 
 async function resetCache(lab: Lab): Promise<string> {
@@ -306,6 +313,8 @@ async function measure(
   collectorFor: (timing: Record<string, number>) => RegistryCollector,
 ): Promise<Result> {
   const cacheDir = await resetCache(lab);
+  // At the shipped log level (info), which says when the proxy sees the collection Lease held.
+  const ptLog = join(lab.dir, `pt-${n}.log`);
   const proxy = startDist(
     [
       'proxy',
@@ -323,10 +332,8 @@ async function measure(
       NS,
       '--metrics-listen',
       '',
-      '--log-level',
-      'warn',
     ],
-    join(lab.dir, `pt-${n}.log`),
+    ptLog,
   );
   try {
     await waitFor('the node proxy /healthz', async () => (await httpStatus(`${PROXY}/healthz`, 'GET')) === 200, 30_000);
@@ -355,35 +362,45 @@ async function measure(
     const fillSeconds = (performance.now() - f0) / 1000;
     log(`N=${n}: filled in ${fillSeconds.toFixed(1)} s`);
 
-    // The anchor: the same pulls without a pass, just before it and just after it (whatever else
-    // the machine runs drifts; the two halves straddle the pass).
-    const anchor = async () => {
-      const a = startLoad(lab, kept);
-      await sleep(ANCHOR_S * 1000);
-      await a.finish();
-      return a;
-    };
+    // Unmeasured: a first pull of each kept image after the fill is slower than the rest (code
+    // paths compiled, the registry's files read back into the page cache).
+    await limit(
+      2,
+      kept.map((img) => () => clientPull(PROXY, `${ENC}/${img.repo}`, 'v1')),
+    );
+    // One load runs throughout, and its samples are sorted by when they ran: the anchor is the
+    // same pulls without a pass, ANCHOR_S just before the pass and ANCHOR_S just after it (so
+    // drift in what else the machine runs falls on both sides), after a lead-in not counted (the
+    // loops' first pulls are slower).
+    const load = startLoad(lab, kept);
+    await sleep(LEAD_IN_MS);
+    const a0 = performance.now();
     log(`N=${n}: anchor pulls for ${ANCHOR_S} s`);
-    const anchorBefore = await anchor();
+    await sleep(ANCHOR_S * 1000);
 
     log(`N=${n}: collection pass removing ${removed.length}`);
     const originLog = new OriginLog(join(lab.dir, 'origin', 'registry.log'));
     const before = dirBytes(join(cacheDir, 'data'));
     const mark = originLog.mark();
     const timing: Record<string, number> = {};
-    const load = startLoad(lab, kept);
     const t0 = performance.now();
     const removals: Removal[] = removed.map((img) => ({ image: `${ORIGIN}/${img.repo}:v1`, digest: img.digest }));
     const outcome = await collectorFor(timing).collect(removals);
     const tEnd = performance.now();
-    await load.finish();
     const after = dirBytes(join(cacheDir, 'data'));
+    const sawHold = readFileSync(ptLog, 'utf8').includes('collection running: cache writes wait');
+    log(`N=${n}: anchor pulls for ${ANCHOR_S} s`);
+    await sleep(ANCHOR_S * 1000);
+    const a1 = performance.now();
+    await load.finish();
+    // Kept images' pulls never reach the origin: the log since the mark is the pass's.
     await originLog.settle();
     const during = originLog.since(mark).filter((r) => r.path.startsWith('/v2/'));
-    log(`N=${n}: anchor pulls for ${ANCHOR_S} s`);
-    const anchorAfter = await anchor();
-    const anchorSamples = [...anchorBefore.samples, ...anchorAfter.samples];
-    const anchorFailures = [...anchorBefore.failures, ...anchorAfter.failures];
+    const anchorSamples = load.samples.filter(
+      (x) => (x.start >= a0 && x.end <= t0) || (x.start >= tEnd && x.start < a1),
+    );
+    const passSamples = overlapping(load.samples, t0, tEnd);
+    const gcSamples = overlapping(load.samples, timing.gcStart ?? NaN, timing.gcEnd ?? NaN);
 
     // A removed image pulled again: what it costs the origin.
     const refetchMark = originLog.mark();
@@ -396,7 +413,6 @@ async function measure(
       .reduce((a, r) => a + r.bytes, 0);
 
     const t = (k: string) => timing[k] ?? NaN;
-    const all = [...anchorFailures, ...load.failures];
     return {
       n,
       removed: removed.length,
@@ -417,17 +433,19 @@ async function measure(
         bytes: during.filter((r) => r.method === 'GET').reduce((a, r) => a + r.bytes, 0),
       },
       refetch: { bytes: refetchBytes, ownBytes: again.ownBytes, imageBytes: again.bytes },
-      anchor: {
-        client: stat(seconds(anchorSamples, 'client', -Infinity, Infinity)),
-        cri: stat(seconds(anchorSamples, 'cri', -Infinity, Infinity)),
-      },
+      anchor: { client: secondsOf(anchorSamples, 'client'), cri: secondsOf(anchorSamples, 'cri') },
       during: {
-        client: stat(seconds(load.samples, 'client', t0, tEnd)),
-        cri: stat(seconds(load.samples, 'cri', t0, tEnd)),
-        clientGc: stat(seconds(load.samples, 'client', t('gcStart'), t('gcEnd'))),
-        criGc: stat(seconds(load.samples, 'cri', t('gcStart'), t('gcEnd'))),
+        client: secondsOf(passSamples, 'client'),
+        cri: secondsOf(passSamples, 'cri'),
+        clientGc: secondsOf(gcSamples, 'client'),
+        criGc: secondsOf(gcSamples, 'cri'),
       },
-      failures: { anchor: anchorFailures.length, during: load.failures.length, first: all[0] },
+      sawHold,
+      failures: {
+        anchor: anchorSamples.filter((x) => x.failed).length,
+        during: passSamples.filter((x) => x.failed).length,
+        first: load.samples.find((x) => x.failed)?.failed,
+      },
     };
   } finally {
     await stopChild(proxy);
@@ -442,23 +460,34 @@ function report(results: Result[]): string {
   out.push(
     `images: a ${BASE_MIB} MiB base layer shared by all, ${OWN_MIB} MiB of their own each; a pass removes every ` +
       `other image; settle ${SETTLE_MS / 1000} s (the controller's default --gc-settle); anchor: the same ` +
-      `pulls for ${ANCHOR_S} s just before the pass and again just after it`,
+      `pulls, running throughout, in the ${ANCHOR_S} s just before the pass and the ${ANCHOR_S} s just after it`,
   );
+  out.push(`load average at the start ${LOAD_AT_START} (1 min) on ${cpus().length} cores`);
   out.push(
-    '\n| N | removed | pass wall s | deletes s | Lease s | settle s | garbage-collect s | release s | blobs swept |' +
-      ' registry MiB before -> after (reclaimed) | origin during pass: requests, bytes | refetch of a removed image:' +
-      ' origin bytes / its own bytes (/ whole image) |',
+    '\n| N | removed | pass wall s | deletes s | Lease s | settle s | garbage-collect s | release s |' +
+      ' proxy saw the hold |',
   );
-  out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of results) {
     const p = r.phases;
-    const refetch = (whole: number) => (r.refetch.bytes / whole).toFixed(3);
     out.push(
-      `| ${r.n} | ${r.removed} (${r.deleted} deleted) | ${fmt(p.wall)} | ${fmt(p.deletes, 3)} | ${fmt(p.lease, 3)} | ` +
-        `${fmt(p.settle)} | ${fmt(p.gc, 3)} | ${fmt(p.release, 3)} | ${r.blobsDeleted} | ` +
+      `| ${r.n} | ${r.removed} (${r.deleted} deleted) | ${fmt(p.wall)} | ${fmt(p.deletes, 3)} | ` +
+        `${fmt(p.lease, 3)} | ${fmt(p.settle)} | ${fmt(p.gc, 3)} | ${fmt(p.release, 3)} | ` +
+        `${r.sawHold ? 'yes' : 'NO'} |`,
+    );
+  }
+  out.push(
+    '\n| N | blobs swept | registry MiB before -> after (reclaimed) | origin during the pass: requests, bytes |' +
+      ' refetch of a removed image: origin bytes, / its own bytes, / whole image |',
+  );
+  out.push('| --- | --- | --- | --- | --- |');
+  for (const r of results) {
+    const f = r.refetch;
+    out.push(
+      `| ${r.n} | ${r.blobsDeleted} | ` +
         `${fmt(MiB(r.before), 1)} -> ${fmt(MiB(r.after), 1)} (${fmt(MiB(r.before - r.after), 1)}) | ` +
         `${r.originDuring.requests}, ${r.originDuring.bytes} | ` +
-        `${refetch(r.refetch.ownBytes)} (${refetch(r.refetch.imageBytes)}) |`,
+        `${f.bytes}, ${(f.bytes / f.ownBytes).toFixed(3)}, ${(f.bytes / f.imageBytes).toFixed(3)} |`,
     );
   }
   out.push(
@@ -483,6 +512,8 @@ function report(results: Result[]): string {
 }
 
 // ---------------------------------------------------------------- main
+
+const LOAD_AT_START = loadavg()[0]?.toFixed(1) ?? '-';
 
 async function main(): Promise<void> {
   if (!labAvailable()) throw new Error('the oci-lab is not installed');
