@@ -273,6 +273,7 @@ function startLoad(lab: Lab, kept: OriginImage[]) {
 
 const secondsOf = (s: Sample[], kind: Sample['kind']) => stat(s.filter((x) => x.kind === kind).map((x) => x.seconds));
 const overlapping = (s: Sample[], from: number, to: number) => s.filter((x) => x.end > from && x.start < to);
+const both = (s: Sample[]) => ({ client: secondsOf(s, 'client'), cri: secondsOf(s, 'cri') });
 
 // ---------------------------------------------------------------- one size
 
@@ -287,7 +288,8 @@ interface Result {
   originDuring: { requests: number; bytes: number };
   refetch: { bytes: number; ownBytes: number; imageBytes: number };
   anchor: { client: Stat; cri: Stat };
-  during: { client: Stat; cri: Stat; clientGc: Stat; criGc: Stat };
+  /** Over the whole pass, and over each of its parts: deletes, settle (only the hold), garbage-collect. */
+  during: Record<'pass' | 'deletes' | 'settle' | 'gc', { client: Stat; cri: Stat }>;
   failures: { anchor: number; during: number; first: string | undefined };
   /** The node proxy logged that it saw the collection Lease held. */
   sawHold: boolean;
@@ -400,7 +402,6 @@ async function measure(
       (x) => (x.start >= a0 && x.end <= t0) || (x.start >= tEnd && x.start < a1),
     );
     const passSamples = overlapping(load.samples, t0, tEnd);
-    const gcSamples = overlapping(load.samples, timing.gcStart ?? NaN, timing.gcEnd ?? NaN);
 
     // A removed image pulled again: what it costs the origin.
     const refetchMark = originLog.mark();
@@ -435,10 +436,10 @@ async function measure(
       refetch: { bytes: refetchBytes, ownBytes: again.ownBytes, imageBytes: again.bytes },
       anchor: { client: secondsOf(anchorSamples, 'client'), cri: secondsOf(anchorSamples, 'cri') },
       during: {
-        client: secondsOf(passSamples, 'client'),
-        cri: secondsOf(passSamples, 'cri'),
-        clientGc: secondsOf(gcSamples, 'client'),
-        criGc: secondsOf(gcSamples, 'cri'),
+        pass: both(passSamples),
+        deletes: both(overlapping(load.samples, t0, t('holdAsked'))),
+        settle: both(overlapping(load.samples, t('held'), t('gcStart'))),
+        gc: both(overlapping(load.samples, t('gcStart'), t('gcEnd'))),
       },
       sawHold,
       failures: {
@@ -491,18 +492,21 @@ function report(results: Result[]): string {
     );
   }
   out.push(
-    '\n| N | warm pull of a kept image | anchor s | during the pass s | ratio (medians) |' +
-      ' overlapping garbage-collect s | failures (anchor, pass) |',
+    '\n| N | warm pull of a kept image, s | anchor | during the pass | ratio (medians) | overlapping the deletes |' +
+      ' the settle (only the hold) | garbage-collect | failures (anchor, pass) |',
   );
-  out.push('| --- | --- | --- | --- | --- | --- | --- |');
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  const cell = (x: Stat) => `${fmtStat(x, 3)} n=${x.n}`;
   for (const r of results) {
-    for (const [what, a, d, g] of [
-      ['client (manifest + blobs, 2 at a time)', r.anchor.client, r.during.client, r.during.clientGc],
-      ['CRI pull (containerd, 1 at a time)', r.anchor.cri, r.during.cri, r.during.criGc],
+    for (const [what, k] of [
+      ['client (manifest + blobs, 2 at a time)', 'client'],
+      ['CRI pull (containerd, 1 at a time)', 'cri'],
     ] as const) {
+      const d = r.during;
       out.push(
-        `| ${r.n} | ${what} | ${fmtStat(a, 3)} n=${a.n} | ${fmtStat(d, 3)} n=${d.n} | ` +
-          `${fmt(d.median / a.median)} | ${fmtStat(g, 3)} n=${g.n} | ${r.failures.anchor}, ${r.failures.during} |`,
+        `| ${r.n} | ${what} | ${cell(r.anchor[k])} | ${cell(d.pass[k])} | ` +
+          `${fmt(d.pass[k].median / r.anchor[k].median)} | ${cell(d.deletes[k])} | ${cell(d.settle[k])} | ` +
+          `${cell(d.gc[k])} | ${r.failures.anchor}, ${r.failures.during} |`,
       );
     }
   }
