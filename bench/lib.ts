@@ -133,6 +133,11 @@ export function rssMiB(pid: number): number {
   }
 }
 
+/** Bytes of the files under a directory, as `du -sb` counts them (a registry's storage). */
+export function dirBytes(dir: string): number {
+  return Number(execFileSync('du', ['-sb', dir]).toString().split('\t')[0]);
+}
+
 /** True when something already listens on 127.0.0.1:port. */
 export async function portInUse(port: number): Promise<boolean> {
   const { createConnection } = await import('node:net');

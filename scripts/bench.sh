@@ -1,5 +1,5 @@
 #!/bin/bash
-# npm run bench [-- --quick] [--out FILE] [--reps N] [--only blob,head,...,s3] [--rate B/s] [--delay-ms MS]
+# npm run bench [-- --quick] [--out FILE] [--reps N] [--only blob,head,...,s3,gc] [--rate B/s] [--delay-ms MS]
 # Installs what the benchmark needs (the oci-lab packages, node_modules), builds dist/ and runs
 # bench/run.ts against the compiled proxy (node dist/main.js: no tsx in the measured process).
 set -euo pipefail
@@ -21,10 +21,14 @@ npm run build > /tmp/pullthrough-bench-build.log 2>&1 || {
   echo "npm run build reported errors (see /tmp/pullthrough-bench-build.log); benchmarking what it emitted" >&2
   [ -f dist/main.js ] || exit 1
 }
-# The S3 row (bench/s3.ts: radosgw, redirects) runs after the others, or alone with `--only s3`;
-# it reads --quick and --reps and prints its own table.
+# The S3 row (bench/s3.ts: radosgw, redirects) and the collection row (bench/gc.ts) run after the
+# others, or alone with `--only s3` / `--only gc`; each reads --quick (s3 also --reps) and prints
+# its own table.
 only=$(printf '%s\n' "$@" | awk 'p { print; exit } $0 == "--only" { p = 1 }')
+# The rows bench/run.ts runs: --only without s3 and gc.
+rest=$(printf '%s\n' "${only//,/$'\n'}" | grep -vx -e s3 -e gc | paste -sd, || true)
 rc=0
-if [ -z "$only" ] || [ "$only" != s3 ]; then node --import tsx bench/run.ts "$@" || rc=$?; fi
+if [ -z "$only" ] || [ -n "$rest" ]; then node --import tsx bench/run.ts "$@" || rc=$?; fi
 if [ -z "$only" ] || [[ ",$only," == *,s3,* ]]; then node --import tsx bench/s3.ts "$@" || rc=$?; fi
+if [ -z "$only" ] || [[ ",$only," == *,gc,* ]]; then node --import tsx bench/gc.ts "$@" || rc=$?; fi
 exit "$rc"
