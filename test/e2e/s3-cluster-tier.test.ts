@@ -24,6 +24,7 @@ import { Agent, request } from 'undici';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { accessLog, Lab, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { eventually } from '../helpers/wait.js';
 import { renderS3Registry } from '../manifests/s3-overlay.js';
 import { s3StoreFor, startBalancer, startReplica, startS3, type Balancer, type S3Keys } from '../helpers/s3-lab.js';
 
@@ -69,9 +70,9 @@ t.teardown(async () => {
   await lab.cleanup();
 });
 
-async function replica(name: string, port: number): Promise<void> {
+async function replica(name: string, port: number, s3Endpoint = `http://${s3Front}`): Promise<void> {
   replicas.push(name);
-  await startReplica(lab, name, port, `http://${s3Front}`, keys);
+  await startReplica(lab, name, port, s3Endpoint, keys);
 }
 
 const common = () => [
@@ -343,6 +344,36 @@ t.test('the cluster tier on object storage', async (t) => {
         t.equal(`sha256:${hash.digest('hex')}`, l, `${repoOf(c)}: what the bucket holds is whole`);
       }
     }
+  });
+
+  t.test('a replica killed while it answers: the store asks again on another connection', async (t) => {
+    // The ports of the replicas the rolling update replaced: a replica whose object store accepts
+    // and never answers holds a request until it is killed.
+    const hang = await lab.logproxy('s3-hang', R1, `http://127.0.0.1:${S3}`, ['--hang']);
+    await replica('stuck', R2, `http://127.0.0.1:${R1}`);
+    const fresh = new Agent({ connect: { timeout: 2000 } });
+    t.teardown(() => fresh.close());
+    // A store with no connection yet: its first one goes to the stuck replica.
+    const store = s3StoreFor(cacheUrl, fresh);
+    balancer?.setUpstreams([R2]);
+    const layer = app.layers[0] as string;
+    const stat = store.statBlob(`${enc}/library/app`, layer).then(
+      (v) => v,
+      (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+    );
+    await eventually(
+      () => readFileSync(hang.log, 'utf8').trim().length > 0,
+      'the stuck replica asked its object store',
+      30_000,
+    );
+    // Its endpoint dropped, as for a pod whose container died; then the container dies.
+    balancer?.setUpstreams([R3, R4]);
+    process.kill(pidOf('stuck'), 'SIGKILL');
+    const got = await stat;
+    t.ok(
+      !(got instanceof Error) && (got?.size ?? 0) > 0,
+      `the stat is answered by another replica: ${got instanceof Error ? got.message : JSON.stringify(got)}`,
+    );
   });
 
   /** One kind of pull, and when it ran. */
