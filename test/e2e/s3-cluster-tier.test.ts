@@ -9,11 +9,13 @@
  *   blob bytes through the node proxy); with the origin stopped the image still pulls.
  * - The overlay's rolling update (maxSurge 1, maxUnavailable 0, readiness on /v2/, preStop,
  *   http.draintimeout, terminationGracePeriodSeconds) replayed on the replicas while containerd
- *   and HTTP clients pull warm and cold images in loops: no pull fails, every blob verified. Then
- *   a replica killed (SIGKILL) while the loops run: the pulls complete.
+ *   and HTTP clients pull warm and cold images in loops: no pull fails, every blob verified, and
+ *   no proxy warns (none went around the cache). Then a replica killed (SIGKILL) while the loops
+ *   run: the pulls complete.
+ * - A request a replica holds when it is killed is sent again and answered by another.
  *
  * The balancer here does not retry a refused connection: a Service's endpoint that refuses fails
- * the client's connection, so a replica still routed to after it stopped listening would show.
+ * the client's connection.
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
