@@ -45,6 +45,16 @@ export type BlobLocation =
   | { readonly kind: 'served' }
   | { readonly kind: 'missing' };
 
+/** Times a request is sent when its connection is lost before an answer (see `req`). */
+const CONNECTION_ATTEMPTS = 3;
+/** A connection refused, reset or closed: no answer came. */
+const CONNECTION_LOST = new Set(['UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE']);
+
+function connectionLost(err: unknown): boolean {
+  const code = (err as { cause?: { code?: unknown } } | undefined)?.cause?.code;
+  return err instanceof UpstreamError && typeof code === 'string' && CONNECTION_LOST.has(code);
+}
+
 const UPLOAD_CHUNK = 1024 * 1024;
 const UPLOAD_BUFFERS = 3;
 
@@ -89,19 +99,42 @@ export class RegistryStore implements Store {
     this.hold = hold;
   }
 
-  private req(
+  /**
+   * One request to the cache registry. When the connection is lost before an answer (a replica
+   * behind the registry's Service killed, or one shutting down that closes a kept-alive connection
+   * as the request goes out on it), a GET, HEAD or PUT is sent again on a new connection, which the
+   * Service routes to a live replica: reads change nothing, manifest and tag PUTs are by content,
+   * and an upload's closing PUT the registry did process is refused the second time, as before.
+   */
+  private async req(
     repo: string,
     method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH',
     path: string,
     extra: {
       headers?: Record<string, string>;
-      body?: Readable | Buffer;
+      /** Made again for each attempt. */
+      body?: () => Readable | Buffer;
       actions?: string;
       signal?: AbortSignal;
       followRedirects?: boolean;
     } = {},
   ): Promise<RegistryResponse> {
-    return this.client.request({ registry: this.host, repository: repo, method, path, ...extra });
+    const { body, ...rest } = extra;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.client.request({
+          registry: this.host,
+          repository: repo,
+          method,
+          path,
+          ...rest,
+          ...(body ? { body: body() } : {}),
+        });
+      } catch (err) {
+        const again = method === 'GET' || method === 'HEAD' || method === 'PUT';
+        if (!again || attempt >= CONNECTION_ATTEMPTS || extra.signal?.aborted || !connectionLost(err)) throw err;
+      }
+    }
   }
 
   /** true for 200; false (body drained) for 404; anything else is unexpected. */
@@ -195,7 +228,7 @@ export class RegistryStore implements Store {
       const patch = await this.req(repo, 'PATCH', url.toString(), {
         actions: 'pull,push',
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
-        body: body(),
+        body,
       });
       await patch.body.dump();
       if (patch.statusCode !== 202) throw unexpected('PATCH upload', patch);
@@ -214,7 +247,7 @@ export class RegistryStore implements Store {
     const put = await this.req(repo, 'PUT', url.toString(), {
       actions: 'pull,push',
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
-      body: body(),
+      body,
     });
     await put.body.dump();
     if (put.statusCode !== 201) throw unexpected('PUT upload', put);
@@ -238,7 +271,7 @@ export class RegistryStore implements Store {
     const res = await this.req(repo, 'PUT', `/v2/${repo}/manifests/${manifest.digest}`, {
       actions: 'pull,push',
       headers: { 'content-type': manifest.mediaType },
-      body: manifest.bytes,
+      body: () => manifest.bytes,
     });
     const text = (await readCappedBytes(res.body, 1 << 16).catch(() => Buffer.alloc(0))).toString('utf8');
     if (res.statusCode === 201) return;
@@ -291,7 +324,7 @@ export class RegistryStore implements Store {
     const res = await this.req(pointerRepo, 'PUT', `/v2/${pointerRepo}/manifests/${tag}`, {
       actions: 'pull,push',
       headers: { 'content-type': MediaType.OciManifest },
-      body: pointer,
+      body: () => pointer,
     });
     await res.body.dump();
     if (res.statusCode !== 201) throw unexpected('PUT tag pointer', res);

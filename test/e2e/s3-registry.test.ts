@@ -18,17 +18,23 @@
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { RegistryStore } from '../../src/cache/registry-store.js';
 import { accessLog, Lab, registryRequests } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { testRegistryClient } from '../helpers/registry-client.js';
+import {
+  onS3Flags,
+  s3StoreFor,
+  startBalancer,
+  startReplica as startOverlayReplica,
+  startS3,
+  type Balancer,
+  type S3Keys,
+} from '../helpers/s3-lab.js';
 import { testTempDir } from '../helpers/temp.js';
 import { eventually } from '../helpers/wait.js';
 import { storeConformance } from '../cache/store-conformance.js';
-import { startOverlayRegistry } from '../manifests/s3-overlay.js';
 
 /** s3-up.sh takes S3..S3+12. */
 const S3 = 15420;
@@ -51,7 +57,7 @@ const originHost = `127.0.0.1:${ORIGIN}`;
 /** The rewritten form of the origin's library/app, as the proxy serves it without ?ns=. */
 const CACHE_REPO_OF_APP = `127.0.0.1_${ORIGIN}/library/app`;
 let s3Up = false;
-let keys: string[] = [];
+let keys: S3Keys = { accessKey: '', secretKey: '' };
 let frontLog = '';
 let balancer: Balancer | undefined;
 let proxy: TestProxy | undefined;
@@ -66,97 +72,22 @@ t.teardown(async () => {
   await lab.cleanup();
 });
 
-interface Balancer {
-  close(): Promise<void>;
-}
-
-/** Round robin over the replicas that accept a connection: a Service over ready endpoints. */
-async function startBalancer(port: number, upstreams: number[]): Promise<Balancer> {
-  const sockets = new Set<Socket>();
-  let next = 0;
-  const server: Server = createServer((client) => {
-    sockets.add(client);
-    client.on('close', () => sockets.delete(client));
-    client.pause();
-    const attempt = (left: number): void => {
-      const up = upstreams[next++ % upstreams.length] as number;
-      const upstream = connect(up, '127.0.0.1');
-      upstream.once('error', () => {
-        upstream.destroy();
-        if (left > 1 && !client.destroyed) attempt(left - 1);
-        else client.destroy();
-      });
-      upstream.once('connect', () => {
-        sockets.add(upstream);
-        upstream.on('close', () => sockets.delete(upstream));
-        upstream.removeAllListeners('error');
-        upstream.on('error', () => client.destroy());
-        client.on('error', () => upstream.destroy());
-        upstream.on('close', () => client.destroy());
-        client.on('close', () => upstream.destroy());
-        client.pipe(upstream);
-        upstream.pipe(client);
-        client.resume();
-      });
-    };
-    attempt(upstreams.length);
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return {
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
 const replicas: string[] = [];
 /** The overlay's registry on this bucket; the Secret's keys and the operator's settings filled in. */
 async function startReplica(name: string, port: number): Promise<void> {
   replicas.push(name);
-  const [, accessKey, , secretKey] = keys;
-  await startOverlayRegistry(
-    join(lab.dir, name),
-    port,
-    {
-      'pullthrough-registry-s3/access-key': accessKey ?? '',
-      'pullthrough-registry-s3/secret-key': secretKey ?? '',
-      'pullthrough-registry-s3/http-secret': 'the-replicas-share-this',
-    },
-    {
-      REGISTRY_HTTP_ADDR: `127.0.0.1:${port}`,
-      REGISTRY_STORAGE_S3_REGIONENDPOINT: `http://${s3Front}`,
-      REGISTRY_STORAGE_S3_SECURE: 'false',
-      REGISTRY_STORAGE_S3_BUCKET: 'registry',
-      REGISTRY_STORAGE_S3_ROOTDIRECTORY: '/cache',
-    },
-  );
-}
-
-function vars(out: string): Record<string, string> {
-  const v: Record<string, string> = {};
-  for (const line of out.split('\n')) {
-    const m = /^([A-Z_0-9]+)=(.*)$/.exec(line.trim());
-    if (m) v[m[1] as string] = m[2] as string;
-  }
-  return v;
+  await startOverlayReplica(lab, name, port, `http://${s3Front}`, keys);
 }
 
 /** registry-up.sh flags for the bucket, through the front, under `root`. */
-const onS3 = (root: string, ...more: string[]) => ['--s3', `http://${s3Front}`, '--s3-root', root, ...keys, ...more];
+const onS3 = (root: string, ...more: string[]) => onS3Flags(`http://${s3Front}`, keys, root, ...more);
 
-function storeFor(url: string, creds?: { username: string; password: string }): RegistryStore {
-  return new RegistryStore(
-    testRegistryClient(url, { name: 'cache', dispatcher: agent, creds, timeoutMs: 10_000 }),
-    'cache',
-  );
-}
+const storeFor = (url: string, creds?: { username: string; password: string }): RegistryStore =>
+  s3StoreFor(url, agent, creds);
 
 t.before(async () => {
-  const v = vars(await lab.script('s3-up.sh', ['s3', String(S3)]));
+  keys = await startS3(lab, S3);
   s3Up = true;
-  keys = ['--s3-access-key', v.S3_ACCESS_KEY ?? '', '--s3-secret-key', v.S3_SECRET_KEY ?? ''];
   frontLog = (await lab.logproxy('s3-front', S3_FRONT, `http://127.0.0.1:${S3}`)).log;
 });
 

@@ -19,11 +19,33 @@ interface EnvVar {
   valueFrom?: { secretKeyRef?: { name: string; key: string } };
 }
 
+interface Container {
+  name: string;
+  env?: EnvVar[];
+  lifecycle?: { preStop?: { exec?: { command?: string[] } } };
+  readinessProbe?: { httpGet?: { path?: string } };
+}
+
 interface Rendered {
   kind: string;
   metadata: { name: string };
   data?: Record<string, string>;
-  spec?: { template: { spec: { containers: { name: string; env?: EnvVar[] }[] } } };
+  spec?: {
+    strategy?: { type?: string; rollingUpdate?: { maxSurge?: number | string; maxUnavailable?: number | string } };
+    template: { spec: { terminationGracePeriodSeconds?: number; containers: Container[] } };
+  };
+}
+
+/** How the Deployment replaces a registry replica. */
+export interface Rollout {
+  readonly type: string | undefined;
+  readonly maxSurge: number | string | undefined;
+  readonly maxUnavailable: number | string | undefined;
+  /** The registry container's readiness probe path. */
+  readonly readinessPath: string | undefined;
+  /** Its preStop command. */
+  readonly preStop: readonly string[] | undefined;
+  readonly terminationGracePeriodSeconds: number | undefined;
 }
 
 export interface OverlayRegistry {
@@ -31,6 +53,7 @@ export interface OverlayRegistry {
   readonly config: string;
   /** The registry container's environment, Secret references as `secret:NAME/KEY`. */
   readonly env: readonly EnvVar[];
+  readonly rollout: Rollout;
 }
 
 export function renderS3Registry(): OverlayRegistry {
@@ -43,7 +66,19 @@ export function renderS3Registry(): OverlayRegistry {
   const config = cm?.data?.['config.yml'];
   const container = dep?.spec?.template.spec.containers.find((c) => c.name === 'registry');
   if (config === undefined || !container) throw new Error('the overlay renders no registry config or container');
-  return { config, env: container.env ?? [] };
+  const spec = dep?.spec;
+  return {
+    config,
+    env: container.env ?? [],
+    rollout: {
+      type: spec?.strategy?.type,
+      maxSurge: spec?.strategy?.rollingUpdate?.maxSurge,
+      maxUnavailable: spec?.strategy?.rollingUpdate?.maxUnavailable,
+      readinessPath: container.readinessProbe?.httpGet?.path,
+      preStop: container.lifecycle?.preStop?.exec?.command,
+      terminationGracePeriodSeconds: spec?.template.spec.terminationGracePeriodSeconds,
+    },
+  };
 }
 
 /**
