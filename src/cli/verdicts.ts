@@ -1,7 +1,8 @@
 /**
  * The vulnerability gate of the webhook and the node proxy: with --scan-policy warn or enforce,
- * the verdicts of every CachedImage are listed into memory in the background (the command starts
- * at once; until the first list every image counts as not scanned yet) and judged by the gate.
+ * the verdicts of every CachedImage are listed and watched into memory in the background (the
+ * command starts at once; until the first list every image counts as not scanned yet) and judged
+ * by the gate.
  */
 import type { Logger } from '../observability/logger.js';
 import type { GatePolicy } from '../scan/policy.js';
@@ -14,20 +15,19 @@ export async function startVerdicts(
 ): Promise<{ gate: VulnerabilityGate; stop(): void } | undefined> {
   if (!policy || policy.mode === 'off') return undefined;
   const { createKubeClient } = await import('../kube/index.js');
-  const { createCachedImageApi } = await import('../kube/cached-images.js');
   const { VerdictFeed } = await import('../kube/verdict-feed.js');
   const { VerdictCache } = await import('../scan/verdict-cache.js');
   const { VulnerabilityGate } = await import('../scan/gate.js');
   const cache = new VerdictCache();
   const feed = new VerdictFeed({
-    api: createCachedImageApi(createKubeClient(kubeconfig ? { kubeconfig } : {})),
+    client: createKubeClient(kubeconfig ? { kubeconfig } : {}),
     cache,
     log: log.child({ component: 'verdicts' }),
   });
-  void feed.start();
+  feed.start();
   log.info(
     { mode: policy.mode, threshold: policy.threshold, unscanned: policy.unscanned, scannerDown: policy.scannerDown },
     'vulnerability gate on',
   );
-  return { gate: new VulnerabilityGate(policy, cache), stop: () => feed.stop() };
+  return { gate: new VulnerabilityGate(policy, cache), stop: () => void feed.stop() };
 }

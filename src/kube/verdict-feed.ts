@@ -1,52 +1,93 @@
 /**
- * Keeps the scan verdicts of every CachedImage in memory for the node proxy and the webhook: lists
- * the objects every `intervalMs` and replaces the cache at once, so a lookup never waits on the API
- * server. While the API server is away the last list stays in force.
+ * Keeps the scan verdicts of every CachedImage in memory for the node proxy and the webhook: the
+ * objects are listed once and then watched (src/kube/watched-list.ts), so a verdict the
+ * controller writes arrives at once and an idle cluster costs the API server one watch per
+ * reader. A lookup never waits on the API server; while it is away the last verdicts stay in force.
  */
+import type * as k8s from '@kubernetes/client-node';
 import type { VerdictCache, VerdictEntry } from '../scan/verdict-cache.js';
-import type { CachedImage, CachedImageApi } from './cached-images.js';
+import type { KubeClient } from './client.js';
+import { CACHED_IMAGE_GROUP, CACHED_IMAGE_PLURAL, CACHED_IMAGE_VERSION, type CachedImage } from './cached-images.js';
 import { verdictEntryOf } from './cached-image-scan.js';
-import { describeKubeError } from './errors.js';
+import type { WatchDeadlines } from './deadline-watch.js';
 import type { KubeLogger } from './logger.js';
+import { WatchedList } from './watched-list.js';
 
 export interface VerdictFeedOptions {
-  readonly api: CachedImageApi;
+  readonly client: KubeClient;
   readonly cache: VerdictCache;
   readonly log: KubeLogger;
-  /** Default 10 s. */
-  readonly intervalMs?: number;
+  /** Retry delays after a failed list or watch. Default 500 ms doubling to 30 s. */
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly watch?: Partial<WatchDeadlines>;
 }
 
+const ref = { group: CACHED_IMAGE_GROUP, version: CACHED_IMAGE_VERSION, plural: CACHED_IMAGE_PLURAL };
+
 export class VerdictFeed {
-  private timer: NodeJS.Timeout | undefined;
-  private listed = 0;
+  private readonly objects: WatchedList<k8s.KubernetesObject>;
+  /** Each object's entry by name; the cache is rebuilt from these. */
+  private readonly entries = new Map<string, readonly VerdictEntry[]>();
+  private rebuildQueued = false;
 
-  constructor(private readonly o: VerdictFeedOptions) {}
-
-  /** Lists once now; resolves after the first list, whether it worked or not. */
-  async start(): Promise<void> {
-    await this.refresh();
-    this.timer = setInterval(() => void this.refresh(), this.o.intervalMs ?? 10_000);
-    this.timer.unref();
+  constructor(private readonly o: VerdictFeedOptions) {
+    const api = o.client.customObjects;
+    this.objects = new WatchedList<k8s.KubernetesObject>({
+      client: o.client,
+      path: `/apis/${CACHED_IMAGE_GROUP}/${CACHED_IMAGE_VERSION}/${CACHED_IMAGE_PLURAL}`,
+      list: () => api.listClusterCustomObject(ref) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
+      what: 'CachedImage list/watch',
+      recovered: 'CachedImage watch recovered',
+      staleMeans: 'the last verdicts stay in force until it recovers',
+      // The objects are CachedImages (the watch's path); client-node types them only as KubernetesObject.
+      sink: { upsert: (x) => this.upsert(x as CachedImage), remove: (x) => this.remove(x as CachedImage) },
+      logger: o.log,
+      ...(o.backoff ? { backoff: o.backoff } : {}),
+      ...(o.watch ? { watch: o.watch } : {}),
+    });
   }
 
-  /** Completed lists so far. */
-  get lists(): number {
-    return this.listed;
+  /** Starts listing and watching in the background; returns at once. */
+  start(): void {
+    this.objects.start();
   }
 
-  async refresh(): Promise<void> {
-    try {
-      const objects = await this.o.api.list();
-      this.o.cache.replaceAll(objects.flatMap((o) => entryOrNothing(o, this.o.log)));
-      this.listed++;
-    } catch (err) {
-      this.o.log.warn({ err: describeKubeError(err) }, 'reading CachedImage verdicts failed; keeping the last ones');
-    }
+  /** Resolves once the first list is in the cache. */
+  whenSynced(): Promise<void> {
+    return this.objects.whenSynced();
   }
 
-  stop(): void {
-    clearInterval(this.timer);
+  /** False while list or watch is failing and being retried (the last verdicts stay). */
+  get connected(): boolean {
+    return this.objects.connected;
+  }
+
+  stop(): Promise<void> {
+    return this.objects.stop();
+  }
+
+  private upsert(o: CachedImage): void {
+    this.entries.set(o.metadata.name, entryOrNothing(o, this.o.log));
+    this.queueRebuild();
+  }
+
+  private remove(o: CachedImage): void {
+    this.entries.delete(o.metadata.name);
+    this.queueRebuild();
+  }
+
+  /**
+   * Several objects may name one digest, so the cache is rebuilt rather than patched. A list
+   * delivers every item in one synchronous loop: a microtask rebuilds once after it, and before
+   * the list counts as synced (which waits for setImmediate).
+   */
+  private queueRebuild(): void {
+    if (this.rebuildQueued) return;
+    this.rebuildQueued = true;
+    queueMicrotask(() => {
+      this.rebuildQueued = false;
+      this.o.cache.replaceAll([...this.entries.values()].flat());
+    });
   }
 }
 

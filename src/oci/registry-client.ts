@@ -39,6 +39,11 @@ export interface RegistryRequest {
    * Never cached, never tried with anything else; the answer's `credential` is undefined.
    */
   readonly authorization?: string;
+  /**
+   * Get a new bearer token instead of reusing a cached one: the answer's `authorization` is handed
+   * to someone else (a scanner) who needs the token's whole lifetime. The new token is cached.
+   */
+  readonly freshToken?: boolean;
 }
 
 export interface RegistryResponse {
@@ -234,7 +239,7 @@ export class RegistryClient {
     }
     if (cred?.kind === 'registry-token') return `Bearer ${cred.token}`;
     const key = this.tokenKey(req, challenge, cred);
-    const cached = this.tokens.get<string>(key);
+    const cached = req.freshToken ? undefined : this.tokens.get<string>(key);
     if (cached !== undefined) return `Bearer ${cached}`;
     const { token, ttl } = await this.fetchToken(req, challenge, cred);
     this.tokens.set(key, token, ttl);

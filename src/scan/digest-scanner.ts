@@ -5,24 +5,22 @@
  * folds the reports into one verdict. Any failure is a failed record with its typed code: never
  * a verdict for a digest that was not the one reported on.
  */
-import { request, type Dispatcher } from 'undici';
 import { digestOf } from '../oci/digest.js';
-import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from '../oci/media-types.js';
-import { readCappedBytes } from '../oci/registry-client.js';
+import { parseManifest } from '../oci/media-types.js';
 import type { ScannerClient } from './client.js';
 import { ScanError, isScanError } from './errors.js';
-import type { PullCredentialIssuer } from './pull-credential.js';
+import type { CacheRegistryAccess } from './pull-credential.js';
 import { verdictOf, type ScanRecord } from './verdict.js';
 import type { Finding, ScannerInfo } from './api.js';
 
 export interface DigestScannerOptions {
   readonly client: ScannerClient;
-  readonly credentials: PullCredentialIssuer;
-  /** The cache registry as pullthrough reaches it (to read what a digest is). */
+  /** The cache registry as pullthrough reads it (what a digest is) and the scanner's pull credentials. */
+  readonly credentials: CacheRegistryAccess;
+  /** The cache registry as pullthrough reaches it. */
   readonly registryUrl: string;
   /** The cache registry as the scanner reaches it (sent in the scan request). Default: registryUrl. */
   readonly scannerRegistryUrl?: string;
-  readonly dispatcher?: Dispatcher;
   readonly now?: () => Date;
 }
 
@@ -33,18 +31,15 @@ export interface ScanOutcome {
 }
 
 export class DigestScanner {
-  private readonly base: string;
-
-  constructor(private readonly o: DigestScannerOptions) {
-    this.base = o.registryUrl.replace(/\/+$/, '');
-  }
+  constructor(private readonly o: DigestScannerOptions) {}
 
   async scan(repository: string, digest: string, signal?: AbortSignal): Promise<ScanOutcome> {
     const now = this.o.now ?? (() => new Date());
     const digests = [digest];
     try {
-      const auth = await this.o.credentials.issue(repository, signal);
-      const targets = await this.targets(repository, digest, auth, signal);
+      // A registry that refuses the login is PULL_CREDENTIAL_FAILED before anything is read.
+      await this.o.credentials.issue(repository, signal);
+      const targets = await this.targets(repository, digest, signal);
       digests.push(...targets.map((x) => x.digest).filter((d) => d !== digest));
       const findings: Finding[] = [];
       let scanner: ScannerInfo | undefined;
@@ -81,13 +76,13 @@ export class DigestScanner {
   private async targets(
     repository: string,
     digest: string,
-    auth: string | undefined,
     signal?: AbortSignal,
   ): Promise<{ digest: string; mediaType: string }[]> {
     // An index whose children are not all cached is kept as a blob of the same digest.
+    const registry = this.o.credentials;
     const bytes =
-      (await this.fetch(`/v2/${repository}/manifests/${digest}`, auth, signal)) ??
-      (await this.fetch(`/v2/${repository}/blobs/${digest}`, auth, signal));
+      (await registry.read(repository, `manifests/${digest}`, signal)) ??
+      (await registry.read(repository, `blobs/${digest}`, signal));
     if (!bytes) throw new ScanError('SCAN_REFUSED', `${repository}@${digest} is not in the cache registry`);
     if (digestOf(bytes) !== digest)
       throw new ScanError('SCAN_REFUSED', `the cache registry answered other bytes for ${digest}`);
@@ -95,7 +90,7 @@ export class DigestScanner {
     if (m.kind === 'image') return [{ digest, mediaType: m.mediaType }];
     const out: { digest: string; mediaType: string }[] = [];
     for (const child of m.manifests) {
-      const b = await this.fetch(`/v2/${repository}/manifests/${child.digest}`, auth, signal);
+      const b = await registry.read(repository, `manifests/${child.digest}`, signal);
       if (!b || digestOf(b) !== child.digest) continue;
       const c = parseManifest(b);
       if (c.kind === 'image') out.push({ digest: child.digest, mediaType: c.mediaType });
@@ -103,26 +98,5 @@ export class DigestScanner {
     if (out.length === 0)
       throw new ScanError('SCAN_REFUSED', `no platform image of ${digest} is in the cache registry`);
     return out;
-  }
-
-  private async fetch(path: string, auth: string | undefined, signal?: AbortSignal): Promise<Buffer | undefined> {
-    const timeout = AbortSignal.timeout(10_000);
-    try {
-      const res = await request(`${this.base}${path}`, {
-        headers: { accept: MANIFEST_ACCEPT, ...(auth ? { authorization: auth } : {}) },
-        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-        ...(this.o.dispatcher ? { dispatcher: this.o.dispatcher } : {}),
-      });
-      if (res.statusCode !== 200) {
-        await res.body.dump();
-        return undefined;
-      }
-      return await readCappedBytes(res.body, MAX_MANIFEST_BYTES);
-    } catch (err) {
-      throw new ScanError(
-        'CACHE_REGISTRY_UNREACHABLE',
-        `the cache registry: ${(err as { code?: string }).code ?? (err as Error).message}`,
-      );
-    }
   }
 }

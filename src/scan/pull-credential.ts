@@ -1,14 +1,17 @@
 /**
- * The pull credential a scanner gets for the cache registry: what the spec's
- * `registry.authorization` carries. Against a token-auth registry it is a Bearer token from the
- * registry's own realm, scoped to `repository:<repo>:pull` and short-lived (the realm's expiry),
- * obtained with pullthrough's cache-registry credential, which itself never leaves pullthrough.
- * Against a Basic-auth registry there is nothing shorter-lived to hand out, so it is that
- * credential as Basic; against an open registry, none.
+ * The cache registry as scanning reads it, through the project's RegistryClient (its registry
+ * login: challenge, token realm, token cache): the manifests a scan needs, and the pull
+ * credential a scanner gets, which is what the spec's `registry.authorization` carries. Against a
+ * token-auth registry it is a Bearer token from the registry's own realm, scoped to
+ * `repository:<repo>:pull` and fetched new for each hand-over (the scanner needs its whole
+ * lifetime), obtained with pullthrough's cache-registry credential, which itself never leaves
+ * pullthrough. Against a Basic-auth registry there is nothing shorter-lived to hand out, so it is
+ * that credential as Basic; against an open registry, none.
  */
-import { request, type Dispatcher } from 'undici';
-import { parseChallenges } from '../oci/challenge.js';
-import { readCapped } from '../oci/registry-client.js';
+import { getGlobalDispatcher, type Dispatcher } from 'undici';
+import type { Credential } from '../oci/credentials.js';
+import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../oci/media-types.js';
+import { describe, readCappedBytes, RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
 import { ScanError } from './errors.js';
 
 export interface PullCredentialIssuer {
@@ -16,72 +19,90 @@ export interface PullCredentialIssuer {
   issue(repository: string, signal?: AbortSignal): Promise<string | undefined>;
 }
 
+/** What a digest scan reads from the cache registry. */
+export interface CacheRegistryAccess extends PullCredentialIssuer {
+  /** The bytes at `/v2/<repository>/<path>` (a manifest or a blob); undefined: not there. */
+  read(repository: string, path: string, signal?: AbortSignal): Promise<Buffer | undefined>;
+}
+
 export interface RegistryPullCredentialOptions {
   /** The cache registry's base URL as pullthrough reaches it. */
   readonly registryUrl: string;
   readonly username?: string;
   readonly password?: string;
+  /**
+   * A client of the cache registry to share (its transport, challenge and token cache; the
+   * credential is `username`/`password` all the same); without it one is built on `registryUrl`.
+   */
+  readonly registry?: RegistryClient;
+  /** The name `registry` knows the cache registry by (its `baseUrl` key). Default `cache`. */
+  readonly registryName?: string;
   readonly dispatcher?: Dispatcher;
+  /** Each request's deadline. Default 10 s. */
   readonly timeoutMs?: number;
 }
 
-export function registryPullCredentials(o: RegistryPullCredentialOptions): PullCredentialIssuer {
-  const base = o.registryUrl.replace(/\/+$/, '');
+export function registryPullCredentials(o: RegistryPullCredentialOptions): CacheRegistryAccess {
   const timeoutMs = o.timeoutMs ?? 10_000;
-  const basic =
+  const name = o.registryName ?? 'cache';
+  const client = o.registry ?? ownClient(o.registryUrl, o.dispatcher, timeoutMs);
+  // The scan's own account, and nothing else: an anonymous token would pull nothing private.
+  const credentials: readonly (Credential | undefined)[] = [
     o.username !== undefined
-      ? `Basic ${Buffer.from(`${o.username}:${o.password ?? ''}`).toString('base64')}`
-      : undefined;
-  const get = async (url: string, headers: Record<string, string>, signal?: AbortSignal) => {
+      ? { kind: 'basic', username: o.username, password: o.password ?? '', label: 'cache registry (scan)' }
+      : undefined,
+  ];
+  const send = (repository: string, path: string, signal: AbortSignal | undefined, freshToken: boolean) => {
     const timeout = AbortSignal.timeout(timeoutMs);
-    try {
-      const res = await request(url, {
-        headers,
-        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-        ...(o.dispatcher ? { dispatcher: o.dispatcher } : {}),
-      });
-      return { status: res.statusCode, headers: res.headers, text: await readCapped(res.body, 64 * 1024) };
-    } catch (err) {
-      throw new ScanError(
-        'PULL_CREDENTIAL_FAILED',
-        `${new URL(url).host}: ${(err as { code?: string }).code ?? (err as Error).message}`,
-      );
-    }
+    return client.requestWithAuthorization({
+      registry: name,
+      repository,
+      method: 'GET',
+      path,
+      headers: { accept: MANIFEST_ACCEPT },
+      credentials,
+      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      freshToken,
+    });
   };
   return {
     async issue(repository, signal) {
-      const ping = await get(`${base}/v2/`, {}, signal);
-      if (ping.status !== 401) return undefined;
-      const header = ping.headers['www-authenticate'];
-      const challenges = (Array.isArray(header) ? header : [header]).flatMap((h) => parseChallenges(h));
-      const bearer = challenges.find((c) => c.scheme === 'bearer');
-      if (!bearer) {
-        if (!basic)
-          throw new ScanError(
-            'PULL_CREDENTIAL_FAILED',
-            'the cache registry asks for a credential and none is configured',
-          );
-        return basic;
-      }
-      const realm = bearer.params.realm;
-      if (!realm || !/^https?:\/\//.test(realm))
-        throw new ScanError('PULL_CREDENTIAL_FAILED', 'the cache registry names no usable token realm');
-      const url = new URL(realm);
-      if (bearer.params.service) url.searchParams.set('service', bearer.params.service);
-      url.searchParams.set('scope', `repository:${repository}:pull`);
-      const res = await get(url.href, basic ? { authorization: basic } : {}, signal);
-      if (res.status !== 200)
-        throw new ScanError('PULL_CREDENTIAL_FAILED', `the token realm ${url.host} answered ${res.status}`);
-      let token: unknown;
+      let answer: { res: RegistryResponse; authorization: string | undefined };
       try {
-        const j = JSON.parse(res.text) as { token?: unknown; access_token?: unknown };
-        token = j.token ?? j.access_token;
-      } catch {
-        token = undefined;
+        // The API root, asked with the repository's scope: the client logs in as it would to pull.
+        answer = await send(repository, '/v2/', signal, true);
+        await answer.res.body.dump();
+      } catch (err) {
+        throw new ScanError('PULL_CREDENTIAL_FAILED', `the cache registry: ${describe(err)}`);
       }
-      if (typeof token !== 'string' || token === '')
-        throw new ScanError('PULL_CREDENTIAL_FAILED', `the token realm ${url.host} answered no token`);
-      return `Bearer ${token}`;
+      const code = answer.res.statusCode;
+      if (code === 401 || code === 403)
+        throw new ScanError('PULL_CREDENTIAL_FAILED', `the cache registry refused the credential (${code})`);
+      return answer.authorization;
+    },
+    async read(repository, path, signal) {
+      try {
+        const { res } = await send(repository, `/v2/${repository}/${path}`, signal, false);
+        if (res.statusCode !== 200) {
+          await res.body.dump();
+          return undefined;
+        }
+        return await readCappedBytes(res.body, MAX_MANIFEST_BYTES);
+      } catch (err) {
+        throw new ScanError('CACHE_REGISTRY_UNREACHABLE', `the cache registry: ${describe(err)}`);
+      }
     },
   };
+}
+
+function ownClient(registryUrl: string, dispatcher: Dispatcher | undefined, timeoutMs: number): RegistryClient {
+  const base = registryUrl.replace(/\/+$/, '');
+  return new RegistryClient({
+    name: 'cache',
+    dispatcher: dispatcher ?? getGlobalDispatcher(),
+    baseUrl: () => base,
+    userAgent: 'pullthrough-scan',
+    headersTimeoutMs: timeoutMs,
+    bodyTimeoutMs: timeoutMs,
+  });
 }

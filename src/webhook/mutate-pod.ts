@@ -95,41 +95,63 @@ function containerNames(pod: unknown, field: ContainerField): Set<string> {
   return new Set(list.filter(isObject).map((c) => String(c.name)));
 }
 
+/** A container a request adds, with where it sits in the pod. */
+export interface AddedContainer {
+  readonly field: ContainerField;
+  readonly index: number;
+  readonly container: Record<string, unknown>;
+}
+
+/**
+ * The containers a request adds, in field order: all of a new pod's; with the
+ * `ephemeralcontainers` subresource only the ephemeral containers absent from `oldPod` (the
+ * others are immutable). The rewrite and the vulnerability gate both walk this.
+ */
+export function addedContainers(pod: unknown, ctx: Pick<MutationContext, 'subresource' | 'oldPod'>): AddedContainer[] {
+  if (!isObject(pod) || !isObject(pod.spec)) return [];
+  const spec = pod.spec;
+  const ephemeralOnly = ctx.subresource === 'ephemeralcontainers';
+  const existingEphemeral = ephemeralOnly ? containerNames(ctx.oldPod, 'ephemeralContainers') : new Set<string>();
+  const out: AddedContainer[] = [];
+  for (const field of CONTAINER_FIELDS) {
+    if (ephemeralOnly && field !== 'ephemeralContainers') continue;
+    const list = spec[field];
+    if (!Array.isArray(list)) continue;
+    list.forEach((c: unknown, index) => {
+      if (!isObject(c)) return;
+      if (ephemeralOnly && existingEphemeral.has(String(c.name))) return;
+      out.push({ field, index, container: c });
+    });
+  }
+  return out;
+}
+
 export function mutatePod(pod: unknown, ctx: MutationContext, policy: RewritePolicy): PodMutation {
   const out: PodMutation = { patch: [], rewritten: {}, skipped: {}, skipKinds: {} };
   if (!isObject(pod) || !isObject(pod.spec)) return out;
-  const ephemeralOnly = ctx.subresource === 'ephemeralcontainers';
-  const existingEphemeral = ephemeralOnly ? containerNames(ctx.oldPod, 'ephemeralContainers') : new Set<string>();
   const podSkip = podLevelSkip(pod, ctx, policy);
-  for (const field of CONTAINER_FIELDS) {
-    if (ephemeralOnly && field !== 'ephemeralContainers') continue;
-    const list = pod.spec[field];
-    if (!Array.isArray(list)) continue;
-    list.forEach((c: unknown, i) => {
-      if (!isObject(c)) return;
-      const key = `${field}/${String(c.name)}`;
-      if (ephemeralOnly && existingEphemeral.has(String(c.name))) return;
-      if (podSkip) {
-        out.skipped[key] = podSkip.reason;
-        out.skipKinds[key] = podSkip.kind;
-        return;
-      }
-      const decided = decideImage(c.image, c.imagePullPolicy, policy);
-      const nodeIdentity = decided.action === 'rewrite' ? nodeIdentityReason(c.image as string, policy) : undefined;
-      const d =
-        nodeIdentity === undefined
-          ? decided
-          : { action: 'keep' as const, reason: nodeIdentity, kind: 'node-identity' as const };
-      if (d.action === 'keep') {
-        out.skipped[key] = d.reason;
-        out.skipKinds[key] = d.kind;
-      }
-      if (d.action !== 'rewrite') return;
-      out.rewritten[key] = c.image as string;
-      out.patch.push({ op: 'replace', path: `/spec/${field}/${i}/image`, value: d.image });
-    });
+  for (const { field, index, container: c } of addedContainers(pod, ctx)) {
+    const key = `${field}/${String(c.name)}`;
+    if (podSkip) {
+      out.skipped[key] = podSkip.reason;
+      out.skipKinds[key] = podSkip.kind;
+      continue;
+    }
+    const decided = decideImage(c.image, c.imagePullPolicy, policy);
+    const nodeIdentity = decided.action === 'rewrite' ? nodeIdentityReason(c.image as string, policy) : undefined;
+    const d =
+      nodeIdentity === undefined
+        ? decided
+        : { action: 'keep' as const, reason: nodeIdentity, kind: 'node-identity' as const };
+    if (d.action === 'keep') {
+      out.skipped[key] = d.reason;
+      out.skipKinds[key] = d.kind;
+    }
+    if (d.action !== 'rewrite') continue;
+    out.rewritten[key] = c.image as string;
+    out.patch.push({ op: 'replace', path: `/spec/${field}/${index}/image`, value: d.image });
   }
-  if (!ephemeralOnly) out.patch.push(...annotationPatch(pod, out));
+  if (ctx.subresource !== 'ephemeralcontainers') out.patch.push(...annotationPatch(pod, out));
   return out;
 }
 

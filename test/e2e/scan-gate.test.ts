@@ -177,7 +177,7 @@ t.test('vulnerability gate', { skip }, async (t) => {
     q.schedule(await images.list(), new AbortController().signal);
     await q.idle();
   };
-  const feed = new VerdictFeed({ api: images, cache: verdicts, log: silentLogger });
+  const feed = new VerdictFeed({ client, cache: verdicts, log: silentLogger });
   t.teardown(() => feed.stop());
 
   const rewrite = createRewritePolicy({ proxyHost: proxy.host, ownNamespace: 'pullthrough' });
@@ -219,7 +219,8 @@ t.test('vulnerability gate', { skip }, async (t) => {
     const pulls = adapter.pulls.length;
     await scanAll(queue(adapter.url));
     t.equal(adapter.pulls.length, pulls, 'a digest with a verdict is not scanned again before the rescan interval');
-    await feed.start();
+    feed.start();
+    await feed.whenSynced();
   });
 
   await t.test('enforce: the clean image is admitted and served', async (t) => {
@@ -276,7 +277,7 @@ t.test('vulnerability gate', { skip }, async (t) => {
         () => eventList().find((e) => e.reason === 'ScanFailed' && e.involvedObject.name === 'other'),
         'ScanFailed',
       );
-      await feed.refresh();
+      await eventually(() => verdicts.byDigest(other.digest)?.state === 'failed', 'the error through the watch');
       const open = await admit(`${origin}/team/other:v1`);
       t.equal(open.allowed, true);
       t.match(open.warnings?.join('\n'), /failing open/);
@@ -305,7 +306,10 @@ t.test('vulnerability gate', { skip }, async (t) => {
       'ScanBlocked on clean',
     );
     t.match(ev.message, /was no vulnerabilities/);
-    await feed.refresh();
+    await eventually(() => {
+      const r = verdicts.byDigest(clean.digest);
+      return r?.state === 'scanned' && r.verdict.counts.High === 1;
+    }, 'the new verdict through the watch');
     t.equal((await admit(`${origin}/team/app:clean`)).allowed, false);
     t.equal((await manifest(clean, 'clean')).status, 403);
   });

@@ -3,11 +3,15 @@
  * a lab registry (token auth, no anonymous pull) with the credential it is handed: a clean and a
  * vulnerable image, a wrong credential and a wrong registry URL (the scan fails), and a scanner
  * that hangs, answers 500, or sends a malformed, oversized or wrong-digest report. No credential
- * appears in an error message.
+ * appears in an error message. The cache registry access (through RegistryClient): a new token
+ * for each hand-over, a shared client, and the codes of a refused or unreachable registry.
  * Ports 15500 (registry), 15501 (its token server), 15502 (adapter), 15503 (nothing listens).
  */
 import t from 'tap';
+import { getGlobalDispatcher } from 'undici';
+import { digestOf } from '../../src/oci/digest.js';
 import { Lab, labAvailable } from '../helpers/lab.js';
+import { testRegistryClient } from '../helpers/registry-client.js';
 import { ScannerAdapter } from '../helpers/scanner-adapter.js';
 import { ScannerClient } from '../../src/scan/client.js';
 import { ScanError } from '../../src/scan/errors.js';
@@ -90,6 +94,36 @@ if (!labAvailable()) {
     t.match(auth, /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
     t.notMatch(auth ?? '', PASSWORD);
   });
+
+  t.test('each hand-over is a new token; a shared RegistryClient reads manifests with the scan account', async (t) => {
+    const first = await issuer.issue(REPO);
+    t.not(await issuer.issue(REPO), first, 'not the cached token: the scanner gets its whole lifetime');
+    const shared = testRegistryClient(registryUrl, {
+      dispatcher: getGlobalDispatcher(),
+      name: 'cache',
+      timeoutMs: 5_000,
+    });
+    const access = registryPullCredentials({ registryUrl, username: USER, password: PASSWORD, registry: shared });
+    const bytes = await access.read(REPO, `manifests/${clean.digest}`);
+    t.equal(bytes && digestOf(bytes), clean.digest);
+    t.equal(await access.read(REPO, `manifests/sha256:${'0'.repeat(64)}`), undefined, 'absent: undefined');
+    t.match(await access.issue(REPO), /^Bearer /);
+  });
+
+  t.test(
+    'a refused login is PULL_CREDENTIAL_FAILED; an unreachable registry too, then CACHE_REGISTRY_UNREACHABLE',
+    async (t) => {
+      const wrong = registryPullCredentials({ registryUrl, username: USER, password: 'not-the-password' });
+      t.equal(await code(wrong.issue(REPO)), 'PULL_CREDENTIAL_FAILED');
+      const away = registryPullCredentials({
+        registryUrl: `http://127.0.0.1:${NOBODY}`,
+        username: USER,
+        password: PASSWORD,
+      });
+      t.equal(await code(away.issue(REPO)), 'PULL_CREDENTIAL_FAILED');
+      t.equal(await code(away.read(REPO, `manifests/${clean.digest}`)), 'CACHE_REGISTRY_UNREACHABLE');
+    },
+  );
 
   t.test('clean image: metadata, scan, 302s, report with no findings; the adapter pulled every blob', async (t) => {
     adapter.fault = 'none';
