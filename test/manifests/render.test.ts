@@ -508,8 +508,8 @@ t.test('overlays that keep nodes working', { skip: bin ? false : 'kubectl is not
     for (const role of ['pullthrough-webhook', 'pullthrough-proxy'])
       t.same(
         find(objs, 'ClusterRole', role).rules.at(-1),
-        { apiGroups: ['pullthrough.dev'], resources: ['cachedimages'], verbs: ['list'] },
-        `${role} may list the verdicts`,
+        { apiGroups: ['pullthrough.dev'], resources: ['cachedimages'], verbs: ['list', 'watch'] },
+        `${role} may list and watch the verdicts`,
       );
     const from = find(objs, 'NetworkPolicy', 'pullthrough-registry').spec.ingress[0].from;
     t.ok(
