@@ -45,11 +45,6 @@ export class VerdictCache implements VerdictSource {
     this.images = images;
   }
 
-  /** Adds or replaces one entry. */
-  set(entry: VerdictEntry): void {
-    fill(entry, this.digests, this.images);
-  }
-
   get size(): number {
     return this.digests.size;
   }
