@@ -18,6 +18,7 @@ import type { Descriptor } from '../oci/media-types.js';
 import { verifyingStream } from '../oci/verifying-stream.js';
 import { headerString, originFailure, type Origin, type PullEvents } from './origin.js';
 import { resolveRange, type ByteRange, type RangeRequest } from './range.js';
+import { RedirectCache } from './redirect-cache.js';
 import type { RequestContext, Source } from './request-context.js';
 import type { Target } from './target.js';
 
@@ -46,16 +47,21 @@ export type BlobLocator = Pick<RegistryStore, 'blobLocation'>;
 const NO_REDIRECT_RECHECK_MS = 5 * 60_000;
 
 /**
- * The cache registry's redirects for cached blobs (--blob-redirect=auto). Anything but a redirect
- * (a miss, a registry serving the bytes itself, a failure) leaves the blob to the usual path,
- * which has its own handling of a failing store.
+ * The cache registry's redirects for cached blobs (--blob-redirect=auto), remembered for a short
+ * while (redirect-cache.ts). Anything but a redirect (a miss, a registry serving the bytes itself,
+ * a failure) leaves the blob to the usual path, which has its own handling of a failing store.
  */
 export class BlobRedirects {
   private noRedirectUntil = 0;
 
-  constructor(private readonly locator: BlobLocator) {}
+  constructor(
+    private readonly locator: BlobLocator,
+    private readonly cache: RedirectCache = new RedirectCache(),
+  ) {}
 
   async locate(repo: string, digest: string, signal?: AbortSignal): Promise<string | undefined> {
+    const remembered = this.cache.get(repo, digest);
+    if (remembered !== undefined) return remembered;
     if (Date.now() < this.noRedirectUntil) return undefined;
     let loc: BlobLocation;
     try {
@@ -64,7 +70,9 @@ export class BlobRedirects {
       return undefined;
     }
     if (loc.kind === 'served') this.noRedirectUntil = Date.now() + NO_REDIRECT_RECHECK_MS;
-    return loc.kind === 'redirect' ? loc.url : undefined;
+    if (loc.kind !== 'redirect') return undefined;
+    this.cache.set(repo, digest, loc.url);
+    return loc.url;
   }
 }
 

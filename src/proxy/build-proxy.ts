@@ -34,6 +34,7 @@ import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { credentialRefusalLog } from './credential-refusals.js';
 import { BlobRedirects } from './blob-source.js';
+import { RedirectCache } from './redirect-cache.js';
 import type { StaleSink } from './tag-resolver.js';
 import { PullService, type ServeGate } from './pull-service.js';
 import { createProxyServer } from './server.js';
@@ -218,7 +219,13 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     const registryStore = new RegistryStore(cacheClient, CACHE_HOST, deps.writeHold);
     // A cluster proxy relays: the node proxies asking it fill from its answer, and its tier client
     // takes a redirect for no answer (it would go to the origin instead).
-    if (config.blobRedirect === 'auto' && !config.clusterSelf) blobRedirects = new BlobRedirects(registryStore);
+    if (config.blobRedirect === 'auto' && !config.clusterSelf) {
+      // A hold that tells when it is held (the collection Lease's reader) empties the remembered
+      // redirects while a collection may remove blobs.
+      const hold = deps.writeHold;
+      const held = hold && 'held' in hold ? () => hold.held === true : undefined;
+      blobRedirects = new BlobRedirects(registryStore, new RedirectCache(held ? { paused: held } : {}));
+    }
     inner = registryStore;
   } else {
     budget = config.maxCacheSize
