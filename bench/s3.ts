@@ -29,6 +29,8 @@ const REPS = Number(argv[argv.indexOf('--reps') + 1] ?? 0) || (QUICK ? 2 : 5);
 const BLOB_MIB = QUICK ? 64 : 256;
 /** Warm blob GETs per repetition whose redirect is not followed. */
 const BATCH = Number(argv[argv.indexOf('--batch') + 1] ?? 0) || (QUICK ? 100 : 500);
+/** The quiet before each repetition's warm blob, in which the proxy's CPU without requests is read. */
+const IDLE_MS = 3_000;
 const PT_NODE_ARGS = (process.env.PT_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const P = { bucket: 15443, relay: 15444, origin: 15445, cri: 15446, s3: 15447 };
 const ORIGIN = `127.0.0.1:${P.origin}`;
@@ -105,8 +107,9 @@ async function startNodeProxy(
       `${ORIGIN},${S3}`,
       '--metrics-listen',
       '',
+      // The default level, as deployed: one log line per request.
       '--log-level',
-      'warn',
+      'info',
     ],
     logFile,
   );
@@ -195,6 +198,8 @@ async function main(): Promise<void> {
     const mbps: Record<string, number[]> = { pt: [], s3: [], 'registry-redirect': [], 'registry-relay': [] };
     const pullS: Record<string, number[]> = { pt: [], 'registry-redirect': [], 'registry-relay': [] };
     const cpuPerGiB: number[] = [];
+    /** Proxy CPU seconds per second without requests, before each repetition's warm blob. */
+    const idleCpuPerS: number[] = [];
     /** Proxy CPU seconds per warm blob GET, over each repetition's batch. */
     const perRequest: number[] = [];
     // Summed over the repetitions: /proc counts CPU in 10 ms ticks.
@@ -207,6 +212,12 @@ async function main(): Promise<void> {
     const manySize = many.layers.reduce((sum, d) => sum + statSync(blobFile(d)).size, 0);
     for (let rep = 1; rep <= REPS; rep++) {
       log(`rep ${rep}/${REPS}`);
+      // What the proxy spends with no request at all (timers, background work of the previous
+      // repetition), over as long as the warm blob download below takes.
+      const i0 = proxyCpu(p.child);
+      const idleStart = Date.now();
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      idleCpuPerS.push((proxyCpu(p.child) - i0) / ((Date.now() - idleStart) / 1000));
       const c0 = proxyCpu(p.child);
       const viaPt = await curl(`${p.url}/v2/${bigRepo}/blobs/${bigDigest}`, true);
       const used = proxyCpu(p.child) - c0;
@@ -256,6 +267,10 @@ async function main(): Promise<void> {
     const s3Med = stat(mbps.s3 ?? []).median;
     out.push(`\npt / s3 direct (warm blob, medians): ${(ptMed / s3Med).toFixed(2)} (target >= 0.9)`);
     out.push(`node proxy CPU per warm GiB (blob, one curl -L per repetition): ${blobCpuPerGiB.toFixed(4)} s`);
+    out.push(
+      `node proxy CPU without requests (${IDLE_MS / 1000} s before each repetition): ` +
+        `${fmtStat(stat(idleCpuPerS.map((s) => s * 1000)), 1)} ms per s`,
+    );
     const perReq = stat(perRequest);
     const blobGiB = blobBytes / REPS / 2 ** 30;
     out.push(
