@@ -9,6 +9,7 @@
  *   a HEAD before it is fetched from the origin.
  * - A cache registry that hangs costs a blob GET one timeout: the redirect question counts toward
  *   the store's cool-down, so the HEAD after it is skipped.
+ * - While the collection Lease's write hold is held, nothing is remembered.
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
@@ -29,6 +30,7 @@ const PUBLIC = 15585;
 const HUNG = 15586;
 const PROXY = 15587;
 const PROXY_HUNG = 15588;
+const PROXY_HELD = 15589;
 const PW = 'Redirect-pw-1';
 const priv = `127.0.0.1:${PRIVATE}`;
 const pub = `127.0.0.1:${PUBLIC}`;
@@ -191,4 +193,43 @@ t.test('a cache registry that hangs: one timeout per blob GET, then the cool-dow
     ['blobLocation'],
     'its failure counted toward the cool-down',
   );
+});
+
+t.test('while the collection write hold is held, redirects are asked of the registry each time', async (t) => {
+  let held = false;
+  const p = await startProxy(
+    [
+      '--data-dir',
+      lab.tempDir('pt-held'),
+      '--cache-registry',
+      `http://127.0.0.1:${CACHE}`,
+      '--insecure-registries',
+      `${priv},127.0.0.1:${S3}`,
+    ],
+    {
+      port: PROXY_HELD,
+      // The collection Lease's reader as the proxy sees it: writes wait while it is held.
+      extraDeps: () => ({
+        writeHold: {
+          clear: async () => undefined,
+          get held() {
+            return held;
+          },
+        },
+      }),
+    },
+  );
+  proxies.push(p);
+  const layer = privImage.layers[0] as string;
+  const path = `/v2/127.0.0.1_${PRIVATE}/team/app/blobs/${layer}`;
+  const asked = async () => (await registrySaw(path)).filter((r) => r.method === 'GET').length;
+  const before = await asked();
+  for (let i = 0; i < 2; i++) t.equal((await get(`${p.url}${path}`)).status, 307);
+  t.equal(await asked(), before + 1, 'free: asked once, then remembered');
+  held = true;
+  for (let i = 0; i < 2; i++) t.equal((await get(`${p.url}${path}`)).status, 307);
+  t.equal(await asked(), before + 3, 'held: asked each time');
+  held = false;
+  for (let i = 0; i < 2; i++) t.equal((await get(`${p.url}${path}`)).status, 307);
+  t.equal(await asked(), before + 4, 'free again: asked once, then remembered');
 });
