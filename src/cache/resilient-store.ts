@@ -7,6 +7,7 @@
  * passes, so that readiness can say the node caches nothing.
  */
 import { UpstreamError } from '../oci/errors.js';
+import type { BlobLocation, RegistryStore } from './registry-store.js';
 import { isDiskFull } from './spool-writer.js';
 import type { BlobRange, OpenedBlob, Store, StoredManifest, TagRecord } from './store.js';
 
@@ -93,6 +94,20 @@ export class ResilientStore {
 
   openBlob(repo: string, digest: string, range?: BlobRange, signal?: AbortSignal): Promise<OpenedBlob | undefined> {
     return this.guard('openBlob', undefined, () => this.inner.openBlob(repo, digest, range, signal), { signal });
+  }
+
+  /**
+   * Where the cache registry has a blob fetched from (registry-store.ts): undefined for a store
+   * that does not say (the embedded one) and on a failure, which counts toward the cool-down as
+   * any other read's.
+   */
+  blobLocation(repo: string, digest: string, signal?: AbortSignal): Promise<BlobLocation | undefined> {
+    const inner = this.inner as Store & Partial<Pick<RegistryStore, 'blobLocation'>>;
+    if (!inner.blobLocation) return Promise.resolve(undefined);
+    const locate = inner.blobLocation.bind(inner);
+    return this.guard<BlobLocation | undefined>('blobLocation', undefined, () => locate(repo, digest, signal), {
+      signal,
+    });
   }
 
   getManifest(repo: string, digest: string): Promise<StoredManifest | undefined> {

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccessGate } from '../access/access-control.js';
 import type { BlobFill } from '../cache/blob-fill.js';
 import type { BlobFills } from '../cache/blob-fills.js';
-import type { BlobLocation, RegistryStore } from '../cache/registry-store.js';
+import type { BlobLocation } from '../cache/registry-store.js';
 import type { ResilientStore } from '../cache/resilient-store.js';
 import { SpoolError } from '../cache/spool-writer.js';
 import { parseDigest } from '../oci/digest.js';
@@ -18,6 +18,7 @@ import type { Descriptor } from '../oci/media-types.js';
 import { verifyingStream } from '../oci/verifying-stream.js';
 import { headerString, originFailure, type Origin, type PullEvents } from './origin.js';
 import { resolveRange, type ByteRange, type RangeRequest } from './range.js';
+import { RedirectCache } from './redirect-cache.js';
 import type { RequestContext, Source } from './request-context.js';
 import type { Target } from './target.js';
 
@@ -37,7 +38,7 @@ export interface BlobAnswer {
   readonly redirect?: string;
 }
 
-export type BlobLocator = Pick<RegistryStore, 'blobLocation'>;
+export type BlobLocator = Pick<ResilientStore, 'blobLocation'>;
 
 /**
  * How long a cache registry that served a blob itself is not asked for redirects again: it has no
@@ -46,25 +47,27 @@ export type BlobLocator = Pick<RegistryStore, 'blobLocation'>;
 const NO_REDIRECT_RECHECK_MS = 5 * 60_000;
 
 /**
- * The cache registry's redirects for cached blobs (--blob-redirect=auto). Anything but a redirect
- * (a miss, a registry serving the bytes itself, a failure) leaves the blob to the usual path,
- * which has its own handling of a failing store.
+ * The cache registry's redirects for cached blobs (--blob-redirect=auto), remembered for a short
+ * while (redirect-cache.ts). Asked through the resilient store, so that a failing registry is
+ * skipped for its cool-down after one failure, as for any other read.
  */
 export class BlobRedirects {
   private noRedirectUntil = 0;
 
-  constructor(private readonly locator: BlobLocator) {}
+  constructor(
+    private readonly locator: BlobLocator,
+    private readonly cache: RedirectCache = new RedirectCache(),
+  ) {}
 
-  async locate(repo: string, digest: string, signal?: AbortSignal): Promise<string | undefined> {
+  /** Where the blob is, as the cache registry says; undefined when it is not asked or failed. */
+  async locate(repo: string, digest: string, signal?: AbortSignal): Promise<BlobLocation | undefined> {
+    const remembered = this.cache.get(repo, digest);
+    if (remembered !== undefined) return { kind: 'redirect', url: remembered };
     if (Date.now() < this.noRedirectUntil) return undefined;
-    let loc: BlobLocation;
-    try {
-      loc = await this.locator.blobLocation(repo, digest, signal);
-    } catch {
-      return undefined;
-    }
-    if (loc.kind === 'served') this.noRedirectUntil = Date.now() + NO_REDIRECT_RECHECK_MS;
-    return loc.kind === 'redirect' ? loc.url : undefined;
+    const loc = await this.locator.blobLocation(repo, digest, signal);
+    if (loc?.kind === 'served') this.noRedirectUntil = Date.now() + NO_REDIRECT_RECHECK_MS;
+    if (loc?.kind === 'redirect') this.cache.set(repo, digest, loc.url);
+    return loc;
   }
 }
 
@@ -106,14 +109,16 @@ export class BlobSource {
   ): Promise<BlobAnswer> {
     parseDigest(digest);
     const { store, fills, access, redirects } = this.o;
+    let located: BlobLocation | undefined;
     if (method === 'GET' && redirects && !store.degraded) {
-      const url = await redirects.locate(t.cacheRepo, digest, ctx.signal);
-      if (url) {
+      located = await redirects.locate(t.cacheRepo, digest, ctx.signal);
+      if (located?.kind === 'redirect') {
         await access?.authorize(t, 'blob', digest, ctx, {});
-        return { size: undefined, source: 'cache', redirect: url };
+        return { size: undefined, source: 'cache', redirect: located.url };
       }
     }
-    const stat = await store.statBlob(t.cacheRepo, digest);
+    // The registry just said it does not hold the blob: no second question.
+    const stat = located?.kind === 'missing' ? undefined : await store.statBlob(t.cacheRepo, digest);
     if (stat) {
       await access?.authorize(t, 'blob', digest, ctx, {});
       const r = resolveRange(range, stat.size);

@@ -34,6 +34,7 @@ import { Prewarmer, WarmCredentials } from './prewarm.js';
 import { baseUrl, ClusterTier, ReplicaList } from './cluster-tier.js';
 import { credentialRefusalLog } from './credential-refusals.js';
 import { BlobRedirects } from './blob-source.js';
+import { RedirectCache } from './redirect-cache.js';
 import type { StaleSink } from './tag-resolver.js';
 import { PullService, type ServeGate } from './pull-service.js';
 import { createProxyServer } from './server.js';
@@ -215,11 +216,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
       headersTimeoutMs: config.cacheTimeoutMs,
       bodyTimeoutMs: config.originIdleTimeoutMs,
     });
-    const registryStore = new RegistryStore(cacheClient, CACHE_HOST, deps.writeHold);
-    // A cluster proxy relays: the node proxies asking it fill from its answer, and its tier client
-    // takes a redirect for no answer (it would go to the origin instead).
-    if (config.blobRedirect === 'auto' && !config.clusterSelf) blobRedirects = new BlobRedirects(registryStore);
-    inner = registryStore;
+    inner = new RegistryStore(cacheClient, CACHE_HOST, deps.writeHold);
   } else {
     budget = config.maxCacheSize
       ? resolveStoreBudget(config.maxCacheSize, config.cacheLowWater, config.dataDir)
@@ -264,6 +261,15 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     },
     config.cacheCooldownMs,
   );
+  // A cluster proxy relays: the node proxies asking it fill from its answer, and its tier client
+  // takes a redirect for no answer (it would go to the origin instead).
+  if (config.cacheRegistry && config.blobRedirect === 'auto' && !config.clusterSelf) {
+    // A hold that tells when it is held (the collection Lease's reader) empties the remembered
+    // redirects while a collection may remove blobs.
+    const hold = deps.writeHold;
+    const held = hold && 'held' in hold ? () => hold.held === true : undefined;
+    blobRedirects = new BlobRedirects(store, new RedirectCache(held ? { paused: held } : {}));
+  }
   const fills = new BlobFills({
     tmpDir: join(config.dataDir, 'tmp'),
     store,

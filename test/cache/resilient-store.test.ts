@@ -59,3 +59,15 @@ t.test('a client abort is passed on, not counted, and does not put the store on 
   t.same(failures, []);
   t.notOk(s.degraded);
 });
+
+t.test('blobLocation: a store that does not say where its blobs are answers undefined, no failure', async (t) => {
+  const failures: string[] = [];
+  const s = new ResilientStore(
+    storeThat(() => undefined),
+    { storeFailed: (op) => failures.push(op), storeRecovered: () => undefined },
+    60_000,
+  );
+  t.equal(await s.blobLocation('r', 'sha256:x'), undefined);
+  t.same(failures, []);
+  t.notOk(s.degraded);
+});

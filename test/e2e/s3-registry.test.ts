@@ -16,12 +16,14 @@
  * Service's endpoints hold only ready pods.
  */
 import t from 'tap';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
 import { RegistryStore } from '../../src/cache/registry-store.js';
-import { accessLog, Lab, registryRequests } from '../helpers/lab.js';
+import { accessLog, Lab, registryRequests, restartRegistry } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import {
   onS3Flags,
@@ -49,6 +51,7 @@ const CONF_TOKEN = 15440;
 const CONF_TOKEN_REALM = 15441;
 const NO_REDIRECT = 15442;
 
+const run = promisify(execFile);
 const lab = new Lab('s3-registry');
 const agent = new Agent({ connect: { timeout: 2000 } });
 const dataDir = lab.tempDir('pt-s3');
@@ -358,5 +361,50 @@ t.test('a node proxy hands containerd the registry redirects', async (t) => {
     await lab.removeImage('node', ref);
     const r = await lab.criPull('node', ref);
     t.notOk(r.error, `pull with the origin stopped: ${r.error ?? ''} ${r.details ?? ''}`);
+  });
+
+  t.test('a redirect to a blob since removed from the bucket: containerd takes it from the next host', async (t) => {
+    // What a collection leaves behind for a redirect the proxy remembers (at most a minute): the
+    // blob's object gone from the bucket, the presigned URL answering 404.
+    await restartRegistry(lab, 'origin', ORIGIN);
+    const layer = app.layers[0] as string;
+    const res = await request(`${p.url}/v2/${CACHE_REPO_OF_APP}/blobs/${layer}`, { dispatcher: agent });
+    await res.body.dump();
+    t.equal(res.statusCode, 307, 'the proxy redirects the layer');
+    const object = new URL(String(res.headers.location));
+    const { accessKey, secretKey } = keys;
+    await run('curl', [
+      '-sS',
+      '-f',
+      '-X',
+      'DELETE',
+      '--aws-sigv4',
+      'aws:amz:us-east-1:s3',
+      '--user',
+      `${accessKey}:${secretKey}`,
+      '-H',
+      'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+      `http://127.0.0.1:${S3}${object.pathname}`,
+    ]);
+    const gone = await request(object.toString(), { dispatcher: agent });
+    await gone.body.dump();
+    t.equal(gone.statusCode, 404, 'the presigned URL now answers 404');
+
+    await lab.removeImage('node', ref);
+    const frontBefore = frontEntries().length;
+    const originBefore = registryRequests(origin.dir).length;
+    const r = await lab.criPull('node', ref);
+    t.notOk(r.error, `the pull succeeds: ${r.error ?? ''} ${r.details ?? ''}`);
+    const missing = frontEntries()
+      .slice(frontBefore)
+      .filter((e) => e.ua.startsWith('containerd') && layerDigest(e.uri) === layer.slice(7));
+    t.ok(
+      missing.length > 0 && missing.every((e) => e.status === 404),
+      'containerd followed the redirect and the object store answered 404',
+    );
+    const fromOrigin = registryRequests(origin.dir)
+      .slice(originBefore)
+      .filter((q) => q.method === 'GET' && q.path.endsWith(`/blobs/${layer}`) && q.status === 200);
+    t.ok(fromOrigin.length > 0, 'containerd then fetched the layer from the next host, the origin');
   });
 });
