@@ -49,6 +49,8 @@ export function runnerStorage(runnerUrl: string, dispatcher?: Dispatcher): () =>
     let res: Dispatcher.ResponseData;
     try {
       res = await request(url, {
+        // Once a pass: a kept-alive connection would outlive a restarted runner and fail the next read.
+        reset: true,
         headersTimeout: 10_000,
         bodyTimeout: 10_000,
         ...(dispatcher ? { dispatcher } : {}),
