@@ -480,13 +480,13 @@ export class ControllerMetrics {
       name: 'pullthrough_controller_cache_budget_bytes',
       help:
         '--max-cache-size in bytes as the last collection applied it, by how it was given (size, or share of ' +
-        'the volume); absent without a budget.',
+        'the volume); absent without a budget, and on replicas not leading.',
       labelNames: ['given'],
       registers: [this.registry],
       collect: (): void => {
         budget.reset();
         const b = state.collections?.()?.budget;
-        if (b) budget.set({ given: b.given }, b.bytes);
+        if (b && state.isLeader()) budget.set({ given: b.given }, b.bytes);
       },
     });
     const reclaimed: Counter = new Counter({
@@ -499,27 +499,29 @@ export class ControllerMetrics {
       },
     });
     // Labelled so that nothing is exported while the volume is unknown (S3, or no answer yet):
-    // a label-less gauge would say 0.
+    // a label-less gauge would say 0. Only the leader's: a former leader's last reading goes stale.
     const volumeSize = new Gauge<'storage'>({
       name: 'pullthrough_registry_volume_size_bytes',
-      help: "Size of the shared cache registry's volume as the gc-runner last measured it (absent on S3).",
+      help: "Size of the shared cache registry's volume as the gc-runner last measured it (the leader; absent on S3).",
       labelNames: ['storage'],
       registers: [this.registry],
       collect: (): void => {
         volumeSize.reset();
         const v = state.collections?.()?.volume;
-        if (v) volumeSize.set({ storage: 'filesystem' }, v.sizeBytes);
+        if (v && state.isLeader()) volumeSize.set({ storage: 'filesystem' }, v.sizeBytes);
       },
     });
     const volumeFree = new Gauge<'storage'>({
       name: 'pullthrough_registry_volume_free_bytes',
-      help: "Free bytes on the shared cache registry's volume as the gc-runner last measured it (absent on S3).",
+      help:
+        "Free bytes on the shared cache registry's volume as the gc-runner last measured it (the leader; absent " +
+        'on S3).',
       labelNames: ['storage'],
       registers: [this.registry],
       collect: (): void => {
         volumeFree.reset();
         const v = state.collections?.()?.volume;
-        if (v) volumeFree.set({ storage: 'filesystem' }, v.freeBytes);
+        if (v && state.isLeader()) volumeFree.set({ storage: 'filesystem' }, v.freeBytes);
       },
     });
   }

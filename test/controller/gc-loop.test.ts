@@ -234,21 +234,29 @@ t.test('usage counts a shared layer once; a share of the volume; bytes reclaimed
     volume: { sizeBytes: 1600, freeBytes: 1300 },
     reclaimedBytes: 300,
   });
-  const metrics = await new ControllerMetrics(
+  let leading = true;
+  const controllerMetrics = new ControllerMetrics(
     {
-      isLeader: () => true,
+      isLeader: () => leading,
       writes: () => 0,
       backlog: () => 0,
       images: () => 2,
       collections: () => w.loop.totals,
     },
     { defaults: false },
-  ).registry.metrics();
+  );
+  const metrics = await controllerMetrics.registry.metrics();
   t.match(metrics, 'pullthrough_controller_cache_estimated_bytes{when="before"} 900');
   t.match(metrics, 'pullthrough_controller_cache_budget_bytes{given="share"} 800');
   t.match(metrics, 'pullthrough_registry_volume_size_bytes{storage="filesystem"} 1600');
   t.match(metrics, 'pullthrough_registry_volume_free_bytes{storage="filesystem"} 1300');
   t.match(metrics, 'pullthrough_controller_reclaimed_bytes_total 300');
+  leading = false;
+  t.notMatch(
+    await controllerMetrics.registry.metrics(),
+    /^pullthrough_(registry_volume_\w+|controller_cache_budget_bytes)\{/m,
+    'a replica not leading says nothing of the volume: its last reading goes stale',
+  );
   await settled();
   t.same(
     w.events.map((e) => [e.type, e.reason]),
