@@ -76,6 +76,9 @@ export interface PassOutcome {
   readonly swept: boolean;
 }
 
+/** Manifest reads at once (the collector's registry client has four connections). */
+const FOOTPRINT_READERS = 4;
+
 interface Budget {
   readonly maxBytes: number;
   readonly lowWaterBytes: number;
@@ -183,25 +186,31 @@ export class CollectionLoop {
     }
   }
 
-  /** Candidates with the blobs their manifests hold; one whose manifests cannot be read counts its status size. */
+  /**
+   * Candidates with the blobs their manifests hold, read a few at a time (a first pass reads every
+   * manifest; later ones find them remembered); one whose manifests cannot be read counts its
+   * status size.
+   */
   private async candidates(objects: readonly CachedImage[]): Promise<Candidate[]> {
-    const out: Candidate[] = [];
+    const out = objects.map(candidateOf);
+    const footprint = this.o.collector.footprint?.bind(this.o.collector);
+    if (!footprint) return out;
     let unread = 0;
     let firstErr: unknown;
-    for (const obj of objects) {
-      const c = candidateOf(obj);
-      if (c.digest === undefined || !this.o.collector.footprint) {
-        out.push(c);
-        continue;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < out.length; i = next++) {
+        const c = out[i] as Candidate;
+        if (c.digest === undefined) continue;
+        try {
+          out[i] = { ...c, blobs: await footprint(c.image, c.digest) };
+        } catch (err) {
+          unread++;
+          firstErr ??= err;
+        }
       }
-      try {
-        out.push({ ...c, blobs: await this.o.collector.footprint(c.image, c.digest) });
-      } catch (err) {
-        unread++;
-        firstErr ??= err;
-        out.push(c);
-      }
-    }
+    };
+    await Promise.all(Array.from({ length: FOOTPRINT_READERS }, worker));
     if (unread > 0) {
       this.o.log.warn(
         { images: unread, err: describeError(firstErr) },
