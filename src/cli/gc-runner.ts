@@ -14,7 +14,7 @@ import { readFile, statfs } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { parse } from 'yaml';
 import { GC_RUNNER_HELP, parseGcRunnerConfig, type GcRunnerConfig } from '../config/gc-runner.js';
-import type { RegistryStorage } from '../controller/gc-runner-client.js';
+import type { RegistryStorage } from '../controller/registry-collector.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { untilSignal } from './usage.js';
 

@@ -13,10 +13,9 @@ import type { CachedImage, CachedImageApi } from '../kube/cached-images.js';
 import type { EventRecorder, EventTarget } from '../kube/event-recorder.js';
 import { describeKubeError } from '../kube/errors.js';
 import { abortableSleep } from '../runtime/abortable-sleep.js';
-import type { RegistryStorage } from './gc-runner-client.js';
 import { candidateOf, selectRemovals, type Candidate, type Selection, type Why } from './gc-selection.js';
 import type { Footprint } from './image-footprint.js';
-import type { Removal } from './registry-collector.js';
+import type { Removal, RegistryStorage } from './registry-collector.js';
 
 /** What the loop needs of RegistryCollector. */
 export interface Collector {

@@ -5,7 +5,7 @@
  * storage holds.
  */
 import { request, type Dispatcher } from 'undici';
-import { CollectorError } from './registry-collector.js';
+import { CollectorError, type RegistryStorage } from './registry-collector.js';
 
 export function runnerGarbageCollect(
   runnerUrl: string,
@@ -35,12 +35,6 @@ export function runnerGarbageCollect(
     return { blobsDeleted: body.blobsDeleted ?? 0 };
   };
 }
-
-/** What the registry's storage holds, as the gc-runner answers GET /storage. */
-export type RegistryStorage =
-  | { readonly kind: 'volume'; readonly sizeBytes: number; readonly freeBytes: number }
-  /** Object storage (S3): no volume to measure. */
-  | { readonly kind: 'no-volume' };
 
 /** Reads the registry's storage through the gc-runner (a statfs: cheap). */
 export function runnerStorage(runnerUrl: string, dispatcher?: Dispatcher): () => Promise<RegistryStorage> {

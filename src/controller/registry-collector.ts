@@ -10,7 +10,6 @@ import { TAG_REPO_PREFIX } from '../cache/registry-store.js';
 import { cacheRepositoryName } from '../oci/encoding.js';
 import type { RegistryClient, RegistryResponse } from '../oci/registry-client.js';
 import { parseReference } from '../oci/reference.js';
-import type { RegistryStorage } from './gc-runner-client.js';
 import { ImageFootprints, type Footprint } from './image-footprint.js';
 
 export type CollectorErrorCode =
@@ -52,6 +51,12 @@ export interface RegistryCollectorOptions {
   readonly storage?: () => Promise<RegistryStorage>;
   readonly log: CollectorLog;
 }
+
+/** What the registry's storage holds, as the gc-runner answers GET /storage. */
+export type RegistryStorage =
+  | { readonly kind: 'volume'; readonly sizeBytes: number; readonly freeBytes: number }
+  /** Object storage (S3): no volume to measure. */
+  | { readonly kind: 'no-volume' };
 
 export interface Removal {
   /** The image reference as the CachedImage names it (a tag's pointer is removed too). */

@@ -10,8 +10,7 @@
 import t from 'tap';
 import { parseControllerConfig } from '../../src/config/controller.js';
 import { CollectionLoop, type CollectionLoopOptions, type Collector } from '../../src/controller/gc-loop.js';
-import type { RegistryStorage } from '../../src/controller/gc-runner-client.js';
-import type { Removal } from '../../src/controller/registry-collector.js';
+import type { Removal, RegistryStorage } from '../../src/controller/registry-collector.js';
 import type { CachedImage, CachedImageApi, StatusPatch } from '../../src/kube/cached-images.js';
 import { EventRecorder, silentLogger, type KubeClient } from '../../src/kube/index.js';
 import { ControllerMetrics } from '../../src/observability/metrics.js';
