@@ -104,7 +104,7 @@ export async function registryCollector(config: ControllerConfig, client: KubeCl
   const { Agent } = await import('undici');
   const { RegistryClient } = await import('../oci/registry-client.js');
   const { RegistryCollector } = await import('../controller/registry-collector.js');
-  const { runnerGarbageCollect } = await import('../controller/gc-runner-client.js');
+  const { runnerGarbageCollect, runnerStorage } = await import('../controller/gc-runner-client.js');
   const { holdGcLease } = await import('../kube/gc-lease.js');
   const collector = new RegistryCollector({
     client: new RegistryClient({
@@ -132,10 +132,16 @@ export async function registryCollector(config: ControllerConfig, client: KubeCl
       ),
     settleMs: collection.settleMs,
     garbageCollect: runnerGarbageCollect(collection.runnerUrl),
+    storage: runnerStorage(collection.runnerUrl),
     log,
   });
   log.info(
-    { intervalMs: collection.intervalMs, maxBytes: collection.maxBytes, runner: collection.runnerUrl },
+    {
+      intervalMs: collection.intervalMs,
+      maxCacheSize: collection.budget?.size,
+      lowWater: collection.budget?.lowWater,
+      runner: collection.runnerUrl,
+    },
     'collecting the cache registry',
   );
   return collector;

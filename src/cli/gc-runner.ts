@@ -4,13 +4,17 @@
  * It shares the registry's volume and configuration. POST /collect runs one garbage-collect and
  * answers when it ends (200, or 500 with the tail of its output); a second request while one runs
  * gets 409. When the caller goes away (its Lease lost, so writers may go on) the run is killed:
- * an interrupted garbage-collect leaves the registry consistent. Only the controller may reach the
- * port (NetworkPolicy pullthrough-registry).
+ * an interrupted garbage-collect leaves the registry consistent. GET /storage answers the size and
+ * free bytes of the registry's volume (a statfs: cheap), or that it stores on object storage. Only
+ * the controller may reach the port (NetworkPolicy pullthrough-registry).
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile, statfs } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { parse } from 'yaml';
 import { GC_RUNNER_HELP, parseGcRunnerConfig, type GcRunnerConfig } from '../config/gc-runner.js';
+import type { RegistryStorage } from '../controller/registry-collector.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { untilSignal } from './usage.js';
 
@@ -40,8 +44,21 @@ export interface RunOutcome {
 
 export async function startGcRunner(config: GcRunnerConfig, log: Logger): Promise<Server> {
   let running = false;
+  const root =
+    config.storage === 'no-volume'
+      ? undefined
+      : config.storage === 'from-config'
+        ? await configuredRoot(config.registryConfig, log)
+        : config.storage.dir;
   const server = createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/healthz') return answer(res, 200, { ok: true });
+    if (req.method === 'GET' && req.url === '/storage') {
+      void storage(root).then(
+        (s) => answer(res, 200, s),
+        (err: unknown) => answer(res, 500, { error: `statfs ${root ?? ''}: ${(err as Error).message}` }),
+      );
+      return;
+    }
     if (req.url !== '/collect') return answer(res, 404, { error: 'not found' });
     if (req.method !== 'POST') return answer(res, 405, { error: 'POST /collect' });
     if (running) return answer(res, 409, { error: 'a garbage-collect is running' });
@@ -52,7 +69,14 @@ export async function startGcRunner(config: GcRunnerConfig, log: Logger): Promis
   });
   server.listen(config.listen.port, config.listen.host);
   await once(server, 'listening');
-  log.info({ listen: `${config.listen.host}:${config.listen.port}`, config: config.registryConfig }, 'gc-runner ready');
+  log.info(
+    {
+      listen: `${config.listen.host}:${config.listen.port}`,
+      config: config.registryConfig,
+      storage: root ?? 'no volume',
+    },
+    'gc-runner ready',
+  );
   return server;
 }
 
@@ -97,6 +121,28 @@ async function collect(config: GcRunnerConfig, req: IncomingMessage, log: Logger
   if (outcome.ok) log.info({ blobsDeleted, durationMs: outcome.durationMs }, 'garbage-collect done');
   else log.warn({ exitCode: code, tail: outcome.tail }, 'garbage-collect failed');
   return outcome;
+}
+
+/** The volume holding `root`, or none (object storage). */
+async function storage(root: string | undefined): Promise<RegistryStorage> {
+  if (root === undefined) return { kind: 'no-volume' };
+  const s = await statfs(root);
+  // bavail: what the registry, not root, may still write.
+  return { kind: 'volume', sizeBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
+}
+
+/** The configuration's storage.filesystem.rootdirectory; undefined when it stores elsewhere. */
+async function configuredRoot(file: string, log: Logger): Promise<string | undefined> {
+  try {
+    const doc = parse(await readFile(file, 'utf8')) as {
+      storage?: { filesystem?: { rootdirectory?: unknown } };
+    } | null;
+    const dir = doc?.storage?.filesystem?.rootdirectory;
+    return typeof dir === 'string' && dir !== '' ? dir : undefined;
+  } catch (err) {
+    log.warn({ file, err: (err as Error).message }, "gc-runner: the registry's configuration could not be read");
+    return undefined;
+  }
 }
 
 function answer(res: ServerResponse, status: number, body: object): void {

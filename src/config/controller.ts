@@ -6,7 +6,7 @@
 import { hostname } from 'node:os';
 import type { GatePolicy } from '../scan/policy.js';
 import { parseScannerConfig, parseScanPolicy, scanPolicyFlags, scannerFlags, type ScannerConfig } from './scan.js';
-import { parseCacheSize, parseFraction } from './proxy.js';
+import { parseCacheSize, parseFraction, type CacheSize } from './proxy.js';
 import { ConfigError, helpText, parseDuration, parseFlags, parseHostPort, valueOf, type FlagSpec } from './flags.js';
 
 export interface ControllerConfig {
@@ -44,9 +44,11 @@ export interface CollectionConfig {
   readonly intervalMs: number;
   /** The gc-runner sidecar's base URL (POST /collect). */
   readonly runnerUrl: string;
-  /** Undefined: only expired images are removed. */
-  readonly maxBytes?: number;
-  readonly lowWaterBytes?: number;
+  /**
+   * --max-cache-size (bytes, or a share of the registry's volume, resolved each pass from the
+   * gc-runner's answer) and --cache-low-water; undefined: only expired images are removed.
+   */
+  readonly budget?: { readonly size: CacheSize; readonly lowWater: number };
   /** After the writers' hold is taken, before the sweep. */
   readonly settleMs: number;
 }
@@ -130,7 +132,9 @@ export const controllerFlags: readonly FlagSpec[] = [
     name: 'max-cache-size',
     kind: 'string',
     arg: 'SIZE',
-    help: 'The cache registry budget (e.g. 40GiB): above it the least recently pulled images are removed.',
+    help:
+      'The cache registry budget (e.g. 40GiB, or 80% of its volume as the gc-runner measures it; not on S3): ' +
+      'above it the least recently pulled images are removed.',
   },
   {
     name: 'cache-low-water',
@@ -234,19 +238,13 @@ function collectionConfig(
   if (intervalMs === 0 || !runnerUrl) return {};
   if (!v['cache-registry'])
     throw new ConfigError('--gc-runner: collection removes images from --cache-registry; set it');
-  let maxBytes: number | undefined;
-  if (v['max-cache-size']) {
-    const size = parseCacheSize('max-cache-size', v['max-cache-size']);
-    if (!('bytes' in size))
-      throw new ConfigError('--max-cache-size: the controller takes a size (e.g. 40GiB), not a share');
-    maxBytes = size.bytes;
-  }
+  const size = v['max-cache-size'] ? parseCacheSize('max-cache-size', v['max-cache-size']) : undefined;
   const lowWater = parseFraction('cache-low-water', valueOf(v, 'cache-low-water'));
   return {
     collection: {
       intervalMs,
       runnerUrl,
-      ...(maxBytes !== undefined ? { maxBytes, lowWaterBytes: Math.floor(maxBytes * lowWater) } : {}),
+      ...(size ? { budget: { size, lowWater } } : {}),
       settleMs: duration('gc-settle'),
     },
   };

@@ -12,6 +12,11 @@ export interface GcRunnerConfig {
   readonly registryConfig: string;
   /** A garbage-collect running longer is killed and answered as failed. */
   readonly timeoutMs: number;
+  /**
+   * Where GET /storage looks: the registry's filesystem root; none (REGISTRY_STORAGE names another
+   * driver); or the root the registry's configuration file names, if it stores on a filesystem.
+   */
+  readonly storage: { readonly dir: string } | 'no-volume' | 'from-config';
   readonly logLevel: string;
 }
 
@@ -32,6 +37,14 @@ export const gcRunnerFlags: readonly FlagSpec[] = [
     help: "The registry's configuration file (with the registry container's REGISTRY_* variables).",
   },
   { name: 'timeout', kind: 'duration', default: '1h', help: 'A garbage-collect running longer is killed.' },
+  {
+    name: 'storage-dir',
+    kind: 'string',
+    arg: 'DIR',
+    help:
+      "The registry's filesystem root, whose volume GET /storage measures (default: " +
+      "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY, else the configuration's storage.filesystem.rootdirectory).",
+  },
   { name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'pino level.' },
 ];
 
@@ -40,7 +53,8 @@ export const GC_RUNNER_HELP = helpText(
     'Usage: pullthrough gc-runner [flags]',
     '',
     "Runs distribution's garbage-collect on the cache registry's storage when the controller asks",
-    '(POST /collect), one at a time; a run whose caller goes away is killed. A sidecar of the registry.',
+    '(POST /collect), one at a time; a run whose caller goes away is killed; says the size and free',
+    "space of the registry's volume (GET /storage). A sidecar of the registry.",
   ].join('\n'),
   gcRunnerFlags,
 );
@@ -58,7 +72,16 @@ export function parseGcRunnerConfig(
       registryBin: valueOf(v, 'registry-bin'),
       registryConfig: valueOf(v, 'registry-config'),
       timeoutMs: parseDuration('timeout', valueOf(v, 'timeout')),
+      storage: storageOf(v['storage-dir'], env),
       logLevel: valueOf(v, 'log-level'),
     },
   };
+}
+
+/** The flag, else the registry's own variable; on another storage driver, none. */
+function storageOf(flag: string | undefined, env: NodeJS.ProcessEnv): GcRunnerConfig['storage'] {
+  if (flag) return { dir: flag };
+  if (env.REGISTRY_STORAGE && env.REGISTRY_STORAGE !== 'filesystem') return 'no-volume';
+  const dir = env.REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY;
+  return dir ? { dir } : 'from-config';
 }

@@ -1,10 +1,11 @@
 /**
  * The controller's side of the gc-runner sidecar (src/cli/gc-runner.ts): asks it to run
- * distribution's garbage-collect and waits for the outcome. Aborting the signal (the collection
- * Lease lost) closes the request, and the runner kills the run.
+ * distribution's garbage-collect and waits for the outcome (aborting the signal, the collection
+ * Lease lost, closes the request, and the runner kills the run), and asks what the registry's
+ * storage holds.
  */
 import { request, type Dispatcher } from 'undici';
-import { CollectorError } from './registry-collector.js';
+import { CollectorError, type RegistryStorage } from './registry-collector.js';
 
 export function runnerGarbageCollect(
   runnerUrl: string,
@@ -32,5 +33,34 @@ export function runnerGarbageCollect(
     }
     const body = JSON.parse(text) as { blobsDeleted?: number };
     return { blobsDeleted: body.blobsDeleted ?? 0 };
+  };
+}
+
+/** Reads the registry's storage through the gc-runner (a statfs: cheap). */
+export function runnerStorage(runnerUrl: string, dispatcher?: Dispatcher): () => Promise<RegistryStorage> {
+  const url = new URL('/storage', runnerUrl).toString();
+  return async () => {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        // Once a pass: a kept-alive connection would outlive a restarted runner and fail the next read.
+        reset: true,
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
+        ...(dispatcher ? { dispatcher } : {}),
+      });
+    } catch (err) {
+      throw new CollectorError('STORAGE_UNKNOWN', `gc-runner ${url} unreachable: ${(err as Error).message}`);
+    }
+    const text = await res.body.text();
+    if (res.statusCode !== 200) {
+      throw new CollectorError('STORAGE_UNKNOWN', `gc-runner answered ${res.statusCode}: ${text.slice(0, 400)}`);
+    }
+    const body = JSON.parse(text) as Partial<{ kind: string; sizeBytes: number; freeBytes: number }>;
+    if (body.kind === 'no-volume') return { kind: 'no-volume' };
+    if (body.kind === 'volume' && Number.isFinite(body.sizeBytes) && Number.isFinite(body.freeBytes)) {
+      return { kind: 'volume', sizeBytes: body.sizeBytes as number, freeBytes: body.freeBytes as number };
+    }
+    throw new CollectorError('STORAGE_UNKNOWN', `gc-runner ${url}: not a storage answer: ${text.slice(0, 200)}`);
   };
 }

@@ -10,8 +10,14 @@ import { TAG_REPO_PREFIX } from '../cache/registry-store.js';
 import { cacheRepositoryName } from '../oci/encoding.js';
 import type { RegistryClient, RegistryResponse } from '../oci/registry-client.js';
 import { parseReference } from '../oci/reference.js';
+import { ImageFootprints, type Footprint } from './image-footprint.js';
 
-export type CollectorErrorCode = 'DELETES_DISABLED' | 'DELETE_FAILED' | 'COLLECT_FAILED';
+export type CollectorErrorCode =
+  | 'DELETES_DISABLED'
+  | 'DELETE_FAILED'
+  | 'COLLECT_FAILED'
+  /** The gc-runner could not say what the registry's storage holds. */
+  | 'STORAGE_UNKNOWN';
 
 export class CollectorError extends Error {
   readonly code: CollectorErrorCode;
@@ -41,8 +47,16 @@ export interface RegistryCollectorOptions {
   readonly settleMs: number;
   /** Runs distribution's garbage-collect on the registry's storage (never --delete-untagged). */
   readonly garbageCollect: (signal: AbortSignal) => Promise<unknown>;
+  /** What the registry's storage holds (the gc-runner's GET /storage). */
+  readonly storage?: () => Promise<RegistryStorage>;
   readonly log: CollectorLog;
 }
+
+/** What the registry's storage holds, as the gc-runner answers GET /storage. */
+export type RegistryStorage =
+  | { readonly kind: 'volume'; readonly sizeBytes: number; readonly freeBytes: number }
+  /** Object storage (S3): no volume to measure. */
+  | { readonly kind: 'no-volume' };
 
 export interface Removal {
   /** The image reference as the CachedImage names it (a tag's pointer is removed too). */
@@ -55,9 +69,22 @@ const PROBE_DIGEST = `sha256:${'0'.repeat(64)}`;
 
 export class RegistryCollector {
   private readonly o: RegistryCollectorOptions;
+  private readonly footprints: ImageFootprints;
 
   constructor(opts: RegistryCollectorOptions) {
     this.o = opts;
+    this.footprints = new ImageFootprints({ client: opts.client, host: opts.host });
+  }
+
+  /** The blobs an image's stored manifest holds in the registry (image-footprint.ts). */
+  footprint(image: string, digest: string): Promise<Footprint> {
+    return this.footprints.footprint(image, digest);
+  }
+
+  /** What the registry's storage holds; STORAGE_UNKNOWN without a gc-runner to ask. */
+  storage(): Promise<RegistryStorage> {
+    if (!this.o.storage) return Promise.reject(new CollectorError('STORAGE_UNKNOWN', 'no gc-runner to ask'));
+    return this.o.storage();
   }
 
   /**

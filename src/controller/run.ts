@@ -8,6 +8,7 @@ import type { ControllerConfig } from '../config/controller.js';
 import { createCachedImageApi, type CachedImageApi } from '../kube/cached-images.js';
 import type { KubeClient } from '../kube/client.js';
 import { describeKubeError } from '../kube/errors.js';
+import { GC_LEASE_NAME } from '../kube/gc-lease.js';
 import { abortableSleep } from '../runtime/abortable-sleep.js';
 import { LeaderElector } from '../kube/leader-election.js';
 import type { KubeLogger } from '../kube/logger.js';
@@ -72,10 +73,13 @@ export function runController(config: ControllerConfig, deps: ControllerDeps): R
       ? new CollectionLoop({
           api,
           collector: deps.collector,
-          budget:
-            config.collection.maxBytes !== undefined && config.collection.lowWaterBytes !== undefined
-              ? { maxBytes: config.collection.maxBytes, lowWaterBytes: config.collection.lowWaterBytes }
-              : undefined,
+          budget: config.collection.budget,
+          registryObject: {
+            apiVersion: 'coordination.k8s.io/v1',
+            kind: 'Lease',
+            name: GC_LEASE_NAME,
+            namespace: config.namespace,
+          },
           expireAfterMs: config.expireAfterMs,
           intervalMs: config.collection.intervalMs,
           log,

@@ -405,6 +405,9 @@ export interface ControllerCollections {
   readonly imagesRemoved: number;
   readonly usedBytesBefore: number;
   readonly usedBytesAfter: number;
+  readonly budget?: { readonly bytes: number; readonly given: 'size' | 'share' };
+  readonly volume?: { readonly sizeBytes: number; readonly freeBytes: number };
+  readonly reclaimedBytes?: number;
 }
 
 export class ControllerMetrics {
@@ -464,8 +467,8 @@ export class ControllerMetrics {
     const used = new Gauge<'when'>({
       name: 'pullthrough_controller_cache_estimated_bytes',
       help:
-        "The cache registry's usage as the last collection estimated it (the sum of its images' sizes: a " +
-        'shared layer counts in each image), before and after its removals.',
+        "The cache registry's usage as the last collection estimated it, before and after its removals: the " +
+        "distinct blobs and manifests the CachedImages' stored manifests name (a shared layer counts once).",
       labelNames: ['when'],
       registers: [this.registry],
       collect: (): void => {
@@ -474,6 +477,54 @@ export class ControllerMetrics {
         if (!c) return;
         used.set({ when: 'before' }, c.usedBytesBefore);
         used.set({ when: 'after' }, c.usedBytesAfter);
+      },
+    });
+    const budget = new Gauge<'given'>({
+      name: 'pullthrough_controller_cache_budget_bytes',
+      help:
+        '--max-cache-size in bytes as the last collection applied it, by how it was given (size, or share of ' +
+        'the volume); absent without a budget, and on replicas not leading.',
+      labelNames: ['given'],
+      registers: [this.registry],
+      collect: (): void => {
+        budget.reset();
+        const b = state.collections?.()?.budget;
+        if (b && state.isLeader()) budget.set({ given: b.given }, b.bytes);
+      },
+    });
+    const reclaimed: Counter = new Counter({
+      name: 'pullthrough_controller_reclaimed_bytes_total',
+      help: "Bytes the collections gave back on the cache registry's volume (free space after a sweep minus before).",
+      registers: [this.registry],
+      collect: (): void => {
+        reclaimed.reset();
+        reclaimed.inc(state.collections?.()?.reclaimedBytes ?? 0);
+      },
+    });
+    // Labelled so that nothing is exported while the volume is unknown (S3, or no answer yet):
+    // a label-less gauge would say 0. Only the leader's: a former leader's last reading goes stale.
+    const volumeSize = new Gauge<'storage'>({
+      name: 'pullthrough_registry_volume_size_bytes',
+      help: "Size of the shared cache registry's volume as the gc-runner last measured it (the leader; absent on S3).",
+      labelNames: ['storage'],
+      registers: [this.registry],
+      collect: (): void => {
+        volumeSize.reset();
+        const v = state.collections?.()?.volume;
+        if (v && state.isLeader()) volumeSize.set({ storage: 'filesystem' }, v.sizeBytes);
+      },
+    });
+    const volumeFree = new Gauge<'storage'>({
+      name: 'pullthrough_registry_volume_free_bytes',
+      help:
+        "Free bytes on the shared cache registry's volume as the gc-runner last measured it (the leader; absent " +
+        'on S3).',
+      labelNames: ['storage'],
+      registers: [this.registry],
+      collect: (): void => {
+        volumeFree.reset();
+        const v = state.collections?.()?.volume;
+        if (v && state.isLeader()) volumeFree.set({ storage: 'filesystem' }, v.freeBytes);
       },
     });
   }

@@ -121,6 +121,7 @@ t.test('one collection removes the expired, unused image and keeps the used one'
       registryBin: 'docker-registry',
       registryConfig,
       timeoutMs: 120_000,
+      storage: 'from-config',
       logLevel: 'silent',
     },
     createLogger('silent'),
