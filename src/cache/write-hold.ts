@@ -8,4 +8,6 @@
 export interface WriteHold {
   /** Resolves once writes may go on (at once when they may); rejects with the signal's reason. */
   clear(signal?: AbortSignal): Promise<void>;
+  /** Whether a collection holds writes now, for a hold that can tell (the collection Lease's reader). */
+  readonly held?: boolean;
 }

@@ -267,7 +267,7 @@ export function buildProxy(config: ProxyConfig, deps: ProxyDeps): BuiltProxy {
     // A hold that tells when it is held (the collection Lease's reader) empties the remembered
     // redirects while a collection may remove blobs.
     const hold = deps.writeHold;
-    const held = hold && 'held' in hold ? () => hold.held === true : undefined;
+    const held = hold?.held === undefined ? undefined : () => hold.held === true;
     blobRedirects = new BlobRedirects(store, new RedirectCache(held ? { paused: held } : {}));
   }
   const fills = new BlobFills({

@@ -27,7 +27,7 @@ t.teardown(async () => {
 class TestHold implements WriteHold {
   private waiters: (() => void)[] = [];
   waiting = 0;
-  constructor(private held: boolean) {}
+  constructor(public held: boolean) {}
   async clear(): Promise<void> {
     if (!this.held) return;
     this.waiting++;
