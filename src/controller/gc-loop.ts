@@ -13,6 +13,7 @@ import type { CachedImage, CachedImageApi } from '../kube/cached-images.js';
 import type { EventRecorder, EventTarget } from '../kube/event-recorder.js';
 import { describeKubeError } from '../kube/errors.js';
 import { abortableSleep } from '../runtime/abortable-sleep.js';
+import { mapLimit } from '../runtime/map-limit.js';
 import { candidateOf, selectRemovals, type Candidate, type Selection, type Why } from './gc-selection.js';
 import type { Footprint } from './image-footprint.js';
 import type { Removal, RegistryStorage } from './registry-collector.js';
@@ -196,27 +197,23 @@ export class CollectionLoop {
     if (!footprint) return out;
     let unread = 0;
     let firstErr: unknown;
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      for (let i = next++; i < out.length; i = next++) {
-        const c = out[i] as Candidate;
-        if (c.digest === undefined) continue;
-        try {
-          out[i] = { ...c, blobs: await footprint(c.image, c.digest) };
-        } catch (err) {
-          unread++;
-          firstErr ??= err;
-        }
+    const read = await mapLimit(out, FOOTPRINT_READERS, async (c): Promise<Candidate> => {
+      if (c.digest === undefined) return c;
+      try {
+        return { ...c, blobs: await footprint(c.image, c.digest) };
+      } catch (err) {
+        unread++;
+        firstErr ??= err;
+        return c;
       }
-    };
-    await Promise.all(Array.from({ length: FOOTPRINT_READERS }, worker));
+    });
     if (unread > 0) {
       this.o.log.warn(
         { images: unread, err: describeError(firstErr) },
         "collection: some images' manifests could not be read; their CachedImage sizes stand in",
       );
     }
-    return out;
+    return read;
   }
 
   private async readStorage(): Promise<RegistryStorage | undefined> {

@@ -10,7 +10,15 @@ import { TAG_REPO_PREFIX } from '../cache/registry-store.js';
 import { cacheRepositoryName } from '../oci/encoding.js';
 import type { RegistryClient, RegistryResponse } from '../oci/registry-client.js';
 import { parseReference } from '../oci/reference.js';
+import { mapLimit } from '../runtime/map-limit.js';
 import { ImageFootprints, type Footprint } from './image-footprint.js';
+
+/**
+ * Images removed at once: each removal is three small requests (DELETE, HEAD, DELETE), and the
+ * deletes are the one part of a pass that grows with the images removed (docs/performance.md,
+ * Collection row).
+ */
+const PARALLEL_REMOVALS = 4;
 
 export type CollectorErrorCode =
   | 'DELETES_DISABLED'
@@ -128,12 +136,9 @@ export class RegistryCollector {
    * interruption: a deleted manifest stays deleted, and garbage-collect marks and sweeps anew.
    */
   async collect(removals: readonly Removal[]): Promise<{ deleted: number; absent: number }> {
-    let deleted = 0;
-    let absent = 0;
-    for (const r of removals) {
-      if ((await this.remove(r)) === 'deleted') deleted++;
-      else absent++;
-    }
+    const outcomes = await mapLimit(removals, PARALLEL_REMOVALS, (r) => this.remove(r));
+    const deleted = outcomes.filter((o) => o === 'deleted').length;
+    const absent = outcomes.length - deleted;
     await this.o.holdWriters(async (held) => {
       this.o.log.info({ settleMs: this.o.settleMs }, 'collection: writers held; waiting for writes under way');
       await sleep(this.o.settleMs, undefined, { signal: held });

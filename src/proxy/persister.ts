@@ -8,6 +8,7 @@ import type { ResilientStore } from '../cache/resilient-store.js';
 import type { StoredManifest } from '../cache/store.js';
 import type { Log as Logger } from '../observability/logger.js';
 import { formatPlatform, parseManifest, type Descriptor } from '../oci/media-types.js';
+import { mapLimit } from '../runtime/map-limit.js';
 import { BackgroundBudget } from './background-budget.js';
 import type { BlobProgress, BlobSource } from './blob-source.js';
 import type { ManifestSource } from './manifest-source.js';
@@ -31,19 +32,6 @@ const BACKGROUND_FETCHES = 3;
 /** Node-wide: a few images persisting at once, and never more spool than a large image's worth. */
 const NODE_FETCHES = 6;
 const NODE_BYTES = 2 * 2 ** 30;
-
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 export class Persister {
   private readonly o: PersisterOptions;
