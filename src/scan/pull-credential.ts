@@ -63,6 +63,9 @@ export function registryPullCredentials(o: RegistryPullCredentialOptions): Cache
       credentials,
       signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       freshToken,
+      // On object storage the registry answers a blob GET (an index the cache holds as a blob)
+      // with a 307 to a presigned URL.
+      followRedirects: path.startsWith(`/v2/${repository}/blobs/`),
     });
   };
   return {
