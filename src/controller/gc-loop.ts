@@ -9,7 +9,7 @@
  * pass that failed leaves the next one to sweep even when it has nothing new to remove.
  */
 import type { CacheSize } from '../config/proxy.js';
-import type { CachedImage, CachedImageApi } from '../kube/cached-images.js';
+import { cachedImageRef, type CachedImage, type CachedImageApi } from '../kube/cached-images.js';
 import type { EventRecorder, EventTarget } from '../kube/event-recorder.js';
 import { describeKubeError } from '../kube/errors.js';
 import { abortableSleep } from '../runtime/abortable-sleep.js';
@@ -263,17 +263,7 @@ export class CollectionLoop {
       this.o.log.error({ image: candidate.image, bytes, lowWaterBytes: budget.lowWaterBytes }, message);
       const obj = byName.get(candidate.name);
       if (obj) {
-        void this.o.events?.record(
-          {
-            apiVersion: 'pullthrough.dev/v1alpha1',
-            kind: 'CachedImage',
-            name: obj.metadata.name,
-            uid: obj.metadata.uid,
-          },
-          'Warning',
-          'LargerThanCacheBudget',
-          message,
-        );
+        void this.o.events?.record(cachedImageRef(obj), 'Warning', 'LargerThanCacheBudget', message);
       }
     }
     if (selection.stuckBytes !== undefined) {
@@ -344,12 +334,7 @@ export class CollectionLoop {
     } catch (err) {
       this.o.log.warn({ image: object.spec.image, err: describeKubeError(err) }, 'CachedImage status write failed');
     }
-    void this.o.events?.record(
-      { apiVersion: 'pullthrough.dev/v1alpha1', kind: 'CachedImage', name, uid: object.metadata.uid },
-      'Normal',
-      'Evicted',
-      `${object.spec.image} ${message}`,
-    );
+    void this.o.events?.record(cachedImageRef(object), 'Normal', 'Evicted', `${object.spec.image} ${message}`);
   }
 }
 

@@ -6,7 +6,13 @@
  * bucket of `writesPerSecond`) and skipped when the object already says what would be written,
  * which also makes a new leader's first pass cheap.
  */
-import type { CachedImage, CachedImageApi, CachedImageStatus, StatusPatch } from '../kube/cached-images.js';
+import {
+  cachedImageRef,
+  type CachedImage,
+  type CachedImageApi,
+  type CachedImageStatus,
+  type StatusPatch,
+} from '../kube/cached-images.js';
 import { describeKubeError } from '../kube/errors.js';
 import type { EventRecorder } from '../kube/event-recorder.js';
 import type { KubeLogger } from '../kube/logger.js';
@@ -143,7 +149,7 @@ export class UsageWriter {
     this.known.set(name, await this.o.api.patchStatus(name, patch));
     if (patch.phase === 'Expiring') {
       void this.o.events?.record(
-        { apiVersion: 'pullthrough.dev/v1alpha1', kind: 'CachedImage', name, uid: object.metadata.uid },
+        cachedImageRef(object),
         'Normal',
         'Expiring',
         `no pod has used ${image} since ${String(patch.lastUsed ?? object.status?.lastUsed)}`,

@@ -13,7 +13,7 @@
  * tag moved to it, so the next pull on any node is served from the cache. Checks share the warms'
  * slots (so the origin sees no more requests at once than warms make) and their backoff.
  */
-import type { CachedImage, CachedImageApi } from '../kube/cached-images.js';
+import { cachedImageRef, type CachedImage, type CachedImageApi } from '../kube/cached-images.js';
 import { describeKubeError } from '../kube/errors.js';
 import type { EventRecorder } from '../kube/event-recorder.js';
 import type { KubeLogger } from '../kube/logger.js';
@@ -159,7 +159,7 @@ export class WarmQueue {
    */
   private async refresh(o: CachedImage, leading: AbortSignal): Promise<void> {
     const name = o.metadata.name;
-    const target = { apiVersion: 'pullthrough.dev/v1alpha1', kind: 'CachedImage', name, uid: o.metadata.uid };
+    const target = cachedImageRef(o);
     const stopped = (): boolean => leading.aborted;
     const checkedAt = this.o.now();
     this.checkedAt.set(name, checkedAt);
@@ -236,7 +236,7 @@ export class WarmQueue {
   private async warm(o: CachedImage, leading: AbortSignal): Promise<void> {
     const name = o.metadata.name;
     const generation = o.metadata.generation ?? 1;
-    const target = { apiVersion: 'pullthrough.dev/v1alpha1', kind: 'CachedImage', name, uid: o.metadata.uid };
+    const target = cachedImageRef(o);
     // Read afresh each time: leadership can end during any await.
     const stopped = (): boolean => leading.aborted;
     try {

@@ -6,6 +6,7 @@
 import * as k8s from '@kubernetes/client-node';
 import type { KubeClient } from './client.js';
 import { describeKubeError } from './errors.js';
+import type { EventTarget } from './event-recorder.js';
 import type { PodRef } from './types.js';
 import type { ScanStatus } from './scan-status.js';
 
@@ -66,6 +67,16 @@ export interface CachedImageApi {
     labels?: Record<string, string>,
   ): Promise<{ readonly object: CachedImage; readonly created: boolean }>;
   patchStatus(name: string, patch: StatusPatch): Promise<CachedImage>;
+}
+
+/** A CachedImage as an Event's object: its Events show in `kubectl describe cachedimage`. */
+export function cachedImageRef(object: Pick<CachedImage, 'metadata'>): EventTarget {
+  return {
+    apiVersion: `${CACHED_IMAGE_GROUP}/${CACHED_IMAGE_VERSION}`,
+    kind: 'CachedImage',
+    name: object.metadata.name,
+    ...(object.metadata.uid === undefined ? {} : { uid: object.metadata.uid }),
+  };
 }
 
 const ref = { group: CACHED_IMAGE_GROUP, version: CACHED_IMAGE_VERSION, plural: CACHED_IMAGE_PLURAL };

@@ -10,7 +10,7 @@ import { evaluate, type GatePolicy } from '../scan/policy.js';
 import { encodeRegistryRepository } from './scan-repository.js';
 import { describeCounts } from '../scan/verdict.js';
 import type { ScanOutcome } from '../scan/digest-scanner.js';
-import type { CachedImage, CachedImageApi } from './cached-images.js';
+import { cachedImageRef, type CachedImage, type CachedImageApi } from './cached-images.js';
 import { recordOf, scanStatusOf } from './cached-image-scan.js';
 import { describeKubeError } from './errors.js';
 import type { EventRecorder } from './event-recorder.js';
@@ -70,7 +70,7 @@ export class ScanQueue {
   private async scanOne(o: CachedImage, leading: AbortSignal): Promise<void> {
     const name = o.metadata.name;
     const digest = o.status?.digest as string;
-    const target = { apiVersion: 'pullthrough.dev/v1alpha1', kind: 'CachedImage', name, uid: o.metadata.uid };
+    const target = cachedImageRef(o);
     let repository: string;
     try {
       repository = encodeRegistryRepository(o.spec.image);
