@@ -265,8 +265,7 @@ export class AccessControl implements AccessGate {
     if (this.hopChecked.get(ctx) === repoKey(t)) return;
     const privacy = this.o.privacy.get(t.registry, t.repository);
     if (privacy !== 'private' && hint.originUnreachable === undefined) {
-      const c = await this.classify(t, kind, reference);
-      if (c.kind === 'public' || (c.kind === 'unreachable' && privacy === 'public')) return;
+      if ((await this.publicity(t, kind, reference)) === 'public') return;
     }
     let status: number | undefined;
     let unreachable = hint.originUnreachable;
@@ -414,27 +413,30 @@ export class AccessControl implements AccessGate {
   }
 
   /**
-   * A request from a peer that is not the node: public repositories only. A record of either kind
-   * younger than --auth-ttl decides; otherwise one anonymous HEAD (shared by concurrent requests),
-   * and a repository last seen public stays public while the origin cannot answer.
+   * Whether a repository is public: a record of either kind younger than --auth-ttl decides;
+   * otherwise one anonymous HEAD, shared by concurrent requests, and a repository last seen public
+   * stays public while the origin cannot answer.
    */
-  private async publicOnly(t: AccessTarget, kind: ObjectKind, reference: string, ctx: RequestScope): Promise<void> {
-    const now = this.now();
+  private async publicity(t: AccessTarget, kind: ObjectKind, reference: string): Promise<Privacy | 'unknown'> {
     const privacy = this.o.privacy.get(t.registry, t.repository);
     const seen = this.o.privacy.observedAt(t.registry, t.repository) ?? 0;
-    let verdict: Privacy | 'unknown' | undefined = now - seen < this.o.authTtlMs ? privacy : undefined;
-    if (verdict === undefined) {
-      const key = repoKey(t);
-      let p = this.publicChecks.get(key);
-      if (!p) {
-        p = this.classify(t, kind, reference)
-          .then((c) => (c.kind === 'unreachable' ? (privacy ?? 'unknown') : c.kind))
-          .finally(() => this.publicChecks.delete(key));
-        this.publicChecks.set(key, p);
-      }
-      verdict = await p;
+    if (privacy !== undefined && this.now() - seen < this.o.authTtlMs) return privacy;
+    const key = repoKey(t);
+    let p = this.publicChecks.get(key);
+    if (!p) {
+      p = this.classify(t, kind, reference)
+        .then((c) => (c.kind === 'unreachable' ? (privacy ?? 'unknown') : c.kind))
+        .finally(() => this.publicChecks.delete(key));
+      this.publicChecks.set(key, p);
     }
-    if (verdict === 'public') return;
+    return p;
+  }
+
+  /**
+   * A request from a peer that is not the node: public repositories only (publicity()).
+   */
+  private async publicOnly(t: AccessTarget, kind: ObjectKind, reference: string, ctx: RequestScope): Promise<void> {
+    if ((await this.publicity(t, kind, reference)) === 'public') return;
     const image = repoKey(t);
     this.o.metrics?.refused('not-node');
     ctx.log.warn(
