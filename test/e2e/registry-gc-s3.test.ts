@@ -17,13 +17,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
-import type { WriteHold } from '../../src/cache/write-hold.js';
-import { RegistryCollector } from '../../src/controller/registry-collector.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
+import { heldCollector, TestWriteHold } from '../helpers/collection.js';
 import { Lab, registryRequests, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { checkStoredImage, PullRace } from '../helpers/pull-race.js';
-import { testRegistryClient } from '../helpers/registry-client.js';
+import { checkRaceRecords, checkStoredImage, PullRace } from '../helpers/pull-race.js';
 import { eventually } from '../helpers/wait.js';
 
 const S3 = 15470; // and 15471-15482 for Ceph's mon and OSD
@@ -56,18 +54,7 @@ const registryEnv = () => {
   return env;
 };
 
-class Hold implements WriteHold {
-  held = false;
-  private waiters: (() => void)[] = [];
-  async clear(): Promise<void> {
-    while (this.held) await new Promise<void>((r) => this.waiters.push(r));
-  }
-  set(held: boolean): void {
-    this.held = held;
-    if (!held) for (const w of this.waiters.splice(0)) w();
-  }
-}
-const hold = new Hold();
+const hold = new TestWriteHold();
 
 const proxy = async (dir: string) => {
   const p = await startProxy(['--data-dir', dir, '--cache-registry', cacheUrl, '--insecure-registries', originHost], {
@@ -249,19 +236,10 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   let sharedKept = false;
   let ownGetsAtSweep = 0;
   let ownGetsSwept = 0;
-  const collector = new RegistryCollector({
-    client: testRegistryClient(cacheUrl, { name: 'cache', dispatcher: agent, timeoutMs: 10_000 }),
-    host: 'cache',
-    holdWriters: async (work) => {
-      hold.set(true);
-      try {
-        return await work(new AbortController().signal);
-      } finally {
-        hold.set(false);
-      }
-    },
-    settleMs: 0,
-    garbageCollect: async () => {
+  const collector = heldCollector(
+    cacheUrl,
+    hold,
+    async () => {
       race.enter('held');
       // Every worker has a pull under way (or done) since the hold: the sweep runs under pulls.
       await race.eachStartedIn('held', workers);
@@ -276,8 +254,8 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
       await race.eachFinishedFrom('swept', workers);
       ownGetsSwept = originGets('team/removed', own);
     },
-    log: { info: () => undefined, warn: () => undefined },
-  });
+    { dispatcher: agent, timeoutMs: 10_000 },
+  );
   await collector.checkDeletes();
   race.enter('deleting');
   t.same(
@@ -287,45 +265,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   );
   race.enter('after');
   const records = await race.done();
-  const summary = records.map((r) => `${r.worker} ${r.started}->${r.ended}${r.failure ? ` FAILED ${r.failure}` : ''}`);
-  const byContainerd = records.filter((r) => r.worker.startsWith('containerd'));
-  const byClients = records.filter((r) => r.worker.startsWith('client'));
-  t.ok(
-    byContainerd.length >= 10 && byClients.length >= 10,
-    `${byContainerd.length} containerd and ${byClients.length} client pulls`,
-  );
-  t.ok(
-    byContainerd.some(
-      (r) => r.started !== 'swept' && r.started !== 'after' && r.ended !== 'held' && r.ended !== 'before',
-    ),
-    'a containerd pull was under way while garbage-collect ran',
-    { summary },
-  );
-  for (const repo of ['team/kept', 'team/removed'] as const) {
-    for (const phase of ['before', 'held', 'swept', 'after'] as const) {
-      t.ok(
-        records.some((r) => r.repo === repo && r.started === phase),
-        `${repo} was pulled from the step "${phase}"`,
-      );
-    }
-  }
-  for (const repo of ['team/kept', 'team/removed'] as const) {
-    // The config is the image's own blob (containerd keeps the shared layer while the other image names it).
-    const config = want[repo].blobs[0] as string;
-    const pulls = records.filter((r) => r.repo === repo).length;
-    const configGets = p
-      .logs()
-      .filter((l) => l.msg === 'request' && l.method === 'GET' && String(l.path).endsWith(`/${repo}/blobs/${config}`));
-    t.ok(configGets.length >= pulls, `every pull of ${repo} fetched through the proxy, containerd's too`, {
-      pulls,
-      configGets: configGets.length,
-    });
-  }
-  t.same(
-    records.filter((r) => r.repo === 'team/kept' && r.failure),
-    [],
-    'no pull of the kept image failed; each was byte-identical (containerd: its stored content hashed)',
-  );
+  checkRaceRecords(t, records, p, want);
   t.same(retries.get('team/kept') ?? [], [], 'no transfer of the kept image was ever cut');
   // A removed blob's transfer from the bucket can be cut when the sweep deletes it mid-read; the
   // client's retry (containerd's own, with a Range) then misses the cache and gets it from the origin.
@@ -360,20 +300,9 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
 
   // After the collection, with nothing pulled meanwhile: the next pull of the removed image gets
   // its own layer from the origin.
-  const quiet = new RegistryCollector({
-    client: testRegistryClient(cacheUrl, { name: 'cache', dispatcher: agent, timeoutMs: 10_000 }),
-    host: 'cache',
-    holdWriters: async (work) => {
-      hold.set(true);
-      try {
-        return await work(new AbortController().signal);
-      } finally {
-        hold.set(false);
-      }
-    },
-    settleMs: 0,
-    garbageCollect: async () => t.equal(await garbageCollect(), 0),
-    log: { info: () => undefined, warn: () => undefined },
+  const quiet = heldCollector(cacheUrl, hold, async () => t.equal(await garbageCollect(), 0), {
+    dispatcher: agent,
+    timeoutMs: 10_000,
   });
   await quiet.collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
   t.notOk(await inCache('team/removed', own), "the removed image's own layer left the bucket again");

@@ -19,12 +19,12 @@ import { fileURLToPath } from 'node:url';
 import { loadAllYaml } from '@kubernetes/client-node';
 import { Agent, request } from 'undici';
 import { RegistryStore } from '../../src/cache/registry-store.js';
-import type { WriteHold } from '../../src/cache/write-hold.js';
 import { RegistryCollector } from '../../src/controller/registry-collector.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
+import { heldCollector, TestWriteHold } from '../helpers/collection.js';
 import { Lab, registryRequests, restartRegistry, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { checkStoredImage, PullRace } from '../helpers/pull-race.js';
+import { checkRaceRecords, checkStoredImage, PullRace } from '../helpers/pull-race.js';
 import { testRegistryClient } from '../helpers/registry-client.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -50,18 +50,7 @@ t.teardown(async () => {
 });
 
 /** A write hold the collection closes and opens, as the Lease does in a cluster. */
-class Hold implements WriteHold {
-  held = false;
-  private waiters: (() => void)[] = [];
-  async clear(): Promise<void> {
-    while (this.held) await new Promise<void>((r) => this.waiters.push(r));
-  }
-  set(held: boolean): void {
-    this.held = held;
-    if (!held) for (const w of this.waiters.splice(0)) w();
-  }
-}
-const hold = new Hold();
+const hold = new TestWriteHold();
 
 const proxy = async (dir: string) => {
   const p = await startProxy(
@@ -110,21 +99,7 @@ function garbageCollect(opts: { killAtFirstDeletion?: boolean } = {}): Promise<n
 }
 
 function collector(gc: () => Promise<void>): RegistryCollector {
-  return new RegistryCollector({
-    client: testRegistryClient(`http://127.0.0.1:${CACHE}`, { name: 'cache', dispatcher: agent, timeoutMs: 5000 }),
-    host: 'cache',
-    holdWriters: async (work) => {
-      hold.set(true);
-      try {
-        return await work(new AbortController().signal);
-      } finally {
-        hold.set(false);
-      }
-    },
-    settleMs: 0,
-    garbageCollect: gc,
-    log: { info: () => undefined, warn: () => undefined },
-  });
+  return heldCollector(`http://127.0.0.1:${CACHE}`, hold, gc, { dispatcher: agent, timeoutMs: 5000 });
 }
 
 t.before(async () => {
@@ -231,45 +206,7 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
   race.enter('after');
   t.same(result, { deleted: 1, absent: 0 }, "the removed image's manifest was deleted");
   const records = await race.done();
-  const summary = records.map((r) => `${r.worker} ${r.started}->${r.ended}${r.failure ? ` FAILED ${r.failure}` : ''}`);
-  const byContainerd = records.filter((r) => r.worker.startsWith('containerd'));
-  const byClients = records.filter((r) => r.worker.startsWith('client'));
-  t.ok(
-    byContainerd.length >= 10 && byClients.length >= 10,
-    `${byContainerd.length} containerd and ${byClients.length} client pulls`,
-  );
-  t.ok(
-    byContainerd.some(
-      (r) => r.started !== 'swept' && r.started !== 'after' && r.ended !== 'held' && r.ended !== 'before',
-    ),
-    'a containerd pull was under way while garbage-collect ran',
-    { summary },
-  );
-  for (const repo of ['team/kept', 'team/removed'] as const) {
-    for (const phase of ['before', 'held', 'swept', 'after'] as const) {
-      t.ok(
-        records.some((r) => r.repo === repo && r.started === phase),
-        `${repo} was pulled from the step "${phase}"`,
-      );
-    }
-  }
-  for (const repo of ['team/kept', 'team/removed'] as const) {
-    // The config is the image's own blob (containerd keeps the shared layer while the other image names it).
-    const config = want[repo].blobs[0] as string;
-    const pulls = records.filter((r) => r.repo === repo).length;
-    const configGets = p
-      .logs()
-      .filter((l) => l.msg === 'request' && l.method === 'GET' && String(l.path).endsWith(`/${repo}/blobs/${config}`));
-    t.ok(configGets.length >= pulls, `every pull of ${repo} fetched through the proxy, containerd's too`, {
-      pulls,
-      configGets: configGets.length,
-    });
-  }
-  t.same(
-    records.filter((r) => r.repo === 'team/kept' && r.failure),
-    [],
-    'no pull of the kept image failed; each was byte-identical (containerd: its stored content hashed)',
-  );
+  checkRaceRecords(t, records, p, want);
   t.same(
     records.filter((r) => r.repo === 'team/removed' && r.failure),
     [],

@@ -8,7 +8,9 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
+import type { Test } from 'tap';
 import type { Lab } from './lab.js';
+import type { TestProxy } from './proxy.js';
 import { eventually } from './wait.js';
 
 const run = promisify(execFile);
@@ -155,4 +157,52 @@ export async function checkStoredImage(
     const got = await ctrContentDigest(lab, node, d);
     if (got !== d) throw new Error(`containerd's content ${d} hashes to ${got}`);
   }
+}
+
+/** What every collection race asserts of its records, on either backend. */
+export function checkRaceRecords(
+  t: Test,
+  records: readonly PullRecord[],
+  p: TestProxy,
+  want: Record<'team/kept' | 'team/removed', { readonly blobs: readonly string[] }>,
+): void {
+  const summary = records.map((r) => `${r.worker} ${r.started}->${r.ended}${r.failure ? ` FAILED ${r.failure}` : ''}`);
+  const byContainerd = records.filter((r) => r.worker.startsWith('containerd'));
+  const byClients = records.filter((r) => r.worker.startsWith('client'));
+  t.ok(
+    byContainerd.length >= 10 && byClients.length >= 10,
+    `${byContainerd.length} containerd and ${byClients.length} client pulls`,
+  );
+  t.ok(
+    byContainerd.some(
+      (r) => r.started !== 'swept' && r.started !== 'after' && r.ended !== 'held' && r.ended !== 'before',
+    ),
+    'a containerd pull was under way while garbage-collect ran',
+    { summary },
+  );
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    for (const phase of ['before', 'held', 'swept', 'after'] as const) {
+      t.ok(
+        records.some((r) => r.repo === repo && r.started === phase),
+        `${repo} was pulled from the step "${phase}"`,
+      );
+    }
+  }
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    // The config is the image's own blob (containerd keeps the shared layer while the other image names it).
+    const config = want[repo].blobs[0] as string;
+    const pulls = records.filter((r) => r.repo === repo).length;
+    const configGets = p
+      .logs()
+      .filter((l) => l.msg === 'request' && l.method === 'GET' && String(l.path).endsWith(`/${repo}/blobs/${config}`));
+    t.ok(configGets.length >= pulls, `every pull of ${repo} fetched through the proxy, containerd's too`, {
+      pulls,
+      configGets: configGets.length,
+    });
+  }
+  t.same(
+    records.filter((r) => r.repo === 'team/kept' && r.failure),
+    [],
+    'no pull of the kept image failed; each was byte-identical (containerd: its stored content hashed)',
+  );
 }
