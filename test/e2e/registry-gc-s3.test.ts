@@ -19,9 +19,9 @@ import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { heldCollector, TestWriteHold } from '../helpers/collection.js';
-import { Lab, registryRequests, type Image } from '../helpers/lab.js';
+import { Lab, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { checkRaceRecords, checkStoredImage, PullRace } from '../helpers/pull-race.js';
+import { checkRaceRecords, PullRace, RaceOrigin } from '../helpers/pull-race.js';
 import { eventually } from '../helpers/wait.js';
 
 const S3 = 15470; // and 15471-15482 for Ceph's mon and OSD
@@ -35,7 +35,7 @@ const cacheUrl = `http://127.0.0.1:${CACHE}`;
 const agent = new Agent({ connect: { timeout: 2000 } });
 const proxies: TestProxy[] = [];
 let cacheConfig: string;
-let originDir: string;
+let origin: RaceOrigin;
 let cephConf: string;
 let bucket: string;
 let kept: Image;
@@ -148,7 +148,7 @@ t.before(async () => {
     'the S3 cache registry to answer',
     60_000,
   );
-  originDir = (await lab.registry('origin', ORIGIN)).dir;
+  origin = new RaceOrigin(lab, originHost, (await lab.registry('origin', ORIGIN)).dir);
   [kept, removed] = await Promise.all([
     lab.image(originHost, 'team/kept', 'v1', ['--seed', 'gc-s3', '--layers', '1', '--layer-mb', '2']),
     lab.image(originHost, 'team/removed', 'v1', ['--seed', 'gc-s3', '--layers', '2', '--layer-mb', '2']),
@@ -163,28 +163,6 @@ async function bucketBytes(): Promise<number> {
   });
   const stats = JSON.parse(stdout) as { usage: Record<string, { size: number }> };
   return Object.values(stats.usage).reduce((sum, u) => sum + u.size, 0);
-}
-
-/** GETs of a blob the origin answered, from its access log. */
-const originGets = (repo: string, digest: string) =>
-  registryRequests(originDir).filter((r) => r.method === 'GET' && r.path.startsWith(`/v2/${repo}/blobs/${digest}`))
-    .length;
-
-/** An image's manifest digest and its config and layers, as the origin has them. */
-async function fromOrigin(repo: string): Promise<{ digest: string; blobs: string[] }> {
-  const m = await request(`http://${originHost}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
-  const bytes = Buffer.from(await m.body.arrayBuffer());
-  const doc = JSON.parse(bytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
-  return { digest: sha(bytes), blobs: [doc.config.digest, ...doc.layers.map((l) => l.digest)] };
-}
-
-/** The kubelet's pull of an image through the node proxy, then what containerd stored, checked. */
-async function criPull(p: TestProxy, repo: string, want: { digest: string; blobs: string[] }): Promise<void> {
-  const ref = `${p.host}/${enc}/${repo}:v1`;
-  // --fresh: the image and its content leave containerd first, so every pull fetches every blob.
-  const r = await lab.criPull('node', ref, ['--fresh', '--timeout', '120']);
-  if (r.image_ref !== want.blobs[0]) throw new Error(`containerd pull of ${repo}: ${JSON.stringify(r)}`);
-  await checkStoredImage(lab, 'node', ref, want.digest, want.blobs);
 }
 
 /** The sha256 of what the cache registry (which sends the bytes itself) serves for a blob or manifest. */
@@ -203,8 +181,8 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   await p.settle();
   const own = removed.layers[1] as string;
   t.ok(await inCache('team/removed', own), "the removed image's own layer is in the bucket");
-  const want = { 'team/kept': await fromOrigin('team/kept'), 'team/removed': await fromOrigin('team/removed') };
-  const keptConfigGets = originGets('team/kept', want['team/kept'].blobs[0] as string);
+  const want = { 'team/kept': await origin.image('team/kept'), 'team/removed': await origin.image('team/removed') };
+  const keptConfigGets = origin.gets('team/kept', want['team/kept'].blobs[0] as string);
   const before = await bucketBytes();
 
   // Containerd pulls each image over and over, ten HTTP clients pull once in each step, from
@@ -213,7 +191,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   const workers: string[] = [];
   for (const repo of ['team/kept', 'team/removed'] as const) {
     workers.push(`containerd ${repo}`);
-    race.worker(`containerd ${repo}`, repo, 5, () => criPull(p, repo, want[repo]));
+    race.worker(`containerd ${repo}`, repo, 5, () => origin.criPull(p, repo, want[repo]));
   }
   for (let i = 0; i < 10; i++) {
     const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
@@ -244,7 +222,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
       // Every worker has a pull under way (or done) since the hold: the sweep runs under pulls.
       await race.eachStartedIn('held', workers);
       t.equal(await garbageCollect(), 0, 'garbage-collect ran on the bucket');
-      ownGetsAtSweep = originGets('team/removed', own);
+      ownGetsAtSweep = origin.gets('team/removed', own);
       race.enter('swept');
       // Still held: nothing of the removed image is stored again yet.
       afterGc = await bucketBytes();
@@ -252,7 +230,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
       sharedKept = await inCache('team/kept', kept.layers[0] as string);
       // Pulls after the sweep, still under the hold: the removed layer can only come from the origin.
       await race.eachFinishedFrom('swept', workers);
-      ownGetsSwept = originGets('team/removed', own);
+      ownGetsSwept = origin.gets('team/removed', own);
     },
     { dispatcher: agent, timeoutMs: 10_000 },
   );
@@ -280,7 +258,7 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
     `after the sweep, removed pulls got its own layer from the origin: ${ownGetsAtSweep} -> ${ownGetsSwept} GETs`,
   );
   t.equal(
-    originGets('team/kept', want['team/kept'].blobs[0] as string),
+    origin.gets('team/kept', want['team/kept'].blobs[0] as string),
     keptConfigGets,
     "the kept image's blobs came from the cache throughout",
   );
@@ -306,13 +284,16 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   });
   await quiet.collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
   t.notOk(await inCache('team/removed', own), "the removed image's own layer left the bucket again");
-  const ownGets = originGets('team/removed', own);
-  await t.resolves(criPull(p, 'team/removed', want['team/removed']), 'containerd pulls the removed image');
-  t.equal(originGets('team/removed', own), ownGets + 1, "containerd's pull fetched the removed layer from the origin");
+  const ownGets = origin.gets('team/removed', own);
+  await t.resolves(origin.criPull(p, 'team/removed', want['team/removed']), 'containerd pulls the removed image');
+  t.equal(origin.gets('team/removed', own), ownGets + 1, "containerd's pull fetched the removed layer from the origin");
   await p.settle();
 
   await lab.stop('origin');
   const fresh = await proxy(lab.tempDir('pt-gc-s3-b'));
   t.equal(await pull(fresh, 'team/kept', 'v1'), kept.digest, 'the kept image pulls with the origin stopped');
-  await t.resolves(criPull(fresh, 'team/kept', want['team/kept']), 'containerd pulls it whole with the origin stopped');
+  await t.resolves(
+    origin.criPull(fresh, 'team/kept', want['team/kept']),
+    'containerd pulls it whole with the origin stopped',
+  );
 });

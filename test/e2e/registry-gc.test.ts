@@ -22,9 +22,9 @@ import { RegistryStore } from '../../src/cache/registry-store.js';
 import { RegistryCollector } from '../../src/controller/registry-collector.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { heldCollector, TestWriteHold } from '../helpers/collection.js';
-import { Lab, registryRequests, restartRegistry, type Image } from '../helpers/lab.js';
+import { Lab, restartRegistry, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { checkRaceRecords, checkStoredImage, PullRace } from '../helpers/pull-race.js';
+import { checkRaceRecords, PullRace, RaceOrigin } from '../helpers/pull-race.js';
 import { testRegistryClient } from '../helpers/registry-client.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -39,7 +39,7 @@ const enc = `127.0.0.1_${ORIGIN}`;
 const agent = new Agent({ connect: { timeout: 2000 } });
 const proxies: TestProxy[] = [];
 let cacheDir: string;
-let originDir: string;
+let origin: RaceOrigin;
 let kept: Image;
 let removed: Image;
 
@@ -103,7 +103,7 @@ function collector(gc: () => Promise<void>): RegistryCollector {
 }
 
 t.before(async () => {
-  originDir = (await lab.registry('origin', ORIGIN)).dir;
+  origin = new RaceOrigin(lab, originHost, (await lab.registry('origin', ORIGIN)).dir);
   cacheDir = (await lab.registry('cache', CACHE)).dir;
   // As manifests/base/registry.yaml runs it: no in-memory blob descriptor cache, which would go on
   // answering for blobs garbage-collect deleted.
@@ -119,28 +119,6 @@ t.before(async () => {
   ]);
 });
 
-/** GETs of a blob the origin answered, from its access log. */
-const originGets = (repo: string, digest: string) =>
-  registryRequests(originDir).filter((r) => r.method === 'GET' && r.path.startsWith(`/v2/${repo}/blobs/${digest}`))
-    .length;
-
-/** An image's manifest digest and its config and layers, as the origin has them. */
-async function fromOrigin(repo: string): Promise<{ digest: string; blobs: string[] }> {
-  const m = await request(`http://${originHost}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
-  const bytes = Buffer.from(await m.body.arrayBuffer());
-  const doc = JSON.parse(bytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
-  return { digest: sha(bytes), blobs: [doc.config.digest, ...doc.layers.map((l) => l.digest)] };
-}
-
-/** The kubelet's pull of an image through the node proxy, then what containerd stored, checked. */
-async function criPull(p: TestProxy, repo: string, want: { digest: string; blobs: string[] }): Promise<void> {
-  const ref = `${p.host}/${enc}/${repo}:v1`;
-  // --fresh: the image and its content leave containerd first, so every pull fetches every blob.
-  const r = await lab.criPull('node', ref, ['--fresh', '--timeout', '120']);
-  if (r.image_ref !== want.blobs[0]) throw new Error(`containerd pull of ${repo}: ${JSON.stringify(r)}`);
-  await checkStoredImage(lab, 'node', ref, want.digest, want.blobs);
-}
-
 /** Whether the registry's stored files of an image (manifest, config, layers) hash to their digests. */
 const storedIntact = (want: { digest: string; blobs: string[] }) =>
   [want.digest, ...want.blobs].every((d) => existsSync(blobFile(d)) && sha(readFileSync(blobFile(d))) === d);
@@ -154,7 +132,7 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
   const own = removed.layers[1] as string;
   t.ok(existsSync(blobFile(own)), "the removed image's own layer is in the registry's storage");
   const before = storageBytes();
-  const keptConfigGets = originGets('team/kept', keptPull.blobs[0] as string);
+  const keptConfigGets = origin.gets('team/kept', keptPull.blobs[0] as string);
 
   // Containerd pulls each image over and over, ten HTTP clients pull once in each step, from
   // before the deletes until after the sweep.
@@ -163,7 +141,7 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
   const workers: string[] = [];
   for (const repo of ['team/kept', 'team/removed'] as const) {
     workers.push(`containerd ${repo}`);
-    race.worker(`containerd ${repo}`, repo, 5, () => criPull(p, repo, want[repo]));
+    race.worker(`containerd ${repo}`, repo, 5, () => origin.criPull(p, repo, want[repo]));
   }
   for (let i = 0; i < 10; i++) {
     const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
@@ -191,7 +169,7 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
     // Every worker has a pull under way (or done) since the hold: the sweep runs under pulls.
     await race.eachStartedIn('held', workers);
     t.equal(await garbageCollect(), 0, 'garbage-collect ran');
-    ownGetsAtSweep = originGets('team/removed', own);
+    ownGetsAtSweep = origin.gets('team/removed', own);
     race.enter('swept');
     // Still held: the removed image's pulls are not stored again yet.
     afterGc = storageBytes();
@@ -199,7 +177,7 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
     sharedKept = existsSync(blobFile(kept.layers[0] as string));
     // Pulls after the sweep, still under the hold: the removed layer can only come from the origin.
     await race.eachFinishedFrom('swept', workers);
-    ownGetsSwept = originGets('team/removed', own);
+    ownGetsSwept = origin.gets('team/removed', own);
   });
   race.enter('deleting');
   const result = await gc.collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
@@ -217,7 +195,7 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
     `after the sweep, removed pulls got its own layer from the origin: ${ownGetsAtSweep} -> ${ownGetsSwept} GETs`,
   );
   t.equal(
-    originGets('team/kept', keptPull.blobs[0] as string),
+    origin.gets('team/kept', keptPull.blobs[0] as string),
     keptConfigGets,
     "the kept image's blobs came from the cache throughout",
   );
@@ -241,10 +219,13 @@ t.test('a removed image is refetched from the origin; with the origin stopped th
   }).collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
   t.notOk(existsSync(blobFile(removed.layers[1] as string)), "the removed image's own layer left the storage");
   t.ok(existsSync(blobFile(kept.layers[0] as string)), 'the shared base layer stayed');
-  const ownGets = originGets('team/removed', removed.layers[1] as string);
-  await t.resolves(criPull(p, 'team/removed', await fromOrigin('team/removed')), 'containerd pulls the removed image');
+  const ownGets = origin.gets('team/removed', removed.layers[1] as string);
+  await t.resolves(
+    origin.criPull(p, 'team/removed', await origin.image('team/removed')),
+    'containerd pulls the removed image',
+  );
   t.equal(
-    originGets('team/removed', removed.layers[1] as string),
+    origin.gets('team/removed', removed.layers[1] as string),
     ownGets + 1,
     "containerd's pull fetched the removed layer from the origin",
   );
@@ -256,11 +237,11 @@ t.test('a removed image is refetched from the origin; with the origin stopped th
   await collector(async () => {
     t.equal(await garbageCollect(), 0);
   }).collect([{ image: `${originHost}/team/removed:v1`, digest: removed.digest }]);
-  const keptBlobs = await fromOrigin('team/kept');
+  const keptBlobs = await origin.image('team/kept');
   await lab.stop('origin');
   const fresh = await proxy(lab.tempDir('pt-gc-c'));
   t.equal((await pull(fresh, 'team/kept', 'v1')).digest, kept.digest, 'the kept image pulls with the origin stopped');
-  await t.resolves(criPull(fresh, 'team/kept', keptBlobs), 'containerd pulls it whole with the origin stopped');
+  await t.resolves(origin.criPull(fresh, 'team/kept', keptBlobs), 'containerd pulls it whole with the origin stopped');
 });
 
 t.test('a garbage-collect killed mid-run, run again: consistent and finished', async (t) => {

@@ -9,7 +9,9 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { Test } from 'tap';
-import type { Lab } from './lab.js';
+import { request } from 'undici';
+import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
+import { registryRequests, type Lab } from './lab.js';
 import type { TestProxy } from './proxy.js';
 import { eventually } from './wait.js';
 
@@ -205,4 +207,38 @@ export function checkRaceRecords(
     [],
     'no pull of the kept image failed; each was byte-identical (containerd: its stored content hashed)',
   );
+}
+
+/** The origin registry of a collection race: its access log, its images, and pulls of them. */
+export class RaceOrigin {
+  constructor(
+    private readonly lab: Lab,
+    private readonly host: string,
+    private readonly dir: string,
+  ) {}
+
+  /** GETs of a blob the origin answered, from its access log. */
+  gets(repo: string, digest: string): number {
+    return registryRequests(this.dir).filter(
+      (r) => r.method === 'GET' && r.path.startsWith(`/v2/${repo}/blobs/${digest}`),
+    ).length;
+  }
+
+  /** An image's manifest digest and its config and layers, as the origin has them. */
+  async image(repo: string): Promise<{ digest: string; blobs: string[] }> {
+    const m = await request(`http://${this.host}/v2/${repo}/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+    const bytes = Buffer.from(await m.body.arrayBuffer());
+    const doc = JSON.parse(bytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    return { digest, blobs: [doc.config.digest, ...doc.layers.map((l) => l.digest)] };
+  }
+
+  /** The kubelet's pull of an image through the node proxy, then what containerd stored, checked. */
+  async criPull(p: TestProxy, repo: string, want: { digest: string; blobs: string[] }): Promise<void> {
+    const ref = `${p.host}/${this.host.replace(':', '_')}/${repo}:v1`;
+    // --fresh: the image and its content leave containerd first, so every pull fetches every blob.
+    const r = await this.lab.criPull('node', ref, ['--fresh', '--timeout', '120']);
+    if (r.image_ref !== want.blobs[0]) throw new Error(`containerd pull of ${repo}: ${JSON.stringify(r)}`);
+    await checkStoredImage(this.lab, 'node', ref, want.digest, want.blobs);
+  }
 }
