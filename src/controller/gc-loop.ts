@@ -12,6 +12,7 @@ import type { CacheSize } from '../config/proxy.js';
 import { cachedImageRef, type CachedImage, type CachedImageApi } from '../kube/cached-images.js';
 import type { EventRecorder, EventTarget } from '../kube/event-recorder.js';
 import { describeKubeError } from '../kube/errors.js';
+import type { ControllerCollections } from '../observability/metrics.js';
 import { abortableSleep } from '../runtime/abortable-sleep.js';
 import { mapLimit } from '../runtime/map-limit.js';
 import { candidateOf, selectRemovals, type Candidate, type Selection, type Why } from './gc-selection.js';
@@ -55,21 +56,8 @@ export interface CollectionLoopOptions {
   readonly now?: () => number;
 }
 
-/** Totals since start, for the metrics. */
-export interface CollectionStats {
-  readonly succeeded: number;
-  readonly failed: number;
-  readonly imagesRemoved: number;
-  /** Distinct bytes the cached images hold, before and after the last pass; 0 before the first. */
-  readonly usedBytesBefore: number;
-  readonly usedBytesAfter: number;
-  /** The budget the last pass applied, and how it was given; undefined without one. */
-  readonly budget?: { readonly bytes: number; readonly given: 'size' | 'share' };
-  /** The registry's volume as last read; undefined when unknown or on object storage. */
-  readonly volume?: { readonly sizeBytes: number; readonly freeBytes: number };
-  /** Free bytes the sweeps gave back (free space after minus before, on a volume). */
-  readonly reclaimedBytes: number;
-}
+/** Totals since start, for the metrics (ControllerMetrics reads them as they are). */
+export type CollectionStats = ControllerCollections;
 
 export interface PassOutcome {
   readonly removed: readonly string[];

@@ -399,15 +399,20 @@ export interface ControllerState {
   collections?(): ControllerCollections | undefined;
 }
 
+/** The controller's collections since start. */
 export interface ControllerCollections {
   readonly succeeded: number;
   readonly failed: number;
   readonly imagesRemoved: number;
+  /** Distinct bytes the cached images hold, before and after the last pass; 0 before the first. */
   readonly usedBytesBefore: number;
   readonly usedBytesAfter: number;
+  /** The budget the last pass applied, and how it was given; undefined without one. */
   readonly budget?: { readonly bytes: number; readonly given: 'size' | 'share' };
+  /** The registry's volume as last read; undefined when unknown or on object storage. */
   readonly volume?: { readonly sizeBytes: number; readonly freeBytes: number };
-  readonly reclaimedBytes?: number;
+  /** Free bytes the sweeps gave back (free space after minus before, on a volume). */
+  readonly reclaimedBytes: number;
 }
 
 export class ControllerMetrics {
