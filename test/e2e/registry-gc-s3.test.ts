@@ -21,7 +21,7 @@ import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { heldCollector, TestWriteHold } from '../helpers/collection.js';
 import { Lab, type Image } from '../helpers/lab.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { checkRaceRecords, PullRace, RaceOrigin } from '../helpers/pull-race.js';
+import { checkRaceRecords, PullRace, RaceOrigin, startRaceWorkers } from '../helpers/pull-race.js';
 import { eventually } from '../helpers/wait.js';
 
 const S3 = 15470; // and 15471-15482 for Ceph's mon and OSD
@@ -185,28 +185,8 @@ t.test('on S3: collection while pulls go on; the shared layer stays, the removed
   const keptConfigGets = origin.gets('team/kept', want['team/kept'].blobs[0] as string);
   const before = await bucketBytes();
 
-  // Containerd pulls each image over and over, ten HTTP clients pull once in each step, from
-  // before the deletes until after the sweep.
   const race = new PullRace();
-  const workers: string[] = [];
-  for (const repo of ['team/kept', 'team/removed'] as const) {
-    workers.push(`containerd ${repo}`);
-    race.worker(`containerd ${repo}`, repo, 5, () => origin.criPull(p, repo, want[repo]));
-  }
-  for (let i = 0; i < 10; i++) {
-    const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
-    workers.push(`client ${i}`);
-    race.worker(
-      `client ${i}`,
-      repo,
-      1,
-      async () => {
-        const d = await pull(p, repo, 'v1');
-        if (d !== want[repo].digest) throw new Error(`${repo} pulled as ${d}`);
-      },
-      { oncePerPhase: true },
-    );
-  }
+  const workers = startRaceWorkers(race, origin, p, want, (repo) => pull(p, repo, 'v1'));
   await race.eachFinishedFrom('before', workers);
 
   let afterGc = 0;

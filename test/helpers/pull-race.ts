@@ -242,3 +242,39 @@ export class RaceOrigin {
     await checkStoredImage(this.lab, 'node', ref, want.digest, want.blobs);
   }
 }
+
+type RaceImages = Record<'team/kept' | 'team/removed', { readonly digest: string; readonly blobs: string[] }>;
+
+/**
+ * The race's pullers: containerd pulls each image over and over, ten HTTP clients (`clientPull`,
+ * which answers the manifest digest it got) pull once in each step, from before the deletes until
+ * after the sweep. Returns the workers' names.
+ */
+export function startRaceWorkers(
+  race: PullRace,
+  origin: RaceOrigin,
+  p: TestProxy,
+  want: RaceImages,
+  clientPull: (repo: string) => Promise<string>,
+): string[] {
+  const workers: string[] = [];
+  for (const repo of ['team/kept', 'team/removed'] as const) {
+    workers.push(`containerd ${repo}`);
+    race.worker(`containerd ${repo}`, repo, 5, () => origin.criPull(p, repo, want[repo]));
+  }
+  for (let i = 0; i < 10; i++) {
+    const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
+    workers.push(`client ${i}`);
+    race.worker(
+      `client ${i}`,
+      repo,
+      1,
+      async () => {
+        const digest = await clientPull(repo);
+        if (digest !== want[repo].digest) throw new Error(`${repo} pulled as ${digest}`);
+      },
+      { oncePerPhase: true },
+    );
+  }
+  return workers;
+}
