@@ -11,10 +11,8 @@
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { registryCollector } from '../../src/cli/controller.js';
 import { startGcRunner } from '../../src/cli/gc-runner.js';
 import { CollectionLoop } from '../../src/controller/gc-loop.js';
@@ -22,10 +20,10 @@ import { cachedImageName } from '../../src/controller/object-name.js';
 import { createCachedImageApi } from '../../src/kube/cached-images.js';
 import { createKubeClient, EventRecorder, silentLogger } from '../../src/kube/index.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { fastControllerConfig } from '../controller/config.js';
 import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
 import { Lab, labAvailable, restartRegistry, type Image } from '../helpers/lab.js';
+import { clientPull } from '../helpers/client-pull.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 
 const ORIGIN = 15650;
@@ -36,20 +34,9 @@ const DAY = 86_400_000;
 const lab = new Lab('gc-usage');
 const originHost = `127.0.0.1:${ORIGIN}`;
 const enc = `127.0.0.1_${ORIGIN}`;
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-async function pull(p: TestProxy, repo: string, tag: string): Promise<string> {
-  const m = await request(`${p.url}/v2/${enc}/${repo}/manifests/${tag}`, { headers: { accept: MANIFEST_ACCEPT } });
-  const bytes = Buffer.from(await m.body.arrayBuffer());
-  if (m.statusCode !== 200) throw new Error(`manifest ${repo}:${tag}: ${m.statusCode}`);
-  const doc = JSON.parse(bytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
-  for (const d of [doc.config.digest, ...doc.layers.map((l) => l.digest)]) {
-    const b = await request(`${p.url}/v2/${enc}/${repo}/blobs/${d}`);
-    const body = Buffer.from(await b.body.arrayBuffer());
-    if (b.statusCode !== 200 || sha(body) !== d) throw new Error(`blob ${d} of ${repo}: ${b.statusCode}`);
-  }
-  return sha(bytes);
-}
+/** A client's pull through the proxy, every digest checked; the manifest's digest. */
+const pull = async (p: TestProxy, repo: string, tag: string) => (await clientPull(p.url, `${enc}/${repo}`, tag)).digest;
 
 /** Mounts a tmpfs on `dir`; the reason it could not, if it could not. */
 function mountVolume(dir: string): string | undefined {

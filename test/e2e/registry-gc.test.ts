@@ -20,11 +20,11 @@ import { loadAllYaml } from '@kubernetes/client-node';
 import { Agent, request } from 'undici';
 import { RegistryStore } from '../../src/cache/registry-store.js';
 import { RegistryCollector } from '../../src/controller/registry-collector.js';
-import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { heldCollector, TestWriteHold } from '../helpers/collection.js';
 import { Lab, restartRegistry, type Image } from '../helpers/lab.js';
+import { clientPull } from '../helpers/client-pull.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
-import { checkRaceRecords, PullRace, RaceOrigin } from '../helpers/pull-race.js';
+import { checkRaceRecords, PullRace, RaceOrigin, startRaceWorkers } from '../helpers/pull-race.js';
 import { testRegistryClient } from '../helpers/registry-client.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -63,20 +63,8 @@ const proxy = async (dir: string) => {
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-/** Pulls an image through the proxy: manifest by tag, config and layers, every digest checked. */
-async function pull(p: TestProxy, repo: string, tag: string): Promise<{ digest: string; blobs: string[] }> {
-  const m = await request(`${p.url}/v2/${enc}/${repo}/manifests/${tag}`, { headers: { accept: MANIFEST_ACCEPT } });
-  const bytes = Buffer.from(await m.body.arrayBuffer());
-  if (m.statusCode !== 200) throw new Error(`manifest ${repo}:${tag}: ${m.statusCode}`);
-  const doc = JSON.parse(bytes.toString()) as { config: { digest: string }; layers: { digest: string }[] };
-  const blobs = [doc.config.digest, ...doc.layers.map((l) => l.digest)];
-  for (const d of blobs) {
-    const b = await request(`${p.url}/v2/${enc}/${repo}/blobs/${d}`);
-    const body = Buffer.from(await b.body.arrayBuffer());
-    if (b.statusCode !== 200 || sha(body) !== d) throw new Error(`blob ${d} of ${repo}: ${b.statusCode}`);
-  }
-  return { digest: sha(bytes), blobs };
-}
+/** A client's pull through the proxy, every digest checked. */
+const pull = (p: TestProxy, repo: string, tag: string) => clientPull(p.url, `${enc}/${repo}`, tag);
 
 const blobFile = (digest: string) =>
   join(cacheDir, 'data/docker/registry/v2/blobs/sha256', digest.slice(7, 9), digest.slice(7), 'data');
@@ -134,29 +122,9 @@ t.test('collection while pulls go on: kept images intact, removed ones refetched
   const before = storageBytes();
   const keptConfigGets = origin.gets('team/kept', keptPull.blobs[0] as string);
 
-  // Containerd pulls each image over and over, ten HTTP clients pull once in each step, from
-  // before the deletes until after the sweep.
   const race = new PullRace();
   const want = { 'team/kept': keptPull, 'team/removed': removedPull };
-  const workers: string[] = [];
-  for (const repo of ['team/kept', 'team/removed'] as const) {
-    workers.push(`containerd ${repo}`);
-    race.worker(`containerd ${repo}`, repo, 5, () => origin.criPull(p, repo, want[repo]));
-  }
-  for (let i = 0; i < 10; i++) {
-    const repo = i % 2 === 0 ? 'team/kept' : 'team/removed';
-    workers.push(`client ${i}`);
-    race.worker(
-      `client ${i}`,
-      repo,
-      1,
-      async () => {
-        const r = await pull(p, repo, 'v1');
-        if (r.digest !== want[repo].digest) throw new Error(`${repo} pulled as ${r.digest}`);
-      },
-      { oncePerPhase: true },
-    );
-  }
+  const workers = startRaceWorkers(race, origin, p, want, async (repo) => (await pull(p, repo, 'v1')).digest);
   await race.eachFinishedFrom('before', workers);
 
   let afterGc = 0;
