@@ -5,7 +5,8 @@
  * storage holds.
  */
 import { request, type Dispatcher } from 'undici';
-import { CollectorError, type RegistryStorage } from './registry-collector.js';
+import { readCapped } from '../oci/registry-client.js';
+import { CollectorError, MAX_ANSWER_BYTES, type RegistryStorage } from './registry-collector.js';
 
 export function runnerGarbageCollect(
   runnerUrl: string,
@@ -27,7 +28,12 @@ export function runnerGarbageCollect(
       if (signal.aborted) throw err;
       throw new CollectorError('COLLECT_FAILED', `gc-runner ${url} unreachable: ${(err as Error).message}`);
     }
-    const text = await res.body.text();
+    let text: string;
+    try {
+      text = await readCapped(res.body, MAX_ANSWER_BYTES);
+    } catch (err) {
+      throw new CollectorError('COLLECT_FAILED', `gc-runner ${url}: ${(err as Error).message}`);
+    }
     if (res.statusCode !== 200) {
       throw new CollectorError('COLLECT_FAILED', `gc-runner answered ${res.statusCode}: ${text.slice(0, 400)}`);
     }
@@ -52,7 +58,12 @@ export function runnerStorage(runnerUrl: string, dispatcher?: Dispatcher): () =>
     } catch (err) {
       throw new CollectorError('STORAGE_UNKNOWN', `gc-runner ${url} unreachable: ${(err as Error).message}`);
     }
-    const text = await res.body.text();
+    let text: string;
+    try {
+      text = await readCapped(res.body, MAX_ANSWER_BYTES);
+    } catch (err) {
+      throw new CollectorError('STORAGE_UNKNOWN', `gc-runner ${url}: ${(err as Error).message}`);
+    }
     if (res.statusCode !== 200) {
       throw new CollectorError('STORAGE_UNKNOWN', `gc-runner answered ${res.statusCode}: ${text.slice(0, 400)}`);
     }

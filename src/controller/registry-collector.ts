@@ -8,7 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TAG_REPO_PREFIX } from '../cache/registry-store.js';
 import { cacheRepositoryName } from '../oci/encoding.js';
-import type { RegistryClient, RegistryResponse } from '../oci/registry-client.js';
+import { readCapped, type RegistryClient, type RegistryResponse } from '../oci/registry-client.js';
 import { parseReference } from '../oci/reference.js';
 import { mapLimit } from '../runtime/map-limit.js';
 import { ImageFootprints, type Footprint } from './image-footprint.js';
@@ -19,6 +19,9 @@ import { ImageFootprints, type Footprint } from './image-footprint.js';
  * Collection row).
  */
 const PARALLEL_REMOVALS = 4;
+
+/** An answer of the registry or the gc-runner is a status and a short message; more is not read. */
+export const MAX_ANSWER_BYTES = 64 * 1024;
 
 export type CollectorErrorCode =
   | 'DELETES_DISABLED'
@@ -171,7 +174,7 @@ export class RegistryCollector {
 
 async function bodyText(res: RegistryResponse): Promise<string> {
   try {
-    return await res.body.text();
+    return await readCapped(res.body, MAX_ANSWER_BYTES);
   } catch {
     return '';
   }
