@@ -1,5 +1,9 @@
-/** A controller configuration for tests: a short Lease and fast passes, so handovers take a second. */
+/**
+ * A controller configuration for tests: a short Lease and fast passes, so handovers take a second;
+ * and its Event recorder, as the controller command builds it.
+ */
 import type { ControllerConfig } from '../../src/config/controller.js';
+import { EventRecorder, silentLogger, type KubeClient } from '../../src/kube/index.js';
 
 export const fastControllerConfig = (identity = 'a', over: Partial<ControllerConfig> = {}): ControllerConfig => ({
   namespace: 'pullthrough',
@@ -14,3 +18,7 @@ export const fastControllerConfig = (identity = 'a', over: Partial<ControllerCon
   logLevel: 'silent',
   ...over,
 });
+
+/** The controller's Events, recorded as `pullthrough-controller` in namespace `pullthrough`. */
+export const controllerEvents = (client: KubeClient): EventRecorder =>
+  new EventRecorder({ client, namespace: 'pullthrough', component: 'pullthrough-controller', log: silentLogger });

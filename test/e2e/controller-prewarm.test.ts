@@ -9,10 +9,10 @@ import t from 'tap';
 import { join } from 'node:path';
 import { prepareSpoolDir } from '../../src/cache/blob-fills.js';
 import { readProxyConfig } from '../../src/config/proxy.js';
-import { fastControllerConfig } from '../controller/config.js';
+import { controllerEvents, fastControllerConfig } from '../controller/config.js';
 import { runController } from '../../src/controller/run.js';
 import type { CachedImage } from '../../src/kube/cached-images.js';
-import { createKubeClient, EventRecorder, secretCredentials, silentLogger } from '../../src/kube/index.js';
+import { createKubeClient, secretCredentials, silentLogger } from '../../src/kube/index.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { buildPrewarmer } from '../../src/proxy/build-proxy.js';
 import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
@@ -67,12 +67,7 @@ t.test('pre-warm of hand-made CachedImages', { skip }, async (t) => {
   const running = runController(config, {
     client,
     log: silentLogger,
-    events: new EventRecorder({
-      client,
-      namespace: 'pullthrough',
-      component: 'pullthrough-controller',
-      log: silentLogger,
-    }),
+    events: controllerEvents(client),
     warm: { warmer: warming.prewarmer, secrets: secretCredentials(client) },
   });
   t.teardown(() => running.close());

@@ -17,11 +17,11 @@ import {
   type CachedImageApi,
   type StatusPatch,
 } from '../../src/kube/cached-images.js';
-import { createKubeClient, EventRecorder, secretCredentials, silentLogger } from '../../src/kube/index.js';
+import { createKubeClient, secretCredentials, silentLogger } from '../../src/kube/index.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { buildPrewarmer } from '../../src/proxy/build-proxy.js';
-import { fastControllerConfig } from '../controller/config.js';
+import { controllerEvents, fastControllerConfig } from '../controller/config.js';
 import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
 import { accessLog, Lab, labAvailable } from '../helpers/lab.js';
 import { startProxy } from '../helpers/proxy.js';
@@ -84,12 +84,7 @@ t.test('refresh of a moved tag', { skip }, async (t) => {
     client,
     log: silentLogger,
     cachedImages: recording,
-    events: new EventRecorder({
-      client,
-      namespace: 'pullthrough',
-      component: 'pullthrough-controller',
-      log: silentLogger,
-    }),
+    events: controllerEvents(client),
     warm: { warmer: warming.prewarmer, secrets: secretCredentials(client) },
   });
   t.teardown(() => running.close());

@@ -12,12 +12,12 @@ import { prepareSpoolDir } from '../../src/cache/blob-fills.js';
 import { readProxyConfig } from '../../src/config/proxy.js';
 import { runController } from '../../src/controller/run.js';
 import type { CachedImage } from '../../src/kube/cached-images.js';
-import { createKubeClient, EventRecorder, secretCredentials, silentLogger } from '../../src/kube/index.js';
+import { createKubeClient, secretCredentials, silentLogger } from '../../src/kube/index.js';
 import { cacheRepositoryName } from '../../src/oci/encoding.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { buildPrewarmer } from '../../src/proxy/build-proxy.js';
-import { fastControllerConfig } from '../controller/config.js';
+import { controllerEvents, fastControllerConfig } from '../controller/config.js';
 import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
 import { Lab, labAvailable } from '../helpers/lab.js';
 import { eventually } from '../helpers/wait.js';
@@ -97,12 +97,7 @@ t.test('pre-warm of a private image behind token auth', { skip }, async (t) => {
   const running = runController(fastControllerConfig(), {
     client,
     log: silentLogger,
-    events: new EventRecorder({
-      client,
-      namespace: 'pullthrough',
-      component: 'pullthrough-controller',
-      log: silentLogger,
-    }),
+    events: controllerEvents(client),
     warm: { warmer: warming.prewarmer, secrets: secretCredentials(client) },
   });
   t.teardown(() => running.close());

@@ -16,11 +16,11 @@ import { registryCollector } from '../../src/cli/controller.js';
 import { startGcRunner } from '../../src/cli/gc-runner.js';
 import { runController } from '../../src/controller/run.js';
 import type { CachedImage } from '../../src/kube/cached-images.js';
-import { createKubeClient, EventRecorder, silentLogger } from '../../src/kube/index.js';
+import { createKubeClient, silentLogger } from '../../src/kube/index.js';
 import { cachedImageName } from '../../src/controller/object-name.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { MANIFEST_ACCEPT } from '../../src/oci/media-types.js';
-import { fastControllerConfig } from '../controller/config.js';
+import { controllerEvents, fastControllerConfig } from '../controller/config.js';
 import { FakeApiServer, writeKubeconfig } from '../fake-apiserver/index.js';
 import { Lab, labAvailable, restartRegistry } from '../helpers/lab.js';
 import { clientPull } from '../helpers/client-pull.js';
@@ -125,12 +125,7 @@ t.test('one collection removes the expired, unused image and keeps the used one'
   const running = runController(config, {
     client,
     log: silentLogger,
-    events: new EventRecorder({
-      client,
-      namespace: 'pullthrough',
-      component: 'pullthrough-controller',
-      log: silentLogger,
-    }),
+    events: controllerEvents(client),
     ...(collector ? { collector } : {}),
   });
   let closed = false;
